@@ -1,0 +1,1 @@
+"""cortex-jax: explain vector-quantized generative models through their codebook tokens."""

@@ -1,0 +1,471 @@
+"""Loading and saving VQGAN weights in the formats people have.
+
+`load_vqgan(source)` accepts:
+  - a preset or packaged name: `"imagenet_f16_16384"` (fetched from its Hugging Face repo) or
+    `"toy"` (the toy world's weights shipped inside the package);
+  - a local folder in vqgan-jax format (`config.json` + `flax_model.msgpack`);
+  - a Hugging Face repo id such as `"dalle-mini/vqgan_imagenet_f16_16384"` (a cache hit works
+    offline; a miss offline raises one error naming the repo, the cache folder and the manual fix);
+  - a taming-transformers checkpoint: a Lightning `.ckpt` (read without torch by a restricted
+    unpickler that builds numpy arrays and runs no code from the file), a `.pt`/`.pth` state dict,
+    or an `.npz` of the state dict. The architecture is inferred from the tensor shapes unless a
+    config or preset is given.
+
+`save_vqgan(vqgan, folder)` writes the vqgan-jax format atomically.
+
+Caveat: torch's legacy (pre-1.6, non-zip) serialization is not read; re-save such a file with a
+current torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import serialization
+
+from cortex_jax.vqgan import (
+    PRESET_REPOS,
+    PRESETS,
+    VQGAN,
+    VQGANConfig,
+    flatten_paths,
+    param_shapes,
+)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "flax_model.msgpack"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# Models shipped inside the package, by name → folder in vqgan-jax format.
+PACKAGED_VQGANS: dict[str, Path] = {"toy": _PACKAGE_DIR / "toy" / "weights" / "vqgan"}
+_TAMING_PREFIXES = ("encoder.", "decoder.", "quantize.", "quant_conv.", "post_quant_conv.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter trees
+# ---------------------------------------------------------------------------------------------
+
+
+def unflatten_paths(flat: Mapping[str, Any]) -> dict:
+    """{'a/b': x} → {'a': {'b': x}}."""
+    out: dict = {}
+    for path, v in flat.items():
+        node = out
+        *parents, leaf = path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
+
+
+def check_params(
+    params: Mapping[str, Any], config: VQGANConfig, source: str = "checkpoint"
+) -> None:
+    """Raises ValueError naming the first parameter that is missing, extra or mis-shaped."""
+    expected = flatten_paths(param_shapes(config))
+    found = flatten_paths(params)
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        first = missing[0]
+        raise ValueError(
+            f"{source} lacks parameter {first} (expected shape {tuple(expected[first].shape)})"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        )
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise ValueError(
+            f"{source} has parameter {extra[0]} that the config does not define"
+            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+        )
+    for path in sorted(expected):
+        want, got = tuple(expected[path].shape), tuple(np.shape(found[path]))
+        if want != got:
+            raise ValueError(
+                f"{source}: parameter {path} has shape {got} but the config expects {want}"
+            )
+
+
+def _as_float32_tree(params: Mapping[str, Any]) -> dict:
+    return unflatten_paths(
+        {k: jnp.asarray(np.asarray(v, np.float32)) for k, v in flatten_paths(params).items()}
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# vqgan-jax folders
+# ---------------------------------------------------------------------------------------------
+
+
+def _require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def read_vqgan_folder(folder: str | os.PathLike, dtype: Any = jnp.float32) -> VQGAN:
+    """Loads a vqgan-jax folder (config.json + flax_model.msgpack)."""
+    folder = Path(folder)
+    cfg_path = _require_file(folder / CONFIG_NAME, "VQGAN config")
+    w_path = _require_file(folder / WEIGHTS_NAME, "VQGAN weights")
+    try:
+        config = VQGANConfig.from_dict(json.loads(cfg_path.read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"{cfg_path} is not a valid vqgan-jax config.json: {e}") from None
+    try:
+        params = serialization.msgpack_restore(w_path.read_bytes())
+    except Exception as e:  # msgpack raises several unrelated types on corrupt input
+        raise ValueError(f"{w_path} is not a readable flax msgpack file: {e}") from None
+    if "params" in params and len(params) == 1:  # tolerate a {'params': ...} wrapper
+        params = params["params"]
+    check_params(params, config, source=str(w_path))
+    return VQGAN(config, _as_float32_tree(params), dtype)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_vqgan(vqgan: VQGAN, folder: str | os.PathLike) -> Path:
+    """Writes `folder/config.json` + `folder/flax_model.msgpack` (vqgan-jax format) atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    params = {k: np.asarray(v) for k, v in flatten_paths(vqgan.params).items()}
+    _atomic_write_bytes(
+        folder / WEIGHTS_NAME, serialization.msgpack_serialize(unflatten_paths(params))
+    )
+    _atomic_write_bytes(
+        folder / CONFIG_NAME, (json.dumps(vqgan.config.to_dict(), indent=2) + "\n").encode()
+    )
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face hub
+# ---------------------------------------------------------------------------------------------
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def hub_folder(repo_id: str, filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME)) -> Path:
+    """Local folder holding `filenames` of `repo_id`: from the cache, else downloaded.
+
+    Raises FileNotFoundError with the manual fix when the files are neither cached nor reachable.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    cached = [huggingface_hub.try_to_load_from_cache(repo_id, f) for f in filenames]
+    if all(isinstance(p, str) for p in cached):
+        return Path(cached[0]).parent
+    offline = constants.HF_HUB_OFFLINE
+    cause = "HF_HUB_OFFLINE is set"
+    if not offline:
+        try:
+            paths = [huggingface_hub.hf_hub_download(repo_id, f) for f in filenames]
+            return Path(paths[0]).parent
+        except Exception as e:  # network errors come in many types; all mean "not available"
+            cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    cache = constants.HF_HUB_CACHE
+    raise FileNotFoundError(
+        f"{repo_id}: {', '.join(filenames)} not in the Hugging Face cache {cache} and could not be "
+        f"downloaded ({cause}); download them elsewhere with "
+        f"`huggingface-cli download {repo_id} {' '.join(filenames)}` and copy the cache folder "
+        f"over, or place them in a local folder and pass its path instead of the repo id"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# torch / taming-transformers checkpoints, read without torch
+# ---------------------------------------------------------------------------------------------
+
+_TORCH_DTYPES = {
+    "DoubleStorage": np.float64,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": ml_dtypes.bfloat16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+_TORCH_SCALAR_DTYPES = {
+    "float64": np.float64,
+    "float32": np.float32,
+    "float16": np.float16,
+    "bfloat16": ml_dtypes.bfloat16,
+    "int64": np.int64,
+    "int32": np.int32,
+    "int16": np.int16,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "bool": np.bool_,
+}
+
+
+class _Opaque:
+    """Stands in for any class in a checkpoint that is not a tensor (optimizer state, configs)."""
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _StorageType:
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+
+def _rebuild_tensor(storage, offset, size, stride, *args, **kwargs):
+    itemsize = storage.dtype.itemsize
+    if not size:
+        return storage[offset : offset + 1].reshape(()).copy()
+    return np.lib.stride_tricks.as_strided(
+        storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
+    ).copy()
+
+
+def _rebuild_parameter(data, *args, **kwargs):
+    return data
+
+
+class _TorchUnpickler(pickle.Unpickler):
+    """Builds numpy arrays from torch's zip pickle; every other class becomes an inert `_Opaque`."""
+
+    def __init__(self, file, zf: zipfile.ZipFile, root: str):
+        super().__init__(file)
+        self._zf, self._root = zf, root
+        self._storages: dict[str, np.ndarray] = {}
+
+    def find_class(self, module: str, name: str):
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+            return _rebuild_tensor
+        if module == "torch._utils" and name == "_rebuild_parameter":
+            return _rebuild_parameter
+        if module == "torch" and name in _TORCH_DTYPES:
+            return _StorageType(_TORCH_DTYPES[name])
+        if module == "torch" and name in _TORCH_SCALAR_DTYPES:
+            return _TORCH_SCALAR_DTYPES[name]
+        if module == "collections" and name == "OrderedDict":
+            return OrderedDict
+        if module == "torch.storage" and name == "UntypedStorage":
+            return _StorageType(np.uint8)
+        return _Opaque
+
+    def persistent_load(self, pid):
+        kind, storage_type, key, _location, _numel = pid[:5]
+        if kind != "storage":
+            raise pickle.UnpicklingError(f"unsupported persistent id {kind!r}")
+        dtype = storage_type.dtype if isinstance(storage_type, _StorageType) else storage_type
+        dtype = np.dtype(dtype)
+        if key not in self._storages:
+            raw = self._zf.read(f"{self._root}/data/{key}")
+            self._storages[key] = np.frombuffer(raw, dtype=dtype)
+        return self._storages[key]
+
+
+def read_torch_file(path: str | os.PathLike) -> Any:
+    """Reads a torch.save zip file (`.ckpt`, `.pt`) into python objects with numpy arrays."""
+    path = _require_file(Path(path), "checkpoint")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a torch zip checkpoint (legacy torch<1.6 format?); re-save it with "
+            f"a current torch: torch.save(torch.load(p, map_location='cpu'), p)"
+        )
+    with zipfile.ZipFile(path) as zf:
+        pkl = [n for n in zf.namelist() if n.endswith("data.pkl")]
+        if not pkl:
+            raise ValueError(f"{path} has no data.pkl; expected a torch.save checkpoint")
+        root = pkl[0][: -len("/data.pkl")]
+        byteorder = f"{root}/byteorder"
+        if byteorder in zf.namelist() and zf.read(byteorder).strip() != b"little":
+            raise ValueError(f"{path} was saved big-endian; only little-endian is supported")
+        with zf.open(pkl[0]) as f:
+            return _TorchUnpickler(f, zf, root).load()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A taming state dict from `.ckpt` (Lightning, key 'state_dict'), `.pt`/`.pth` or `.npz`."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(_require_file(path, "state dict")) as z:
+            return {k: z[k] for k in z.files}
+    obj = read_torch_file(path)
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds a {type(obj).__name__}; expected a state dict")
+    return {str(k): np.asarray(v) for k, v in obj.items() if isinstance(v, np.ndarray)}
+
+
+def convert_taming_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict:
+    """taming `VQModel.state_dict()` → vqgan-jax parameter tree.
+
+    `x.N` → `x_N`; 4-D conv `weight` → `kernel` transposed (2, 3, 1, 0); GroupNorm `weight` →
+    `scale`; `quantize.embedding.weight` → `quantize/embedding/embedding`. Keys outside the
+    autoencoder (the discriminator and LPIPS under `loss.`) are dropped.
+    """
+    flat: dict[str, np.ndarray] = {}
+    for key, value in state_dict.items():
+        if not key.startswith(_TAMING_PREFIXES):
+            continue
+        parts = key.split(".")
+        leaf = parts.pop()
+        names: list[str] = []
+        for p in parts:
+            if p.isdigit() and names:
+                names[-1] = f"{names[-1]}_{p}"
+            else:
+                names.append(p)
+        value = np.asarray(value)
+        if names == ["quantize", "embedding"] and leaf == "weight":
+            names, leaf = ["quantize", "embedding"], "embedding"
+        elif leaf == "weight" and value.ndim == 4:
+            leaf, value = "kernel", value.transpose(2, 3, 1, 0)
+        elif leaf == "weight" and value.ndim == 1:
+            leaf = "scale"
+        elif leaf != "bias":
+            raise ValueError(f"unexpected taming parameter {key} with shape {value.shape}")
+        flat["/".join([*names, leaf])] = value
+    if not flat:
+        raise ValueError(
+            "state dict has no taming VQGAN keys (encoder./decoder./quantize./quant_conv./"
+            "post_quant_conv.); expected a taming-transformers VQModel checkpoint"
+        )
+    return unflatten_paths(flat)
+
+
+def infer_taming_config(params: Mapping[str, Any], resolution: int = 256) -> VQGANConfig:
+    """Reads the architecture off converted parameter shapes (resolution is not stored)."""
+    flat = flatten_paths(params)
+    try:
+        ch = flat["encoder/conv_in/kernel"].shape[-1]
+        levels = sorted(
+            {int(m.group(1)) for k in flat if (m := re.match(r"encoder/down_(\d+)/", k))}
+        )
+        ch_mult = tuple(
+            flat[f"encoder/down_{i}/block_0/conv1/kernel"].shape[-1] // ch for i in levels
+        )
+        num_res_blocks = len(
+            {m.group(1) for k in flat if (m := re.match(r"encoder/down_0/block_(\d+)/", k))}
+        )
+        attn = tuple(
+            resolution // 2**i for i in levels if f"encoder/down_{i}/attn_0/q/kernel" in flat
+        )
+        z_out = flat["encoder/conv_out/kernel"].shape[-1]
+        z_channels = flat["post_quant_conv/kernel"].shape[-1]
+        n_embed, embed_dim = flat["quantize/embedding/embedding"].shape
+        in_channels = flat["encoder/conv_in/kernel"].shape[2]
+        out_ch = flat["decoder/conv_out/kernel"].shape[-1]
+    except KeyError as e:
+        raise ValueError(f"cannot infer the VQGAN architecture: parameter {e} is missing") from None
+    return VQGANConfig(
+        ch=ch,
+        ch_mult=ch_mult,
+        num_res_blocks=num_res_blocks,
+        attn_resolutions=attn,
+        z_channels=z_channels,
+        embed_dim=embed_dim,
+        n_embed=n_embed,
+        resolution=resolution,
+        in_channels=in_channels,
+        out_ch=out_ch,
+        double_z=z_out == 2 * z_channels,
+    )
+
+
+def read_taming_checkpoint(
+    path: str | os.PathLike,
+    config: VQGANConfig | None = None,
+    dtype: Any = jnp.float32,
+    resolution: int = 256,
+) -> VQGAN:
+    """A taming-transformers VQGAN checkpoint, converted to the vqgan-jax layout."""
+    params = convert_taming_state_dict(read_state_dict(path))
+    config = config or infer_taming_config(params, resolution)
+    check_params(params, config, source=str(path))
+    return VQGAN(config, _as_float32_tree(params), dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# One entry point
+# ---------------------------------------------------------------------------------------------
+
+_TAMING_SUFFIXES = (".ckpt", ".pt", ".pth", ".npz")
+
+
+def load_vqgan(
+    source: str | os.PathLike,
+    *,
+    dtype: Any = jnp.float32,
+    config: VQGANConfig | str | None = None,
+) -> VQGAN:
+    """Loads a VQGAN from a name, folder, Hugging Face repo id or taming checkpoint.
+
+    Args:
+      source: `"toy"`, a preset name (see `vqgan.PRESETS`), a vqgan-jax folder, a Hugging Face
+        repo id, or a taming `.ckpt`/`.pt`/`.pth`/`.npz` file.
+      dtype: compute dtype, jnp.float32 (default) or jnp.bfloat16.
+      config: for taming checkpoints, the architecture (a VQGANConfig or preset name); inferred
+        from the tensor shapes when omitted.
+    """
+    if isinstance(config, str):
+        if config not in PRESETS:
+            raise ValueError(f"unknown VQGAN preset {config!r}; expected one of {sorted(PRESETS)}")
+        config = PRESETS[config]
+    name = str(source)
+    if name in PACKAGED_VQGANS:
+        folder = PACKAGED_VQGANS[name]
+        if not (folder / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(
+                f"packaged VQGAN {name!r} is missing from {folder}; rebuild it with "
+                f"`python -m train.toy` or reinstall cortex-jax"
+            )
+        return read_vqgan_folder(folder, dtype)
+    if name in PRESETS:
+        if name not in PRESET_REPOS:
+            raise ValueError(
+                f"preset {name!r} has no known weights location; pass a folder or checkpoint "
+                f"with config={name!r}"
+            )
+        name = PRESET_REPOS[name]
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return read_vqgan_folder(path, dtype)
+    if path.suffix in _TAMING_SUFFIXES:
+        return read_taming_checkpoint(path, config, dtype)
+    if path.exists():
+        raise ValueError(
+            f"{path} is neither a vqgan-jax folder nor a taming checkpoint "
+            f"({', '.join(_TAMING_SUFFIXES)})"
+        )
+    if _REPO_ID.match(name) and not name.startswith((".", "/", "~")):
+        return read_vqgan_folder(hub_folder(name), dtype)
+    raise FileNotFoundError(
+        f"VQGAN source {name!r} not found: expected 'toy', a preset {sorted(PRESETS)}, an existing "
+        f"folder with {CONFIG_NAME} + {WEIGHTS_NAME}, a Hugging Face repo id (owner/name), or a "
+        f"taming checkpoint file"
+    )
