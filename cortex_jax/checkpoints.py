@@ -30,11 +30,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import serialization
 
+from cortex_jax.cin import GPTConfig
+from cortex_jax.cin import init_params as gpt_init_params
 from cortex_jax.vqgan import (
     PRESET_REPOS,
     PRESETS,
@@ -70,10 +73,14 @@ def unflatten_paths(flat: Mapping[str, Any]) -> dict:
 
 
 def check_params(
-    params: Mapping[str, Any], config: VQGANConfig, source: str = "checkpoint"
+    params: Mapping[str, Any], config: VQGANConfig | Mapping[str, Any], source: str = "checkpoint"
 ) -> None:
-    """Raises ValueError naming the first parameter that is missing, extra or mis-shaped."""
-    expected = flatten_paths(param_shapes(config))
+    """Raises ValueError naming the first parameter that is missing, extra or mis-shaped.
+
+    `config` is a VQGANConfig or the expected tree itself (arrays or ShapeDtypeStructs).
+    """
+    tree = param_shapes(config) if isinstance(config, VQGANConfig) else config
+    expected = flatten_paths(tree)
     found = flatten_paths(params)
     missing = sorted(set(expected) - set(found))
     if missing:
@@ -113,22 +120,32 @@ def _require_file(path: Path, what: str) -> Path:
     return path
 
 
-def read_vqgan_folder(folder: str | os.PathLike, dtype: Any = jnp.float32) -> VQGAN:
-    """Loads a vqgan-jax folder (config.json + flax_model.msgpack)."""
+def read_model_folder(folder: str | os.PathLike, what: str = "model") -> tuple[dict, dict]:
+    """(config dict, parameter tree) from a folder with config.json + flax_model.msgpack."""
     folder = Path(folder)
-    cfg_path = _require_file(folder / CONFIG_NAME, "VQGAN config")
-    w_path = _require_file(folder / WEIGHTS_NAME, "VQGAN weights")
+    cfg_path = _require_file(folder / CONFIG_NAME, f"{what} config")
+    w_path = _require_file(folder / WEIGHTS_NAME, f"{what} weights")
     try:
-        config = VQGANConfig.from_dict(json.loads(cfg_path.read_text()))
-    except (json.JSONDecodeError, TypeError) as e:
-        raise ValueError(f"{cfg_path} is not a valid vqgan-jax config.json: {e}") from None
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
     try:
         params = serialization.msgpack_restore(w_path.read_bytes())
     except Exception as e:  # msgpack raises several unrelated types on corrupt input
         raise ValueError(f"{w_path} is not a readable flax msgpack file: {e}") from None
     if "params" in params and len(params) == 1:  # tolerate a {'params': ...} wrapper
         params = params["params"]
-    check_params(params, config, source=str(w_path))
+    return config, params
+
+
+def read_vqgan_folder(folder: str | os.PathLike, dtype: Any = jnp.float32) -> VQGAN:
+    """Loads a vqgan-jax folder (config.json + flax_model.msgpack)."""
+    raw, params = read_model_folder(folder, "VQGAN")
+    try:
+        config = VQGANConfig.from_dict(raw)
+    except TypeError as e:
+        raise ValueError(f"{Path(folder) / CONFIG_NAME} is not a vqgan-jax config: {e}") from None
+    check_params(params, config, source=str(Path(folder) / WEIGHTS_NAME))
     return VQGAN(config, _as_float32_tree(params), dtype)
 
 
@@ -145,18 +162,33 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def save_vqgan(vqgan: VQGAN, folder: str | os.PathLike) -> Path:
-    """Writes `folder/config.json` + `folder/flax_model.msgpack` (vqgan-jax format) atomically."""
+def write_model_folder(folder: str | os.PathLike, config: Mapping[str, Any], params) -> Path:
+    """Writes config.json + flax_model.msgpack; each file appears whole or not at all."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    params = {k: np.asarray(v) for k, v in flatten_paths(vqgan.params).items()}
+    flat = {k: np.asarray(v) for k, v in flatten_paths(params).items()}
     _atomic_write_bytes(
-        folder / WEIGHTS_NAME, serialization.msgpack_serialize(unflatten_paths(params))
+        folder / WEIGHTS_NAME, serialization.msgpack_serialize(unflatten_paths(flat))
     )
-    _atomic_write_bytes(
-        folder / CONFIG_NAME, (json.dumps(vqgan.config.to_dict(), indent=2) + "\n").encode()
-    )
+    _atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(dict(config), indent=2) + "\n").encode())
     return folder
+
+
+def save_vqgan(vqgan: VQGAN, folder: str | os.PathLike) -> Path:
+    """Writes `folder/config.json` + `folder/flax_model.msgpack` (vqgan-jax format) atomically."""
+    return write_model_folder(folder, vqgan.config.to_dict(), vqgan.params)
+
+
+def read_gpt_folder(folder: str | os.PathLike) -> tuple[GPTConfig, dict]:
+    """A cin-style GPT prior saved by `write_model_folder(folder, config.to_dict(), params)`."""
+    raw, params = read_model_folder(folder, "GPT prior")
+    try:
+        config = GPTConfig(**raw)
+    except TypeError as e:
+        raise ValueError(f"{Path(folder) / CONFIG_NAME} is not a GPT config: {e}") from None
+    expected = jax.eval_shape(lambda: gpt_init_params(config, jax.random.PRNGKey(0)))
+    check_params(params, expected, source=str(Path(folder) / WEIGHTS_NAME))
+    return config, _as_float32_tree(params)
 
 
 # ---------------------------------------------------------------------------------------------

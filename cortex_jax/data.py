@@ -1,0 +1,135 @@
+"""Token datasets: uint16 token grids + int32 labels in shards, with a small JSON of metadata.
+
+Layout of a dataset folder:
+  meta.json                 class names, the VQGM it came from, grid size, codebook size, source
+  shard-00000.tokens.npy    (n, m, m) uint16 token ids
+  shard-00000.labels.npy    (n,) int32 class ids
+  shard-00000.masks.npy     (n, m, m) bool ground-truth object positions (encoded toy data only)
+
+E is never stored: 256 uint16 ids are 512 bytes an image, against 256 KiB for a float32 E. Each
+shard is written to a temporary name and renamed, so a shard on disk is always whole, and a
+restarted writer skips the shards that exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+META_NAME = "meta.json"
+
+
+def shard_path(folder: Path, index: int, kind: str) -> Path:
+    return Path(folder) / f"shard-{index:05d}.{kind}.npy"
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_meta(folder: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Writes meta.json, or checks that an existing one describes the same dataset."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / META_NAME
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != json.loads(json.dumps(meta)):
+            diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+            raise ValueError(
+                f"{folder} already holds a different dataset (meta.json differs in {diff}); "
+                f"choose another --out or delete it"
+            )
+        return
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".meta.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(tmp, path)
+
+
+def shard_done(folder: str | os.PathLike, index: int) -> bool:
+    return shard_path(Path(folder), index, "labels").exists()
+
+
+def write_shard(
+    folder: str | os.PathLike,
+    index: int,
+    tokens: np.ndarray,
+    labels: np.ndarray,
+    masks: np.ndarray | None = None,
+) -> None:
+    """Writes one shard; labels last, so its presence marks the shard complete."""
+    folder = Path(folder)
+    if tokens.ndim != 3 or tokens.shape[1] != tokens.shape[2]:
+        raise ValueError(f"tokens have shape {tokens.shape}; expected (n, m, m)")
+    if tokens.max(initial=0) > np.iinfo(np.uint16).max or tokens.min(initial=0) < 0:
+        raise ValueError("token ids do not fit uint16")
+    if len(labels) != len(tokens):
+        raise ValueError(f"{len(labels)} labels for {len(tokens)} token grids")
+    _atomic_save_npy(shard_path(folder, index, "tokens"), tokens.astype(np.uint16))
+    if masks is not None:
+        _atomic_save_npy(shard_path(folder, index, "masks"), masks.astype(bool))
+    _atomic_save_npy(shard_path(folder, index, "labels"), np.asarray(labels, np.int32))
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenDataset:
+    """A dataset folder opened for reading (shards memory-mapped).
+
+    Attributes: folder, meta, tokens (list of (n, m, m) uint16 arrays per shard), labels, masks
+    (None unless every shard has masks).
+    """
+
+    folder: Path
+    meta: dict[str, Any]
+    tokens: Sequence[np.ndarray]
+    labels: Sequence[np.ndarray]
+    masks: Sequence[np.ndarray] | None
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> TokenDataset:
+        folder = Path(folder)
+        meta_path = folder / META_NAME
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"token dataset metadata not found: {meta_path}")
+        meta = json.loads(meta_path.read_text())
+        shards = sorted(int(p.name[6:11]) for p in folder.glob("shard-*.labels.npy"))
+        if not shards:
+            raise FileNotFoundError(f"{folder} has no complete shard (shard-*.labels.npy)")
+        tokens = [np.load(shard_path(folder, i, "tokens"), mmap_mode="r") for i in shards]
+        labels = [np.load(shard_path(folder, i, "labels"), mmap_mode="r") for i in shards]
+        mask_files = [shard_path(folder, i, "masks") for i in shards]
+        masks = (
+            [np.load(p, mmap_mode="r") for p in mask_files]
+            if all(p.exists() for p in mask_files)
+            else None
+        )
+        return cls(folder, meta, tokens, labels, masks)
+
+    def __len__(self) -> int:
+        return int(sum(len(x) for x in self.labels))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """All shards concatenated into memory: (tokens, labels, masks or None)."""
+        masks = np.concatenate(self.masks) if self.masks is not None else None
+        return np.concatenate(self.tokens), np.concatenate(self.labels), masks
