@@ -23,7 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config.prior_data_per_class = 3000  # encoded procedural images per class for the prior
     config.prior = ml_collections.ConfigDict(
-        dict(steps=3000, batch_size=64, learning_rate=8e-4, final_learning_rate=8e-5,
+        dict(steps=5000, batch_size=64, learning_rate=8e-4, final_learning_rate=8e-5,
              warmup=100, weight_decay=0.01, n_layer=4, n_head=4, n_embd=128)
     )  # fmt: skip
     config.sample = ml_collections.ConfigDict(dict(temperature=0.8, top_k=20, top_p=1.0))

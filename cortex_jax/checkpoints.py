@@ -38,6 +38,7 @@ from flax import serialization
 
 from cortex_jax.cin import GPTConfig
 from cortex_jax.cin import init_params as gpt_init_params
+from cortex_jax.iem import IEMConfig
 from cortex_jax.vqgan import (
     PRESET_REPOS,
     PRESETS,
@@ -189,6 +190,22 @@ def read_gpt_folder(folder: str | os.PathLike) -> tuple[GPTConfig, dict]:
     expected = jax.eval_shape(lambda: gpt_init_params(config, jax.random.PRNGKey(0)))
     check_params(params, expected, source=str(Path(folder) / WEIGHTS_NAME))
     return config, _as_float32_tree(params)
+
+
+def write_iem_folder(folder, config: IEMConfig, variables, class_names, vqgan: str) -> Path:
+    """An IEM as config.json (architecture, class names, the VQGAN it reads) + msgpack."""
+    meta = {"iem": config.to_dict(), "class_names": list(class_names), "vqgan": vqgan}
+    return write_model_folder(folder, meta, variables)
+
+
+def read_iem_folder(folder: str | os.PathLike) -> tuple[IEMConfig, dict, dict[str, Any]]:
+    """(config, {'params', 'batch_stats'}, meta with class_names and vqgan) of an IEM folder."""
+    raw, variables = read_model_folder(folder, "IEM")
+    try:
+        config = IEMConfig(**raw["iem"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{Path(folder) / CONFIG_NAME} is not an IEM config: {e}") from None
+    return config, _as_float32_tree(variables), raw
 
 
 # ---------------------------------------------------------------------------------------------

@@ -133,3 +133,71 @@ class TokenDataset:
         """All shards concatenated into memory: (tokens, labels, masks or None)."""
         masks = np.concatenate(self.masks) if self.masks is not None else None
         return np.concatenate(self.tokens), np.concatenate(self.labels), masks
+
+
+class BatchReader:
+    """Deterministic, resumable, per-process batches from a TokenDataset.
+
+    Batch `step` is a pure function of (seed, step): epoch = step // steps_per_epoch, the epoch's
+    order is a permutation seeded by (seed, epoch), and process p of P reads rows
+    [p·B/P, (p+1)·B/P) of the global batch B. Resuming at step s is just reading from step s, and
+    every process reads only its own rows (gathered from the memory-mapped shards).
+    """
+
+    def __init__(
+        self,
+        dataset: TokenDataset,
+        global_batch: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        n = len(dataset)
+        if global_batch <= 0 or global_batch % process_count:
+            raise ValueError(
+                f"global batch {global_batch} must be positive and divisible by the "
+                f"{process_count} processes"
+            )
+        if global_batch > n:
+            raise ValueError(f"global batch {global_batch} exceeds the {n} examples in the dataset")
+        self.dataset, self.global_batch, self.seed, self.shuffle = (
+            dataset,
+            global_batch,
+            seed,
+            shuffle,
+        )
+        self.local_batch = global_batch // process_count
+        self.process_index = process_index
+        self.steps_per_epoch = n // global_batch  # the last partial batch of an epoch is dropped
+        self._offsets = np.cumsum([0] + [len(x) for x in dataset.labels])
+        self._order_cache: tuple[int, np.ndarray] | None = None
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._order_cache is None or self._order_cache[0] != epoch:
+            n = int(self._offsets[-1])
+            order = (
+                np.random.default_rng([self.seed, epoch]).permutation(n)
+                if self.shuffle
+                else np.arange(n)
+            )
+            self._order_cache = (epoch, order)
+        return self._order_cache[1]
+
+    def _gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shard = np.searchsorted(self._offsets, rows, side="right") - 1
+        tokens = np.empty((len(rows), *self.dataset.tokens[0].shape[1:]), np.uint16)
+        labels = np.empty(len(rows), np.int32)
+        for s in np.unique(shard):
+            sel = np.flatnonzero(shard == s)
+            local = rows[sel] - self._offsets[s]
+            tokens[sel] = self.dataset.tokens[s][local]
+            labels[sel] = self.dataset.labels[s][local]
+        return tokens, labels
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """This process's (tokens (local_batch, m, m) uint16, labels (local_batch,) int32)."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        rows = self._order(epoch)[i * self.global_batch : (i + 1) * self.global_batch]
+        lo = self.process_index * self.local_batch
+        return self._gather(rows[lo : lo + self.local_batch])

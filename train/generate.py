@@ -7,13 +7,16 @@ object masks (toy world only). Shards are written atomically; rerunning the same
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+import numpy as np
 from absl import app, flags
 from tqdm import tqdm
 
 from cortex_jax import toy
 from cortex_jax.cin import SampleConfig
 from cortex_jax.generate import generate_dataset
+from cortex_jax.viz import save_grid
 
 _MODEL = flags.DEFINE_string("model", "toy", "'toy' or a folder laid out like the toy weights.")
 _CLASSES = flags.DEFINE_string("classes", "all", "'all' or comma-separated class names.")
@@ -29,6 +32,9 @@ _TEMPERATURE = flags.DEFINE_float(
 )
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass.")
 _SHARD_SIZE = flags.DEFINE_integer("shard_size", 256, "Images per shard.")
+_PNG = flags.DEFINE_bool(
+    "png", False, "Also write OUT/samples.png: up to 8 decoded images a class."
+)
 
 
 def main(argv):
@@ -63,6 +69,14 @@ def main(argv):
                     vqgm, class_ids, _PER_CLASS.value, _OUT.value, _SEED.value, sc,
                     _SHARD_SIZE.value, progress,
                 )  # fmt: skip
+        if _PNG.value:
+            tokens, labels, _ = ds.arrays()
+            first = np.concatenate([np.flatnonzero(labels == c)[:8] for c in class_ids])
+            images = np.asarray(vqgm.decode(tokens[first]))
+            names = [vqgm.class_names[c] for c in class_ids]
+            png = save_grid(Path(_OUT.value) / "samples.png", images, min(8, _PER_CLASS.value),
+                            names, scale=3)  # fmt: skip
+            print(f"wrote {png}")
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(f"wrote {len(ds)} token grids to {_OUT.value}")

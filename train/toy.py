@@ -23,7 +23,9 @@ from cortex_jax.toy import load_toy_judge, load_toy_vqgm, recipe, world, write_e
 from cortex_jax.toy.judge import JudgeConfig
 from cortex_jax.viz import save_grid
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/toy.py", "Toy-world build config.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(Path(__file__).resolve().parents[1] / "configs" / "toy.py"), "Build config."
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/toy", "Where the models and report are written.")
 
 

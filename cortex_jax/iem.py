@@ -1,0 +1,212 @@
+"""Information extractors (IEMs): classifiers from the token-based embedding E to concepts.
+
+Three architectures as the authors coded them (shared/REFERENCE.md), on E as (B, m, m, d) NHWC:
+
+- CE (their Net1): 4×[conv3×3, BN, ReLU] → maxpool → 4×[conv3×3, BN, ReLU] → maxpool → flatten
+  → FC, BN, ReLU, dropout 0.5 → FC, BN, ReLU → FC classes. Width 512, FC 4096.
+- RE (Net3): two stages of three SE residual blocks (d→512 then 512→512, the first block of each
+  with stride 2), GAP → FC 2048, BN, ReLU, dropout 0.4 → FC classes.
+- TE (Net4): per-position Linear 512, LayerNorm, GELU, ×√512, a CLS token and learned positions
+  (trunc-normal 0.02), dropout 0.2; 12 pre-LN encoder layers (8 heads, MLP 2048, GELU) with
+  BatchNorm on the attention and MLP outputs before each residual; head LN → CLS → Linear 1024,
+  LN, GELU, dropout 0.2 → classes.
+
+`width`/`depth` options give the small variants used by the toy world and tests; the defaults are
+the paper's. `predict` is a pure function of (params, batch_stats, E) in eval mode, so TIS and the
+codebook-level optimisation can differentiate it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Variables = dict[str, Any]
+
+ARCHITECTURES = ("ce", "re", "te")
+
+
+@dataclasses.dataclass(frozen=True)
+class IEMConfig:
+    """Attributes:
+    arch: "ce", "re" or "te".
+    n_classes: number of concepts.
+    width: conv channels (CE, RE) or model width (TE); 512 in the paper.
+    depth: conv layers per CE stage (4), blocks per RE stage (3) or TE layers (12).
+    hidden: CE FC width (4096), RE head width (2048), TE head width (1024).
+    heads: TE attention heads (8).
+    mlp: TE MLP width (2048).
+    se_hidden: RE squeeze-excitation bottleneck (32).
+    dropout: head dropout (CE 0.5, RE 0.4, TE 0.2; None → the architecture's value).
+    """
+
+    arch: str
+    n_classes: int
+    width: int = 512
+    depth: int | None = None
+    hidden: int | None = None
+    heads: int = 8
+    mlp: int = 2048
+    se_hidden: int = 32
+    dropout: float | None = None
+
+    def __post_init__(self):
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown IEM architecture {self.arch!r}; expected one of ce, re, te")
+        if self.n_classes < 2:
+            raise ValueError(f"n_classes={self.n_classes}; an IEM needs at least 2 classes")
+        defaults = {"ce": (4, 4096, 0.5), "re": (3, 2048, 0.4), "te": (12, 1024, 0.2)}[self.arch]
+        for name, value in zip(("depth", "hidden", "dropout"), defaults, strict=True):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.arch == "te" and self.width % self.heads:
+            raise ValueError(f"TE width {self.width} is not divisible by heads={self.heads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _bn(train: bool, name: str | None = None) -> nn.BatchNorm:
+    # torch BatchNorm defaults: momentum 0.1 (flax 0.9), eps 1e-5.
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+class CE(nn.Module):
+    config: IEMConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, e: Array, train: bool = False) -> Array:
+        cfg = self.config
+        x = e.astype(self.dtype)
+        for stage in range(2):
+            for i in range(cfg.depth):
+                x = nn.Conv(cfg.width, (3, 3), dtype=self.dtype, name=f"conv{stage}_{i}")(x)
+                x = nn.relu(_bn(train, f"bn{stage}_{i}")(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)
+        x = nn.Dense(cfg.hidden, dtype=self.dtype, name="fc1")(x)
+        x = nn.relu(_bn(train, "bn_fc1")(x))
+        x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+        x = nn.Dense(cfg.hidden, dtype=self.dtype, name="fc2")(x)
+        x = nn.relu(_bn(train, "bn_fc2")(x))
+        return nn.Dense(cfg.n_classes, dtype=self.dtype, name="out")(x).astype(jnp.float32)
+
+
+class SEBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN, squeeze-excitation, + shortcut (1×1 conv + BN if reshaped), ReLU."""
+
+    features: int
+    stride: int
+    se_hidden: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        conv = lambda k, s, name: nn.Conv(
+            self.features, (k, k), (s, s), use_bias=False, dtype=self.dtype, name=name
+        )
+        h = nn.relu(_bn(train, "bn1")(conv(3, self.stride, "conv1")(x)))
+        h = _bn(train, "bn2")(conv(3, 1, "conv2")(h))
+        s = jnp.mean(h, axis=(1, 2))
+        s = nn.relu(nn.Dense(self.se_hidden, dtype=self.dtype, name="se_fc1")(s))
+        s = nn.sigmoid(nn.Dense(self.features, dtype=self.dtype, name="se_fc2")(s))
+        h = h * s[:, None, None, :]
+        if self.stride != 1 or x.shape[-1] != self.features:
+            x = _bn(train, "bn_short")(conv(1, self.stride, "conv_short")(x))
+        return nn.relu(h + x)
+
+
+class RE(nn.Module):
+    config: IEMConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, e: Array, train: bool = False) -> Array:
+        cfg = self.config
+        x = e.astype(self.dtype)
+        for stage in range(2):
+            for i in range(cfg.depth):
+                x = SEBlock(cfg.width, 2 if i == 0 else 1, cfg.se_hidden, self.dtype,
+                            name=f"stage{stage}_{i}")(x, train)  # fmt: skip
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dense(cfg.hidden, dtype=self.dtype, name="fc1")(x)
+        x = nn.relu(_bn(train, "bn_fc1")(x))
+        x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+        return nn.Dense(cfg.n_classes, dtype=self.dtype, name="out")(x).astype(jnp.float32)
+
+
+class _EncoderLayer(nn.Module):
+    width: int
+    heads: int
+    mlp: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        b, t, c = x.shape
+        bn = lambda name: lambda y: _bn(train, name)(y.reshape(b * t, c)).reshape(b, t, c)
+        h = nn.LayerNorm(dtype=self.dtype, name="ln1")(x)
+        h = nn.MultiHeadDotProductAttention(self.heads, dtype=self.dtype, name="attn")(h, h)
+        x = x + bn("bn_attn")(h)
+        h = nn.LayerNorm(dtype=self.dtype, name="ln2")(x)
+        h = nn.Dense(self.mlp, dtype=self.dtype, name="mlp1")(h)
+        h = nn.Dense(c, dtype=self.dtype, name="mlp2")(nn.gelu(h, approximate=False))
+        return x + bn("bn_mlp")(h)
+
+
+class TE(nn.Module):
+    config: IEMConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, e: Array, train: bool = False) -> Array:
+        cfg = self.config
+        b, h, w, d = e.shape
+        x = nn.Dense(cfg.width, dtype=self.dtype, name="embed")(e.reshape(b, h * w, d))
+        x = nn.gelu(nn.LayerNorm(dtype=self.dtype, name="embed_ln")(x), approximate=False)
+        x = x * math.sqrt(cfg.width)
+        init = nn.initializers.truncated_normal(0.02)
+        cls = self.param("cls", init, (1, 1, cfg.width))
+        pos = self.param("pos", init, (1, h * w + 1, cfg.width))
+        x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, cfg.width)).astype(x.dtype), x], 1)
+        x = nn.Dropout(0.2, deterministic=not train)(x + pos.astype(x.dtype))
+        for i in range(cfg.depth):
+            x = _EncoderLayer(cfg.width, cfg.heads, cfg.mlp, self.dtype, name=f"layer{i}")(x, train)
+        x = nn.LayerNorm(dtype=self.dtype, name="ln_f")(x)[:, 0]
+        x = nn.Dense(cfg.hidden, dtype=self.dtype, name="fc1")(x)
+        x = nn.gelu(nn.LayerNorm(dtype=self.dtype, name="head_ln")(x), approximate=False)
+        x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+        return nn.Dense(cfg.n_classes, dtype=self.dtype, name="out")(x).astype(jnp.float32)
+
+
+_MODULES = {"ce": CE, "re": RE, "te": TE}
+
+
+def create_model(config: IEMConfig, dtype: Any = jnp.float32) -> nn.Module:
+    return _MODULES[config.arch](config, dtype)
+
+
+def init_variables(config: IEMConfig, rng: Array, grid_size: int, embed_dim: int) -> Variables:
+    """{'params': …, 'batch_stats': …} for inputs (B, grid_size, grid_size, embed_dim)."""
+    model = create_model(config)
+    x = jnp.zeros((2, grid_size, grid_size, embed_dim), jnp.float32)
+    return dict(model.init({"params": rng, "dropout": rng}, x, train=False))
+
+
+def predict_fn(config: IEMConfig, dtype: Any = jnp.float32) -> Callable[..., Array]:
+    """`predict(params, batch_stats, E) -> logits (B, n_classes)` in eval mode: pure, jittable
+    and differentiable in E."""
+    model = create_model(config, dtype)
+
+    def predict(params, batch_stats, e: Array) -> Array:
+        return model.apply({"params": params, "batch_stats": batch_stats}, e, train=False)
+
+    return predict

@@ -1,0 +1,64 @@
+"""One mesh helper for training, TIS and generation: data parallel over every device of every
+process, parameters replicated, batches split on the `data` axis. No pmap.
+
+`maybe_initialize_distributed()` starts `jax.distributed` when a multi-host environment is
+declared (TPU pods and SLURM are detected by JAX itself; or COORDINATOR_ADDRESS, NUM_PROCESSES,
+PROCESS_ID for a hand-made cluster), and does nothing for a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def maybe_initialize_distributed() -> bool:
+    """Initialises jax.distributed if the environment asks for several processes."""
+    if os.environ.get("COORDINATOR_ADDRESS"):
+        jax.distributed.initialize(
+            coordinator_address=os.environ["COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["NUM_PROCESSES"]),
+            process_id=int(os.environ["PROCESS_ID"]),
+        )
+        return True
+    if os.environ.get("SLURM_NTASKS", "1") != "1" or os.environ.get("TPU_WORKER_HOSTNAMES"):
+        jax.distributed.initialize()  # JAX reads the cluster from the environment
+        return True
+    return False
+
+
+def data_mesh() -> Mesh:
+    """A 1-D mesh over all devices of all processes."""
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the data axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def global_batch(mesh: Mesh, local: Any) -> Any:
+    """This process's rows of a batch (a pytree of numpy arrays) → global jax.Arrays."""
+    sharding = batch_sharded(mesh)
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local
+    )
+
+
+def check_batch_divides(global_batch_size: int, mesh: Mesh) -> None:
+    n = mesh.devices.size
+    if global_batch_size % n:
+        raise ValueError(
+            f"global batch {global_batch_size} does not split over {n} devices; use a multiple "
+            f"of {n}"
+        )

@@ -1,0 +1,263 @@
+"""Training an IEM on a token dataset: one program for a CPU, a GPU, 8 devices or a pod.
+
+The batch of token ids is sharded over the `data` axis of a mesh of every device of every
+process; parameters are replicated; E is looked up in the codebook on device (never stored).
+`train_step` is pure and jitted with donated state, so the same code runs on one device or many
+and gives the same numbers (BatchNorm statistics are over the global batch either way).
+
+Checkpoints (orbax): `checkpoints/latest` every `checkpoint_every` steps, asynchronously, for
+resuming after a kill; `checkpoints/best`, the lowest validation loss. Batches and dropout are
+pure functions of (seed, step), so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from cortex_jax import data, iem, sharding
+
+Array = jax.Array
+TOPK = (1, 3, 5, 10)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Attributes:
+    batch_size: global batch over all devices.
+    epochs: passes over the training split.
+    optimizer: "adam_step" (Adam + L2 weight decay, ×0.1 every `decay_every` epochs: CE/RE) or
+      "adamw_cosine" (AdamW, `warmup` share of steps linear warm-up, then cosine: TE).
+    learning_rate, weight_decay, decay_every, warmup: as named.
+    dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32.
+    eval_every, checkpoint_every: in steps (0 → once per epoch).
+    seed: batches, dropout and init.
+    """
+
+    batch_size: int = 512
+    epochs: int = 80
+    optimizer: str = "adam_step"
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    decay_every: int = 20
+    warmup: float = 0.1
+    dtype: str = "float32"
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    seed: int = 0
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def create_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    total = cfg.epochs * steps_per_epoch
+    if cfg.optimizer == "adam_step":
+        sched = optax.exponential_decay(
+            cfg.learning_rate, cfg.decay_every * steps_per_epoch, 0.1, staircase=True
+        )
+        # torch's Adam(weight_decay=…) adds wd·θ to the gradient before the moments.
+        return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(sched))
+    if cfg.optimizer == "adamw_cosine":
+        warm = max(1, int(cfg.warmup * total))
+        sched = optax.warmup_cosine_decay_schedule(
+            0.0, cfg.learning_rate, warm, max(total, warm + 1)
+        )
+        return optax.adamw(sched, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected adam_step or adamw_cosine")
+
+
+def topk_correct(logits: Array, labels: Array) -> dict[str, Array]:
+    """Number of examples whose label is among the top-k logits, k in TOPK."""
+    rank = jnp.sum(logits > jnp.take_along_axis(logits, labels[:, None], -1), axis=-1)
+    return {f"top{k}": jnp.sum(rank < k) for k in TOPK}
+
+
+class Trainer:
+    """Builds the sharded state and the jitted train/eval steps for one IEM and codebook."""
+
+    def __init__(self, model_config: iem.IEMConfig, cfg: TrainConfig, codebook: Any,
+                 grid_size: int, steps_per_epoch: int, mesh=None):  # fmt: skip
+        self.model_config, self.cfg = model_config, cfg
+        self.mesh = mesh or sharding.data_mesh()
+        sharding.check_batch_divides(cfg.batch_size, self.mesh)
+        dtype = jnp.dtype(cfg.dtype)
+        self.model = iem.create_model(model_config, dtype)
+        self.tx = create_optimizer(cfg, steps_per_epoch)
+        rep, bat = sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)
+        self.codebook = jax.device_put(jnp.asarray(codebook, jnp.float32), rep)
+        d = self.codebook.shape[1]
+
+        def init(rng):
+            v = iem.init_variables(model_config, rng, grid_size, d)
+            return TrainState(jnp.zeros((), jnp.int32), v["params"], v.get("batch_stats", {}),
+                              self.tx.init(v["params"]))  # fmt: skip
+
+        abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+        self.state_sharding = jax.tree_util.tree_map(lambda _: rep, abstract)
+        self._init = jax.jit(init, out_shardings=self.state_sharding)
+        self.train_step = jax.jit(
+            self._train_step,
+            in_shardings=(self.state_sharding, bat, bat),
+            out_shardings=(self.state_sharding, rep),
+            donate_argnums=(0,),
+        )
+        self.eval_step = jax.jit(self._eval_step, in_shardings=(self.state_sharding, bat, bat),
+                                 out_shardings=rep)  # fmt: skip
+
+    def init_state(self) -> TrainState:
+        return self._init(jax.random.PRNGKey(self.cfg.seed))
+
+    def _train_step(self, state: TrainState, tokens: Array, labels: Array):
+        e = self.codebook[tokens.astype(jnp.int32)]
+        rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed + 1), state.step)
+
+        def loss_fn(params):
+            logits, upd = self.model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, e, train=True,
+                rngs={"dropout": rng}, mutable=["batch_stats"],
+            )  # fmt: skip
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return loss, (logits, upd.get("batch_stats", state.batch_stats))
+
+        (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+        new = TrainState(state.step + 1, params, stats, opt_state)
+        return new, {"loss": loss, "accuracy": acc}
+
+    def _eval_step(self, state: TrainState, tokens: Array, labels: Array):
+        e = self.codebook[tokens.astype(jnp.int32)]
+        logits = self.model.apply(
+            {"params": state.params, "batch_stats": state.batch_stats}, e, train=False
+        )
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+        return {
+            "loss_sum": loss,
+            "count": jnp.asarray(labels.shape[0]),
+            **topk_correct(logits, labels),
+        }
+
+    def evaluate(self, state: TrainState, reader: data.BatchReader) -> dict[str, float]:
+        """Loss and top-k accuracy over the whole split (one pass, last partial batch dropped)."""
+        tot: dict[str, float] = {}
+        for s in range(reader.steps_per_epoch):
+            toks, labels = sharding.global_batch(self.mesh, reader.batch(s))
+            for k, v in self.eval_step(state, toks, labels).items():
+                tot[k] = tot.get(k, 0.0) + float(v)
+        n = tot.pop("count")
+        return {"val_loss": tot.pop("loss_sum") / n, **{f"val_{k}": v / n for k, v in tot.items()}}
+
+
+def _managers(workdir: Path, every: int):
+    latest = ocp.CheckpointManager(
+        (workdir / "checkpoints" / "latest").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=every),
+    )
+    best = ocp.CheckpointManager(
+        (workdir / "checkpoints" / "best").absolute(),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda m: m["val_loss"], best_mode="min"
+        ),
+    )
+    return latest, best
+
+
+def _truncate_jsonl(path: Path, step: int) -> None:
+    """Drops metric lines past `step` (written after the checkpoint a resume starts from)."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def train_and_evaluate(
+    model_config: iem.IEMConfig,
+    cfg: TrainConfig,
+    train_ds: data.TokenDataset,
+    val_ds: data.TokenDataset,
+    codebook: Any,
+    workdir: str | Path,
+    progress: Callable[[int, int, dict[str, float]], None] = lambda step, total, m: None,
+    stop_after: int | None = None,
+) -> tuple[TrainState, dict[str, float]]:
+    """Trains (resuming from workdir/checkpoints/latest if present); returns the final state and
+    the best validation metrics. `stop_after` ends the run early at that step (for tests)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    pi, pc = jax.process_index(), jax.process_count()
+    train_reader = data.BatchReader(train_ds, cfg.batch_size, cfg.seed, True, pi, pc)
+    val_batch = min(cfg.batch_size, (len(val_ds) // pc) * pc)
+    val_reader = data.BatchReader(val_ds, val_batch, 0, False, pi, pc)
+    spe = train_reader.steps_per_epoch
+    total = cfg.epochs * spe
+    grid = train_ds.tokens[0].shape[1]
+    trainer = Trainer(model_config, cfg, codebook, grid, spe)
+    every = cfg.checkpoint_every or spe
+    eval_every = cfg.eval_every or spe
+    latest, best = _managers(workdir, every)
+    metrics_file = workdir / "metrics.jsonl"
+
+    state = trainer.init_state()
+    if latest.latest_step() is not None:
+        target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+        state = latest.restore(latest.latest_step(), args=ocp.args.StandardRestore(target))
+    start = int(state.step)
+    if pi == 0:
+        _truncate_jsonl(metrics_file, start)
+    best_metrics: dict[str, float] = {}
+    t0, seen = time.time(), 0
+    end = min(total, stop_after) if stop_after is not None else total
+    for step in range(start, end):
+        toks, labels = sharding.global_batch(trainer.mesh, train_reader.batch(step))
+        state, m = trainer.train_step(state, toks, labels)
+        seen += cfg.batch_size
+        done = step + 1
+        record: dict[str, float] = {}
+        if done % eval_every == 0 or done == total:
+            record = trainer.evaluate(state, val_reader)
+            best.save(done, args=ocp.args.StandardSave(state), metrics=record)
+            if not best_metrics or record["val_loss"] < best_metrics["val_loss"]:
+                best_metrics = {"step": done, **record}
+        latest.save(done, args=ocp.args.StandardSave(state), force=done == end)
+        if record or done % 10 == 0 or done == end:
+            m = {k: float(v) for k, v in m.items()}
+            m["images_per_s"] = seen / (time.time() - t0)
+            line = {"step": done, **m, **record}
+            if pi == 0:
+                with metrics_file.open("a") as f:
+                    f.write(json.dumps(line) + "\n")
+            progress(done, total, line)
+    latest.wait_until_finished()
+    best.wait_until_finished()
+    return state, best_metrics
+
+
+def restore_best(trainer: Trainer, workdir: str | Path) -> TrainState:
+    """The lowest-validation-loss state saved under workdir/checkpoints/best."""
+    _, best = _managers(Path(workdir), 1)
+    step = best.best_step()
+    if step is None:
+        raise FileNotFoundError(f"no best checkpoint under {Path(workdir) / 'checkpoints/best'}")
+    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, trainer.init_state())
+    return best.restore(step, args=ocp.args.StandardRestore(target))
+
+
+def to_numpy_tree(tree: Any) -> Any:
+    return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), tree)

@@ -1,0 +1,47 @@
+"""Run in its own process: 8 fake CPU devices vs 1 device on the same global batches.
+
+Prints JSON {"losses_8": [...], "losses_1": [...], "max_param_diff": x}.
+"""
+
+import os
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+
+import json  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import Mesh  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from cortex_jax import data, sharding, training  # noqa: E402
+from tests.helpers import tiny  # noqa: E402
+
+
+def run(mesh, ds, arch):
+    cfg = tiny.train_config()
+    trainer = training.Trainer(tiny.model_config(arch), cfg, tiny.codebook(), tiny.GRID, 10, mesh)
+    reader = data.BatchReader(ds, cfg.batch_size, seed=0)
+    state, losses = trainer.init_state(), []
+    for step in range(5):
+        state, m = trainer.train_step(state, *sharding.global_batch(mesh, reader.batch(step)))
+        losses.append(float(m["loss"]))
+    return losses, training.to_numpy_tree(state.params)
+
+
+def main():
+    assert len(jax.devices()) == 8, jax.devices()
+    arch = sys.argv[1]
+    ds = tiny.make_dataset(Path(tempfile.mkdtemp()), 160, 0)
+    l8, p8 = run(sharding.data_mesh(), ds, arch)
+    l1, p1 = run(Mesh(np.asarray(jax.devices()[:1]), (sharding.DATA_AXIS,)), ds, arch)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(
+        jax.tree_util.tree_leaves(p8), jax.tree_util.tree_leaves(p1), strict=True))  # fmt: skip
+    print(json.dumps({"losses_8": l8, "losses_1": l1, "max_param_diff": diff}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""One of two processes joined by jax.distributed on 127.0.0.1 with gloo collectives.
+
+Usage: multiprocess.py PROCESS_ID PORT FOLDER. Trains the tiny CE through train_and_evaluate on
+FOLDER/train (both processes read their half of each global batch) and saves its parameters to
+FOLDER/params_PROCESS_ID.npz.
+"""
+
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from cortex_jax import data, training  # noqa: E402
+from tests.helpers import tiny  # noqa: E402
+
+
+def main():
+    pid, port, folder = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+    assert jax.process_count() == 2 and len(jax.devices()) == 2
+    train, val = data.TokenDataset.open(folder / "train"), data.TokenDataset.open(folder / "val")
+    state, _ = training.train_and_evaluate(
+        tiny.model_config(), tiny.train_config(), train, val, tiny.codebook(), folder / "work",
+        stop_after=6,
+    )  # fmt: skip
+    flat = jax.tree_util.tree_flatten_with_path(training.to_numpy_tree(state.params))[0]
+    np.savez(folder / f"params_{pid}.npz", **{jax.tree_util.keystr(k): v for k, v in flat})
+    jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Tiny synthetic token datasets and IEM settings shared by the training tests and their
+multi-device / multi-process helper scripts."""
+
+from pathlib import Path
+
+import numpy as np
+
+from cortex_jax import data, iem, training
+
+N_CLASSES, GRID, K, D = 4, 4, 32, 8
+
+
+def make_dataset(folder: Path, n: int, seed: int) -> data.TokenDataset:
+    """Class c puts token 8c+j (j random in 0..7) in the top row: learnable, not trivial."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, N_CLASSES, n).astype(np.int32)
+    tokens = rng.integers(0, K, (n, GRID, GRID))
+    tokens[:, 0, :] = 8 * labels[:, None] + rng.integers(0, 8, (n, GRID))
+    names = [f"c{i}" for i in range(N_CLASSES)]
+    meta = {"class_names": names, "vqgm": "tiny", "grid_size": GRID, "codebook_size": K}
+    data.write_meta(folder, {**meta, "source": "synthetic"})
+    for s, start in enumerate(range(0, n, 40)):
+        data.write_shard(folder, s, tokens[start : start + 40], labels[start : start + 40])
+    return data.TokenDataset.open(folder)
+
+
+def codebook() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((K, D)).astype(np.float32)
+
+
+def model_config(arch: str = "ce") -> iem.IEMConfig:
+    return iem.IEMConfig(arch, N_CLASSES, width=32, depth=1, hidden=32, heads=2, mlp=32,
+                         se_hidden=4)  # fmt: skip
+
+
+def train_config(**kw) -> training.TrainConfig:
+    base = dict(batch_size=16, epochs=2, learning_rate=3e-3, checkpoint_every=3, eval_every=5)
+    return training.TrainConfig(**{**base, **kw})

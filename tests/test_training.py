@@ -1,0 +1,103 @@
+"""IEM training: learning, resume, 8 devices = 1 device, two processes agree."""
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from cortex_jax import data, sharding, training
+from tests.helpers import tiny
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokens")
+    return tiny.make_dataset(root / "train", 160, 0), tiny.make_dataset(root / "val", 48, 1)
+
+
+@pytest.mark.parametrize("arch", ["ce", "re", "te"])
+def test_tiny_iem_overfits_a_batch(arch, datasets):
+    cfg = tiny.train_config(learning_rate=3e-3)
+    trainer = training.Trainer(tiny.model_config(arch), cfg, tiny.codebook(), tiny.GRID, 10)
+    batch = sharding.global_batch(trainer.mesh, data.BatchReader(datasets[0], 16).batch(0))
+    state = trainer.init_state()
+    losses = []
+    for _ in range(60):
+        state, m = trainer.train_step(state, *batch)
+        losses.append(float(m["loss"]))
+    assert losses[-1] < 0.25 * losses[0], losses
+    ev = trainer.eval_step(state, *batch)
+    assert int(ev["top1"]) >= 15  # of 16: memorised
+
+
+def _params(state):
+    return jax.tree_util.tree_leaves(training.to_numpy_tree(state.params))
+
+
+def test_kill_and_resume_equals_uninterrupted(datasets, tmp_path):
+    train, val = datasets
+    args = (tiny.model_config(), tiny.train_config(), train, val, tiny.codebook())
+    full, _ = training.train_and_evaluate(*args, tmp_path / "full")
+    training.train_and_evaluate(*args, tmp_path / "resumed", stop_after=7)  # "killed" at 7
+    steps = json.loads(Path(tmp_path / "resumed/metrics.jsonl").read_text().splitlines()[-1])
+    assert steps["step"] == 7
+    resumed, best = training.train_and_evaluate(*args, tmp_path / "resumed")
+    assert int(resumed.step) == int(full.step) == 2 * (160 // 16)
+    for a, b in zip(_params(full), _params(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert best["step"] % 5 == 0 and 0 <= best["val_top1"] <= 1
+    lines = [json.loads(x) for x in (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == sorted({x["step"] for x in lines})  # no duplicates
+
+
+def test_best_checkpoint_has_lowest_validation_loss(datasets, tmp_path):
+    train, val = datasets
+    cfg = tiny.train_config(epochs=3)
+    training.train_and_evaluate(tiny.model_config(), cfg, train, val, tiny.codebook(), tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in lines if "val_loss" in x]
+    best_step = min(evals, key=lambda x: x["val_loss"])["step"]
+    trainer = training.Trainer(tiny.model_config(), cfg, tiny.codebook(), tiny.GRID, 10)
+    assert int(training.restore_best(trainer, tmp_path).step) == best_step
+
+
+def test_eight_fake_devices_match_one(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "tests/helpers/multidevice.py"), "re"],
+                       capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(out["losses_8"], out["losses_1"], rtol=1e-5, atol=1e-6)
+    # Adam divides by √v: a near-zero gradient whose sign differs with the reduction order moves
+    # its parameter by up to lr (3e-3) a step, so parameters agree to Adam's step, not to 1e-6.
+    assert out["max_param_diff"] < 3e-3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_agree(tmp_path):
+    tiny.make_dataset(tmp_path / "train", 160, 0)
+    tiny.make_dataset(tmp_path / "val", 48, 1)
+    port = str(_free_port())
+    script = str(REPO / "tests/helpers/multiprocess.py")
+    procs = [subprocess.Popen([sys.executable, script, str(i), port, str(tmp_path)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    a, b = np.load(tmp_path / "params_0.npz"), np.load(tmp_path / "params_1.npz")
+    assert a.files == b.files and len(a.files) > 5
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -1,0 +1,82 @@
+"""Train an information extractor: `python -m train.iem --config configs/iem_ce.py:variant=toy`.
+
+Runs unchanged on one CPU, one GPU, 8 devices or a multi-host pod (jax.distributed starts when
+the environment declares several processes). Resumes from WORKDIR/checkpoints/latest after a
+kill; writes WORKDIR/metrics.jsonl and, at the end, the best-validation-loss model to WORKDIR/iem.
+For the toy variant the generated token datasets are sampled first if missing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from cortex_jax import checkpoints, data, iem, sharding, toy, training
+from cortex_jax.generate import generate_dataset
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/iem_{ce,re,te}.py:variant=…")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Defaults to runs/iem_<arch>_<variant>.")
+flags.mark_flag_as_required("config")
+
+
+def _dataset(folder: str, per_class: int, seed: int, config) -> data.TokenDataset:
+    if not Path(folder, data.META_NAME).exists() and config.data.generate_if_missing:
+        vqgm = toy.load_toy_vqgm()
+        n = config.n_classes * per_class
+        with tqdm(total=n, desc=f"generate {folder}", unit="img") as bar:
+            generate_dataset(
+                vqgm, range(config.n_classes), per_class, folder, seed, toy.TOY_SAMPLING,
+                progress=lambda k: bar.update(k - bar.n),
+            )  # fmt: skip
+    return data.TokenDataset.open(folder)
+
+
+def run(config, workdir: Path) -> dict:
+    sharding.maybe_initialize_distributed()
+    train_ds = _dataset(config.data.train, config.data.get("train_per_class", 0), 0, config)
+    val_ds = _dataset(config.data.val, config.data.get("val_per_class", 0), 1, config)
+    vq = checkpoints.load_vqgan(config.vqgan)
+    model_config = iem.IEMConfig(config.arch, config.n_classes, **config.model)
+    tcfg = training.TrainConfig(**config.train)
+    bar = tqdm(desc=f"train {config.arch}", unit="step", disable=jax.process_index() != 0)
+
+    def progress(step, total, m):
+        bar.total = total
+        bar.update(step - bar.n)
+        bar.set_postfix(loss=f"{m['loss']:.3f}", img_s=f"{m['images_per_s']:.0f}", refresh=False)
+
+    _, best = training.train_and_evaluate(model_config, tcfg, train_ds, val_ds, vq.codebook,
+                                          workdir, progress)  # fmt: skip
+    bar.close()
+    trainer = training.Trainer(model_config, tcfg, vq.codebook, train_ds.tokens[0].shape[1], 1)
+    state = training.restore_best(trainer, workdir)
+    if jax.process_index() == 0:
+        variables = training.to_numpy_tree(
+            {"params": state.params, "batch_stats": state.batch_stats}
+        )
+        names = train_ds.class_names[: config.n_classes]
+        checkpoints.write_iem_folder(workdir / "iem", model_config, variables, names, config.vqgan)
+    return best
+
+
+def main(argv):
+    del argv
+    config = _CONFIG.value
+    workdir = Path(_WORKDIR.value or f"runs/iem_{config.arch}_{config.variant}")
+    try:
+        best = run(config, workdir)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    if best:
+        print(f"best validation (step {best['step']}): loss {best['val_loss']:.4f}, "
+              f"top-1 {best['val_top1']:.2%}, top-5 {best['val_top5']:.2%}")  # fmt: skip
+    print(f"wrote {workdir / 'iem'}")
+
+
+if __name__ == "__main__":
+    app.run(main)
