@@ -201,3 +201,73 @@ class BatchReader:
         rows = self._order(epoch)[i * self.global_batch : (i + 1) * self.global_batch]
         lo = self.process_index * self.local_batch
         return self._gather(rows[lo : lo + self.local_batch])
+
+
+def _parse_indices(text: str) -> list[int]:
+    return [int(t) for t in text.replace("[", " ").replace("]", " ").replace(",", " ").split()]
+
+
+def import_reference(
+    csv_path: str | os.PathLike,
+    out: str | os.PathLike,
+    class_names: Sequence[str],
+    vqgm: str,
+    codebook: np.ndarray | None = None,
+    npy_folder: str | os.PathLike | None = None,
+    shard_size: int = 65536,
+) -> TokenDataset:
+    """Converts the authors' layout (a CSV of `filename,label[,indices]` + one float32 .npy E
+    (d, m, m) per image) into a token dataset.
+
+    Token ids come from the `indices` column when the CSV has one; otherwise each .npy (in
+    `npy_folder`, default: next to the CSV) is snapped to its nearest `codebook` row, which is
+    exact since E is made of codebook rows.
+    """
+    import csv
+
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"reference CSV not found: {csv_path}")
+    with csv_path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise ValueError(f"{csv_path} has no data rows; expected a header and filename,label rows")
+    header = [h.strip().lower() for h in rows[0]]
+    col_indices = header.index("indices") if "indices" in header else None
+    col_label = header.index("label") if "label" in header else 1
+    folder = Path(npy_folder) if npy_folder else csv_path.parent
+    if col_indices is None and codebook is None:
+        raise ValueError(f"{csv_path} has no 'indices' column; pass the VQGAN codebook to snap E")
+    cb = None if codebook is None else np.asarray(codebook, np.float32)
+    tokens, labels = [], []
+    for row in rows[1:]:
+        labels.append(int(row[col_label]))
+        if col_indices is not None:
+            ids = np.asarray(_parse_indices(row[col_indices]))
+        else:
+            path = folder / row[0]
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"embedding file listed in {csv_path.name} not found: {path}"
+                )
+            e = np.load(path).astype(np.float32)  # (d, m, m) channels-first
+            flat = e.reshape(e.shape[0], -1).T
+            dist = (flat**2).sum(1, keepdims=True) + (cb**2).sum(1) - 2 * flat @ cb.T
+            ids = dist.argmin(1)
+        m = int(round(len(ids) ** 0.5))
+        if m * m != len(ids):
+            raise ValueError(f"{row[0]}: {len(ids)} token ids do not form a square grid")
+        tokens.append(ids.reshape(m, m))
+    tok = np.stack(tokens)
+    lab = np.asarray(labels, np.int32)
+    if lab.min() < 0 or lab.max() >= len(class_names):
+        raise ValueError(
+            f"labels span {lab.min()}..{lab.max()}; expected 0..{len(class_names) - 1}"
+        )
+    meta = {"class_names": list(class_names), "vqgm": vqgm, "grid_size": int(tok.shape[1]),
+            "codebook_size": None if cb is None else int(cb.shape[0]), "source": "reference",
+            "imported_from": str(csv_path)}  # fmt: skip
+    write_meta(out, meta)
+    for s, start in enumerate(range(0, len(tok), shard_size)):
+        write_shard(out, s, tok[start : start + shard_size], lab[start : start + shard_size])
+    return TokenDataset.open(out)
