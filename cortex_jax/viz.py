@@ -66,3 +66,42 @@ def save_grid(path: str | os.PathLike, images: np.ndarray, per_row: int, row_lab
     path.parent.mkdir(parents=True, exist_ok=True)
     grid_image(images, per_row, row_labels, **kw).save(path)
     return path
+
+
+def save_line_plot(
+    path: str | os.PathLike,
+    xs: Sequence[float],
+    series: dict[str, Sequence[float]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    size: tuple[int, int] = (520, 360),
+) -> Path:
+    """A minimal line chart (no plotting dependency): one coloured line per series, y in [0, 1]."""
+    colours = [(220, 30, 30), (40, 80, 220), (30, 150, 60), (160, 90, 10)]
+    w, h = size
+    left, right, top, bottom = 60, 20, 40, 50
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    x0, x1, y0, y1 = left, w - right, h - bottom, top
+    d.rectangle([x0, y1, x1, y0], outline=(0, 0, 0))
+    lo, hi = min(xs), max(xs)
+
+    def px(x, y):
+        return (x0 + (x - lo) / max(hi - lo, 1e-9) * (x1 - x0), y0 - y * (y0 - y1))
+
+    for t in np.linspace(0, 1, 6):
+        d.text((x0 - 35, px(lo, t)[1] - 6), f"{t:.1f}", fill=(0, 0, 0))
+    for x in xs:
+        d.text((px(x, 0)[0] - 6, y0 + 6), f"{x:g}", fill=(0, 0, 0))
+    for i, (name, ys) in enumerate(series.items()):
+        c = colours[i % len(colours)]
+        d.line([px(x, y) for x, y in zip(xs, ys, strict=True)], fill=c, width=2)
+        d.text((x1 - 150, y1 + 8 + 14 * i), f"— {name}", fill=c)
+    d.text((left, 12), title, fill=(0, 0, 0))
+    d.text(((x0 + x1) // 2 - 40, h - 22), xlabel, fill=(0, 0, 0))
+    d.text((4, top - 20), ylabel, fill=(0, 0, 0))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path

@@ -8,6 +8,7 @@ models are trained (`python -m train.toy` rebuilds them).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cortex_jax import checkpoints, data
+from cortex_jax import checkpoints, data, iem
 from cortex_jax.cin import SampleConfig
 from cortex_jax.toy import world
 from cortex_jax.toy.judge import JudgeConfig, PixelJudge
@@ -41,6 +42,27 @@ def load_toy_judge(weights: str | os.PathLike = WEIGHTS_DIR) -> Callable[[jax.Ar
     model = PixelJudge(JudgeConfig.from_dict(raw))
     fn = jax.jit(lambda x: jax.nn.softmax(model.apply({"params": params}, x), -1))
     return lambda x: fn(np.asarray(x, np.float32))
+
+
+def load_toy_iem(arch: str = "ce", weights: str | os.PathLike = WEIGHTS_DIR):
+    """The shipped toy IEM: (config, variables {'params', 'batch_stats'}, predict E → logits)."""
+    if arch not in iem.ARCHITECTURES:
+        raise ValueError(f"unknown IEM {arch!r}; expected one of {', '.join(iem.ARCHITECTURES)}")
+    config, variables, _ = checkpoints.read_iem_folder(Path(weights) / f"iem_{arch}")
+    predict = functools.partial(
+        iem.predict_fn(config), variables["params"], variables["batch_stats"]
+    )
+    return config, variables, predict
+
+
+def encode_procedural(
+    vqgan: VQGAN, class_names: Sequence[str], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Renders one image per name and encodes it: (tokens (n, m, m), labels, masks (n, m, m))."""
+    batch = world.render(class_names, seed)
+    m = vqgan.grid_size
+    toks = np.asarray(vqgan.encode(batch.pixels)).reshape(-1, m, m)
+    return toks, batch.labels, world.token_mask(batch.coverage)
 
 
 def write_encoded_dataset(
@@ -75,12 +97,9 @@ def write_encoded_dataset(
             "shard_size": shard_size,
         },
     )
-    m = vqgan.grid_size
     for s, start in enumerate(range(0, len(order), shard_size)):
         chunk = [names[i] for i in order[start : start + shard_size]]
         if not data.shard_done(out, s):
-            batch = world.render(chunk, seed * 1_000_003 + s)
-            toks = np.asarray(vqgan.encode(batch.pixels)).reshape(-1, m, m)
-            data.write_shard(out, s, toks, batch.labels, world.token_mask(batch.coverage))
+            data.write_shard(out, s, *encode_procedural(vqgan, chunk, seed * 1_000_003 + s))
         progress(start + len(chunk))
     return data.TokenDataset.open(out)
