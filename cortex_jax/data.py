@@ -30,7 +30,7 @@ def shard_path(folder: Path, index: int, kind: str) -> Path:
     return Path(folder) / f"shard-{index:05d}.{kind}.npy"
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -82,10 +82,10 @@ def write_shard(
         raise ValueError("token ids do not fit uint16")
     if len(labels) != len(tokens):
         raise ValueError(f"{len(labels)} labels for {len(tokens)} token grids")
-    _atomic_save_npy(shard_path(folder, index, "tokens"), tokens.astype(np.uint16))
+    atomic_save_npy(shard_path(folder, index, "tokens"), tokens.astype(np.uint16))
     if masks is not None:
-        _atomic_save_npy(shard_path(folder, index, "masks"), masks.astype(bool))
-    _atomic_save_npy(shard_path(folder, index, "labels"), np.asarray(labels, np.int32))
+        atomic_save_npy(shard_path(folder, index, "masks"), masks.astype(bool))
+    atomic_save_npy(shard_path(folder, index, "labels"), np.asarray(labels, np.int32))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -146,3 +146,59 @@ def run(
         report["ground_truth_precision"] = prec
     report["arrays"] = {"test_tis": te_tis, "test_pixels": te_px, "test_labels": te_lab}
     return report
+
+
+def score_dataset(
+    predict: Callable[[Array], Array],
+    codebook: np.ndarray,
+    dataset,
+    out: str,
+    cfg: SampleLevelConfig = SampleLevelConfig(),
+    progress: Callable[[int], None] = lambda n: None,
+) -> list[str]:
+    """TIS for every image of a token dataset, one float16 file per dataset shard.
+
+    OUT/tis-NNNNN.npy holds (n, m, m) float16 TIS of shard NNNNN: 512 bytes an image at 16×16,
+    as small as the token ids, and enough to re-derive T_image for any n later without the N
+    backward passes. Dataset shards are split over processes (shard s → process s mod P); a
+    process splits each batch over its local devices; noise is keyed by global image index, so
+    the result does not depend on the number of devices. Finished shards are skipped on restart.
+    """
+    from pathlib import Path
+
+    from cortex_jax import data, sharding
+
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    local = jax.local_devices()
+    mesh = jax.sharding.Mesh(np.asarray(local), (sharding.DATA_AXIS,))
+    spec = sharding.batch_sharded(mesh)
+    cb = jnp.asarray(codebook)
+    offsets = np.cumsum([0] + [len(x) for x in dataset.labels])
+    written, done = [], 0
+    for s, (toks, labels) in enumerate(zip(dataset.tokens, dataset.labels, strict=True)):
+        path = out_dir / f"tis-{s:05d}.npy"
+        if s % jax.process_count() != jax.process_index() or path.exists():
+            done += len(labels)
+            progress(done)
+            continue
+        scores = []
+        for i in range(0, len(labels), cfg.batch):
+            t = np.asarray(toks[i : i + cfg.batch], np.int32)
+            pad = (-len(t)) % len(local)  # equal rows per device
+            t = np.concatenate([t, np.zeros((pad, *t.shape[1:]), np.int32)])
+            y = np.concatenate(
+                [np.asarray(labels[i : i + cfg.batch], np.int32), np.zeros(pad, np.int32)]
+            )
+            ids = offsets[s] + i + np.arange(len(t))
+            e = jax.device_put(cb[jnp.asarray(t)], spec)
+            rng = jax.random.PRNGKey(cfg.seed)
+            y, ids = jax.device_put(y, spec), jax.device_put(ids, spec)
+            sc = tis.token_importance(predict, e, y, rng, cfg.n_samples, cfg.alpha,
+                                      objective=cfg.objective, image_ids=ids)  # fmt: skip
+            scores.append(np.asarray(sc)[: len(t) - pad].astype(np.float16))
+        data.atomic_save_npy(path, np.concatenate(scores))
+        written.append(str(path))
+        done += len(labels)
+        progress(done)
+    return written

@@ -95,3 +95,22 @@ def test_concept_tokens_and_frequency_baseline_against_numpy():
     base, _ = tis.frequency_baseline(jnp.asarray(grid), jnp.asarray(labels), 3, 30, 2)
     cnt0 = np.bincount(grid[labels == 0].ravel(), minlength=30)
     np.testing.assert_array_equal(base[0], sorted(range(30), key=lambda t: (-cnt0[t], t))[:2])
+
+
+def test_score_dataset_shards_and_resumes(tmp_path):
+    from cortex_jax import sample_level
+    from tests.helpers import tiny
+
+    ds = tiny.make_dataset(tmp_path / "d", 100, 0)
+    lin = functools.partial(linear, w=jnp.asarray(np.random.default_rng(1).standard_normal(
+        (tiny.GRID * tiny.GRID * tiny.D, tiny.N_CLASSES)).astype(np.float32)))  # fmt: skip
+    cfg = sample_level.SampleLevelConfig(n_samples=3, batch=16, objective="logit")
+    files = sample_level.score_dataset(lin, tiny.codebook(), ds, str(tmp_path / "tis"), cfg)
+    assert len(files) == 3
+    first = np.load(files[0])
+    assert first.shape == (40, 4, 4) and first.dtype == np.float16
+    before = (tmp_path / "tis" / "tis-00001.npy").read_bytes()
+    (tmp_path / "tis" / "tis-00001.npy").unlink()
+    again = sample_level.score_dataset(lin, tiny.codebook(), ds, str(tmp_path / "tis"), cfg)
+    assert [p.rsplit("/", 1)[1] for p in again] == ["tis-00001.npy"]  # only the missing shard
+    assert (tmp_path / "tis" / "tis-00001.npy").read_bytes() == before

@@ -101,3 +101,11 @@ def test_two_processes_agree(tmp_path):
     assert a.files == b.files and len(a.files) > 5
     for k in a.files:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_dataset_tis_on_eight_devices_matches_one():
+    r = subprocess.run([sys.executable, str(REPO / "tests/helpers/multidevice.py"), "tis"],
+                       capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["scale"] > 0 and out["max_diff"] <= 2e-3 * out["scale"]  # float16 storage

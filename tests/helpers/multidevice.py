@@ -32,9 +32,32 @@ def run(mesh, ds, arch):
     return losses, training.to_numpy_tree(state.params)
 
 
+def tis_check():
+    """score_dataset on 8 devices vs token_importance on one, same global noise keys."""
+    import functools
+
+    from cortex_jax import iem, sample_level, tis
+
+    ds = tiny.make_dataset(Path(tempfile.mkdtemp()), 100, 0)
+    cfg = tiny.model_config("re")
+    v = iem.init_variables(cfg, jax.random.PRNGKey(0), tiny.GRID, tiny.D)
+    predict = functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"])
+    out = Path(tempfile.mkdtemp())
+    scfg = sample_level.SampleLevelConfig(n_samples=4, batch=16)
+    sample_level.score_dataset(predict, tiny.codebook(), ds, str(out), scfg)
+    got = np.concatenate([np.load(out / f"tis-{s:05d}.npy") for s in range(3)])
+    tokens, labels, _ = ds.arrays()
+    e = jax.device_put(tiny.codebook()[tokens.astype(np.int32)], jax.devices()[0])
+    want = tis.token_importance(predict, e, labels, jax.random.PRNGKey(0), 4)
+    print(json.dumps({"max_diff": float(np.abs(got.astype(np.float32) - want).max()),
+                      "scale": float(np.abs(want).max())}))  # fmt: skip
+
+
 def main():
     assert len(jax.devices()) == 8, jax.devices()
     arch = sys.argv[1]
+    if arch == "tis":
+        return tis_check()
     ds = tiny.make_dataset(Path(tempfile.mkdtemp()), 160, 0)
     l8, p8 = run(sharding.data_mesh(), ds, arch)
     l1, p1 = run(Mesh(np.asarray(jax.devices()[:1]), (sharding.DATA_AXIS,)), ds, arch)
