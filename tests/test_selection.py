@@ -1,0 +1,91 @@
+"""Codebook-level token selection: the estimator, the mask, a known optimum, batching."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cortex_jax import selection
+
+M, K, D, C = 4, 12, 3, 2
+CODEBOOK = np.random.default_rng(0).standard_normal((K, D)).astype(np.float32)
+W = np.random.default_rng(1).standard_normal((M * M * D, C)).astype(np.float32)
+
+
+def linear(e, w):
+    return e.reshape(e.shape[0], -1) @ w
+
+
+predict = functools.partial(linear, w=jnp.asarray(W))
+
+
+def test_straight_through_forward_one_hot_backward_soft():
+    logits = jax.random.normal(jax.random.PRNGKey(0), (5, K))
+    key = jax.random.PRNGKey(3)
+    y = selection.straight_through_gumbel(logits, key, 0.7)
+    assert set(np.unique(np.asarray(y))) == {0.0, 1.0} and (np.asarray(y).sum(-1) == 1).all()
+    w = jax.random.normal(jax.random.PRNGKey(1), (5, K))
+    g_st = jax.grad(lambda lg: jnp.sum(w * selection.straight_through_gumbel(lg, key, 0.7)))(logits)
+    g = jax.random.gumbel(key, logits.shape)
+    g_soft = jax.grad(lambda lg: jnp.sum(w * jax.nn.softmax((lg + g) / 0.7, -1)))(logits)
+    np.testing.assert_allclose(g_st, g_soft, rtol=1e-5, atol=1e-7)
+
+
+def _base(b):
+    return np.random.default_rng(5).integers(0, K, (b, M, M))
+
+
+def test_finds_the_known_best_tokens_and_keeps_the_rest():
+    mask = selection.region_mask(M, "1:3,1:3")
+    base = _base(2)
+    cfg = selection.SelectionConfig(steps=300, learning_rate=0.1, log_every=50)
+    res = selection.select_tokens(predict, CODEBOOK, base, mask, [1, 0], [0, 1],
+                                  jax.random.PRNGKey(0), cfg)  # fmt: skip
+    # For a linear IEM, logit_y = Σ_p E_p · w_{y,p}: the best token at p maximises C_k · w_{y,p}.
+    wpos = W.reshape(M * M, D, C)
+    for i, y in enumerate([1, 0]):
+        want = np.argmax(CODEBOOK @ wpos[res.positions, :, y].T, axis=0)
+        np.testing.assert_array_equal(res.tokens[i], want)
+    edited = res.edited(base)
+    np.testing.assert_array_equal(edited[:, ~mask], base[:, ~mask])  # unmasked never change
+    assert res.trajectory_tokens.shape == (2, 6, 4) and res.f_target.shape == (2, 6)
+    assert (res.f_target[:, -1] > res.start_f_target).all()
+
+
+def test_batch_equals_per_image_loop():
+    mask = selection.region_mask(M, "0:2,0:4")
+    base = _base(3)
+    cfg = selection.SelectionConfig(steps=40, log_every=20)
+    rng = jax.random.PRNGKey(7)
+    batch = selection.select_tokens(predict, CODEBOOK, base, mask, [0, 1, 1], 0, rng, cfg)
+    for i, y in enumerate([0, 1, 1]):
+        one = selection.select_tokens(predict, CODEBOOK, base[i : i + 1], mask, y, 0, rng, cfg,
+                                      image_ids=[i])  # fmt: skip
+        np.testing.assert_array_equal(one.trajectory_tokens[0], batch.trajectory_tokens[i])
+        np.testing.assert_allclose(one.f_target[0], batch.f_target[i], rtol=1e-5)
+
+
+def test_embedding_baseline_snaps_to_codebook_rows():
+    mask = selection.region_mask(M, "1:3,2:4")
+    base = _base(2)
+    cfg = selection.SelectionConfig(steps=200, learning_rate=0.05, log_every=100)
+    res = selection.optimize_embedding(predict, CODEBOOK, base, mask, [1, 1], [0, 0], cfg)
+    assert res.tokens.shape == (2, 4) and res.tokens.max() < K
+    np.testing.assert_array_equal(res.edited(base)[:, ~mask], base[:, ~mask])
+    assert (res.f_target[:, -1] >= res.start_f_target - 1e-5).all()
+
+
+@pytest.mark.parametrize(
+    "region, message",
+    [("0:9,0:2", "outside the 4x4"), ("2:1,0:2", "outside"), ("rows", "is not 'r0:r1,c0:c1'")],
+)
+def test_bad_regions_refused(region, message):
+    with pytest.raises(ValueError, match=message):
+        selection.region_mask(M, region)
+
+
+def test_region_defaults():
+    assert selection.region_mask(16).sum() == 16 and selection.region_mask(16)[7:11, 7:11].all()
+    assert selection.region_mask(8, "full").all()
