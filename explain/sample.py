@@ -29,11 +29,11 @@ _K = flags.DEFINE_integer("k", 10, "T_concept size: top-k token ids per concept.
 _IEM = flags.DEFINE_enum("iem", "ce", ["ce", "re", "te"], "Information extractor.")
 _OUT = flags.DEFINE_string("out", "runs/explain_sample", "Output folder.")
 _PER_CONCEPT = flags.DEFINE_integer(
-    "per_concept", 100, "Generated images per concept for T_concept."
+    "per-concept", 100, "Generated images per concept for T_concept."
 )
-_TEST = flags.DEFINE_integer("test_per_concept", 40, "Held-out generated images per concept.")
-_TRUTH = flags.DEFINE_integer("truth_per_concept", 40, "Encoded images per concept (with masks).")
-_N_SAMPLES = flags.DEFINE_integer("n_samples", 20, "SmoothGrad noise samples N.")
+_TEST = flags.DEFINE_integer("test-per-concept", 40, "Held-out generated images per concept.")
+_TRUTH = flags.DEFINE_integer("truth-per-concept", 40, "Encoded images per concept (with masks).")
+_N_SAMPLES = flags.DEFINE_integer("n-samples", 20, "SmoothGrad noise samples N.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 
 

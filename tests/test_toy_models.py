@@ -89,8 +89,8 @@ def _run(*args):
 
 def test_generate_cli_writes_dataset_and_resumes(tmp_path):
     out = tmp_path / "gen"
-    args = ("train.generate", "--classes", "red-circle,circle", "--per_class", "6",
-            "--shard_size", "4", "--out", str(out), "--png")  # fmt: skip
+    args = ("train.generate", "--classes", "red-circle,circle", "--per-class", "6",
+            "--shard-size", "4", "--out", str(out), "--png")  # fmt: skip
     r = _run(*args)
     assert r.returncode == 0, r.stderr
     ds = data.TokenDataset.open(out)
@@ -110,7 +110,7 @@ def test_generate_cli_writes_dataset_and_resumes(tmp_path):
 def test_generate_cli_encoded_and_errors(tmp_path):
     out = tmp_path / "enc"
     r = _run("train.generate", "--source", "encoded", "--classes", "blue-star",
-             "--per_class", "3", "--out", str(out))  # fmt: skip
+             "--per-class", "3", "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert data.TokenDataset.open(out).masks is not None
     r = _run("train.generate", "--classes", "blue-stra", "--out", str(tmp_path / "x"))

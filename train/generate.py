@@ -1,4 +1,4 @@
-"""Sample a token dataset: `python -m train.generate --classes all --per_class N --out DIR`.
+"""Sample a token dataset: `python -m train.generate --classes all --per-class N --out DIR`.
 
 `--source encoded` writes procedural images through the VQGAN encoder instead, with ground-truth
 object masks (toy world only). Shards are written atomically; rerunning the same command resumes.
@@ -20,18 +20,18 @@ from cortex_jax.viz import save_grid
 
 _MODEL = flags.DEFINE_string("model", "toy", "'toy' or a folder laid out like the toy weights.")
 _CLASSES = flags.DEFINE_string("classes", "all", "'all' or comma-separated class names.")
-_PER_CLASS = flags.DEFINE_integer("per_class", 100, "Images per class.")
+_PER_CLASS = flags.DEFINE_integer("per-class", 100, "Images per class.")
 _OUT = flags.DEFINE_string("out", "runs/generated", "Dataset folder.")
 _SOURCE = flags.DEFINE_enum(
     "source", "generated", ["generated", "encoded"], "Where tokens come from."
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
-_TOP_K = flags.DEFINE_integer("top_k", None, "Top-k sampling (model default if unset).")
+_TOP_K = flags.DEFINE_integer("top-k", None, "Top-k sampling (model default if unset).")
 _TEMPERATURE = flags.DEFINE_float(
     "temperature", None, "Sampling temperature (model default if unset)."
 )
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass.")
-_SHARD_SIZE = flags.DEFINE_integer("shard_size", 256, "Images per shard.")
+_TOP_P = flags.DEFINE_float("top-p", 1.0, "Nucleus sampling mass.")
+_SHARD_SIZE = flags.DEFINE_integer("shard-size", 256, "Images per shard.")
 _PNG = flags.DEFINE_bool(
     "png", False, "Also write OUT/samples.png: up to 8 decoded images a class."
 )
