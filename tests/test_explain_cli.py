@@ -1,0 +1,92 @@
+"""Every explain/ and train/ command on the toy world: files written, errors one line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cortex_jax.toy import world
+from cortex_jax.viz import to_uint8
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def _one_line_error(r, *needles):
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
+    for n in needles:
+        assert n in last, last
+
+
+def test_explain_sample_writes_report_and_figures(tmp_path):
+    r = _run("explain.sample", "--concept", "red-circle,blue-star", "--per-concept", "12",
+             "--test-per-concept", "6", "--truth-per-concept", "6", "--n-samples", "4",
+             "--out", str(tmp_path))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["concept_names"].values()) == {"red-circle", "blue-star"}
+    row = report["concepts"]["0"]
+    assert len(row["cortex"]) == 10 and len(row["frequency"]) == 10
+    assert 0 <= report["ground_truth_precision"]["concept_cortex"] <= 1
+    for f in ("token_sets.csv", "top_tokens.png", "image_level_curve.png"):
+        assert (tmp_path / f).stat().st_size > 0
+    assert Image.open(tmp_path / "top_tokens.png").size[0] > 100
+
+
+def test_explain_sample_errors():
+    _one_line_error(_run("explain.sample", "--concept", "red-circel"), "red-circle")
+    _one_line_error(_run("explain.sample", "--concept", "circle"), "neutral class")
+    _one_line_error(_run("explain.sample"), "--concept")
+
+
+def test_explain_codebook_and_edit(tmp_path):
+    out = tmp_path / "cb"
+    r = _run("explain.codebook", "--concept", "blue-star", "--from-concept", "red-star",
+             "--steps", "20", "--log-every", "10", "--n-images", "2",
+             "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((out / "tokens.json").read_text())
+    assert info["target"] == "blue-star" and len(info["images"]) == 2
+    assert len(info["images"][0]["tokens_final"]) == 16  # centre 4×4
+    gif = Image.open(out / "progression.gif")
+    assert gif.n_frames == 3  # the original and two logged steps
+    assert (out / "progression.png").exists() and (out / "table.md").exists()
+    png = tmp_path / "in.png"
+    Image.fromarray(to_uint8(world.render(["red-star"], seed=1).pixels)[0]).save(png)
+    r = _run("explain.edit", "--image", str(png), "--tokens", str(out / "tokens.json"),
+             "--out", str(tmp_path / "edited.png"))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert Image.open(tmp_path / "edited.png").size[0] > 64
+
+
+def test_explain_codebook_errors(tmp_path):
+    _one_line_error(_run("explain.codebook", "--concept", "goldfinch"), "ImageNet concept",
+                    "--vqgan")  # fmt: skip
+    _one_line_error(_run("explain.codebook", "--concept", "blue-star", "--region", "6:9,0:2"),
+                    "outside the 8x8")  # fmt: skip
+    _one_line_error(_run("explain.codebook", "--concept", "blue-star", "--from-image",
+                         str(tmp_path / "missing.png")), "missing.png")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_train_iem_toy_smoke(tmp_path):
+    r = _run("train.iem", "--config", "configs/iem_ce.py:variant=toy", "--workdir",
+             str(tmp_path / "w"), "--config.train.epochs=1",
+             f"--config.data.train={tmp_path / 'train'}", f"--config.data.val={tmp_path / 'val'}",
+             "--config.data.train_per_class=10", "--config.data.val_per_class=10",
+             "--config.train.batch_size=28")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((tmp_path / "w/iem/config.json").read_text())
+    assert meta["iem"]["arch"] == "ce" and len(meta["class_names"]) == 14
+    lines = (tmp_path / "w/metrics.jsonl").read_text().splitlines()
+    assert "val_top1" in json.loads(lines[-1])
+    assert np.isfinite(json.loads(lines[-1])["loss"])
