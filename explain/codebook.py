@@ -20,7 +20,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from PIL import Image
 
 from cortex_jax import checkpoints, codebook_level, data, iem, imagenet, selection, toy
@@ -198,6 +198,7 @@ def table5(out: Path) -> dict:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     out = Path(_OUT.value)
     try:
         if _TABLE5.value:

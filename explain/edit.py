@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from PIL import Image
 
 from cortex_jax import checkpoints
@@ -54,6 +54,7 @@ def edit() -> Path:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     try:
         out = edit()
     except (ValueError, FileNotFoundError) as e:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from tqdm import tqdm
 
 from cortex_jax import evaluate, sample_level, toy
@@ -102,6 +102,7 @@ def run(out: Path) -> dict:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     try:
         report = run(Path(_OUT.value))
     except (ValueError, FileNotFoundError) as e:

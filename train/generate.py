@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from tqdm import tqdm
 
 from cortex_jax import toy
@@ -39,6 +39,7 @@ _PNG = flags.DEFINE_bool(
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     try:
         if _MODEL.value == "imagenet":
             raise ValueError(

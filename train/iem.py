@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
@@ -66,6 +66,7 @@ def run(config, workdir: Path) -> dict:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     config = _CONFIG.value
     workdir = Path(_WORKDIR.value or f"runs/iem_{config.arch}_{config.variant}")
     try:

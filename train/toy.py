@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
@@ -113,6 +113,7 @@ def build(config, workdir: Path) -> dict:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     try:
         report = build(_CONFIG.value, Path(_WORKDIR.value))
     except (ValueError, FileNotFoundError) as e:
