@@ -6,9 +6,11 @@ Selection logits P exist for the masked positions only, (M, K) per image (the au
 codebook rows and never change. Each step draws a hard straight-through Gumbel-Softmax sample
 (forward: exactly one-hot; backward: the soft sample's gradient), builds E = one-hot · C inside
 the mask, and minimises −f_y(E) + α·mean‖E_mask‖² with Adam; τ is fixed or annealed
-geometrically. The loop is nested `lax.scan`s under `jit`: every `log_every` steps the argmax
-tokens, f_target and f_original of the hard (argmax) choice are recorded on device. One image is
-one `vmap` lane, so a batch of images (each with its own target) runs at once.
+geometrically. On accelerators the loop is nested `lax.scan`s under one `jit`; on CPU the same
+jitted steps are driven from Python (convolution gradients inside an XLA:CPU while loop ran ~4×
+slower). Either way every `log_every` steps the argmax tokens, f_target and f_original of the
+hard (argmax) choice are recorded on device. One image is one `vmap` lane, so a batch of images
+(each with its own target) runs at once.
 
 The result reports the final step and the best logged step separately (the authors report the
 best of 11 checkpoints, which is optimistic).
@@ -98,58 +100,86 @@ def _objective(logits: Array, y: Array, objective: str) -> Array:
     return logits[y]
 
 
-@functools.partial(jax.jit, static_argnames=("predict", "cfg", "positions"))
-def _select(predict, codebook, base, targets, sources, rng, ids, cfg: SelectionConfig, positions):
+def _per_image(predict, codebook, cfg: SelectionConfig, positions, m: int):
+    """Per-image (init, step, hard_eval) functions shared by the scan and the Python loop."""
     pos = jnp.asarray(positions)  # (M,) flat positions inside the mask
-    m = base.shape[1]
     k = codebook.shape[0]
     tx = optax.adam(cfg.learning_rate)
-    n_log = cfg.steps // cfg.log_every
     decay = (
         1.0 if cfg.tau_final is None else (cfg.tau_final / cfg.tau) ** (1.0 / max(cfg.steps - 1, 1))
     )
 
-    def one(base_idx, target, source, key):
-        flat = base_idx.reshape(-1)
-        e_base = codebook[flat]  # (m*m, d)
+    def embed(base_idx, onehot):
+        rows = onehot @ codebook  # (M, d)
+        return codebook[base_idx.reshape(-1)].at[pos].set(rows).reshape(1, m, m, -1), rows
+
+    def init(base_idx, key):
         if cfg.init == "random":
             p0 = jax.random.normal(jax.random.fold_in(key, 1), (pos.shape[0], k))
         else:
-            p0 = 10.0 * jax.nn.one_hot(flat[pos], k)
+            p0 = 10.0 * jax.nn.one_hot(base_idx.reshape(-1)[pos], k)
+        return p0, tx.init(p0)
 
-        def embed(onehot):
-            rows = onehot @ codebook  # (M, d)
-            return e_base.at[pos].set(rows).reshape(1, m, m, -1), rows
-
-        def loss(p, step):
-            tau = cfg.tau * decay**step
-            y = straight_through_gumbel(p, jax.random.fold_in(key, step), tau)
-            e, rows = embed(y)
+    def step(p, opt, base_idx, target, key, i):
+        def loss(p):
+            y = straight_through_gumbel(p, jax.random.fold_in(key, i), cfg.tau * decay**i)
+            e, rows = embed(base_idx, y)
             f = _objective(predict(e)[0], target, cfg.objective)
             return -f + cfg.alpha * jnp.mean(jnp.sum(rows**2, -1))
 
-        def hard_eval(p):
-            tok = jnp.argmax(p, -1)
-            e, _ = embed(jax.nn.one_hot(tok, k))
-            lg = predict(e)[0]
-            return tok, _objective(lg, target, cfg.objective), _objective(lg, source, cfg.objective)
+        upd, opt = tx.update(jax.grad(loss)(p), opt, p)
+        return optax.apply_updates(p, upd), opt
 
-        def step_fn(carry, step):
-            p, opt = carry
-            g = jax.grad(loss)(p, step)
-            upd, opt = tx.update(g, opt, p)
-            return (optax.apply_updates(p, upd), opt), None
+    def hard_eval(p, base_idx, target, source):
+        tok = jnp.argmax(p, -1)
+        lg = predict(embed(base_idx, jax.nn.one_hot(tok, k))[0])[0]
+        return tok, _objective(lg, target, cfg.objective), _objective(lg, source, cfg.objective)
 
-        def log_fn(carry, i):
-            steps = i * cfg.log_every + jnp.arange(cfg.log_every)
-            carry, _ = jax.lax.scan(step_fn, carry, steps)
-            return carry, hard_eval(carry[0])
+    return init, step, hard_eval
 
-        (p, _), traj = jax.lax.scan(log_fn, (p0, tx.init(p0)), jnp.arange(n_log))
-        return p, traj, hard_eval(p0)
 
-    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(ids)
+@functools.partial(jax.jit, static_argnames=("predict", "cfg", "positions"))
+def _select_scan(predict, codebook, base, targets, sources, keys, cfg: SelectionConfig, positions):
+    """The whole optimisation as nested lax.scans under one jit (accelerators)."""
+    init, step, hard_eval = _per_image(predict, codebook, cfg, positions, base.shape[1])
+
+    def one(base_idx, target, source, key):
+        p0, opt0 = init(base_idx, key)
+
+        def step_fn(carry, i):
+            return step(*carry, base_idx, target, key, i), None
+
+        def log_fn(carry, j):
+            carry, _ = jax.lax.scan(step_fn, carry, j * cfg.log_every + jnp.arange(cfg.log_every))
+            return carry, hard_eval(carry[0], base_idx, target, source)
+
+        _, traj = jax.lax.scan(log_fn, (p0, opt0), jnp.arange(cfg.steps // cfg.log_every))
+        return traj, hard_eval(p0, base_idx, target, source)
+
     return jax.vmap(one)(base, targets, sources, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("predict", "cfg", "positions", "m", "what"))
+def _select_part(predict, codebook, cfg: SelectionConfig, positions, m, what, *args):
+    init, step, hard_eval = _per_image(predict, codebook, cfg, positions, m)
+    fn = {"init": init, "step": step, "eval": hard_eval}[what]
+    in_axes = (0, 0, 0, 0, 0, None) if what == "step" else 0
+    return jax.vmap(fn, in_axes=in_axes)(*args)
+
+
+def _select_loop(predict, codebook, base, targets, sources, keys, cfg: SelectionConfig, positions):
+    """The same steps driven from Python, state and trajectory kept on device (CPU: convolution
+    gradients inside an XLA:CPU while loop ran ~4x slower, bench/RESULTS.md)."""
+    part = functools.partial(_select_part, predict, codebook, cfg, positions, base.shape[1])
+    p, opt = part("init", base, keys)
+    start = part("eval", p, base, targets, sources)
+    logs = []
+    for i in range(cfg.steps):
+        p, opt = part("step", p, opt, base, targets, keys, i)
+        if (i + 1) % cfg.log_every == 0:
+            logs.append(part("eval", p, base, targets, sources))
+    traj = tuple(jnp.stack([x[j] for x in logs], axis=1) for j in range(3))
+    return traj, start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +236,7 @@ def select_tokens(
     rng: Array,
     cfg: SelectionConfig = SelectionConfig(),
     image_ids=None,
+    loop: str = "auto",
 ) -> SelectionResult:
     """Optimises the masked tokens of each base grid (B, m, m) toward its target concept.
 
@@ -213,12 +244,20 @@ def select_tokens(
     targets, sources: (B,) or scalar concept ids: the concept to reach and the image's own.
     image_ids: (B,) ids seeding each image's init and Gumbel noise (default 0..B-1), so an
       image's result does not depend on the batch around it.
+    loop: "scan" (one jitted program: accelerators), "python" (jitted steps driven from Python:
+      faster on CPU), or "auto" (by backend). Both give the same result.
     """
     base, mask, t, s = _check(base_indices, mask, codebook, targets, sources)
     positions = tuple(int(p) for p in np.flatnonzero(mask.ravel()))
     ids = jnp.arange(len(base)) if image_ids is None else jnp.asarray(image_ids, jnp.int32)
-    _, traj, start = _select(predict, jnp.asarray(codebook), jnp.asarray(base), jnp.asarray(t),
-                             jnp.asarray(s), rng, ids, cfg, positions)  # fmt: skip
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(ids)
+    if loop == "auto":
+        loop = "python" if jax.default_backend() == "cpu" else "scan"
+    if loop not in ("scan", "python"):
+        raise ValueError(f"loop={loop!r}; expected 'auto', 'scan' or 'python'")
+    run = _select_scan if loop == "scan" else _select_loop
+    traj, start = run(predict, jnp.asarray(codebook), jnp.asarray(base), jnp.asarray(t),
+                      jnp.asarray(s), keys, cfg, positions)  # fmt: skip
     toks, ft, fo = (np.asarray(x) for x in traj)
     best = np.argmax(ft, axis=1)
     return SelectionResult(

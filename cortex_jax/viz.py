@@ -97,7 +97,7 @@ def save_line_plot(
     for i, (name, ys) in enumerate(series.items()):
         c = colours[i % len(colours)]
         d.line([px(x, y) for x, y in zip(xs, ys, strict=True)], fill=c, width=2)
-        d.text((x1 - 150, y1 + 8 + 14 * i), f"— {name}", fill=c)
+        d.text((x1 - 150, y1 + 8 + 14 * i), f"-- {name}", fill=c)
     d.text((left, 12), title, fill=(0, 0, 0))
     d.text(((x0 + x1) // 2 - 40, h - 22), xlabel, fill=(0, 0, 0))
     d.text((4, top - 20), ylabel, fill=(0, 0, 0))

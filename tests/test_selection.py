@@ -89,3 +89,17 @@ def test_bad_regions_refused(region, message):
 def test_region_defaults():
     assert selection.region_mask(16).sum() == 16 and selection.region_mask(16)[7:11, 7:11].all()
     assert selection.region_mask(8, "full").all()
+
+
+def test_scan_and_python_loops_agree():
+    mask = selection.region_mask(M, "1:3,0:2")
+    base = _base(2)
+    cfg = selection.SelectionConfig(steps=30, log_every=10, learning_rate=0.05)
+    args = (predict, CODEBOOK, base, mask, [1, 0], [0, 1], jax.random.PRNGKey(4), cfg)
+    a = selection.select_tokens(*args, loop="scan")
+    b = selection.select_tokens(*args, loop="python")
+    np.testing.assert_array_equal(a.trajectory_tokens, b.trajectory_tokens)
+    np.testing.assert_allclose(a.f_target, b.f_target, rtol=1e-5)
+    np.testing.assert_allclose(a.start_f_original, b.start_f_original, rtol=1e-5)
+    with pytest.raises(ValueError, match="loop='fast'"):
+        selection.select_tokens(*args, loop="fast")
