@@ -90,3 +90,29 @@ def test_train_iem_toy_smoke(tmp_path):
     lines = (tmp_path / "w/metrics.jsonl").read_text().splitlines()
     assert "val_top1" in json.loads(lines[-1])
     assert np.isfinite(json.loads(lines[-1])["loss"])
+
+
+def test_explain_codebook_with_real_format_models(tmp_path, fixtures):
+    """--vqgan FOLDER + --iem-checkpoint FOLDER of a 1000-class IEM: ImageNet names resolve."""
+    import jax
+
+    from cortex_jax import checkpoints, iem, imagenet
+
+    cfg = iem.IEMConfig("ce", 1000, width=8, depth=1, hidden=16)
+    v = iem.init_variables(cfg, jax.random.PRNGKey(0), 16, 32)  # vqgan_jax_tiny: 16×16, d 32
+    names = [c.name for c in imagenet.classes()]
+    ckpt = checkpoints.write_iem_folder(tmp_path / "iem", cfg, v, names, "vqgan_jax_tiny")
+    vq = str(fixtures / "vqgan_jax_tiny")
+    png = tmp_path / "bird.png"
+    Image.fromarray(to_uint8(world.render(["red-star"], seed=1).pixels)[0]).save(png)
+    out = tmp_path / "out"
+    r = _run("explain.codebook", "--concept", "goldfinch", "--vqgan", vq, "--iem-checkpoint",
+             str(ckpt), "--from-image", str(png), "--steps", "4", "--log-every", "2",
+             "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((out / "tokens.json").read_text())
+    assert info["target"] == "goldfinch" and len(info["images"][0]["tokens_final"]) == 16
+    _one_line_error(_run("explain.codebook", "--concept", "crane", "--vqgan", vq,
+                         "--iem-checkpoint", str(ckpt)), "ambiguous", "134", "517")  # fmt: skip
+    _one_line_error(_run("explain.codebook", "--concept", "red-circle", "--vqgan", vq,
+                         "--iem-checkpoint", str(ckpt)), "toy-world concept")  # fmt: skip

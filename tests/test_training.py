@@ -109,3 +109,16 @@ def test_dataset_tis_on_eight_devices_matches_one():
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["scale"] > 0 and out["max_diff"] <= 2e-3 * out["scale"]  # float16 storage
+
+
+def test_bfloat16_compute_learns(datasets):
+    cfg = tiny.train_config(dtype="bfloat16", learning_rate=3e-3)
+    trainer = training.Trainer(tiny.model_config("ce"), cfg, tiny.codebook(), tiny.GRID, 10)
+    batch = sharding.global_batch(trainer.mesh, data.BatchReader(datasets[0], 16).batch(0))
+    state = trainer.init_state()
+    losses = []
+    for _ in range(40):
+        state, m = trainer.train_step(state, *batch)
+        losses.append(float(m["loss"]))
+    assert jax.tree_util.tree_leaves(state.params)[0].dtype == np.float32  # params stay f32
+    assert losses[-1] < 0.5 * losses[0], losses
