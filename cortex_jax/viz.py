@@ -105,3 +105,34 @@ def save_line_plot(
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def save_histogram(
+    path: str | os.PathLike, samples: dict[str, np.ndarray], title: str, xlabel: str
+) -> Path:
+    """Side-by-side bars of integer samples (e.g. per-image token counts), one colour each."""
+    colours = [(220, 30, 30), (40, 80, 220), (30, 150, 60)]
+    hi = int(max(int(np.max(v)) for v in samples.values())) + 1
+    freqs = {k: np.bincount(np.asarray(v, int), minlength=hi) / len(v) for k, v in samples.items()}
+    w, h, left, bottom, top = 560, 340, 50, 50, 40
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    x0, x1, y0 = left, w - 20, h - bottom
+    ymax = max(float(f.max()) for f in freqs.values()) or 1.0
+    slot = (x1 - x0) / hi
+    bar = slot / (len(freqs) + 1)
+    for j, (name, f) in enumerate(freqs.items()):
+        c = colours[j % len(colours)]
+        for x, v in enumerate(f):
+            bx = x0 + x * slot + j * bar
+            d.rectangle([bx, y0 - v / ymax * (y0 - top), bx + bar - 1, y0], fill=c)
+        d.text((x1 - 170, top + 14 * j), f"-- {name} (mean {np.mean(samples[name]):.2f})", fill=c)
+    d.line([x0, y0, x1, y0], fill=(0, 0, 0))
+    for x in range(0, hi, max(1, hi // 10)):
+        d.text((x0 + x * slot, y0 + 6), str(x), fill=(0, 0, 0))
+    d.text((left, 12), title, fill=(0, 0, 0))
+    d.text(((x0 + x1) // 2 - 60, h - 22), xlabel, fill=(0, 0, 0))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path

@@ -116,3 +116,19 @@ def test_explain_codebook_with_real_format_models(tmp_path, fixtures):
                          "--iem-checkpoint", str(ckpt)), "ambiguous", "134", "517")  # fmt: skip
     _one_line_error(_run("explain.codebook", "--concept", "red-circle", "--vqgan", vq,
                          "--iem-checkpoint", str(ckpt)), "toy-world concept")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_explain_bias_finds_the_known_bias(tmp_path):
+    r = _run("explain.bias", "--neutral", "circle", "--per-concept", "300", "--neutral-images",
+             "300", "--n-samples", "8", "--epochs", "4", "--out", str(tmp_path))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["true_share_a"] == 0.8
+    for n in ("5", "10", "20"):
+        res = report["by_n"][n]
+        assert res["cliffs_delta"] > 0 and res["ci95"][0] > 0  # circle leans red, CI excludes 0
+        assert res["cliffs_delta_halved"] == pytest.approx(res["cliffs_delta"] / 2)
+    for f in ("report.md", "counts_n5.png", "neutral_tokens.png"):
+        assert (tmp_path / f).stat().st_size > 0
+    _one_line_error(_run("explain.bias", "--neutral", "hexagon"), "no contrast pair", "circle")
