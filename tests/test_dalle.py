@@ -1,0 +1,91 @@
+"""DalleBart port against dalle-mini's tiny fixture (both layouts), its sampler and the audit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cortex_jax import bias, dalle
+
+
+@pytest.fixture(scope="module")
+def io(fixtures):
+    return dict(np.load(fixtures / "dallebart_tiny" / "io.npz"))
+
+
+@pytest.fixture(scope="module", params=["scan", "noscan"])
+def model(request, fixtures):
+    return dalle.read_dallebart_folder(fixtures / "dallebart_tiny" / request.param)
+
+
+def test_fixture_logits(model, io):
+    cfg, p = model
+    enc = dalle.encode(cfg, p, io["input_ids"], io["attention_mask"])
+    m = io["attention_mask"].astype(bool)[..., None]  # padded positions do not matter
+    want = io["encoder_last_hidden_state"]
+    np.testing.assert_allclose(np.where(m, enc, 0), np.where(m, want, 0), atol=1e-5)
+    lg = dalle.logits(cfg, p, io["input_ids"], io["attention_mask"], io["decoder_input_ids"])
+    lu = dalle.logits(cfg, p, io["input_ids_uncond"], io["attention_mask_uncond"],
+                      io["decoder_input_ids"])  # fmt: skip
+    np.testing.assert_allclose(lg, io["logits"], atol=1e-5)
+    np.testing.assert_allclose(lu, io["logits_uncond"], atol=1e-5)
+    sc = dalle.superconditioned(lg[:, -1], lu[:, -1], float(io["condition_scale"]))
+    np.testing.assert_allclose(sc, io["logits_superconditioned"], atol=5e-5)
+
+
+def test_greedy_kv_cache_equals_teacher_forcing(model, io):
+    cfg, p = model
+    toks, raw = dalle.generate(cfg, p, io["input_ids"], io["attention_mask"],
+                               jax.random.PRNGKey(0), 64, condition_scale=1.0, temperature=0.0,
+                               return_logits=True)  # fmt: skip
+    fed = jnp.concatenate([jnp.full((2, 1), 64), toks[:, :-1]], axis=1)
+    forced = dalle.logits(cfg, p, io["input_ids"], io["attention_mask"], fed)
+    np.testing.assert_allclose(raw, forced, atol=1e-5)
+    np.testing.assert_array_equal(np.argmax(np.asarray(forced)[..., :64], -1), toks)
+
+
+def test_sampling_masks_ids_beyond_the_codebook_and_is_deterministic(model, io):
+    cfg, p = model
+    args = (cfg, p, np.repeat(io["input_ids"], 8, 0), np.repeat(io["attention_mask"], 8, 0))
+    kw = dict(condition_scale=10.0, uncond_ids=np.repeat(io["input_ids_uncond"], 8, 0),
+              uncond_mask=np.repeat(io["attention_mask_uncond"], 8, 0), top_k=None)  # fmt: skip
+    a = dalle.generate(*args, jax.random.PRNGKey(1), 20, **kw)
+    b = dalle.generate(*args, jax.random.PRNGKey(1), 20, **kw)
+    c = dalle.generate(*args, jax.random.PRNGKey(2), 20, **kw)
+    assert a.shape == (16, 16) and int(a.max()) < 20  # ids ≥ 20 (incl. the start token 64) masked
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    unmasked = dalle.generate(*args, jax.random.PRNGKey(1), 65, **kw)
+    assert int(unmasked.max()) >= 20  # without the mask those ids do get sampled
+
+
+def test_unsupported_options_refused(fixtures):
+    import json
+
+    raw = json.loads((fixtures / "dallebart_tiny" / "scan" / "config.json").read_text())
+    with pytest.raises(ValueError, match="use_cosine_attention=True is not supported"):
+        dalle.DalleBartConfig.from_dict({**raw, "use_cosine_attention": True})
+    with pytest.raises(ValueError, match="ln_positions='swinv2'"):
+        dalle.DalleBartConfig.from_dict({**raw, "ln_positions": "swinv2"})
+
+
+@pytest.mark.slow
+def test_audit_runs_end_to_end_on_tiny_dallebart(fixtures, tmp_path):
+    cfg, p = dalle.read_dallebart_folder(fixtures / "dallebart_tiny" / "scan")
+    words = {}
+
+    def tokenize(text):  # stand-in for BartTokenizerFast: one id per word, 4..99
+        return [0] + [words.setdefault(w, 4 + len(words) % 96) for w in text.lower().split()] + [2]
+
+    sample = dalle.prompt_sampler(cfg, p, tokenize, n_image_codes=64, batch=32)
+    codebook = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    acfg = bias.AuditConfig(per_concept=40, neutral=30, n_samples=2, n_boot=50, epochs=1,
+                            batch_size=16)  # fmt: skip
+    report = bias.run_audit(sample, codebook, "a white doctor", "a black doctor", "a doctor",
+                            tmp_path, acfg)  # fmt: skip
+    assert set(report["by_n"]) == {5, 10}  # n = 20 exceeds the 4×4 grid
+    for r in report["by_n"].values():
+        assert -1 <= r["cliffs_delta"] <= 1 and r["ci95"][0] <= r["ci95"][1]
+        assert len(r["tokens_a"]) == 10
+    assert report["arrays"]["neutral_tokens"].shape == (30, 4, 4)
+    assert (tmp_path / "iem" / "metrics.jsonl").exists()
