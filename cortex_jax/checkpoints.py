@@ -23,7 +23,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ from flax import serialization
 
 from cortex_jax.cin import GPTConfig
 from cortex_jax.cin import init_params as gpt_init_params
+from cortex_jax.data import atomic_write_bytes
 from cortex_jax.iem import IEMConfig
 from cortex_jax.vqgan import (
     PRESET_REPOS,
@@ -150,28 +150,15 @@ def read_vqgan_folder(folder: str | os.PathLike, dtype: Any = jnp.float32) -> VQ
     return VQGAN(config, _as_float32_tree(params), dtype)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_model_folder(folder: str | os.PathLike, config: Mapping[str, Any], params) -> Path:
     """Writes config.json + flax_model.msgpack; each file appears whole or not at all."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     flat = {k: np.asarray(v) for k, v in flatten_paths(params).items()}
-    _atomic_write_bytes(
+    atomic_write_bytes(
         folder / WEIGHTS_NAME, serialization.msgpack_serialize(unflatten_paths(flat))
     )
-    _atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(dict(config), indent=2) + "\n").encode())
+    atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(dict(config), indent=2) + "\n").encode())
     return folder
 
 

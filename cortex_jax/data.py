@@ -14,6 +14,7 @@ restarted writer skips the shards that exist.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import tempfile
@@ -31,10 +32,18 @@ def shard_path(folder: Path, index: int, kind: str) -> Path:
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save that never leaves a partial file behind."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Writes a temporary sibling, fsyncs it and renames it over `path`."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -57,10 +66,7 @@ def write_meta(folder: str | os.PathLike, meta: dict[str, Any]) -> None:
                 f"choose another --out or delete it"
             )
         return
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".meta.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(meta, indent=2).encode())
 
 
 def shard_done(folder: str | os.PathLike, index: int) -> bool:

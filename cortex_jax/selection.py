@@ -201,6 +201,14 @@ class SelectionResult:
     start_f_target: np.ndarray
     start_f_original: np.ndarray
 
+    @classmethod
+    def from_trajectory(cls, positions, traj, start) -> SelectionResult:
+        """From the logged (tokens, f_target, f_original) and the start's evaluation."""
+        toks, ft, fo = (np.asarray(x) for x in traj)
+        best = np.argmax(ft, axis=1)
+        return cls(np.asarray(positions), toks[:, -1], toks[np.arange(len(toks)), best], toks,
+                   ft, fo, np.asarray(start[1]), np.asarray(start[2]))  # fmt: skip
+
     def edited(self, base_indices: np.ndarray, best: bool = False) -> np.ndarray:
         """The base token grids (B, m, m) with the masked positions replaced."""
         out = np.array(base_indices).reshape(len(base_indices), -1)
@@ -258,18 +266,7 @@ def select_tokens(
     run = _select_scan if loop == "scan" else _select_loop
     traj, start = run(predict, jnp.asarray(codebook), jnp.asarray(base), jnp.asarray(t),
                       jnp.asarray(s), keys, cfg, positions)  # fmt: skip
-    toks, ft, fo = (np.asarray(x) for x in traj)
-    best = np.argmax(ft, axis=1)
-    return SelectionResult(
-        positions=np.asarray(positions),
-        tokens=toks[:, -1],
-        best_tokens=toks[np.arange(len(toks)), best],
-        trajectory_tokens=toks,
-        f_target=ft,
-        f_original=fo,
-        start_f_target=np.asarray(start[1]),
-        start_f_original=np.asarray(start[2]),
-    )
+    return SelectionResult.from_trajectory(positions, traj, start)
 
 
 @functools.partial(jax.jit, static_argnames=("predict", "cfg", "positions"))
@@ -328,7 +325,4 @@ def optimize_embedding(
     positions = tuple(int(p) for p in np.flatnonzero(mask.ravel()))
     traj, start = _embed_opt(predict, jnp.asarray(codebook), jnp.asarray(base), jnp.asarray(t),
                              jnp.asarray(s), cfg, positions)  # fmt: skip
-    toks, ft, fo = (np.asarray(x) for x in traj)
-    best = np.argmax(ft, axis=1)
-    return SelectionResult(np.asarray(positions), toks[:, -1], toks[np.arange(len(toks)), best],
-                           toks, ft, fo, np.asarray(start[1]), np.asarray(start[2]))  # fmt: skip
+    return SelectionResult.from_trajectory(positions, traj, start)
