@@ -263,13 +263,6 @@ def train_judge(
     return params, {"procedural_test_accuracy": float(np.mean(pred == test.labels))}
 
 
-def judge_predict(params, judge_config: JudgeConfig = JudgeConfig()) -> Callable[[Array], Array]:
-    """A jitted pixels → concept probabilities function."""
-    model = PixelJudge(judge_config)
-    fn = jax.jit(lambda x: jax.nn.softmax(model.apply({"params": params}, x), -1))
-    return lambda x: fn(jnp.asarray(x, jnp.float32))
-
-
 # ---------------------------------------------------------------------------------------------
 # Class-conditional prior
 # ---------------------------------------------------------------------------------------------
