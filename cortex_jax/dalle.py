@@ -5,12 +5,14 @@ A port of dalle-mini 0.1.5's model written as pure functions over its own parame
 scanned (`layers/FlaxBart{Encoder,Decoder}Layers/…`, a leading layer axis) or per layer
 (`layers/FlaxBart…Layer_{i}/…`, stacked here at load). Every option is read from config.json.
 
-Supported: `ln_type` layernorm | rmsnorm; `ln_positions` normformer | preln | postln | cogview;
-`use_glu` on (GLU) and off (plain FFN); `use_bias`; `force_ln_scale`; final LNs on/off;
-`scale_embedding`; absolute positions on/off; tied or separate lm_head; `use_subln_init` (init
-only). Options that change the computation in ways not ported yet (`use_cosine_attention`,
-`use_head_scale`, swin/alibi positions, `sinkhorn_iters` > 1, deepnet scaling, `swinv2`/`subln`
-positions) raise a ValueError naming them, rather than computing something else silently.
+Every option dalle-mini 0.1.5 can run: `ln_type` layernorm | rmsnorm; `ln_positions`
+normformer | preln | postln (= deepnet) | cogview | swinv2 | subln; `use_glu` on (GLU) and off
+(FFN); `use_bias`; `force_ln_scale`; final LNs; `scale_embedding`; absolute and swin relative
+positions; `use_head_scale`; `use_cosine_attention` (τ = tau_init); `sinkhorn_iters` (encoder
+self-attention); `use_deepnet_scaling` (residual gains); tied or separate lm_head. `use_alibi`
+is refused, as dalle-mini refuses it. Checked against outputs of the original code
+(tests/data/dallebart_options). dalle-mini itself crashes when building postln/deepnet models
+(its decoder never defines final_ln then); here they compute without a final LN, like its encoder.
 
 Generation: the decoder runs one position at a time with cached keys/values in a jitted
 `lax.scan`, super-conditioned with the empty prompt (logits = uncond + scale·(cond − uncond)),
@@ -40,14 +42,7 @@ from cortex_jax.cin import filter_logits
 
 Array = jax.Array
 
-_UNSUPPORTED = {
-    "use_cosine_attention": True,
-    "use_head_scale": True,
-    "use_swin_position_embeddings": True,
-    "use_alibi": True,
-    "use_deepnet_scaling": True,
-}
-_POSITIONS = ("normformer", "preln", "postln", "cogview")
+_POSITIONS = ("normformer", "preln", "postln", "cogview", "swinv2", "subln")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,16 +73,20 @@ class DalleBartConfig:
     tie_word_embeddings: bool = False
     activation_function: str = "gelu"
     use_scan: bool = False
+    use_head_scale: bool = False
+    use_cosine_attention: bool = False
+    tau_init: float = 0.05
+    use_swin_position_embeddings: bool = False
+    sinkhorn_iters: int = 1
+    use_deepnet_scaling: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DalleBartConfig:
-        for key, bad in _UNSUPPORTED.items():
-            if d.get(key, False) == bad:
-                raise ValueError(f"DalleBart option {key}={bad} is not supported by this port")
-        if d.get("sinkhorn_iters", 1) != 1:
-            raise ValueError(
-                f"DalleBart option sinkhorn_iters={d['sinkhorn_iters']} is not supported"
-            )
+        d = dict(d)
+        if d.get("use_alibi", False):
+            raise ValueError("DalleBart option use_alibi=True is not supported (nor by dalle-mini)")
+        if d.get("ln_positions") == "deepnet":  # dalle-mini's alias
+            d["ln_positions"] = "postln"
         if d.get("ln_positions", "normformer") not in _POSITIONS:
             raise ValueError(
                 f"DalleBart ln_positions={d['ln_positions']!r} is not supported; expected one of "
@@ -99,6 +98,13 @@ class DalleBartConfig:
             raise ValueError(f"activation {d['activation_function']!r} is not supported")
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in fields})
+
+    def res_gain(self, part: str) -> float:
+        """DeepNet's residual scale α (1 without deepnet scaling)."""
+        if not self.use_deepnet_scaling:
+            return 1.0
+        n, m = self.encoder_layers, self.decoder_layers
+        return 0.81 * (n**4 * m) ** 0.0625 if part == "encoder" else (3 * m) ** 0.25
 
 
 _ACT = {
@@ -152,75 +158,115 @@ def _heads(x: Array, n: int) -> Array:
     return x.reshape(b, t, n, c // n)
 
 
-def _attend(p: dict, q_in: Array, kv_in: Array, mask: Array, n_heads: int) -> Array:
-    """mask broadcastable to (B, 1, Tq, Tk), True = attend."""
-    q = _heads(_dense(p["q_proj"], q_in), n_heads)
-    k = _heads(_dense(p["k_proj"], kv_in), n_heads)
-    v = _heads(_dense(p["v_proj"], kv_in), n_heads)
-    return _attend_qkv(p, q, k, v, mask)
+_PRE = {
+    "encoder": ("normformer", "cogview", "preln", "subln"),
+    "decoder": ("normformer", "cogview", "preln"),
+}
+_POST = ("normformer", "swinv2", "cogview")
 
 
-def _attend_qkv(p: dict, q: Array, k: Array, v: Array, mask: Array) -> Array:
-    w = jnp.einsum("bqhd,bkhd->bhqk", q / math.sqrt(q.shape[-1]), k).astype(jnp.float32)
-    w = jax.nn.softmax(jnp.where(mask, w, -jnp.inf), axis=-1).astype(v.dtype)
-    y = jnp.einsum("bhqk,bkhd->bqhd", w, v)
-    b, t, h, d = y.shape
-    return _dense(p["out_proj"], y.reshape(b, t, h * d))
+@dataclasses.dataclass(frozen=True)
+class _Attn:
+    """How one attention module computes (beyond its parameters)."""
+
+    cfg: DalleBartConfig
+    heads: int
+    self_attention: bool
+    sinkhorn: bool  # encoder self-attention only, as dalle-mini
+
+    def project(self, p: dict, q_in: Array, kv_in: Array):
+        q = _heads(_dense(p["q_proj"], q_in), self.heads)
+        k = _heads(_dense(p["k_proj"], kv_in), self.heads)
+        v = _heads(_dense(p["v_proj"], kv_in), self.heads)
+        return q, k, v
+
+    def attend(self, p: dict, q: Array, k: Array, v: Array, mask: Array, q_pos: Array) -> Array:
+        """mask broadcastable to (B, 1, Tq, Tk), True = attend; q_pos (Tq,) query positions."""
+        cfg = self.cfg
+        if cfg.use_cosine_attention:
+            q = q / (jnp.linalg.norm(q, axis=-1, keepdims=True) + 1e-8)
+            k = k / (jnp.linalg.norm(k, axis=-1, keepdims=True) + 1e-8)
+            w = jnp.einsum("bqhd,bkhd->bhqk", q, k) / cfg.tau_init
+        else:
+            w = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+        w = w.astype(jnp.float32)
+        if cfg.use_swin_position_embeddings:
+            rel = p["rel_bias"]["embedding"][q_pos]  # (Tq, Tk_max·H)
+            rel = rel.reshape(len(q_pos), -1, self.heads).transpose(2, 0, 1)[None]
+            w = w + rel[..., : k.shape[1]]
+        w = jnp.where(mask, w, -jnp.inf)
+        if self.sinkhorn and cfg.sinkhorn_iters > 1:
+            for i in range(cfg.sinkhorn_iters):
+                w = w - jax.nn.logsumexp(w, axis=-1 if i % 2 == 0 else -2, keepdims=True)
+                w = jnp.where(mask, w, -jnp.inf)
+            w = jnp.exp(w)
+        else:
+            w = jax.nn.softmax(w, axis=-1)
+        y = jnp.einsum("bhqk,bkhd->bqhd", w.astype(v.dtype), v)
+        if cfg.use_head_scale:
+            y = y * p["head_scale"]
+        b, t, h, d = y.shape
+        y = y.reshape(b, t, h * d)
+        if cfg.ln_positions == "subln" and self.self_attention:
+            y = _norm(cfg, p["mid_layernorm"], y)
+        return _dense(p["out_proj"], y)
+
+    def __call__(self, p, q_in, kv_in, mask, q_pos):
+        return self.attend(p, *self.project(p, q_in, kv_in), mask, q_pos)
 
 
 def _ffn(cfg: DalleBartConfig, p: dict, x: Array) -> Array:
     pos = cfg.ln_positions
+    g = p["GLU_0"] if cfg.use_glu else p["FFN_0"]
+    names = _Names(cfg, g)
+    if pos in ("normformer", "cogview", "preln", "subln"):
+        x = _norm(cfg, names.next(), x)
     if cfg.use_glu:
-        g = p["GLU_0"]
-        names = _Names(cfg, g)
-        if pos in ("normformer", "cogview", "preln"):
-            x = _norm(cfg, names.next(), x)
         x = _ACT[cfg.activation_function](_dense(g["Dense_0"], x)) * _dense(g["Dense_1"], x)
-        if pos == "normformer":
-            x = _norm(cfg, names.next(), x)
-        x = _dense(g["Dense_2"], x)
     else:
-        g = p["FFN_0"]
-        names = _Names(cfg, g)
-        if pos in ("normformer", "cogview", "preln"):
-            x = _norm(cfg, names.next(), x)
         x = _ACT[cfg.activation_function](_dense(g["Dense_0"], x))
-        if pos == "normformer":
-            x = _norm(cfg, names.next(), x)
-        x = _dense(g["Dense_1"], x)
-    if pos == "cogview":
+    if pos in ("normformer", "subln"):
+        x = _norm(cfg, names.next(), x)
+    x = _dense(g["Dense_2" if cfg.use_glu else "Dense_1"], x)
+    if pos in ("swinv2", "cogview"):
         x = _norm(cfg, names.next(), x)
     return x
 
 
-def _block(cfg: DalleBartConfig, names: _Names, h: Array, attend) -> Array:
+def _block(cfg: DalleBartConfig, part: str, names: _Names, h: Array, attend) -> Array:
     """One attention sub-block with dalle-mini's norm placement; `attend(x) -> y`."""
     res = h
-    if cfg.ln_positions in ("normformer", "cogview", "preln"):
+    if cfg.ln_positions in _PRE[part]:
         h = _norm(cfg, names.next(), h)
     h = attend(h)
-    if cfg.ln_positions in ("normformer", "cogview"):
+    if cfg.ln_positions in _POST:
         h = _norm(cfg, names.next(), h)
-    h = res + h
+    h = res * cfg.res_gain(part) + h
     if cfg.ln_positions == "postln":
         h = _norm(cfg, names.next(), h)
     return h
 
 
-def _encoder_layer(cfg, p, h, mask):
+def _ffn_block(cfg: DalleBartConfig, part: str, names: _Names, p: dict, h: Array, i: int, n: int):
+    h = h * cfg.res_gain(part) + _ffn(cfg, p, h)
+    # postln: a norm after every layer; swinv2: every 6 layers but the last (dalle-mini)
+    if cfg.ln_positions == "postln" or (cfg.ln_positions == "swinv2" and (i + 1) % 6 == 0
+                                        and i != n - 1):  # fmt: skip
+        h = _norm(cfg, names.next(), h)
+    return h
+
+
+def _encoder_layer(cfg, p, h, mask, i):
     names = _Names(cfg, p)
-    h = _block(cfg, names, h, lambda x: _attend(p["FlaxBartAttention_0"], x, x, mask,
-                                                 cfg.encoder_attention_heads))  # fmt: skip
-    h = h + _ffn(cfg, p, h)
-    if cfg.ln_positions == "postln":
-        h = _norm(cfg, names.next(), h)
-    return h
+    attn = _Attn(cfg, cfg.encoder_attention_heads, True, True)
+    pos = jnp.arange(h.shape[1])
+    h = _block(cfg, "encoder", names, h, lambda x: attn(p["FlaxBartAttention_0"], x, x, mask, pos))
+    return _ffn_block(cfg, "encoder", names, p, h, i, cfg.encoder_layers)
 
 
 def _embed(cfg, p, ids, positions):
-    h = p["embed_tokens"]["embedding"][ids] * (
-        math.sqrt(cfg.d_model) if cfg.scale_embedding else 1.0
-    )
+    scale = math.sqrt(cfg.d_model) if cfg.scale_embedding else 1.0
+    h = p["embed_tokens"]["embedding"][ids] * scale
     if cfg.use_absolute_position_embeddings:
         h = h + p["embed_positions"]["embedding"][positions]
     return _norm(cfg, p["layernorm_embedding"], h)
@@ -238,20 +284,18 @@ def encode(cfg: DalleBartConfig, params: dict, input_ids: Array, attention_mask:
     t = input_ids.shape[1]
     h = _embed(cfg, p, input_ids, jnp.arange(t))
     mask = attention_mask.astype(bool)[:, None, None, :]
-    layers = p["layers"]["FlaxBartEncoderLayers"]
-    h, _ = jax.lax.scan(lambda h, lp: (_encoder_layer(cfg, lp, h, mask), None), h, layers)
+    for i, lp in enumerate(p["layers"]):
+        h = _encoder_layer(cfg, lp, h, mask, i)
     return _final(cfg, p, h, cfg.use_final_ln_encoder)
 
 
-def _decoder_layer(cfg, p, h, self_attend, enc, enc_mask):
+def _decoder_layer(cfg, p, h, self_attend, enc, enc_mask, q_pos, i):
     names = _Names(cfg, p)
-    h = _block(cfg, names, h, lambda x: self_attend(p["FlaxBartAttention_0"], x))
-    h = _block(cfg, names, h, lambda x: _attend(p["FlaxBartAttention_1"], x, enc, enc_mask,
-                                                 cfg.decoder_attention_heads))  # fmt: skip
-    h = h + _ffn(cfg, p, h)
-    if cfg.ln_positions == "postln":
-        h = _norm(cfg, names.next(), h)
-    return h
+    cross = _Attn(cfg, cfg.decoder_attention_heads, False, False)
+    h = _block(cfg, "decoder", names, h, lambda x: self_attend(p["FlaxBartAttention_0"], x))
+    h = _block(cfg, "decoder", names, h,
+               lambda x: cross(p["FlaxBartAttention_1"], x, enc, enc_mask, q_pos))  # fmt: skip
+    return _ffn_block(cfg, "decoder", names, p, h, i, cfg.decoder_layers)
 
 
 def _head(cfg, params, h):
@@ -265,15 +309,14 @@ def decode_logits(cfg: DalleBartConfig, params: dict, decoder_input_ids: Array, 
     """Teacher-forced logits (B, L, image_vocab_size + 1), decoder inputs (B, L ≤ image_length)."""
     p = params["model"]["decoder"]
     length = decoder_input_ids.shape[1]
-    h = _embed(cfg, p, decoder_input_ids, jnp.arange(length))
+    pos = jnp.arange(length)
+    h = _embed(cfg, p, decoder_input_ids, pos)
     enc_mask = attention_mask.astype(bool)[:, None, None, :]
     causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
-    heads = cfg.decoder_attention_heads
-    self_attend = lambda ap, x: _attend(ap, x, x, causal, heads)
-    layers = p["layers"]["FlaxBartDecoderLayers"]
-    h, _ = jax.lax.scan(
-        lambda h, lp: (_decoder_layer(cfg, lp, h, self_attend, enc, enc_mask), None), h, layers
-    )
+    attn = _Attn(cfg, cfg.decoder_attention_heads, True, False)
+    self_attend = lambda ap, x: attn(ap, x, x, causal, pos)
+    for i, lp in enumerate(p["layers"]):
+        h = _decoder_layer(cfg, lp, h, self_attend, enc, enc_mask, pos, i)
     return _head(cfg, params, _final(cfg, p, h, cfg.use_final_ln_decoder)).astype(jnp.float32)
 
 
@@ -337,32 +380,27 @@ def _generate_fn(cfg, n_codes, scale, super_cond, temperature, top_k, top_p):
         enc = encode(cfg, params, ids, mask)
         enc_mask = mask.astype(bool)[:, None, None, :]
         p = params["model"]["decoder"]
-        layers = p["layers"]["FlaxBartDecoderLayers"]
         n = enc.shape[0]
         hd = cfg.d_model // heads
-        cache = jnp.zeros((cfg.decoder_layers, 2, n, length, heads, hd), enc.dtype)
+        attn = _Attn(cfg, heads, True, False)
+        cache = [jnp.zeros((2, n, length, heads, hd), enc.dtype) for _ in p["layers"]]
 
         def step(carry, t):
             tok, cache = carry
-            h = _embed(cfg, p, tok[:, None], jnp.full((1,), t))
+            pos = jnp.full((1,), t)
+            h = _embed(cfg, p, tok[:, None], pos)
+            visible = (jnp.arange(length) <= t)[None, None, None]
+            new_cache = []
+            for i, (lp, c) in enumerate(zip(p["layers"], cache, strict=True)):
 
-            def layer(h, xs):
-                lp, c = xs
+                def self_attend(ap, x, c=c):
+                    q, k, v = attn.project(ap, x, x)
+                    k = jax.lax.dynamic_update_slice_in_dim(c[0], k, t, axis=1)
+                    v = jax.lax.dynamic_update_slice_in_dim(c[1], v, t, axis=1)
+                    new_cache.append(jnp.stack([k, v]))
+                    return attn.attend(ap, q, k, v, visible, pos)
 
-                def self_attend(ap, x):
-                    k = jax.lax.dynamic_update_slice_in_dim(
-                        c[0], _heads(_dense(ap["k_proj"], x), heads), t, axis=1)  # fmt: skip
-                    v = jax.lax.dynamic_update_slice_in_dim(
-                        c[1], _heads(_dense(ap["v_proj"], x), heads), t, axis=1)  # fmt: skip
-                    new_c.append(jnp.stack([k, v]))
-                    q = _heads(_dense(ap["q_proj"], x), heads)
-                    return _attend_qkv(ap, q, k, v, (jnp.arange(length) <= t)[None, None, None])
-
-                new_c: list = []
-                h = _decoder_layer(cfg, lp, h, self_attend, enc, enc_mask)
-                return h, new_c[0]
-
-            h, cache = jax.lax.scan(layer, h, (layers, cache))
+                h = _decoder_layer(cfg, lp, h, self_attend, enc, enc_mask, pos, i)
             lg = _head(cfg, params, _final(cfg, p, h, cfg.use_final_ln_decoder))[:, 0]
             lg = lg.astype(jnp.float32)
             raw = lg[:b]
@@ -375,7 +413,7 @@ def _generate_fn(cfg, n_codes, scale, super_cond, temperature, top_k, top_p):
             else:
                 nxt = jnp.argmax(lg, axis=-1)
             nxt = nxt.astype(jnp.int32)
-            return (jnp.concatenate([nxt, nxt]) if super_cond else nxt, cache), (nxt, raw)
+            return (jnp.concatenate([nxt, nxt]) if super_cond else nxt, new_cache), (nxt, raw)
 
         start = jnp.full((n,), cfg.decoder_start_token_id, jnp.int32)
         _, (toks, raws) = jax.lax.scan(step, (start, cache), jnp.arange(length))
@@ -390,21 +428,15 @@ def _generate_fn(cfg, n_codes, scale, super_cond, temperature, top_k, top_p):
 # ---------------------------------------------------------------------------------------------
 
 
-def _stack_layers(layers: dict, prefix: str) -> dict:
-    """{'…Layer_0': tree, '…Layer_1': tree} → {'…Layers': stacked tree}. A postln model's last
-    layer lacks its final LN scale; ones are filled in, which is what it computes."""
-    from cortex_jax.checkpoints import unflatten_paths
-    from cortex_jax.vqgan import flatten_paths
-
+def _layer_list(layers: dict, prefix: str) -> list[dict]:
+    """Per-layer trees from either layout: '…Layers' (stacked on axis 0) or '…Layer_{i}'."""
+    if f"{prefix}s" in layers:
+        stacked = layers[f"{prefix}s"]
+        n = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+        return [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked) for i in range(n)]
     keys = sorted((k for k in layers if re.fullmatch(f"{prefix}_\\d+", k)),
                   key=lambda k: int(k.rsplit("_", 1)[1]))  # fmt: skip
-    flat = [flatten_paths(layers[k]) for k in keys]
-    paths = sorted({path for f in flat for path in f})
-    stacked = {}
-    for path in paths:
-        like = np.asarray(next(f[path] for f in flat if path in f))
-        stacked[path] = np.stack([np.asarray(f.get(path, np.ones_like(like))) for f in flat])
-    return {f"{prefix}s": unflatten_paths(stacked)}
+    return [layers[k] for k in keys]
 
 
 def read_dallebart_folder(folder: str | os.PathLike) -> tuple[DalleBartConfig, dict]:
@@ -416,18 +448,13 @@ def read_dallebart_folder(folder: str | os.PathLike) -> tuple[DalleBartConfig, d
             raise FileNotFoundError(f"DalleBart file not found: {p}")
     cfg = DalleBartConfig.from_dict(json.loads(cfg_path.read_text()))
     params = serialization.msgpack_restore(w_path.read_bytes())
-    for part, prefix in (("encoder", "FlaxBartEncoderLayer"), ("decoder", "FlaxBartDecoderLayer")):
-        layers = params["model"][part]["layers"]
-        if f"{prefix}s" not in layers:
-            params["model"][part]["layers"] = _stack_layers(layers, prefix)
     n = {"encoder": cfg.encoder_layers, "decoder": cfg.decoder_layers}
-    for part, prefix in (
-        ("encoder", "FlaxBartEncoderLayers"),
-        ("decoder", "FlaxBartDecoderLayers"),
-    ):
-        got = jax.tree_util.tree_leaves(params["model"][part]["layers"][prefix])[0].shape[0]
-        if got != n[part]:
-            raise ValueError(f"{w_path}: {part} has {got} layers but config.json says {n[part]}")
+    for part, prefix in (("encoder", "FlaxBartEncoderLayer"), ("decoder", "FlaxBartDecoderLayer")):
+        layers = _layer_list(params["model"][part]["layers"], prefix)
+        if len(layers) != n[part]:
+            raise ValueError(f"{w_path}: {part} has {len(layers)} layers but config.json says "
+                             f"{n[part]}")  # fmt: skip
+        params["model"][part]["layers"] = layers
     emb = params["model"]["decoder"]["embed_tokens"]["embedding"]
     if emb.shape[0] != cfg.image_vocab_size + 1:
         raise ValueError(f"{w_path}: decoder embedding has {emb.shape[0]} rows; expected "

@@ -1,5 +1,7 @@
 """DalleBart port against dalle-mini's tiny fixture (both layouts), its sampler and the audit."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,14 +61,39 @@ def test_sampling_masks_ids_beyond_the_codebook_and_is_deterministic(model, io):
     assert int(unmasked.max()) >= 20  # without the mask those ids do get sampled
 
 
+OPTIONS = Path(__file__).parent / "data" / "dallebart_options"
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in OPTIONS.iterdir() if p.is_dir()))
+def test_option_variants_match_the_original(case, io):
+    """rmsnorm/preln/FFN/bias, cogview/head scale/cosine attention, subln, swinv2/swin positions/
+    sinkhorn: logits from dalle-mini 0.1.5 itself (tests/data/make_dallebart_options.py)."""
+    cfg, p = dalle.read_dallebart_folder(OPTIONS / case)
+    ref = dict(np.load(OPTIONS / case / "io.npz"))
+    lg = dalle.logits(cfg, p, io["input_ids"], io["attention_mask"], io["decoder_input_ids"])
+    lu = dalle.logits(cfg, p, io["input_ids_uncond"], io["attention_mask_uncond"],
+                      io["decoder_input_ids"])  # fmt: skip
+    np.testing.assert_allclose(lg, ref["logits"], atol=1e-5)
+    np.testing.assert_allclose(lu, ref["logits_uncond"], atol=1e-5)
+    toks, raw = dalle.generate(cfg, p, io["input_ids"], io["attention_mask"],
+                               jax.random.PRNGKey(0), 64, condition_scale=1.0, temperature=0.0,
+                               return_logits=True)  # fmt: skip
+    fed = jnp.concatenate([jnp.full((2, 1), 64), toks[:, :-1]], axis=1)
+    forced = dalle.logits(cfg, p, io["input_ids"], io["attention_mask"], fed)
+    np.testing.assert_allclose(raw, forced, atol=1e-5)  # the KV cache handles every option
+
+
 def test_unsupported_options_refused(fixtures):
     import json
 
     raw = json.loads((fixtures / "dallebart_tiny" / "scan" / "config.json").read_text())
-    with pytest.raises(ValueError, match="use_cosine_attention=True is not supported"):
-        dalle.DalleBartConfig.from_dict({**raw, "use_cosine_attention": True})
-    with pytest.raises(ValueError, match="ln_positions='swinv2'"):
-        dalle.DalleBartConfig.from_dict({**raw, "ln_positions": "swinv2"})
+    with pytest.raises(ValueError, match="use_alibi=True is not supported"):
+        dalle.DalleBartConfig.from_dict({**raw, "use_alibi": True})
+    with pytest.raises(ValueError, match="ln_positions='sandwich'"):
+        dalle.DalleBartConfig.from_dict({**raw, "ln_positions": "sandwich"})
+    assert dalle.DalleBartConfig.from_dict({**raw, "ln_positions": "deepnet"}).ln_positions == (
+        "postln"
+    )
 
 
 @pytest.mark.slow
