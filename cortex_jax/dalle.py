@@ -349,18 +349,33 @@ def generate(
     top_k: int | None = 50,
     top_p: float = 1.0,
     return_logits: bool = False,
+    dtype: Any = jnp.float32,
 ):
     """Image token ids (B, image_length) in [0, n_image_codes) for each prompt.
 
     Super-conditioning runs when condition_scale != 1 and uncond_ids (the empty prompt, e.g.
     [0, 2, 1, …]) are given. temperature 0 → greedy. The decoder sees [start, c_0 … c_{L−2}].
+    The batch is split over the local devices (padded to a multiple of their number); `dtype`
+    bfloat16 computes in bfloat16 with norms, softmax and logits in float32.
     """
     fn = _generate_fn(cfg, n_image_codes, float(condition_scale), uncond_ids is not None,
                       float(temperature), top_k, float(top_p))  # fmt: skip
-    args = (params, jnp.asarray(input_ids), jnp.asarray(attention_mask), rng)
-    if uncond_ids is not None:
-        args += (jnp.asarray(uncond_ids), jnp.asarray(uncond_mask))
-    toks, lgs = fn(*args)
+    if jnp.dtype(dtype) != jnp.float32:
+        params = jax.tree_util.tree_map(
+            lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params
+        )
+    rows = [input_ids, attention_mask] + (
+        [uncond_ids, uncond_mask] if uncond_ids is not None else []
+    )
+    b = np.shape(input_ids)[0]
+    devices = jax.local_devices()
+    pad = (-b) % len(devices)
+    spec = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("data",)),
+                                      jax.sharding.PartitionSpec("data"))  # fmt: skip
+    rows = [jax.device_put(np.concatenate([np.asarray(r), np.repeat(np.asarray(r)[-1:], pad, 0)]),
+                           spec) for r in rows]  # fmt: skip
+    toks, lgs = fn(params, rows[0], rows[1], rng, *rows[2:])
+    toks, lgs = toks[:b], lgs[:b]
     return (toks, lgs) if return_logits else toks
 
 
@@ -517,3 +532,33 @@ def prompt_sampler(
         return np.concatenate(out)
 
     return sample
+
+
+def write_prompt_dataset(
+    sample,
+    prompts: list[str],
+    per_prompt: int,
+    out: str | os.PathLike,
+    seed: int = 0,
+    shard_size: int = 256,
+    progress=lambda n: None,
+):
+    """Token dataset of `per_prompt` images per prompt (label = prompt index), in the IEM format,
+    from a `prompt_sampler`; resumable by shard like every generator here."""
+    from cortex_jax.generate import write_sampled
+
+    labels_all = np.repeat(np.arange(len(prompts), dtype=np.int32), per_prompt)
+
+    def by_labels(labels, rng):
+        base = int(jax.random.randint(rng, (), 0, 2**30))
+        grids = None
+        for lab in np.unique(labels):
+            idx = np.flatnonzero(labels == lab)
+            g = sample(prompts[lab], len(idx), base + int(lab))
+            if grids is None:
+                grids = np.zeros((len(labels), *g.shape[1:]), np.int64)
+            grids[idx] = g
+        return grids
+
+    meta = {"class_names": list(prompts), "vqgm": "dallebart", "per_class": per_prompt}
+    return write_sampled(by_labels, labels_all, out, meta, seed, shard_size, progress)

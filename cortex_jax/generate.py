@@ -17,6 +17,29 @@ from cortex_jax import cin, data
 from cortex_jax.vqgm import ClassConditionalVQGM
 
 
+def write_sampled(
+    sample: Callable[[np.ndarray, jax.Array], np.ndarray],
+    labels_all: np.ndarray,
+    out: str | os.PathLike,
+    meta: dict,
+    seed: int = 0,
+    shard_size: int = 256,
+    progress: Callable[[int], None] = lambda n: None,
+) -> data.TokenDataset:
+    """The shard loop shared by every generator: `sample(labels, rng) -> (n, m, m)` token grids
+    for shard s with rng = fold_in(seed, s); finished shards are skipped."""
+    data.write_meta(out, {**meta, "seed": seed, "shard_size": shard_size, "source": "generated"})
+    base = jax.random.PRNGKey(seed)
+    for s, start in enumerate(range(0, len(labels_all), shard_size)):
+        labels = labels_all[start : start + shard_size]
+        if not data.shard_done(out, s):
+            data.write_shard(
+                out, s, np.asarray(sample(labels, jax.random.fold_in(base, s))), labels
+            )
+        progress(start + len(labels))
+    return data.TokenDataset.open(out)
+
+
 def generate_dataset(
     vqgm: ClassConditionalVQGM,
     class_ids: Sequence[int],
@@ -34,30 +57,18 @@ def generate_dataset(
     if per_class <= 0:
         raise ValueError(f"per_class={per_class}; expected a positive number of images per class")
     labels_all = np.repeat(np.asarray(class_ids, np.int32), per_class)
-    data.write_meta(
-        out,
-        {
-            "class_names": list(vqgm.class_names),
-            "vqgm": vqgm.name,
-            "grid_size": vqgm.grid_size,
-            "codebook_size": vqgm.vqgan.config.n_embed,
-            "source": "generated",
-            "seed": seed,
-            "per_class": per_class,
-            "classes": [int(c) for c in class_ids],
-            "shard_size": shard_size,
-            "sampling": {
-                "temperature": sample_config.temperature,
-                "top_k": sample_config.top_k,
-                "top_p": sample_config.top_p,
-            },
+    meta = {
+        "class_names": list(vqgm.class_names),
+        "vqgm": vqgm.name,
+        "grid_size": vqgm.grid_size,
+        "codebook_size": vqgm.vqgan.config.n_embed,
+        "per_class": per_class,
+        "classes": [int(c) for c in class_ids],
+        "sampling": {
+            "temperature": sample_config.temperature,
+            "top_k": sample_config.top_k,
+            "top_p": sample_config.top_p,
         },
-    )
-    base = jax.random.PRNGKey(seed)
-    for s, start in enumerate(range(0, len(labels_all), shard_size)):
-        labels = labels_all[start : start + shard_size]
-        if not data.shard_done(out, s):
-            toks = vqgm.sample_tokens(labels, jax.random.fold_in(base, s), sample_config)
-            data.write_shard(out, s, np.asarray(toks), labels)
-        progress(start + len(labels))
-    return data.TokenDataset.open(out)
+    }
+    sample = lambda labels, rng: vqgm.sample_tokens(labels, rng, sample_config)
+    return write_sampled(sample, labels_all, out, meta, seed, shard_size, progress)

@@ -116,3 +116,52 @@ def test_audit_runs_end_to_end_on_tiny_dallebart(fixtures, tmp_path):
         assert len(r["tokens_a"]) == 10
     assert report["arrays"]["neutral_tokens"].shape == (30, 4, 4)
     assert (tmp_path / "iem" / "metrics.jsonl").exists()
+
+
+def test_generation_on_eight_devices_matches_one(fixtures):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    outs = []
+    for n in ("8", "1"):
+        r = subprocess.run([sys.executable, str(repo / "tests/helpers/multidevice.py"), "dalle",
+                            str(fixtures / "dallebart_tiny")], capture_output=True, text=True,
+                           cwd=repo, env={**os.environ, "N_DEVICES": n})  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert [o["devices"] for o in outs] == [8, 1]
+    assert outs[0]["tokens"] == outs[1]["tokens"]  # batch split over devices changes nothing
+
+
+def test_bfloat16_generation(model, io):
+    cfg, p = model
+    kw = dict(condition_scale=1.0, temperature=0.0, return_logits=True)
+    t32, l32 = dalle.generate(cfg, p, io["input_ids"], io["attention_mask"],
+                              jax.random.PRNGKey(0), 64, **kw)  # fmt: skip
+    t16, l16 = dalle.generate(cfg, p, io["input_ids"], io["attention_mask"],
+                              jax.random.PRNGKey(0), 64, dtype=jnp.bfloat16, **kw)  # fmt: skip
+    assert t16.shape == t32.shape and l16.dtype == jnp.float32
+    np.testing.assert_allclose(l16[:, 0], l32[:, 0], atol=0.05)  # first step: same inputs
+
+
+def test_prompt_dataset_written_and_resumed(fixtures, tmp_path):
+    from cortex_jax import data
+
+    cfg, p = dalle.read_dallebart_folder(fixtures / "dallebart_tiny" / "scan")
+    words = {}
+    tokenize = lambda t: [0] + [words.setdefault(w, 4 + len(words)) for w in t.split()] + [2]
+    sample = dalle.prompt_sampler(cfg, p, tokenize, n_image_codes=64, batch=4)
+    prompts = ["a red circle", "a blue circle"]
+    ds = dalle.write_prompt_dataset(sample, prompts, 5, tmp_path / "d", shard_size=4)
+    tokens, labels, _ = ds.arrays()
+    assert tokens.shape == (10, 4, 4) and tokens.dtype == np.uint16 and int(tokens.max()) < 64
+    assert labels.tolist() == [0] * 5 + [1] * 5 and ds.class_names == prompts
+    before = (tmp_path / "d" / "shard-00001.tokens.npy").read_bytes()
+    for kind in ("tokens", "labels"):
+        (tmp_path / "d" / f"shard-00001.{kind}.npy").unlink()
+    dalle.write_prompt_dataset(sample, prompts, 5, tmp_path / "d", shard_size=4)
+    assert (tmp_path / "d" / "shard-00001.tokens.npy").read_bytes() == before
+    assert data.TokenDataset.open(tmp_path / "d").meta["vqgm"] == "dallebart"

@@ -5,7 +5,8 @@ Prints JSON {"losses_8": [...], "losses_1": [...], "max_param_diff": x}.
 
 import os
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+N_DEVICES = int(os.environ.get("N_DEVICES", "8"))
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={N_DEVICES}"
 
 import json  # noqa: E402
 import sys  # noqa: E402
@@ -53,9 +54,25 @@ def tis_check():
                       "scale": float(np.abs(want).max())}))  # fmt: skip
 
 
+def dalle_check():
+    """Sampled, super-conditioned DalleBart tokens (printed), on however many devices."""
+    from cortex_jax import dalle
+
+    fx = Path(sys.argv[2])
+    cfg, p = dalle.read_dallebart_folder(fx / "scan")
+    io = dict(np.load(fx / "io.npz"))
+    rep = lambda a: np.repeat(a, 3, 0)  # batch 6: padded to 8 on 8 devices
+    toks = dalle.generate(cfg, p, rep(io["input_ids"]), rep(io["attention_mask"]),
+                          jax.random.PRNGKey(3), 64, 10.0, rep(io["input_ids_uncond"]),
+                          rep(io["attention_mask_uncond"]), top_k=8)  # fmt: skip
+    print(json.dumps({"devices": len(jax.devices()), "tokens": np.asarray(toks).tolist()}))
+
+
 def main():
-    assert len(jax.devices()) == 8, jax.devices()
     arch = sys.argv[1]
+    if arch == "dalle":
+        return dalle_check()
+    assert len(jax.devices()) == 8, jax.devices()
     if arch == "tis":
         return tis_check()
     ds = tiny.make_dataset(Path(tempfile.mkdtemp()), 160, 0)
