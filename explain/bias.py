@@ -1,5 +1,9 @@
 """Bias audit: `python -m explain.bias --neutral circle` (toy world by default).
 
+On DALL·E-mini: `python -m explain.bias --dalle dalle-mini/dalle-mini --tokenizer DIR --vqgan
+dalle-mini/vqgan_imagenet_f16_16384 --pair "a white doctor in the hospital|a black doctor in the
+hospital" --neutral "a doctor in the hospital"` (prompts separated by |).
+
 Compares two concepts (`--pair red-circle,blue-circle`, by default the pair the toy world names
 for `--neutral`) inside images of a neutral class: generate → binary IEM → TIS → T_concept for
 each n → per-image counts on the neutral images → Cliff's δ with a bootstrap CI and a
@@ -29,11 +33,16 @@ _PER_CONCEPT = flags.DEFINE_integer("per-concept", 1000, "Generated images of ea
 _NEUTRAL_IMAGES = flags.DEFINE_integer("neutral-images", 1000, "Generated neutral images.")
 _N_SAMPLES = flags.DEFINE_integer("n-samples", 20, "SmoothGrad noise samples N.")
 _EPOCHS = flags.DEFINE_integer("epochs", 8, "Binary IEM epochs.")
+_DALLE = flags.DEFINE_string("dalle", None, "DalleBart folder or repo id (default: toy world).")
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "Folder with the BART tokenizer files.")
+_VQGAN = flags.DEFINE_string("vqgan", "imagenet_f16_16384", "VQGAN source for --dalle.")
+_SCALE = flags.DEFINE_float("condition-scale", 10.0, "Super-conditioning scale for --dalle.")
 _OUT = flags.DEFINE_string("out", "runs/explain_bias", "Output folder.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 
 
-def run(out: Path) -> dict:
+def _toy():
+    """(sample, codebook, decode, A, B, neutral, true share of A) on the toy world."""
     vqgm = toy.load_toy_vqgm()
     neutral = _NEUTRAL.value
     if _PAIR.value:
@@ -51,6 +60,30 @@ def run(out: Path) -> dict:
         ids = np.full(n, vqgm.class_id(name))
         return np.asarray(vqgm.sample_tokens(ids, jax.random.PRNGKey(seed), toy.TOY_SAMPLING))
 
+    share = world.true_share(neutral, a) if neutral in world.CLASS_NAMES else None
+    return sample, np.asarray(vqgm.vqgan.codebook), vqgm.decode, a, b, neutral, share
+
+
+def _dallebart():
+    """The same on DalleBart prompts."""
+    from cortex_jax import checkpoints, dalle
+
+    if not _TOKENIZER.value:
+        raise ValueError("--dalle needs --tokenizer DIR with the BART tokenizer files")
+    if not _PAIR.value or "|" not in _PAIR.value:
+        raise ValueError('--dalle needs --pair "prompt A|prompt B" and --neutral "prompt"')
+    a, b = (x.strip() for x in _PAIR.value.split("|"))
+    cfg, params = dalle.load_dallebart(_DALLE.value)
+    tok = dalle.load_tokenizer(_TOKENIZER.value)
+    vq = checkpoints.load_vqgan(_VQGAN.value)
+    sample = dalle.prompt_sampler(cfg, params, lambda t: tok(t)["input_ids"], vq.config.n_embed,
+                                  condition_scale=_SCALE.value)  # fmt: skip
+    decode = lambda t: np.clip(np.asarray(vq.decode_code(np.asarray(t))), -1, 1)
+    return sample, np.asarray(vq.codebook), decode, a, b, _NEUTRAL.value, None
+
+
+def run(out: Path) -> dict:
+    sample, codebook, decode, a, b, neutral, share = _dallebart() if _DALLE.value else _toy()
     cfg = bias.AuditConfig(
         per_concept=_PER_CONCEPT.value, neutral=_NEUTRAL_IMAGES.value,
         n_samples=_N_SAMPLES.value, epochs=_EPOCHS.value, seed=_SEED.value,
@@ -61,10 +94,10 @@ def run(out: Path) -> dict:
             bar.set_description(stage)
             bar.update(1)
 
-        report = bias.run_audit(sample, np.asarray(vqgm.vqgan.codebook), a, b, neutral,
-                                out / "work", cfg, progress=progress)  # fmt: skip
+        report = bias.run_audit(sample, codebook, a, b, neutral, out / "work", cfg,
+                                progress=progress)  # fmt: skip
     arrays = report.pop("arrays")
-    report["true_share_a"] = world.true_share(neutral, a) if neutral in world.CLASS_NAMES else None
+    report["true_share_a"] = share
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     rows = [f"Neutral `{neutral}`: `{a}` vs `{b}`, {cfg.neutral} images; binary IEM validation "
@@ -89,7 +122,8 @@ def run(out: Path) -> dict:
     over = 0 if r0["cliffs_delta"] >= 0 else 1
     shown = neu[:16]
     boxes = evaluate.token_id_mask(shown, sets[n0][over])
-    save_grid(out / "neutral_tokens.png", np.asarray(vqgm.decode(shown)), 8, scale=4, boxes=boxes)
+    px = np.asarray(decode(shown))
+    save_grid(out / "neutral_tokens.png", px, 8, scale=max(1, 128 // px.shape[1]), boxes=boxes)
     return report
 
 

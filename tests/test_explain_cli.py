@@ -132,3 +132,30 @@ def test_explain_bias_finds_the_known_bias(tmp_path):
     for f in ("report.md", "counts_n5.png", "neutral_tokens.png"):
         assert (tmp_path / f).stat().st_size > 0
     _one_line_error(_run("explain.bias", "--neutral", "hexagon"), "no contrast pair", "circle")
+
+
+def _tiny_bart_tokenizer(folder):
+    """A byte-level BPE over the characters of plain lower-case prompts, ids < 40."""
+    from transformers import BartTokenizerFast
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "Ġ": 4}  # Ġ: GPT-2's byte for a space
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab[ch] = len(vocab)
+    BartTokenizerFast(vocab=vocab, merges=[]).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures):
+    tok = _tiny_bart_tokenizer(tmp_path / "tok")
+    r = _run("explain.bias", "--dalle", str(fixtures / "dallebart_tiny" / "scan"), "--tokenizer",
+             str(tok), "--vqgan", str(fixtures / "vqgan_jax_tiny"), "--pair",
+             "a white doctor|a black doctor", "--neutral", "a doctor", "--per-concept", "40",
+             "--neutral-images", "30", "--n-samples", "2", "--epochs", "1",
+             "--out", str(tmp_path / "out"))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["concept_a"] == "a white doctor" and set(report["by_n"]) == {"5", "10"}
+    assert (tmp_path / "out" / "neutral_tokens.png").exists()
+    _one_line_error(_run("explain.bias", "--dalle", str(fixtures / "dallebart_tiny" / "scan")),
+                    "--tokenizer")  # fmt: skip
