@@ -542,9 +542,12 @@ def write_prompt_dataset(
     seed: int = 0,
     shard_size: int = 256,
     progress=lambda n: None,
+    decode=None,
+    png_per_prompt: int = 8,
 ):
     """Token dataset of `per_prompt` images per prompt (label = prompt index), in the IEM format,
-    from a `prompt_sampler`; resumable by shard like every generator here."""
+    from a `prompt_sampler`; resumable by shard like every generator here. With `decode` (token
+    grids → pixels in [-1, 1]) also OUT/samples.png: the first `png_per_prompt` images a prompt."""
     from cortex_jax.generate import write_sampled
 
     labels_all = np.repeat(np.arange(len(prompts), dtype=np.int32), per_prompt)
@@ -561,4 +564,14 @@ def write_prompt_dataset(
         return grids
 
     meta = {"class_names": list(prompts), "vqgm": "dallebart", "per_class": per_prompt}
-    return write_sampled(by_labels, labels_all, out, meta, seed, shard_size, progress)
+    ds = write_sampled(by_labels, labels_all, out, meta, seed, shard_size, progress)
+    if decode is not None:
+        from cortex_jax.viz import save_grid
+
+        tokens, labels, _ = ds.arrays()
+        k = min(png_per_prompt, per_prompt)
+        first = np.concatenate([np.flatnonzero(labels == i)[:k] for i in range(len(prompts))])
+        px = np.clip(np.asarray(decode(tokens[first].astype(np.int32))), -1, 1)
+        save_grid(Path(out) / "samples.png", px, k, [p[:14] for p in prompts],
+                  scale=max(1, 128 // px.shape[1]))  # fmt: skip
+    return ds

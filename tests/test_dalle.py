@@ -155,7 +155,12 @@ def test_prompt_dataset_written_and_resumed(fixtures, tmp_path):
     tokenize = lambda t: [0] + [words.setdefault(w, 4 + len(words)) for w in t.split()] + [2]
     sample = dalle.prompt_sampler(cfg, p, tokenize, n_image_codes=64, batch=4)
     prompts = ["a red circle", "a blue circle"]
-    ds = dalle.write_prompt_dataset(sample, prompts, 5, tmp_path / "d", shard_size=4)
+    from cortex_jax.checkpoints import load_vqgan
+
+    vq = load_vqgan(fixtures / "vqgan_jax_tiny")  # 64 codes, like the tiny DalleBart
+    ds = dalle.write_prompt_dataset(sample, prompts, 5, tmp_path / "d", shard_size=4,
+                                    decode=vq.decode_code, png_per_prompt=3)  # fmt: skip
+    assert (tmp_path / "d" / "samples.png").stat().st_size > 0
     tokens, labels, _ = ds.arrays()
     assert tokens.shape == (10, 4, 4) and tokens.dtype == np.uint16 and int(tokens.max()) < 64
     assert labels.tolist() == [0] * 5 + [1] * 5 and ds.class_names == prompts
