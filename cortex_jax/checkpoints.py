@@ -20,6 +20,7 @@ current torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -505,3 +506,57 @@ def load_vqgan(
         f"folder with {CONFIG_NAME} + {WEIGHTS_NAME}, a Hugging Face repo id (owner/name), or a "
         f"taming checkpoint file"
     )
+
+
+def _n_head_from_project_yaml(ckpt: Path) -> int | None:
+    """n_head from the run's configs/*-project.yaml next to checkpoints/ (taming's layout)."""
+    for yaml in sorted(ckpt.parent.parent.glob("configs/*project.yaml")):
+        m = re.search(r"transformer_config:.*?n_head:\s*(\d+)", yaml.read_text(), re.S)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def load_cin_vqgm(
+    checkpoint: str | os.PathLike,
+    class_names: list[str],
+    n_head: int | None = None,
+    dtype: Any = jnp.float32,
+):
+    """taming's class-conditional Net2NetTransformer checkpoint (e.g. the ImageNet
+    cin_transformer `last.ckpt`) → ClassConditionalVQGM: the GPT (`transformer.*`) and its
+    first-stage VQGAN (`first_stage_model.*`) from the one file, read without torch.
+
+    n_head is not stored in the tensors: pass it, or keep taming's run layout
+    (`<run>/checkpoints/last.ckpt` + `<run>/configs/*-project.yaml`) so it is read from there.
+    """
+    from cortex_jax.cin import convert_taming_gpt_state_dict, infer_gpt_config
+    from cortex_jax.vqgm import ClassConditionalVQGM
+
+    path = Path(checkpoint)
+    sd = read_state_dict(path)
+    gpt_sd = {k: v for k, v in sd.items() if k.startswith("transformer.")}
+    vq_sd = {k.removeprefix("first_stage_model."): v for k, v in sd.items()
+             if k.startswith("first_stage_model.")}  # fmt: skip
+    if not gpt_sd or not vq_sd:
+        raise ValueError(
+            f"{path} lacks {'transformer.*' if not gpt_sd else 'first_stage_model.*'} weights; "
+            f"expected a taming Net2NetTransformer (cin_transformer) checkpoint"
+        )
+    n_head = n_head or _n_head_from_project_yaml(path)
+    if n_head is None:
+        raise ValueError(
+            f"the number of attention heads is not stored in {path.name}; pass n_head (the "
+            f"released ImageNet cin_transformer: read transformer_config.params.n_head from its "
+            f"configs/*-project.yaml)"
+        )
+    gparams = convert_taming_gpt_state_dict(gpt_sd)
+    gcfg = infer_gpt_config(gparams, n_head=n_head, n_classes=len(class_names))
+    vparams = convert_taming_state_dict(vq_sd)
+    m = math.isqrt(gcfg.block_size)
+    probe = infer_taming_config(vparams, resolution=256)
+    # the nominal resolution makes the VQGAN's grid match the prior's block (m × m tokens)
+    vcfg = infer_taming_config(vparams, resolution=m * probe.downsample_factor)
+    check_params(vparams, vcfg, source=str(path))
+    vq = VQGAN(vcfg, _as_float32_tree(vparams), dtype)
+    return ClassConditionalVQGM("imagenet", vq, gcfg, _as_float32_tree(gparams), tuple(class_names))

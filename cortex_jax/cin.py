@@ -210,7 +210,7 @@ def filter_logits(
     neg = jnp.asarray(-jnp.inf, logits.dtype)
     if image_vocab_size is not None and image_vocab_size < logits.shape[-1]:
         logits = jnp.where(jnp.arange(logits.shape[-1]) < image_vocab_size, logits, neg)
-    if top_k:
+    if top_k and top_k < logits.shape[-1]:  # k ≥ vocabulary keeps everything
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
         logits = jnp.where(logits < kth, neg, logits)
     if top_p < 1.0:

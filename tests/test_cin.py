@@ -120,3 +120,8 @@ def test_config_checks():
         _toy_config(n_embd=15)
     with pytest.raises(ValueError, match="do not fit vocab_size"):
         _toy_config(n_classes=5)
+
+
+def test_top_k_larger_than_vocabulary_keeps_everything():
+    lg = jnp.arange(6.0)[None]
+    np.testing.assert_array_equal(cin.filter_logits(lg, top_k=250), lg)

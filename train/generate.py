@@ -13,12 +13,24 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from cortex_jax import toy
+from cortex_jax import checkpoints, imagenet, toy
 from cortex_jax.cin import SampleConfig
 from cortex_jax.generate import generate_dataset
 from cortex_jax.viz import save_grid
 
-_MODEL = flags.DEFINE_string("model", "toy", "'toy' or a folder laid out like the toy weights.")
+# The authors' ImageNet sampling (taming's sample_fast.py defaults).
+IMAGENET_SAMPLING = SampleConfig(temperature=1.0, top_k=250, top_p=1.0)
+
+_MODEL = flags.DEFINE_string(
+    "model",
+    "toy",
+    "'toy', 'imagenet' (with --checkpoint) or a folder laid out like the toy weights.",
+)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "For --model imagenet: taming's cin_transformer last.ckpt."
+)
+_N_HEAD = flags.DEFINE_integer("n-head", None, "Attention heads of that checkpoint, if its "
+                               "configs/*-project.yaml is not beside checkpoints/.")  # fmt: skip
 _CLASSES = flags.DEFINE_string("classes", "all", "'all' or comma-separated class names.")
 _PER_CLASS = flags.DEFINE_integer("per-class", 100, "Images per class.")
 _OUT = flags.DEFINE_string("out", "runs/generated", "Dataset folder.")
@@ -42,11 +54,20 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     try:
         if _MODEL.value == "imagenet":
-            raise ValueError(
-                "--model imagenet needs the real cin transformer and VQGAN checkpoints, which this "
-                "release cannot load yet; use --model toy"
-            )
-        vqgm = toy.load_toy_vqgm() if _MODEL.value == "toy" else toy.load_toy_vqgm(_MODEL.value)
+            if not _CHECKPOINT.value:
+                raise ValueError(
+                    "--model imagenet needs --checkpoint: taming-transformers' "
+                    "2021-04-03T19-39-50_cin_transformer (checkpoints/last.ckpt with its configs/ "
+                    "folder beside, from the taming-transformers README), e.g. --checkpoint "
+                    "logs/2021-04-03T19-39-50_cin_transformer/checkpoints/last.ckpt"
+                )
+            names = [c.name for c in imagenet.classes()]
+            vqgm = checkpoints.load_cin_vqgm(_CHECKPOINT.value, names, _N_HEAD.value)
+            default = IMAGENET_SAMPLING
+        elif _MODEL.value == "toy":
+            vqgm, default = toy.load_toy_vqgm(), toy.TOY_SAMPLING
+        else:
+            vqgm, default = toy.load_toy_vqgm(_MODEL.value), toy.TOY_SAMPLING
         if _CLASSES.value == "all":
             class_ids = list(range(len(vqgm.class_names)))
         else:
@@ -55,12 +76,14 @@ def main(argv):
         with tqdm(total=total, desc=f"{_SOURCE.value} tokens", unit="img") as bar:
             progress = lambda n: bar.update(n - bar.n)
             if _SOURCE.value == "encoded":
+                if _MODEL.value == "imagenet":
+                    raise ValueError("--source encoded needs the toy world's procedural images")
                 ds = toy.write_encoded_dataset(
                     vqgm.vqgan, class_ids, _PER_CLASS.value, _OUT.value, _SEED.value,
                     _SHARD_SIZE.value, progress,
                 )  # fmt: skip
             else:
-                d = toy.TOY_SAMPLING
+                d = default
                 sc = SampleConfig(
                     d.temperature if _TEMPERATURE.value is None else _TEMPERATURE.value,
                     d.top_k if _TOP_K.value is None else _TOP_K.value,
