@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cortex_jax.sharding import split_over_local_devices
+
 Array = jax.Array
 PRNGKey = jax.Array
 
@@ -274,17 +276,20 @@ def sample(
     dtype=jnp.float32,
     return_logits: bool = False,
 ):
-    """Image tokens (B, N) for each class id, with a KV cache in one jitted `lax.scan`.
+    """Image tokens (B, N) for each class id, with a KV cache in one jitted `lax.scan`, the batch
+    split over the local devices.
 
-    Deterministic for (rng, class_ids). With return_logits also the raw next-token logits
-    (B, N, vocab) at every step.
+    Deterministic for (rng, class_ids), whatever the number of devices. With return_logits also
+    the raw next-token logits (B, N, vocab) at every step.
     """
     class_ids = jnp.asarray(class_ids, jnp.int32)
     class_tokens(config, class_ids)  # validates
     key = (config, sample_config, jnp.dtype(dtype).name)
     if key not in _SAMPLERS:
         _SAMPLERS[key] = _sample_fn(config, sample_config, dtype)
-    toks, lgs = _SAMPLERS[key](params, class_ids, rng)
+    b, (ids,) = split_over_local_devices(class_ids)  # data parallel over this host's devices
+    toks, lgs = _SAMPLERS[key](params, ids, rng)
+    toks, lgs = toks[:b], lgs[:b]
     return (toks, lgs) if return_logits else toks
 
 

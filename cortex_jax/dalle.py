@@ -39,6 +39,7 @@ import numpy as np
 from flax import serialization
 
 from cortex_jax.cin import filter_logits
+from cortex_jax.sharding import split_over_local_devices
 
 Array = jax.Array
 
@@ -367,13 +368,7 @@ def generate(
     rows = [input_ids, attention_mask] + (
         [uncond_ids, uncond_mask] if uncond_ids is not None else []
     )
-    b = np.shape(input_ids)[0]
-    devices = jax.local_devices()
-    pad = (-b) % len(devices)
-    spec = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("data",)),
-                                      jax.sharding.PartitionSpec("data"))  # fmt: skip
-    rows = [jax.device_put(np.concatenate([np.asarray(r), np.repeat(np.asarray(r)[-1:], pad, 0)]),
-                           spec) for r in rows]  # fmt: skip
+    b, rows = split_over_local_devices(*rows)
     toks, lgs = fn(params, rows[0], rows[1], rng, *rows[2:])
     toks, lgs = toks[:b], lgs[:b]
     return (toks, lgs) if return_logits else toks

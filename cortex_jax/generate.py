@@ -27,15 +27,17 @@ def write_sampled(
     progress: Callable[[int], None] = lambda n: None,
 ) -> data.TokenDataset:
     """The shard loop shared by every generator: `sample(labels, rng) -> (n, m, m)` token grids
-    for shard s with rng = fold_in(seed, s); finished shards are skipped."""
+    for shard s with rng = fold_in(seed, s). Shard s belongs to process s mod P, which writes it
+    atomically; finished shards are skipped, so a restart resumes. With several processes the
+    returned dataset holds the shards finished so far (the others' may still be running)."""
     data.write_meta(out, {**meta, "seed": seed, "shard_size": shard_size, "source": "generated"})
     base = jax.random.PRNGKey(seed)
     for s, start in enumerate(range(0, len(labels_all), shard_size)):
         labels = labels_all[start : start + shard_size]
-        if not data.shard_done(out, s):
-            data.write_shard(
-                out, s, np.asarray(sample(labels, jax.random.fold_in(base, s))), labels
-            )
+        mine = s % jax.process_count() == jax.process_index()  # each process its own shards
+        if mine and not data.shard_done(out, s):
+            tokens = np.asarray(sample(labels, jax.random.fold_in(base, s)))
+            data.write_shard(out, s, tokens, labels)
         progress(start + len(labels))
     return data.TokenDataset.open(out)
 

@@ -62,3 +62,18 @@ def check_batch_divides(global_batch_size: int, mesh: Mesh) -> None:
             f"global batch {global_batch_size} does not split over {n} devices; use a multiple "
             f"of {n}"
         )
+
+
+def split_over_local_devices(*rows: Any) -> tuple[int, list[jax.Array]]:
+    """Pads batch-major arrays (repeating the last row) to a multiple of the local devices and
+    places them split over those devices; returns (original batch, arrays). Jitted functions
+    then run data-parallel on this host with no other change."""
+    devices = jax.local_devices()
+    b = int(np.shape(rows[0])[0])
+    pad = (-b) % len(devices)
+    spec = NamedSharding(Mesh(np.asarray(devices), (DATA_AXIS,)), PartitionSpec(DATA_AXIS))
+    out = [
+        jax.device_put(np.concatenate([np.asarray(r), np.repeat(np.asarray(r)[-1:], pad, 0)]), spec)
+        for r in rows
+    ]
+    return b, out

@@ -68,10 +68,24 @@ def dalle_check():
     print(json.dumps({"devices": len(jax.devices()), "tokens": np.asarray(toks).tolist()}))
 
 
+def cin_check():
+    """Sampled cin tokens for a batch of 6 classes (printed), on however many devices."""
+    from cortex_jax import cin
+
+    fx = Path(sys.argv[2])
+    params = cin.convert_taming_gpt_state_dict(dict(np.load(fx / "state_dict.npz")))
+    cfg = cin.infer_gpt_config(params, n_head=2, n_classes=10)
+    toks = cin.sample(cfg, params, [0, 1, 2, 3, 4, 5], jax.random.PRNGKey(1),
+                      cin.SampleConfig(temperature=1.0, top_k=8))  # fmt: skip
+    print(json.dumps({"devices": len(jax.devices()), "tokens": np.asarray(toks).tolist()}))
+
+
 def main():
     arch = sys.argv[1]
     if arch == "dalle":
         return dalle_check()
+    if arch == "cin":
+        return cin_check()
     assert len(jax.devices()) == 8, jax.devices()
     if arch == "tis":
         return tis_check()
