@@ -122,3 +122,31 @@ def test_bfloat16_compute_learns(datasets):
         losses.append(float(m["loss"]))
     assert jax.tree_util.tree_leaves(state.params)[0].dtype == np.float32  # params stay f32
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.slow
+def test_two_processes_write_their_own_generation_shards(tmp_path):
+    from cortex_jax import toy
+    from cortex_jax.generate import generate_dataset
+
+    port = str(_free_port())
+    script = str(REPO / "tests/helpers/multiprocess.py")
+    procs = [subprocess.Popen([sys.executable, script, str(i), port, str(tmp_path), "generate"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    single = generate_dataset(toy.load_toy_vqgm(), [0, 5, 14], 6, tmp_path / "single", seed=3,
+                              sample_config=toy.TOY_SAMPLING, shard_size=4)  # fmt: skip
+    written = [sorted(p.name[6:11] for p in (tmp_path / f"gen{i}").glob("shard-*.labels.npy"))
+               for i in range(2)]  # fmt: skip
+    assert written == [["00000", "00002", "00004"], ["00001", "00003"]]  # shard s → process s % 2
+    for i in range(2):
+        for name in written[i]:
+            for kind in ("tokens", "labels"):
+                f = f"shard-{name}.{kind}.npy"
+                assert (tmp_path / f"gen{i}" / f).read_bytes() == (
+                    tmp_path / "single" / f
+                ).read_bytes()
+    assert len(single.labels) == 5  # 18 images in shards of 4

@@ -16,11 +16,26 @@ from cortex_jax import data, training  # noqa: E402
 from tests.helpers import tiny  # noqa: E402
 
 
+def generate(folder: Path):
+    """Both processes run the same generation; each into its own folder, so the test can see
+    which shards each one wrote."""
+    from cortex_jax import toy
+    from cortex_jax.generate import generate_dataset
+
+    out = folder / f"gen{jax.process_index()}"
+    generate_dataset(toy.load_toy_vqgm(), [0, 5, 14], 6, out, seed=3,
+                     sample_config=toy.TOY_SAMPLING, shard_size=4)  # fmt: skip
+
+
 def main():
     pid, port, folder = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
     assert jax.process_count() == 2 and len(jax.devices()) == 2
+    if len(sys.argv) > 4 and sys.argv[4] == "generate":
+        generate(folder)
+        jax.distributed.shutdown()
+        return
     train, val = data.TokenDataset.open(folder / "train"), data.TokenDataset.open(folder / "val")
     state, _ = training.train_and_evaluate(
         tiny.model_config(), tiny.train_config(), train, val, tiny.codebook(), folder / "work",
