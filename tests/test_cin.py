@@ -128,18 +128,7 @@ def test_top_k_larger_than_vocabulary_keeps_everything():
 
 
 def test_sampling_on_eight_devices_matches_one(fixtures):
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.helpers.devices import run_on
 
-    repo = Path(__file__).resolve().parents[1]
-    outs = []
-    for n in ("8", "1"):
-        r = subprocess.run([sys.executable, str(repo / "tests/helpers/multidevice.py"), "cin",
-                            str(fixtures / "taming_cin_tiny")], capture_output=True, text=True,
-                           cwd=repo, env={**os.environ, "N_DEVICES": n})  # fmt: skip
-        assert r.returncode == 0, r.stderr[-3000:]
-        outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    outs = [run_on(n, "cin", str(fixtures / "taming_cin_tiny")) for n in (8, 1)]
     assert [o["devices"] for o in outs] == [8, 1] and outs[0]["tokens"] == outs[1]["tokens"]

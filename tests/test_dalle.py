@@ -119,19 +119,9 @@ def test_audit_runs_end_to_end_on_tiny_dallebart(fixtures, tmp_path):
 
 
 def test_generation_on_eight_devices_matches_one(fixtures):
-    import json
-    import os
-    import subprocess
-    import sys
+    from tests.helpers.devices import run_on
 
-    repo = Path(__file__).resolve().parents[1]
-    outs = []
-    for n in ("8", "1"):
-        r = subprocess.run([sys.executable, str(repo / "tests/helpers/multidevice.py"), "dalle",
-                            str(fixtures / "dallebart_tiny")], capture_output=True, text=True,
-                           cwd=repo, env={**os.environ, "N_DEVICES": n})  # fmt: skip
-        assert r.returncode == 0, r.stderr[-3000:]
-        outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    outs = [run_on(n, "dalle", str(fixtures / "dallebart_tiny")) for n in (8, 1)]
     assert [o["devices"] for o in outs] == [8, 1]
     assert outs[0]["tokens"] == outs[1]["tokens"]  # batch split over devices changes nothing
 
