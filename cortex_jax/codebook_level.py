@@ -26,11 +26,6 @@ def progression(decode: Decode, base: np.ndarray, result: selection.SelectionRes
     return np.asarray(decode(np.stack(grids)))
 
 
-def _probs(classifier, pixels, rows, cols):
-    p = np.asarray(classifier(pixels))
-    return p[rows, cols]
-
-
 def pair_study(
     predict: selection.Predict,
     decode: Decode,
@@ -49,18 +44,19 @@ def pair_study(
     rows = np.arange(len(base))
     iem_probs = jax.jit(lambda e: jax.nn.softmax(predict(e), -1))
 
-    def iem_p(grids, cols):
+    def measure(grids):
+        """P(orig), P(target) from the IEM and the classifier, one pass each over the grids."""
         e = np.asarray(codebook)[grids]
-        return np.concatenate([np.asarray(iem_probs(e[j : j + 1]))[:, c]
-                               for j, c in enumerate(cols)])  # fmt: skip
+        p_iem = np.concatenate([np.asarray(iem_probs(e[j : j + 1])) for j in range(len(grids))])
+        p_judge = np.asarray(classifier(np.asarray(decode(grids))))
+        return {
+            "iem_orig": p_iem[rows, sources],
+            "iem_target": p_iem[rows, targets],
+            "judge_orig": p_judge[rows, sources],
+            "judge_target": p_judge[rows, targets],
+        }, float(np.mean(p_judge.argmax(-1) == targets))
 
-    px0 = np.asarray(decode(base))
-    before = {
-        "iem_orig": iem_p(base, sources),
-        "iem_target": iem_p(base, targets),
-        "judge_orig": _probs(classifier, px0, rows, sources),
-        "judge_target": _probs(classifier, px0, rows, targets),
-    }
+    before, _ = measure(base)
     runs = {
         "token_selection": selection.select_tokens(
             predict, codebook, base, mask, targets, sources, jax.random.PRNGKey(seed), cfg
@@ -72,21 +68,9 @@ def pair_study(
     table = {}
     for name, res in runs.items():
         for which in ("final", "best"):
-            grids = res.edited(base, best=which == "best")
-            px = np.asarray(decode(grids))
-            after = {
-                "iem_orig": iem_p(grids, sources),
-                "iem_target": iem_p(grids, targets),
-                "judge_orig": _probs(classifier, px, rows, sources),
-                "judge_target": _probs(classifier, px, rows, targets),
-            }
-            table[f"{name}/{which}"] = {
-                f"delta_{k}": float(np.mean(after[k] - before[k])) for k in after
-            } | {
-                "judge_target_top1": float(
-                    np.mean(np.asarray(classifier(px)).argmax(-1) == targets)
-                )
-            }
+            after, top1 = measure(res.edited(base, best=which == "best"))
+            row = {f"delta_{k}": float(np.mean(after[k] - before[k])) for k in after}
+            table[f"{name}/{which}"] = row | {"judge_target_top1": top1}
     return {
         "before": {k: float(np.mean(v)) for k, v in before.items()},
         "table": table,
