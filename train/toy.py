@@ -104,6 +104,9 @@ def build(config, workdir: Path) -> dict:
         "stats": stats,
         "vqgan_eval": recipe.evaluate_vqgan(vqgm.vqgan, seed=config.seed + 5),
         "generated_recognised_by_judge": rec,
+        "reconstructions_recognised_by_judge": recipe.reconstruction_recognition(
+            vqgm.vqgan, judge, config.eval_per_class, config.seed + 6
+        ),
         "sampling": dict(config.sample),
         "training_seconds": round(sum(s["seconds"] for s in stats.values()), 1),
     }
