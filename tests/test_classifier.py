@@ -1,0 +1,139 @@
+"""The evaluation classifier: torchvision's ResNet in Flax, and its state-dict loader.
+
+torchvision itself has no CPU wheel here, so the reference is torch modules built in this file
+with torchvision's structure and parameter names (the names and layouts are what the loader
+converts); their state dicts are saved with torch.save and read back without torch.
+"""
+
+import numpy as np
+import pytest
+
+from cortex_jax import classifier
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+class _Basic(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, c, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, c, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.downsample = None
+        if stride != 1 or cin != c:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, c, 1, stride, bias=False),
+                                            nn.BatchNorm2d(c))  # fmt: skip
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class _Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin, c, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, c, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, stride, 1, bias=False)  # torchvision v1.5: stride here
+        self.bn2 = nn.BatchNorm2d(c)
+        self.conv3 = nn.Conv2d(c, 4 * c, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(4 * c)
+        self.downsample = None
+        if stride != 1 or cin != 4 * c:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, 4 * c, 1, stride, bias=False),
+                                            nn.BatchNorm2d(4 * c))  # fmt: skip
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn3(self.conv3(torch.relu(self.bn2(self.conv2(y)))))
+        return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class _TorchResNet(nn.Module):
+    def __init__(self, block, layers, width, n_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = width
+        for i, n in enumerate(layers):
+            blocks = []
+            for j in range(n):
+                blocks.append(block(cin, width * 2**i, 2 if (j == 0 and i > 0) else 1))
+                cin = width * 2**i * block.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(cin, n_classes)
+        self.n_layers = len(layers)
+
+    def forward(self, x):
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        for i in range(self.n_layers):
+            x = getattr(self, f"layer{i + 1}")(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def _reference(block, layers, width=8, n_classes=7, seed=0):
+    torch.manual_seed(seed)
+    net = _TorchResNet(block, layers, width, n_classes)
+    with torch.no_grad():  # non-trivial running statistics, so BN's eval form is exercised
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+@pytest.mark.parametrize(
+    "block, layers, kind", [(_Basic, (2, 1, 1, 1), "basic"), (_Bottleneck, (1, 2, 1), "bottleneck")]
+)
+def test_torchvision_state_dict_reproduces_torch_probabilities(tmp_path, block, layers, kind):
+    net = _reference(block, layers)
+    path = tmp_path / "resnet.pth"
+    torch.save(net.state_dict(), path)
+    cfg, _, probs = classifier.load_classifier(path, image_size=64)
+    assert cfg == classifier.ResNetConfig(kind, layers, 8, 7, 64)
+    px = np.random.default_rng(0).uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32)
+    mean = np.array(classifier.IMAGENET_MEAN, np.float32)
+    std = np.array(classifier.IMAGENET_STD, np.float32)
+    x = ((px + 1) / 2 - mean) / std  # torchvision's ToTensor + Normalize, on a 64×64 input
+    with torch.no_grad():
+        want = torch.softmax(net(torch.from_numpy(x.transpose(0, 3, 1, 2))), -1).numpy()
+    np.testing.assert_allclose(probs(px), want, atol=2e-5)
+
+
+def test_preprocess_resizes_and_normalises_like_torchvision():
+    px = np.full((2, 16, 16, 3), 0.5, np.float32)  # a flat image: resizing keeps it flat
+    x = np.asarray(classifier.preprocess(px, 32))
+    want = (0.75 - np.array(classifier.IMAGENET_MEAN)) / np.array(classifier.IMAGENET_STD)
+    assert x.shape == (2, 32, 32, 3)
+    np.testing.assert_allclose(x, np.broadcast_to(want, x.shape), atol=1e-6)
+    cfg, _, probs = classifier.load_classifier("random:resnet18:5:8", image_size=32)
+    assert cfg.layers == (2, 2, 2, 2) and cfg.n_classes == 5 and cfg.width == 8
+    out = probs(np.random.default_rng(1).uniform(-1, 1, (2, 48, 48, 3)).astype(np.float32))
+    assert out.shape == (2, 5) and np.allclose(out.sum(1), 1, atol=1e-5)
+
+
+def test_folder_round_trip_and_clear_errors(tmp_path):
+    cfg, variables, probs = classifier.load_classifier("random:resnet18:4:8", image_size=32)
+    classifier.save_classifier(tmp_path / "clf", cfg, variables)
+    cfg2, _, probs2 = classifier.load_classifier(tmp_path / "clf")
+    assert cfg2 == cfg
+    px = np.zeros((1, 32, 32, 3), np.float32)
+    np.testing.assert_allclose(probs2(px), probs(px), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="classifier not found: 'nope.pth'"):
+        classifier.load_classifier("nope.pth")
+    with pytest.raises(ValueError, match="unknown classifier architecture 'resnet7'"):
+        classifier.load_classifier("random:resnet7")
+    sd = _reference(_Basic, (1, 1, 1, 1)).state_dict()
+    sd.pop("layer1.0.bn2.running_var")
+    torch.save(sd, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match="lacks parameter layer1_0/bn2/var"):
+        classifier.load_classifier(tmp_path / "broken.pth", image_size=32)
