@@ -73,3 +73,13 @@ def mann_whitney_u(x, y) -> tuple[float, float]:
         return float(u), 1.0
     z = (u - nx * ny / 2) / math.sqrt(var)
     return float(u), float(math.erfc(abs(z) / math.sqrt(2)))
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion k/n (95 % by default)."""
+    if n <= 0:
+        raise ValueError(f"wilson_interval needs n > 0 trials, got {n}")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)

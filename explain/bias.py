@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from cortex_jax import bias, evaluate, toy
+from cortex_jax import bias, evaluate, stats, toy
 from cortex_jax.toy import world
 from cortex_jax.viz import save_grid, save_histogram
 
@@ -33,6 +33,12 @@ _PER_CONCEPT = flags.DEFINE_integer("per-concept", 1000, "Generated images of ea
 _NEUTRAL_IMAGES = flags.DEFINE_integer("neutral-images", 1000, "Generated neutral images.")
 _N_SAMPLES = flags.DEFINE_integer("n-samples", 20, "SmoothGrad noise samples N.")
 _EPOCHS = flags.DEFINE_integer("epochs", 8, "Binary IEM epochs.")
+_MIX = flags.DEFINE_float(
+    "mix",
+    None,
+    "Instead of the neutral class, an exact mixture of generated A and B images with "
+    "this share of A (0.5: an even control by construction, which tests the statistic alone).",
+)
 _DALLE = flags.DEFINE_string("dalle", None, "DalleBart folder or repo id (default: toy world).")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Folder with the BART tokenizer files.")
 _VQGAN = flags.DEFINE_string("vqgan", "imagenet_f16_16384", "VQGAN source for --dalle.")
@@ -61,7 +67,23 @@ def _toy():
         return np.asarray(vqgm.sample_tokens(ids, jax.random.PRNGKey(seed), toy.TOY_SAMPLING))
 
     share = world.true_share(neutral, a) if neutral in world.CLASS_NAMES else None
+    if _MIX.value is not None:
+        sample = bias.mixture_sampler(sample, neutral := f"mix:{_MIX.value:g}", a, b, _MIX.value)
+        share = _MIX.value
     return sample, np.asarray(vqgm.vqgan.codebook), vqgm.decode, a, b, neutral, share
+
+
+def _judge_share(neutral_tokens, decode, a: str, b: str) -> dict:
+    """Toy world: the share of neutral images the pixel judge sees as A rather than B (what the
+    generator actually produced), with a 95 % Wilson interval."""
+    names = [c.name for c in world.CONCEPTS]
+    judge = toy.load_toy_judge()
+    px = np.concatenate([np.asarray(decode(neutral_tokens[i : i + 250]))
+                         for i in range(0, len(neutral_tokens), 250)])  # fmt: skip
+    p = np.asarray(judge(px))
+    k, n = int((p[:, names.index(a)] > p[:, names.index(b)]).sum()), len(p)
+    lo, hi = stats.wilson_interval(k, n)
+    return {"share_a": k / n, "ci95": [lo, hi], "images": n}
 
 
 def _dallebart():
@@ -98,19 +120,11 @@ def run(out: Path) -> dict:
                                 progress=progress)  # fmt: skip
     arrays = report.pop("arrays")
     report["true_share_a"] = share
+    if not _DALLE.value:
+        report["judge_share_a"] = _judge_share(arrays["neutral_tokens"], decode, a, b)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    rows = [f"Neutral `{neutral}`: `{a}` vs `{b}`, {cfg.neutral} images; binary IEM validation "
-            f"top-1 {report['iem_validation'].get('val_top1', float('nan')):.1%}", "",
-            f"| n | {a} tokens/image | {b} tokens/image | share {a} | Cliff's δ | 95 % CI | "
-            "magnitude | p |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for n, r in report["by_n"].items():
-        rows.append(f"| {n} | {r['mean_a']:.2f} | {r['mean_b']:.2f} | {r['share_a']:.2f} | "
-                    f"{r['cliffs_delta']:+.3f} | [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] | "
-                    f"{r['magnitude']} | {r['mann_whitney_p']:.2g} |")  # fmt: skip
-    if report["true_share_a"] is not None:
-        rows += ["", f"True share of `{a}` in `{neutral}`: {report['true_share_a']:.2f}"]
-    (out / "report.md").write_text("\n".join(rows) + "\n")
+    (out / "report.md").write_text(bias.report_markdown(report, cfg.neutral))
     neu, sets = arrays["neutral_tokens"], arrays["sets"]
     for n, top in sets.items():
         save_histogram(out / f"counts_n{n}.png",
@@ -119,7 +133,7 @@ def run(out: Path) -> dict:
                        "tokens per image")  # fmt: skip
     n0 = min(sets)
     r0 = report["by_n"][n0]
-    over = 0 if r0["cliffs_delta"] >= 0 else 1
+    over = 0 if r0[r0["verdict"]]["cliffs_delta"] >= 0 else 1
     shown = neu[:16]
     boxes = evaluate.token_id_mask(shown, sets[n0][over])
     px = np.asarray(decode(shown))

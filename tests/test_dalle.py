@@ -112,7 +112,10 @@ def test_audit_runs_end_to_end_on_tiny_dallebart(fixtures, tmp_path):
                             tmp_path, acfg)  # fmt: skip
     assert set(report["by_n"]) == {5, 10}  # n = 20 exceeds the 4×4 grid
     for r in report["by_n"].values():
-        assert -1 <= r["cliffs_delta"] <= 1 and r["ci95"][0] <= r["ci95"][1]
+        assert -1 <= r["raw"]["cliffs_delta"] <= 1 and r["raw"]["ci95"][0] <= r["raw"]["ci95"][1]
+        assert r["verdict"] == ("calibrated" if r["calibrated"] is not None else "raw")
+        assert set(r["reference"]) == {"a_tokens_on_a", "a_tokens_on_b", "b_tokens_on_b",
+                                       "b_tokens_on_a"}  # fmt: skip
         assert len(r["tokens_a"]) == 10
     assert report["arrays"]["neutral_tokens"].shape == (30, 4, 4)
     assert (tmp_path / "iem" / "metrics.jsonl").exists()

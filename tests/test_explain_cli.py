@@ -125,10 +125,13 @@ def test_explain_bias_finds_the_known_bias(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["true_share_a"] == 0.8
+    assert 0.7 < report["judge_share_a"]["share_a"] < 0.9  # the generator's realised mixture
     for n in ("5", "10", "20"):
-        res = report["by_n"][n]
-        assert res["cliffs_delta"] > 0 and res["ci95"][0] > 0  # circle leans red, CI excludes 0
-        assert res["cliffs_delta_halved"] == pytest.approx(res["cliffs_delta"] / 2)
+        for kind in ("raw", "calibrated"):
+            res = report["by_n"][n][kind]
+            assert res["cliffs_delta"] > 0 and res["ci95"][0] > 0  # leans red, CI excludes 0
+            assert res["cliffs_delta_halved"] == pytest.approx(res["cliffs_delta"] / 2)
+        assert 0.6 < report["by_n"][n]["calibrated"]["share_a"] < 0.95
     for f in ("report.md", "counts_n5.png", "neutral_tokens.png"):
         assert (tmp_path / f).stat().st_size > 0
     _one_line_error(_run("explain.bias", "--neutral", "hexagon"), "no contrast pair", "circle")
