@@ -74,16 +74,20 @@ def run(
     cfg: SampleLevelConfig = SampleLevelConfig(),
     truth_set: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     progress: Callable[[str], None] = lambda stage: None,
+    explain_tis: np.ndarray | None = None,
 ) -> dict:
     """Runs the experiment for `concepts` (IEM class ids). Sets are (tokens (N, m, m), labels)
-    and for the truth set also masks (N, m, m)."""
+    and for the truth set also masks (N, m, m). `explain_tis` (N, m, m): TIS of the explanation
+    split computed beforehand (e.g. by `score_dataset`), skipping that pass."""
     n_classes = int(max(concepts)) + 1
     k_size = codebook.shape[0]
     m = explain_set[0].shape[1]
 
     progress("TIS on the explanation split")
     ex_tok, ex_lab = explain_set
-    ex_tis = scores_for(predict, codebook, ex_tok, ex_lab, cfg)
+    if explain_tis is None:
+        explain_tis = scores_for(predict, codebook, ex_tok, ex_lab, cfg)
+    ex_tis = explain_tis
     _, ex_ids = tis.image_tokens(jnp.asarray(ex_tis), jnp.asarray(ex_tok), cfg.n)
     t_concept, t_counts = tis.concept_tokens(ex_ids, ex_lab, n_classes, k_size, cfg.k)
     freq, freq_counts = tis.frequency_baseline(ex_tok, ex_lab, n_classes, k_size, cfg.k)

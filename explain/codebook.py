@@ -9,6 +9,10 @@ select real ones (an ImageNet IEM resolves `goldfinch`, `11` or `n01531178`).
 Writes OUT/tokens.json (T_codebook per image, final and best step), OUT/progression.png and
 OUT/progression.gif (the decoded edit, the paper's Figure 5) and OUT/table.md (f_orig/f_target
 before and after). `--table5` instead runs the toy world's Table 5 design for `--pairs`.
+
+`--config configs/imagenet.py` runs the ImageNet recipe's Table 5 step: the authors' pairs (labels
+10–20 except 15 → 30 − label) on generated test images, scored by the IEM and ResNet18; it writes
+WORKDIR/table5/table5.json.
 """
 
 from __future__ import annotations
@@ -21,12 +25,26 @@ from pathlib import Path
 import jax
 import numpy as np
 from absl import app, flags, logging
+from ml_collections import config_flags
 from PIL import Image
 
-from cortex_jax import checkpoints, codebook_level, data, iem, imagenet, selection, toy
+from cortex_jax import (
+    checkpoints,
+    codebook_level,
+    data,
+    iem,
+    imagenet,
+    recipe,
+    selection,
+    sharding,
+    toy,
+)
 from cortex_jax.toy import world
 from cortex_jax.viz import grid_image, to_uint8
 
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A recipe config (configs/imagenet.py[:runlocal]): run its Table 5 step."
+)
 _CONCEPT = flags.DEFINE_string("concept", None, "Target concept (name, or ImageNet index/synset).")
 _FROM_IMAGE = flags.DEFINE_string("from-image", None, "Start from this image (PNG/JPEG).")
 _FROM_CONCEPT = flags.DEFINE_string("from-concept", None, "Start from generated images of it.")
@@ -201,7 +219,15 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     out = Path(_OUT.value)
     try:
-        if _TABLE5.value:
+        if _CONFIG.value is not None:
+            sharding.maybe_initialize_distributed()
+            result = recipe.codebook_level_step(_CONFIG.value)
+            if result is not None:
+                for row, v in result["table"].items():
+                    print(f"{row}: ΔP_orig {v['delta_judge_orig']:+.3f}, ΔP_target "
+                          f"{v['delta_judge_target']:+.3f}")  # fmt: skip
+            out = Path(_CONFIG.value.workdir) / "table5"
+        elif _TABLE5.value:
             table5(out)
         else:
             info = explain(out)

@@ -1,5 +1,9 @@
 """Sample a token dataset: `python -m train.generate --classes all --per-class N --out DIR`.
 
+`--config configs/imagenet.py` instead runs the ImageNet recipe's first step: the train / val /
+test splits (1000 / 300 / 50 per class) from taming's cin transformer, the test split's PNGs, and
+the VQGAN saved for the later steps (`:runlocal`: small random models, a CPU dry run).
+
 `--source encoded` writes procedural images through the VQGAN encoder instead, with ground-truth
 object masks (toy world only). Shards are written atomically; rerunning the same command resumes.
 """
@@ -9,11 +13,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 from absl import app, flags, logging
+from ml_collections import config_flags
 from tqdm import tqdm
 
-from cortex_jax import checkpoints, imagenet, toy
+from cortex_jax import checkpoints, imagenet, recipe, sharding, toy
 from cortex_jax.cin import SampleConfig
 from cortex_jax.generate import generate_dataset
 from cortex_jax.viz import save_grid
@@ -21,6 +27,9 @@ from cortex_jax.viz import save_grid
 # The authors' ImageNet sampling (taming's sample_fast.py defaults).
 IMAGENET_SAMPLING = SampleConfig(temperature=1.0, top_k=250, top_p=1.0)
 
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A recipe config (configs/imagenet.py[:runlocal]); the other flags are unused."
+)
 _MODEL = flags.DEFINE_string(
     "model",
     "toy",
@@ -49,9 +58,32 @@ _PNG = flags.DEFINE_bool(
 )
 
 
+def run_recipe(config) -> None:
+    sharding.maybe_initialize_distributed()
+    bars: dict[str, tqdm] = {}
+
+    def progress(split, n, total):
+        if split not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[split] = tqdm(total=total, desc=f"generate {split}", unit="img",
+                               disable=jax.process_index() != 0)  # fmt: skip
+        bars[split].update(n - bars[split].n)
+
+    counts = recipe.generate(config, progress)
+    for bar in bars.values():
+        bar.close()
+    print(f"wrote {counts} under {config.workdir}")
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
+    if _CONFIG.value is not None:
+        try:
+            return run_recipe(_CONFIG.value)
+        except (ValueError, FileNotFoundError) as e:
+            sys.exit(f"error: {e}")
     try:
         if _MODEL.value == "imagenet":
             if not _CHECKPOINT.value:

@@ -3,7 +3,8 @@
 Runs unchanged on one CPU, one GPU, 8 devices or a multi-host pod (jax.distributed starts when
 the environment declares several processes). Resumes from WORKDIR/checkpoints/latest after a
 kill; writes WORKDIR/metrics.jsonl and, at the end, the best-validation-loss model to WORKDIR/iem.
-For the toy variant the generated token datasets are sampled first if missing.
+For the toy variant the generated token datasets are sampled first if missing. The ImageNet
+recipe: `--config configs/imagenet.py:iem=ce` (WORKDIR = the recipe's workdir/iem_ce).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     config = _CONFIG.value
-    workdir = Path(_WORKDIR.value or f"runs/iem_{config.arch}_{config.variant}")
+    workdir = Path(_WORKDIR.value or config.get("iem_workdir")
+                   or f"runs/iem_{config.arch}_{config.variant}")  # fmt: skip
     try:
         best = run(config, workdir)
     except (ValueError, FileNotFoundError) as e:

@@ -1,0 +1,369 @@
+"""The ImageNet reproduction (configs/imagenet.py) as library steps; the CLIs only call these.
+
+Layout under `config.workdir`:
+
+    models/vqgan/              the VQGAN (vqgan-jax format), written once by `generate`
+    tokens/{train,val,test}/   uint16 token shards; tokens/test/png/ decoded test images
+    iem_{ce,re,te}/            train.iem: metrics.jsonl, checkpoints/, iem/ (the best model)
+    sample_{arch}/             `sample_level`: tis/ (float16 per train shard), report.json
+    table5/                    `codebook_level`: table5.json
+    tables.md, tables.json     `tables`: the paper's Tables 1, 2 and 5 side by side
+
+Every step resumes: finished shards (tokens, PNGs, TIS) are skipped, IEM training restarts from
+its latest checkpoint, and report files appear whole or not at all. With several processes
+(`jax.distributed`), shards are split over processes (shard s → process s mod P) and each batch
+over a process's local devices; the small evaluation steps then run on process 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+from PIL import Image
+
+from cortex_jax import (
+    checkpoints,
+    cin,
+    classifier,
+    codebook_level,
+    data,
+    iem,
+    imagenet,
+    sample_level,
+    selection,
+)
+from cortex_jax.generate import generate_dataset
+from cortex_jax.vqgan import VQGAN, VQGANConfig
+from cortex_jax.vqgan import init_params as vqgan_init_params
+from cortex_jax.vqgm import ClassConditionalVQGM
+
+SPLITS = ("train", "val", "test")
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def class_ids(spec: str) -> list[int]:
+    """'all' → 0..999; otherwise comma-separated ImageNet names, indices or synset ids."""
+    if spec == "all":
+        return list(range(len(imagenet.classes())))
+    return [imagenet.resolve(s.strip()) for s in spec.split(",") if s.strip()]
+
+
+def random_vqgm(config, seed: int = 0) -> ClassConditionalVQGM:
+    """A VQGAN + cin transformer with random weights, shaped by config.random_vqgan/random_gpt:
+    the runlocal stand-in for taming's checkpoint (ImageNet's 1000 class names, class tokens at
+    ids 0..999 of the shared vocabulary, as in taming)."""
+    vcfg = VQGANConfig.from_dict(dict(config.random_vqgan))
+    vq = VQGAN(vcfg, vqgan_init_params(vcfg, jax.random.PRNGKey(seed)))
+    names = tuple(c.name for c in imagenet.classes())
+    m = vcfg.grid_size
+    gcfg = cin.GPTConfig(
+        vocab_size=max(len(names), vcfg.n_embed), block_size=m * m, n_head=config.n_head,
+        image_vocab_size=vcfg.n_embed, n_classes=len(names), **dict(config.random_gpt),
+    )  # fmt: skip
+    gparams = cin.init_params(gcfg, jax.random.PRNGKey(seed + 1))
+    return ClassConditionalVQGM("imagenet-random", vq, gcfg, gparams, names)
+
+
+def load_vqgm(config) -> ClassConditionalVQGM:
+    """The generator: taming's cin checkpoint, or random weights when config.checkpoint is
+    'random'."""
+    if config.checkpoint == "random":
+        return random_vqgm(config)
+    names = [c.name for c in imagenet.classes()]
+    if not Path(config.checkpoint).is_file():
+        raise FileNotFoundError(
+            f"cin transformer checkpoint not found: {config.checkpoint}; download taming-"
+            "transformers' 2021-04-03T19-39-50_cin_transformer (README, 'ImageNet class-"
+            "conditional'), unpack it so that checkpoints/last.ckpt and configs/ sit side by "
+            "side, and pass --config.checkpoint=PATH/checkpoints/last.ckpt"
+        )
+    return checkpoints.load_cin_vqgm(config.checkpoint, names, config.n_head or None)
+
+
+def write_pngs(
+    decode: Callable[[np.ndarray], np.ndarray],
+    dataset: data.TokenDataset,
+    folder: str | Path,
+    batch: int = 32,
+) -> int:
+    """Decoded PNGs `folder/NNNNNNN.png` (global dataset index) for every image; a process
+    writes the shards it owns (s mod P), each file atomically; existing files are skipped."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    start, written = 0, 0
+    for s, toks in enumerate(dataset.tokens):
+        mine = s % jax.process_count() == jax.process_index()
+        todo = [i for i in range(len(toks)) if not (folder / f"{start + i:07d}.png").exists()]
+        for j in range(0, len(todo) if mine else 0, batch):
+            rows = todo[j : j + batch]
+            px = np.asarray(decode(np.asarray(toks[rows], np.int32)))
+            u8 = np.clip(np.round((px + 1) * 127.5), 0, 255).astype(np.uint8)
+            for i, img in zip(rows, u8, strict=True):
+                path = folder / f"{start + i:07d}.png"
+                tmp = path.with_suffix(".png.tmp")
+                Image.fromarray(img).save(tmp, format="PNG")
+                tmp.replace(path)
+                written += 1
+        start += len(toks)
+    return written
+
+
+def generate(config, progress: Callable[[str, int, int], None] = lambda s, n, t: None) -> dict:
+    """Step 1: the VQGAN to models/vqgan, then the train/val/test token splits (and test PNGs)."""
+    g = config.generate
+    vqgm = load_vqgm(config)
+    if jax.process_index() == 0 and not Path(config.vqgan, checkpoints.CONFIG_NAME).exists():
+        checkpoints.save_vqgan(vqgm.vqgan, config.vqgan)
+    ids = class_ids(g.classes)
+    sampling = cin.SampleConfig(g.temperature, g.top_k, g.top_p)
+    out = {}
+    for i, split in enumerate(SPLITS):
+        per = int(g[split])
+        total = per * len(ids)
+        ds = generate_dataset(
+            vqgm, ids, per, config.data[split], g.seed + i, sampling, g.shard_size,
+            lambda n, split=split, total=total: progress(split, n, total),
+        )  # fmt: skip
+        out[split] = len(ds)
+    if g.test_png:
+        _sync("test-tokens")
+        test = data.TokenDataset.open(config.data.test)
+        decode = lambda t: np.clip(np.asarray(vqgm.decode(t)), -1, 1)
+        out["test_png"] = write_pngs(decode, test, Path(config.data.test) / "png")
+    _sync("generate")
+    return out
+
+
+def load_iem(config, arch: str | None = None):
+    """(IEMConfig, predict E → logits, meta) of the IEM train.iem wrote for `arch`."""
+    arch = arch or config.arch
+    folder = Path(config.workdir) / f"iem_{arch}" / "iem"
+    if not folder.exists():
+        raise FileNotFoundError(
+            f"IEM not found: {folder}; train it first: python -m train.iem --config "
+            f"configs/imagenet.py:iem={arch}"
+        )
+    cfg, v, meta = checkpoints.read_iem_folder(folder)
+    return cfg, functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"]), meta
+
+
+def _decoder(vq: VQGAN, batch: int):
+    dec = jax.jit(vq.decode_code)
+
+    def decode(tokens):
+        tokens = np.asarray(tokens, np.int32)
+        return np.concatenate([np.clip(np.asarray(dec(tokens[i : i + batch])), -1, 1)
+                               for i in range(0, len(tokens), batch)])  # fmt: skip
+
+    return decode
+
+
+def _batched(probs: Callable[[np.ndarray], np.ndarray], batch: int):
+    return lambda px: np.concatenate([probs(px[i : i + batch]) for i in range(0, len(px), batch)])
+
+
+def _atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data.atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _merge_chunks(chunks: list[tuple[dict, int]]) -> dict:
+    """sample_level.run reports over disjoint concept chunks → one report (the image-level
+    curve weighted by test images, the summary re-averaged over concepts)."""
+    first = chunks[0][0]
+    concepts = {}
+    for rep, _ in chunks:
+        concepts.update(rep["concepts"])
+    total = sum(n for _, n in chunks)
+    curve = {"n": first["image_level_curve"]["n"]}
+    for key in ("tis", "random"):
+        curve[key] = [sum(r["image_level_curve"][key][j] * n for r, n in chunks) / total
+                      for j in range(len(curve["n"]))]  # fmt: skip
+    summary = {
+        f"{name}_{key}": float(np.mean([r[f"masking_{name}"][key] for r in concepts.values()]))
+        for name in ("cortex", "frequency")
+        for key in ("accuracy_change", "probability_change", "tokens_masked", "accuracy_before")
+    }
+    return {"config": first["config"], "concepts": concepts, "summary": summary,
+            "image_level_curve": curve, "test_images": total}  # fmt: skip
+
+
+def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda s, n, t: None):
+    """Step 3 (Table 2): TIS over the training split (resumable float16 shards), T_concept,
+    then concept- and image-level masking of the test split scored by the classifier."""
+    s = config.sample
+    out = Path(config.workdir) / f"sample_{config.arch}"
+    vq = checkpoints.load_vqgan(config.vqgan)
+    _, predict, meta = load_iem(config)
+    train = data.TokenDataset.open(config.data.train)
+    cfg = sample_level.SampleLevelConfig(
+        n=s.n, k=s.k, n_samples=s.n_samples, alpha=s.alpha, curve_ns=tuple(s.curve_ns),
+        batch=s.batch, seed=s.seed,
+    )  # fmt: skip
+    sample_level.score_dataset(predict, vq.codebook, train, out / "tis", cfg,
+                               lambda n: progress("TIS (train split)", n, len(train)))  # fmt: skip
+    _sync("tis")
+    if jax.process_index() != 0:
+        return None
+    ex_tok, ex_lab, _ = train.arrays()
+    ex_tis = np.concatenate([np.load(out / "tis" / f"tis-{i:05d}.npy")
+                             for i in range(len(train.tokens))]).astype(np.float32)  # fmt: skip
+    te_tok, te_lab, _ = data.TokenDataset.open(config.data.test).arrays()
+    _, _, probs = classifier.load_classifier(config.classifier, config.classifier_size)
+    probs = _batched(probs, s.batch)
+    decode = _decoder(vq, s.batch)
+    concepts = [c for c in class_ids(config.generate.classes) if (te_lab == c).any()]
+    chunks = []
+    for j in range(0, len(concepts), s.concepts_per_chunk):
+        chunk = concepts[j : j + s.concepts_per_chunk]
+        progress("masking evaluation (test split)", j, len(concepts))
+        sel = np.isin(te_lab, chunk)
+        rep = sample_level.run(decode, predict, probs, np.asarray(vq.codebook), chunk,
+                               (ex_tok, ex_lab), (te_tok[sel], te_lab[sel]), cfg,
+                               explain_tis=ex_tis)  # fmt: skip
+        rep.pop("arrays")
+        chunks.append((rep, int(sel.sum())))
+    report = _merge_chunks(chunks)
+    report.update(iem=config.arch, classifier=str(config.classifier),
+                  concept_names={int(c): meta["class_names"][c] for c in concepts})  # fmt: skip
+    _atomic_json(out / "report.json", report)
+    return report
+
+
+def codebook_level_step(config) -> dict | None:
+    """Step 4 (Table 5): token selection vs embedding optimisation on test images of each
+    source class toward its target, scored by the IEM and by config.edit_classifier."""
+    c = config.codebook
+    out = Path(config.workdir) / "table5"
+    if jax.process_index() != 0:
+        return None
+    vq = checkpoints.load_vqgan(config.vqgan)
+    _, predict, _ = load_iem(config)
+    te_tok, te_lab, _ = data.TokenDataset.open(config.data.test).arrays()
+    src, tgt, base = [], [], []
+    for s_id, t_id in c.pairs:
+        rows = np.flatnonzero(te_lab == s_id)[: c.images_per_pair]
+        if len(rows) == 0:
+            raise ValueError(f"no test images of class {s_id} for the pair {s_id}→{t_id}; "
+                             "generate it (config.generate.classes)")  # fmt: skip
+        base.append(te_tok[rows].astype(np.int32))
+        src += [s_id] * len(rows)
+        tgt += [t_id] * len(rows)
+    base, src, tgt = np.concatenate(base), np.asarray(src), np.asarray(tgt)
+    _, _, probs = classifier.load_classifier(config.edit_classifier, config.classifier_size)
+    scfg = selection.SelectionConfig(steps=c.steps, learning_rate=c.learning_rate,
+                                     log_every=c.log_every)  # fmt: skip
+    mask = selection.region_mask(vq.grid_size, c.region)
+    decode = _decoder(vq, c.batch)
+    parts = []
+    for i in range(0, len(base), c.batch):
+        sl = slice(i, i + c.batch)
+        parts.append(codebook_level.pair_study(predict, decode, _batched(probs, c.batch),
+                                               vq.codebook, base[sl], src[sl], tgt[sl], mask,
+                                               scfg, c.seed + i))  # fmt: skip
+    n = sum(p["n_images"] for p in parts)
+    avg = lambda get: float(sum(get(p) * p["n_images"] for p in parts) / n)
+    result = {
+        "before": {k: avg(lambda p, k=k: p["before"][k]) for k in parts[0]["before"]},
+        "table": {row: {k: avg(lambda p, row=row, k=k: p["table"][row][k]) for k in cols}
+                  for row, cols in parts[0]["table"].items()},
+        "n_images": n, "region_tokens": parts[0]["region_tokens"],
+        "pairs": [list(map(int, p)) for p in c.pairs],
+    }  # fmt: skip
+    _atomic_json(out / "table5.json", result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+PAPER = {  # shared/REFERENCE.md
+    "table1": {"ce": (53.07, 77.73), "re": (51.43, 76.00), "te": (48.71, 73.63)},
+    "table2_tokens": {"ce": 42.2, "re": 40.6, "te": 45.6, "frequency": 64.2},
+    "table2_resnet50": {"ce": -46.6, "frequency": -41.9},
+    "table5": {"token_selection": (-0.290, 0.162), "embedding_optimisation": (-0.224, 0.127)},
+}
+
+
+def _best_validation(workdir: Path) -> dict | None:
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if "val_loss" in r]
+    return min(rows, key=lambda r: r["val_loss"]) if rows else None
+
+
+def tables(config, archs: Sequence[str] = ("ce", "re", "te")) -> tuple[dict, str]:
+    """Step 5: the paper's Tables 1, 2 and 5 from the artefacts present (missing steps show as
+    'not run'); returns (dict, markdown) and writes WORKDIR/tables.{json,md}."""
+    w = Path(config.workdir)
+    t1 = {a: _best_validation(w / f"iem_{a}") for a in archs}
+    t2 = {}
+    for a in archs:
+        p = w / f"sample_{a}" / "report.json"
+        t2[a] = json.loads(p.read_text())["summary"] if p.exists() else None
+    p5 = w / "table5" / "table5.json"
+    t5 = json.loads(p5.read_text()) if p5.exists() else None
+    md = [f"# CORTEX on `{config.variant}` ({w})", "", "## Table 1: IEM validation accuracy", "",
+          "| IEM | top-1 | top-5 | paper top-1 / top-5 |", "|---|---|---|---|"]  # fmt: skip
+    for a in archs:
+        r, (p1, p5_) = t1[a], PAPER["table1"][a]
+        cells = f"{r['val_top1']:.2%} | {r['val_top5']:.2%}" if r else "not run | not run"
+        md.append(f"| {a.upper()} | {cells} | {p1:.2f} % / {p5_:.2f} % |")
+    md += ["", f"## Table 2: concept-level masking (T_concept n={config.sample.n}, "
+           f"k={config.sample.k}; classifier {config.classifier})", "",
+           "| tokens | tokens masked / image | accuracy change | probability change | paper "
+           "tokens / ResNet50 accuracy change |", "|---|---|---|---|---|"]  # fmt: skip
+    freq = None
+    for a in archs:
+        r = t2[a]
+        acc = PAPER["table2_resnet50"].get(a)
+        paper = f"{PAPER['table2_tokens'][a]} / " + (f"{acc:+.1f} %" if acc is not None else "—")
+        if r is None:
+            md.append(f"| CORTEX {a.upper()} | not run | | | {paper} |")
+            continue
+        freq = freq or r
+        md.append(f"| CORTEX {a.upper()} | {r['cortex_tokens_masked']:.1f} | "
+                  f"{r['cortex_accuracy_change']:+.1%} | {r['cortex_probability_change']:+.3f} | "
+                  f"{paper} |")  # fmt: skip
+    pf = PAPER["table2_tokens"]["frequency"], PAPER["table2_resnet50"]["frequency"]
+    paper_f = f"{pf[0]} / {pf[1]:+.1f} %"
+    if freq:
+        md.append(f"| frequency baseline | {freq['frequency_tokens_masked']:.1f} | "
+                  f"{freq['frequency_accuracy_change']:+.1%} | "
+                  f"{freq['frequency_probability_change']:+.3f} | {paper_f} |")  # fmt: skip
+    md += ["", f"## Table 5: codebook-level editing (classifier {config.edit_classifier})", "",
+           "| method | ΔP_orig | ΔP_target | top-1 = target | paper ΔP_orig / ΔP_target |",
+           "|---|---|---|---|---|"]  # fmt: skip
+    if t5 is None:
+        md.append("| not run | | | | |")
+    else:
+        for row, v in t5["table"].items():
+            po, pt = PAPER["table5"][row.split("/")[0]]
+            md.append(f"| {row} | {v['delta_judge_orig']:+.3f} | {v['delta_judge_target']:+.3f} "
+                      f"| {v['judge_target_top1']:.1%} | {po:+.3f} / {pt:+.3f} |")  # fmt: skip
+    result = {"table1": t1, "table2": t2, "table5": t5, "paper": PAPER}
+    text = "\n".join(md) + "\n"
+    if jax.process_index() == 0:
+        _atomic_json(w / "tables.json", result)
+        data.atomic_write_bytes(w / "tables.md", text.encode())
+    return result, text
+
+
+def n_images(config) -> dict[str, int]:
+    """Images per split the config asks for (for ETAs and docs)."""
+    n = len(class_ids(config.generate.classes))
+    return {s: n * int(config.generate[s]) for s in SPLITS}
