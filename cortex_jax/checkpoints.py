@@ -524,8 +524,9 @@ def load_cin_vqgm(
     dtype: Any = jnp.float32,
 ):
     """taming's class-conditional Net2NetTransformer checkpoint (e.g. the ImageNet
-    cin_transformer `last.ckpt`) → ClassConditionalVQGM: the GPT (`transformer.*`) and its
-    first-stage VQGAN (`first_stage_model.*`) from the one file, read without torch.
+    cin_transformer `last.ckpt`, or its run folder) → ClassConditionalVQGM: the GPT
+    (`transformer.*`) and its first-stage VQGAN (`first_stage_model.*`) from the one file,
+    read without torch.
 
     n_head is not stored in the tensors: pass it, or keep taming's run layout
     (`<run>/checkpoints/last.ckpt` + `<run>/configs/*-project.yaml`) so it is read from there.
@@ -534,6 +535,14 @@ def load_cin_vqgm(
     from cortex_jax.vqgm import ClassConditionalVQGM
 
     path = Path(checkpoint)
+    if path.is_dir():  # a taming run folder: <run>/checkpoints/last.ckpt
+        found = [p for p in (path / "checkpoints" / "last.ckpt", path / "last.ckpt") if p.is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"no checkpoints/last.ckpt in the run folder {path}; expected taming's layout "
+                f"<run>/checkpoints/last.ckpt + <run>/configs/*-project.yaml"
+            )
+        path = found[0]
     sd = read_state_dict(path)
     gpt_sd = {k: v for k, v in sd.items() if k.startswith("transformer.")}
     vq_sd = {k.removeprefix("first_stage_model."): v for k, v in sd.items()

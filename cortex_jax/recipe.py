@@ -81,7 +81,7 @@ def load_vqgm(config) -> ClassConditionalVQGM:
     if config.checkpoint == "random":
         return random_vqgm(config)
     names = [c.name for c in imagenet.classes()]
-    if not Path(config.checkpoint).is_file():
+    if not Path(config.checkpoint).exists():
         raise FileNotFoundError(
             f"cin transformer checkpoint not found: {config.checkpoint}; download taming-"
             "transformers' 2021-04-03T19-39-50_cin_transformer (README, 'ImageNet class-"

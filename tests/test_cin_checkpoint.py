@@ -44,12 +44,16 @@ def test_cin_checkpoint_loads_both_models(run_dir, fixtures):
     np.testing.assert_array_equal(greedy, io["greedy_tokens"])
     px = vqgm.decode(vqgm.sample_tokens([1, 2], jax.random.PRNGKey(0)))
     assert px.shape == (2, 8, 8, 3)  # the f2 tiny VQGAN on a 4×4 grid
+    same = checkpoints.load_cin_vqgm(run_dir, names)  # the run folder itself
+    np.testing.assert_array_equal(same.vqgan.codebook, vqgm.vqgan.codebook)
 
 
 def test_cin_checkpoint_errors(run_dir, tmp_path):
     (run_dir / "configs" / "2021-project.yaml").unlink()
     with pytest.raises(ValueError, match="attention heads is not stored"):
         checkpoints.load_cin_vqgm(run_dir / "checkpoints" / "last.ckpt", ["a"] * 10)
+    with pytest.raises(FileNotFoundError, match="no checkpoints/last.ckpt in the run folder"):
+        checkpoints.load_cin_vqgm(tmp_path / "configs", ["a"] * 10)
     r = subprocess.run([sys.executable, "-m", "train.generate", "--model", "imagenet"], cwd=REPO,
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 1 and "Traceback" not in r.stderr

@@ -36,7 +36,7 @@ _MODEL = flags.DEFINE_string(
     "'toy', 'imagenet' (with --checkpoint) or a folder laid out like the toy weights.",
 )
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "For --model imagenet: taming's cin_transformer last.ckpt."
+    "checkpoint", None, "For --model imagenet: taming's cin_transformer last.ckpt or run folder."
 )
 _N_HEAD = flags.DEFINE_integer("n-head", None, "Attention heads of that checkpoint, if its "
                                "configs/*-project.yaml is not beside checkpoints/.")  # fmt: skip
