@@ -226,8 +226,8 @@ def report_markdown(report: dict, n_neutral: int) -> str:
         if r["calibrated"] is not None:
             rows.append(_row(n, r["calibrated"], "**calibrated**"))
         else:
-            rows.append(f"| {n} | calibrated | — | — | — | — | — | a token set does not "
-                        "separate the concepts on held-out images | — |")  # fmt: skip
+            rows.append(f"| {n} | calibrated | — | — | — | — | — | a token set never occurs "
+                        "in its own concept's held-out images | — |")  # fmt: skip
     rows += ["", "raw: T_concept tokens per neutral image, as the paper counts them. calibrated: "
              "the same counts in units of each set's mean count on its own concept's held-out "
              "images; its δ ≈ share A − share B, and its share is the unmixing estimate of the "

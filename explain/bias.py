@@ -7,7 +7,11 @@ hospital" --neutral "a doctor in the hospital"` (prompts separated by |).
 Compares two concepts (`--pair red-circle,blue-circle`, by default the pair the toy world names
 for `--neutral`) inside images of a neutral class: generate → binary IEM → TIS → T_concept for
 each n → per-image counts on the neutral images → Cliff's δ with a bootstrap CI and a
-Mann–Whitney p-value. Writes OUT/report.json, OUT/report.md (the paper's Table 4 shape),
+Mann–Whitney p-value, on the raw counts (the paper's statistic) and on counts calibrated on each
+concept's held-out images (the verdict; cortex_jax/bias.py says why). `--mix 0.5` audits an exact
+50/50 mixture of A and B images instead of the neutral class: a control of known composition.
+On the toy world the pixel judge also measures the share of A the generator really produced.
+Writes OUT/report.json, OUT/report.md (the paper's Table 4 shape),
 OUT/counts_n{N}.png (histograms of per-image counts) and OUT/neutral_tokens.png (neutral images
 with the over-represented concept's tokens boxed).
 """
@@ -67,9 +71,6 @@ def _toy():
         return np.asarray(vqgm.sample_tokens(ids, jax.random.PRNGKey(seed), toy.TOY_SAMPLING))
 
     share = world.true_share(neutral, a) if neutral in world.CLASS_NAMES else None
-    if _MIX.value is not None:
-        sample = bias.mixture_sampler(sample, neutral := f"mix:{_MIX.value:g}", a, b, _MIX.value)
-        share = _MIX.value
     return sample, np.asarray(vqgm.vqgan.codebook), vqgm.decode, a, b, neutral, share
 
 
@@ -106,6 +107,9 @@ def _dallebart():
 
 def run(out: Path) -> dict:
     sample, codebook, decode, a, b, neutral, share = _dallebart() if _DALLE.value else _toy()
+    if _MIX.value is not None:  # a neutral class of known composition: A and B images mixed
+        neutral, share = f"mix:{_MIX.value:g}", _MIX.value
+        sample = bias.mixture_sampler(sample, neutral, a, b, share)
     cfg = bias.AuditConfig(
         per_concept=_PER_CONCEPT.value, neutral=_NEUTRAL_IMAGES.value,
         n_samples=_N_SAMPLES.value, epochs=_EPOCHS.value, seed=_SEED.value,

@@ -160,5 +160,18 @@ def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["concept_a"] == "a white doctor" and set(report["by_n"]) == {"5", "10"}
     assert (tmp_path / "out" / "neutral_tokens.png").exists()
+    assert "judge_share_a" not in report  # no pixel judge outside the toy world
+    r = _run("explain.bias", "--dalle", str(fixtures / "dallebart_tiny" / "scan"), "--tokenizer",
+             str(tok), "--vqgan", str(fixtures / "vqgan_jax_tiny"), "--pair",
+             "a white doctor|a black doctor", "--mix", "0.25", "--per-concept", "40",
+             "--neutral-images", "32", "--n-samples", "2", "--epochs", "1",
+             "--out", str(tmp_path / "mix"))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "mix" / "report.json").read_text())
+    assert report["neutral"] == "mix:0.25" and report["true_share_a"] == 0.25
+    assert (
+        "Designed share of `a white doctor` in `mix:0.25`: 0.25"
+        in (tmp_path / "mix" / "report.md").read_text()
+    )
     _one_line_error(_run("explain.bias", "--dalle", str(fixtures / "dallebart_tiny" / "scan")),
                     "--tokenizer")  # fmt: skip
