@@ -111,6 +111,11 @@ class Trainer:
 
         abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
         self.state_sharding = jax.tree_util.tree_map(lambda _: rep, abstract)
+        # shapes, dtypes and shardings of the state, for restoring without initialising
+        self.abstract_state = jax.tree_util.tree_map(
+            lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+            abstract, self.state_sharding,
+        )  # fmt: skip
         self._init = jax.jit(init, out_shardings=self.state_sharding)
         self.train_step = jax.jit(
             self._train_step,
@@ -214,10 +219,11 @@ def train_and_evaluate(
     latest, best = _managers(workdir, every)
     metrics_file = workdir / "metrics.jsonl"
 
-    state = trainer.init_state()
-    if latest.latest_step() is not None:
-        target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-        state = latest.restore(latest.latest_step(), args=ocp.args.StandardRestore(target))
+    if latest.latest_step() is not None:  # resume: restore into the state's shapes, no init
+        restore = ocp.args.StandardRestore(trainer.abstract_state)
+        state = latest.restore(latest.latest_step(), args=restore)
+    else:
+        state = trainer.init_state()
     start = int(state.step)
     if pi == 0:
         _truncate_jsonl(metrics_file, start)
@@ -255,8 +261,7 @@ def restore_best(trainer: Trainer, workdir: str | Path) -> TrainState:
     step = best.best_step()
     if step is None:
         raise FileNotFoundError(f"no best checkpoint under {Path(workdir) / 'checkpoints/best'}")
-    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, trainer.init_state())
-    return best.restore(step, args=ocp.args.StandardRestore(target))
+    return best.restore(step, args=ocp.args.StandardRestore(trainer.abstract_state))
 
 
 def to_numpy_tree(tree: Any) -> Any:
