@@ -25,6 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from cortex_jax import (
     checkpoints,
@@ -43,6 +44,32 @@ from cortex_jax.vqgan import init_params as vqgan_init_params
 from cortex_jax.vqgm import ClassConditionalVQGM
 
 SPLITS = ("train", "val", "test")
+
+
+class StageBars:
+    """The `progress(stage, done, total)` callback the steps take, as one tqdm bar per stage
+    (throughput and ETA included; shown on process 0 only). Use as a context manager."""
+
+    def __init__(self, prefix: str = "", unit: str = "img"):
+        self.prefix, self.unit, self.bar, self.stage = prefix, unit, None, None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=f"{self.prefix}{stage}", unit=self.unit,
+                            disable=jax.process_index() != 0)  # fmt: skip
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _sync(name: str) -> None:

@@ -110,18 +110,8 @@ def run(out: Path) -> dict:
 
 def run_recipe(config) -> None:
     sharding.maybe_initialize_distributed()
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage, n, total):
-        if stage not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = tqdm(total=total, desc=stage, disable=jax.process_index() != 0)
-        bars[stage].update(n - bars[stage].n)
-
-    report = recipe.sample_level_step(config, progress)
-    for bar in bars.values():
-        bar.close()
+    with recipe.StageBars(unit="it") as progress:
+        report = recipe.sample_level_step(config, progress)
     if report is not None:
         s = report["summary"]
         print(f"{config.arch.upper()}: masking T_concept changes classifier accuracy by "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -60,19 +59,8 @@ _PNG = flags.DEFINE_bool(
 
 def run_recipe(config) -> None:
     sharding.maybe_initialize_distributed()
-    bars: dict[str, tqdm] = {}
-
-    def progress(split, n, total):
-        if split not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[split] = tqdm(total=total, desc=f"generate {split}", unit="img",
-                               disable=jax.process_index() != 0)  # fmt: skip
-        bars[split].update(n - bars[split].n)
-
-    counts = recipe.generate(config, progress)
-    for bar in bars.values():
-        bar.close()
+    with recipe.StageBars("generate ") as progress:
+        counts = recipe.generate(config, progress)
     print(f"wrote {counts} under {config.workdir}")
 
 
