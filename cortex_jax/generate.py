@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cortex_jax import cin, data
@@ -51,8 +52,10 @@ def generate_dataset(
     sample_config: cin.SampleConfig = cin.SampleConfig(),
     shard_size: int = 256,
     progress: Callable[[int], None] = lambda n: None,
+    dtype: str = "float32",
 ) -> data.TokenDataset:
     """Samples `per_class` token grids for each class id into `out`; returns the dataset.
+    `dtype`: the transformer's compute type ("float32" or "bfloat16"), recorded in meta.json.
 
     `progress(n)` is called with the number of images finished (skipped shards included).
     """
@@ -72,5 +75,8 @@ def generate_dataset(
             "top_p": sample_config.top_p,
         },
     }
-    sample = lambda labels, rng: vqgm.sample_tokens(labels, rng, sample_config)
+    if dtype != "float32":  # older datasets have no key: float32
+        meta["sampling"]["dtype"] = dtype
+    compute = jnp.dtype(dtype)
+    sample = lambda labels, rng: vqgm.sample_tokens(labels, rng, sample_config, compute)
     return write_sampled(sample, labels_all, out, meta, seed, shard_size, progress)

@@ -160,7 +160,7 @@ def generate(config, progress: Callable[[str, int, int], None] = lambda s, n, t:
         total = per * len(ids)
         ds = generate_dataset(
             vqgm, ids, per, config.data[split], g.seed + i, sampling, g.shard_size,
-            lambda n, split=split, total=total: progress(split, n, total),
+            lambda n, split=split, total=total: progress(split, n, total), g.dtype,
         )  # fmt: skip
         out[split] = len(ds)
     if g.test_png:

@@ -83,6 +83,22 @@ def test_generated_images_recognised(vqgm, judge):
     assert np.mean(pred == ids) >= RECOGNITION_THRESHOLD
 
 
+def test_bfloat16_generation_keeps_images_recognisable(vqgm, judge, tmp_path):
+    from cortex_jax.generate import generate_dataset
+
+    n = len(world.CONCEPTS)
+    ds = generate_dataset(vqgm, range(n), 12, tmp_path / "bf16", 2024, TOY_SAMPLING, 64,
+                          dtype="bfloat16")  # fmt: skip
+    assert ds.meta["sampling"]["dtype"] == "bfloat16"
+    tokens, labels, _ = ds.arrays()
+    assert tokens.max() < vqgm.vqgan.config.n_embed
+    pred = np.argmax(np.asarray(judge(vqgm.decode(tokens.astype(np.int32)))), -1)
+    assert np.mean(pred == labels) >= RECOGNITION_THRESHOLD
+    f32 = generate_dataset(vqgm, range(n), 12, tmp_path / "f32", 2024, TOY_SAMPLING, 64)
+    assert "dtype" not in f32.meta["sampling"]
+    assert not np.array_equal(f32.arrays()[0], tokens)  # the compute type did change
+
+
 def _run(*args):
     """`python -m args…` from the repo root, where train/ and explain/ live."""
     return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
