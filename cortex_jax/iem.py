@@ -78,6 +78,18 @@ def _bn(train: bool, name: str | None = None) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
 
+def _head(x: Array, cfg: IEMConfig, train: bool, dtype: Any, layers: int) -> Array:
+    """The authors' CE/RE classifier head: `layers` × (Dense `hidden` → BN → ReLU) named fc{j} /
+    bn_fc{j}, dropout after the first, then Dense to the classes (float32 logits). Called inside
+    a compact `__call__`, so the layers belong to the calling module."""
+    for j in range(1, layers + 1):
+        x = nn.Dense(cfg.hidden, dtype=dtype, name=f"fc{j}")(x)
+        x = nn.relu(_bn(train, f"bn_fc{j}")(x))
+        if j == 1:
+            x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+    return nn.Dense(cfg.n_classes, dtype=dtype, name="out")(x).astype(jnp.float32)
+
+
 class CE(nn.Module):
     config: IEMConfig
     dtype: Any = jnp.float32
@@ -91,13 +103,7 @@ class CE(nn.Module):
                 x = nn.Conv(cfg.width, (3, 3), dtype=self.dtype, name=f"conv{stage}_{i}")(x)
                 x = nn.relu(_bn(train, f"bn{stage}_{i}")(x))
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
-        x = x.reshape(x.shape[0], -1)
-        x = nn.Dense(cfg.hidden, dtype=self.dtype, name="fc1")(x)
-        x = nn.relu(_bn(train, "bn_fc1")(x))
-        x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
-        x = nn.Dense(cfg.hidden, dtype=self.dtype, name="fc2")(x)
-        x = nn.relu(_bn(train, "bn_fc2")(x))
-        return nn.Dense(cfg.n_classes, dtype=self.dtype, name="out")(x).astype(jnp.float32)
+        return _head(x.reshape(x.shape[0], -1), cfg, train, self.dtype, layers=2)
 
 
 class SEBlock(nn.Module):
@@ -136,11 +142,7 @@ class RE(nn.Module):
             for i in range(cfg.depth):
                 x = SEBlock(cfg.width, 2 if i == 0 else 1, cfg.se_hidden, self.dtype,
                             name=f"stage{stage}_{i}")(x, train)  # fmt: skip
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dense(cfg.hidden, dtype=self.dtype, name="fc1")(x)
-        x = nn.relu(_bn(train, "bn_fc1")(x))
-        x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
-        return nn.Dense(cfg.n_classes, dtype=self.dtype, name="out")(x).astype(jnp.float32)
+        return _head(jnp.mean(x, axis=(1, 2)), cfg, train, self.dtype, layers=1)
 
 
 class _EncoderLayer(nn.Module):
