@@ -217,12 +217,8 @@ def _merge_chunks(chunks: list[tuple[dict, int]]) -> dict:
     for key in ("tis", "random"):
         curve[key] = [sum(r["image_level_curve"][key][j] * n for r, n in chunks) / total
                       for j in range(len(curve["n"]))]  # fmt: skip
-    summary = {
-        f"{name}_{key}": float(np.mean([r[f"masking_{name}"][key] for r in concepts.values()]))
-        for name in ("cortex", "frequency")
-        for key in ("accuracy_change", "probability_change", "tokens_masked", "accuracy_before")
-    }
-    return {"config": first["config"], "concepts": concepts, "summary": summary,
+    return {"config": first["config"], "concepts": concepts,
+            "summary": sample_level.summarize(concepts),
             "image_level_curve": curve, "test_images": total}  # fmt: skip
 
 
@@ -256,9 +252,10 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
         chunk = concepts[j : j + s.concepts_per_chunk]
         progress("masking evaluation (test split)", j, len(concepts))
         sel = np.isin(te_lab, chunk)
+        ex = np.isin(ex_lab, chunk)  # T_concept of a class reads only that class's images
         rep = sample_level.run(decode, predict, probs, np.asarray(vq.codebook), chunk,
-                               (ex_tok, ex_lab), (te_tok[sel], te_lab[sel]), cfg,
-                               explain_tis=ex_tis)  # fmt: skip
+                               (ex_tok[ex], ex_lab[ex]), (te_tok[sel], te_lab[sel]), cfg,
+                               explain_tis=ex_tis[ex])  # fmt: skip
         rep.pop("arrays")
         chunks.append((rep, int(sel.sum())))
     report = _merge_chunks(chunks)
@@ -289,6 +286,7 @@ def codebook_level_step(config) -> dict | None:
         tgt += [t_id] * len(rows)
     base, src, tgt = np.concatenate(base), np.asarray(src), np.asarray(tgt)
     _, _, probs = classifier.load_classifier(config.edit_classifier, config.classifier_size)
+    probs = _batched(probs, c.batch)
     scfg = selection.SelectionConfig(steps=c.steps, learning_rate=c.learning_rate,
                                      log_every=c.log_every)  # fmt: skip
     mask = selection.region_mask(vq.grid_size, c.region)
@@ -296,16 +294,16 @@ def codebook_level_step(config) -> dict | None:
     parts = []
     for i in range(0, len(base), c.batch):
         sl = slice(i, i + c.batch)
-        parts.append(codebook_level.pair_study(predict, decode, _batched(probs, c.batch),
-                                               vq.codebook, base[sl], src[sl], tgt[sl], mask,
-                                               scfg, c.seed + i))  # fmt: skip
-    n = sum(p["n_images"] for p in parts)
-    avg = lambda get: float(sum(get(p) * p["n_images"] for p in parts) / n)
+        study = codebook_level.pair_study(predict, decode, probs, vq.codebook, base[sl], src[sl],
+                                          tgt[sl], mask, scfg, c.seed + i)  # fmt: skip
+        parts.append(study)
+    w = np.array([p["n_images"] for p in parts], np.float64)
+    mean = lambda values: float(np.dot(w, values) / w.sum())  # weighted by images per batch
     result = {
-        "before": {k: avg(lambda p, k=k: p["before"][k]) for k in parts[0]["before"]},
-        "table": {row: {k: avg(lambda p, row=row, k=k: p["table"][row][k]) for k in cols}
+        "before": {k: mean([p["before"][k] for p in parts]) for k in parts[0]["before"]},
+        "table": {row: {k: mean([p["table"][row][k] for p in parts]) for k in cols}
                   for row, cols in parts[0]["table"].items()},
-        "n_images": n, "region_tokens": parts[0]["region_tokens"],
+        "n_images": int(w.sum()), "region_tokens": parts[0]["region_tokens"],
         "pairs": [list(map(int, p)) for p in c.pairs],
     }  # fmt: skip
     _atomic_json(out / "table5.json", result)

@@ -57,6 +57,16 @@ def scores_for(predict, codebook, tokens, labels, cfg: SampleLevelConfig, id_off
     return np.concatenate(out)
 
 
+def summarize(per_concept: dict) -> dict[str, float]:
+    """Concept-level masking effects averaged over concepts: {cortex,frequency}_{accuracy_change,
+    probability_change, tokens_masked}."""
+    return {
+        f"{name}_{key}": float(np.mean([r[f"masking_{name}"][key] for r in per_concept.values()]))
+        for name in ("cortex", "frequency")
+        for key in ("accuracy_change", "probability_change", "tokens_masked")
+    }
+
+
 def _decode_all(decode, tokens, batch):
     return np.concatenate(
         [np.asarray(decode(tokens[i : i + batch])) for i in range(0, len(tokens), batch)]
@@ -118,11 +128,7 @@ def run(
     ns = [n for n in cfg.curve_ns if n <= m * m]
     curve = evaluate.image_level_curve(classifier, te_px, te_lab, order, m, ns)
 
-    def mean_of(name, key):
-        return float(np.mean([r[f"masking_{name}"][key] for r in per_concept.values()]))
-
-    summary = {f"{name}_{key}": mean_of(name, key) for name in ("cortex", "frequency")
-               for key in ("accuracy_change", "probability_change", "tokens_masked")}  # fmt: skip
+    summary = summarize(per_concept)
     report = {"config": dataclasses.asdict(cfg), "concepts": per_concept, "summary": summary,
               "image_level_curve": curve}  # fmt: skip
 

@@ -123,12 +123,9 @@ def run_recipe(config) -> None:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
-    if _CONFIG.value is not None:
-        try:
-            return run_recipe(_CONFIG.value)
-        except (ValueError, FileNotFoundError) as e:
-            sys.exit(f"error: {e}")
     try:
+        if _CONFIG.value is not None:
+            return run_recipe(_CONFIG.value)
         report = run(Path(_OUT.value))
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

@@ -151,20 +151,17 @@ def _tiny_bart_tokenizer(folder):
 @pytest.mark.slow
 def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures):
     tok = _tiny_bart_tokenizer(tmp_path / "tok")
-    r = _run("explain.bias", "--dalle", str(fixtures / "dallebart_tiny" / "scan"), "--tokenizer",
-             str(tok), "--vqgan", str(fixtures / "vqgan_jax_tiny"), "--pair",
-             "a white doctor|a black doctor", "--neutral", "a doctor", "--per-concept", "40",
-             "--neutral-images", "30", "--n-samples", "2", "--epochs", "1",
+    tiny = ["--dalle", str(fixtures / "dallebart_tiny" / "scan"), "--tokenizer", str(tok),
+            "--vqgan", str(fixtures / "vqgan_jax_tiny"), "--pair", "a white doctor|a black doctor",
+            "--per-concept", "40", "--n-samples", "2", "--epochs", "1"]  # fmt: skip
+    r = _run("explain.bias", *tiny, "--neutral", "a doctor", "--neutral-images", "30",
              "--out", str(tmp_path / "out"))  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["concept_a"] == "a white doctor" and set(report["by_n"]) == {"5", "10"}
     assert (tmp_path / "out" / "neutral_tokens.png").exists()
     assert "judge_share_a" not in report  # no pixel judge outside the toy world
-    r = _run("explain.bias", "--dalle", str(fixtures / "dallebart_tiny" / "scan"), "--tokenizer",
-             str(tok), "--vqgan", str(fixtures / "vqgan_jax_tiny"), "--pair",
-             "a white doctor|a black doctor", "--mix", "0.25", "--per-concept", "40",
-             "--neutral-images", "32", "--n-samples", "2", "--epochs", "1",
+    r = _run("explain.bias", *tiny, "--mix", "0.25", "--neutral-images", "32",
              "--out", str(tmp_path / "mix"))  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "mix" / "report.json").read_text())
