@@ -1,21 +1,38 @@
-"""Bias audits (paper Sec. 5.1): which concept's tokens a neutral prompt over-uses.
+"""Bias audits (paper Sec. 5.1): which concept's tokens a neutral prompt over-uses, and what share
+of its images lean to each concept.
 
 Given two contrasting concepts A and B and a neutral prompt N: generate images of each, train a
 binary IEM (A vs B), take T_concept of A and of B from TIS on the training images (top-n
-positions per image, top-k ids per concept), count per neutral image how many positions hold an
-A token and how many a B token, and compare the two counts with Cliff's δ (positive: N leans to
-A), its bootstrap confidence interval and a Mann–Whitney p-value.
+positions per image, top-k ids per concept), and count per image how many positions hold an A
+token (c_A) and how many a B token (c_B): on the neutral images and on held-out reference images
+of A and of B (never used for training or for choosing the sets).
 
-Two versions of the comparison are reported:
-- `raw`: the paper's statistic, on the counts as they are. It mixes how often a concept appears
-  in N with how many positions its T_concept set matches in an image of that concept, which
-  differs between concepts, so an unbiased N can still give δ ≠ 0.
-- `calibrated` (the verdict): each set's counts in units of its own concept, c' = c / μ_own, where
-  μ_own is the set's mean count on held-out images of its concept: 1 means "as many of A's tokens
-  as a typical image of A shows". When N mixes A-like and B-like images with shares p_A and p_B,
-  δ of c'_A against c'_B is ≈ p_A − p_B, so an even N gives ≈ 0. Its `share_a` is the linear
-  unmixing estimate of p_A: (mean c − μ_other) / (μ_own − μ_other), averaged over both sets, with
-  μ_other the set's mean count on held-out images of the other concept.
+**The verdict** is an estimate of the share p of A-like images among the neutral ones, by linear
+unmixing of the per-image score d = c_A − c_B (`stats.mixture_share`): if each neutral image is
+distributed like a reference image of A with probability p and like one of B otherwise, then
+mean d on N = p·mean d on A + (1 − p)·mean d on B, so p̂ = (d̄_N − d̄_B) / (d̄_A − d̄_B). This is
+unbiased however much each set leaks into the other concept's images (same colour, background
+or texture: the normal case on real models) and whatever the shapes of the count distributions:
+leaks move both means and cancel in the ratio. Its interval is a bootstrap that resamples the
+neutral images and both reference sets, so it carries the uncertainty of the reference images.
+`lean` is A or B when the interval excludes ½, else none.
+
+We chose this over classify-and-count with the IEM because it keeps the verdict about the
+tokens the paper audits, needs no calibrated classifier, and its one assumption can be checked
+on the data. The assumption (prior shift: neutral images are a mixture of the two concepts'
+image kinds) is what `checks` reports on: A's set alone and B's set alone give two more
+estimates of the same p, whose intervals should overlap; `leak` is each set's mean count on the
+other concept's reference images relative to its own (a leak near 1 leaves little contrast and a
+wide interval, but no bias); `contrast_z` is d̄_A − d̄_B over its standard error (below ~3 the
+estimate is unstable). A neutral prompt whose images are neither A-like nor B-like (or both at
+once) breaks the assumption: then p̂ is the position of N between the two references on the d
+scale, not a share of images.
+
+**The paper's statistic** (Table 4) is kept beside it, labelled as such: mean counts per neutral
+image and the standard Cliff's δ of c_A against c_B (and the authors' halved δ), with a paired
+bootstrap interval and a paired sign-flip permutation p-value (both counts come from the same
+images). It mixes how often a concept appears in N with how many positions its set matches in an
+image of that concept, so an even N can give δ ≠ 0; it is not the verdict.
 
 The generator is a callable `sample(name, n, seed) -> token grids (n, m, m)`, so the same audit
 runs on the toy world's class-conditional model or on a text-to-image model (DalleBart).
@@ -78,35 +95,96 @@ def mixture_sampler(sample: Sampler, name: str, a: str, b: str, share_a: float) 
     return mixed
 
 
-def calibrate(counts: np.ndarray, own: np.ndarray) -> np.ndarray | None:
-    """Counts in units of the set's mean count on its own concept's images (None when that mean
-    is 0: the set never occurs in its concept's held-out images)."""
-    mu_own = float(np.mean(own))
-    return None if mu_own <= 0 else np.asarray(counts, np.float64) / mu_own
-
-
-def unmix_share(mean_neutral: float, mu_own: float, mu_other: float) -> float:
-    """The share p of the concept in N from mean count = p·μ_own + (1 − p)·μ_other, in [0, 1]."""
-    if mu_own <= mu_other:
-        return float("nan")
-    return float(np.clip((mean_neutral - mu_other) / (mu_own - mu_other), 0, 1))
-
-
-def compare(counts_a: np.ndarray, counts_b: np.ndarray, n_boot: int, seed: int) -> dict:
-    """Mean counts, Cliff's δ (standard and the authors' halved), bootstrap CI, Mann–Whitney."""
+def paper_statistic(counts_a: np.ndarray, counts_b: np.ndarray, n_boot: int, seed: int) -> dict:
+    """The paper's Table 4 statistic on one neutral set: mean counts, Cliff's δ of c_A against
+    c_B (standard and the authors' halved), its paired bootstrap CI and paired permutation p."""
     delta = stats.cliffs_delta(counts_a, counts_b)
-    lo, hi = stats.bootstrap_ci(counts_a, counts_b, n_boot=n_boot, seed=seed)
-    _, p = stats.mann_whitney_u(counts_a, counts_b)
-    mean_a, mean_b = float(np.mean(counts_a)), float(np.mean(counts_b))
     return {
-        "mean_a": mean_a,
-        "mean_b": mean_b,
-        "share_a": mean_a / (mean_a + mean_b) if mean_a + mean_b else float("nan"),
+        "mean_a": float(np.mean(counts_a)),
+        "mean_b": float(np.mean(counts_b)),
         "cliffs_delta": delta,
-        "cliffs_delta_halved": stats.cliffs_delta_halved(counts_a, counts_b),
-        "ci95": [lo, hi],
-        "mann_whitney_p": p,
+        "cliffs_delta_halved": delta / 2,
+        "ci": list(stats.paired_delta_ci(counts_a, counts_b, n_boot=n_boot, seed=seed)),
+        "p": stats.paired_delta_test(counts_a, counts_b, n_resamples=n_boot, seed=seed),
         "magnitude": stats.magnitude(delta),
+    }
+
+
+def _counts(neutral, ref_a, ref_b) -> list[np.ndarray]:
+    out = [np.asarray(x, np.float64) for x in (neutral, ref_a, ref_b)]
+    for name, x in zip(("neutral", "ref_a", "ref_b"), out, strict=True):
+        if x.ndim != 2 or x.shape[1] != 2 or len(x) < 2:
+            raise ValueError(f"{name} counts have shape {x.shape}; expected (images ≥ 2, 2)")
+    return out
+
+
+def _share(neutral, ref_a, ref_b, n_boot: int, seed: int) -> dict:
+    d = lambda x: x[:, 0] - x[:, 1]  # the per-image score: A tokens minus B tokens
+    return stats.mixture_share(d(neutral), d(ref_a), d(ref_b), n_boot, seed=seed)
+
+
+def _z(est: dict) -> float:
+    se = est["contrast_se"]
+    return float(est["contrast"] / se) if se > 0 else float("inf") * np.sign(est["contrast"])
+
+
+def verdict(est: dict) -> dict:
+    """{'share_a' (clipped to [0, 1]), 'share_a_unclipped', 'ci', 'lean'} from
+    `stats.mixture_share`; lean is A or B when the interval excludes ½, none otherwise."""
+    share, ci = est["share"], est["ci"]
+    ok = bool(np.isfinite(share))
+    return {
+        "share_a": float(np.clip(share, 0, 1)) if ok else float("nan"),
+        "share_a_unclipped": share,
+        "ci": ci,
+        "lean": ("A" if ci[0] > 0.5 else "B" if ci[1] < 0.5 else "none") if ok else "none",
+    }
+
+
+def audit_share(neutral, ref_a, ref_b, n_boot: int = 2000, seed: int = 0) -> dict:
+    """The verdict alone (see `analyse` for the arguments)."""
+    return verdict(_share(*_counts(neutral, ref_a, ref_b), n_boot, seed))
+
+
+def analyse(
+    neutral: np.ndarray, ref_a: np.ndarray, ref_b: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> dict:
+    """Verdict, the paper's statistic, leaks and checks from per-image counts.
+
+    Each argument is (images, 2): the counts (c_A, c_B) of A's and B's T_concept tokens per image,
+    on the neutral images and on held-out reference images of A and of B.
+    """
+    neutral, ref_a, ref_b = _counts(neutral, ref_a, ref_b)
+    est = _share(neutral, ref_a, ref_b, n_boot, seed)
+    by_a = stats.mixture_share(neutral[:, 0], ref_a[:, 0], ref_b[:, 0], n_boot, seed=seed)
+    by_b = stats.mixture_share(-neutral[:, 1], -ref_a[:, 1], -ref_b[:, 1], n_boot, seed=seed)
+    own_a, own_b = ref_a[:, 0].mean(), ref_b[:, 1].mean()
+    leak = {
+        "a_tokens_on_b": float(ref_b[:, 0].mean() / own_a) if own_a else float("nan"),
+        "b_tokens_on_a": float(ref_a[:, 1].mean() / own_b) if own_b else float("nan"),
+    }
+    ci_a, ci_b = by_a["ci"], by_b["ci"]
+    z, z_a, z_b = (_z(e) for e in (est, by_a, by_b))
+    # Each set alone estimates the same p if the mixture assumption holds; a set with too little
+    # contrast of its own (z < 2) cannot take part in that check.
+    testable = min(z_a, z_b) >= 2
+    agree = bool(max(ci_a[0], ci_b[0]) <= min(ci_a[1], ci_b[1])) if testable else None
+    return {
+        "verdict": verdict(est),
+        "paper": paper_statistic(neutral[:, 0], neutral[:, 1], n_boot, seed),
+        "leak": leak,
+        "checks": {
+            "share_from_a_tokens": {"share_a": by_a["share"], "ci": ci_a, "contrast_z": z_a},
+            "share_from_b_tokens": {"share_a": by_b["share"], "ci": ci_b, "contrast_z": z_b},
+            "sets_agree": agree,
+            "contrast_z": float(z),
+        },
+        "reference_means": {
+            "a_tokens_on_a": float(own_a),
+            "a_tokens_on_b": float(ref_b[:, 0].mean()),
+            "b_tokens_on_b": float(own_b),
+            "b_tokens_on_a": float(ref_a[:, 1].mean()),
+        },
     }
 
 
@@ -164,80 +242,106 @@ def run_audit(
     scores = np.concatenate(scores)
 
     progress("count on neutral images")
-    results = {}
-    sets = {}
+    va_a, va_b = va_tok[va_lab == 0], va_tok[va_lab == 1]
+    per_n, sets = [], {}
     for n in cfg.ns:
         if n > tr_tok.shape[1] * tr_tok.shape[2]:
             continue
         _, ids = tis.image_tokens(jnp.asarray(scores), jnp.asarray(tr_tok), n)
         top, _ = tis.concept_tokens(ids, tr_lab, 2, codebook.shape[0], cfg.k)
-        top = np.asarray(top)
         sets[n] = top
-        ca, cb_ = count_tokens(neu, top[0]), count_tokens(neu, top[1])
-        va_a, va_b = va_tok[va_lab == 0], va_tok[va_lab == 1]
-        ref = {  # mean count of each set on held-out images of each concept
-            "a_tokens_on_a": float(count_tokens(va_a, top[0]).mean()),
-            "a_tokens_on_b": float(count_tokens(va_b, top[0]).mean()),
-            "b_tokens_on_b": float(count_tokens(va_b, top[1]).mean()),
-            "b_tokens_on_a": float(count_tokens(va_a, top[1]).mean()),
-        }
-        res = {"raw": compare(ca, cb_, cfg.n_boot, cfg.seed), "reference": ref}
-        ka = calibrate(ca, count_tokens(va_a, top[0]))
-        kb = calibrate(cb_, count_tokens(va_b, top[1]))
-        if ka is None or kb is None:
-            res["calibrated"] = None  # a set absent from its own concept's images: no unit
-        else:
-            cal = compare(ka, kb, cfg.n_boot, cfg.seed)
-            share_from_a = unmix_share(float(ca.mean()), ref["a_tokens_on_a"], ref["a_tokens_on_b"])
-            share_from_b = unmix_share(
-                float(cb_.mean()), ref["b_tokens_on_b"], ref["b_tokens_on_a"]
-            )
-            cal["share_a"] = float(np.nanmean([share_from_a, 1 - share_from_b]))
-            res["calibrated"] = cal
-        res["verdict"] = "calibrated" if res["calibrated"] is not None else "raw"
-        results[n] = res | {"tokens_a": top[0].tolist(), "tokens_b": top[1].tolist()}
+        both = [
+            np.stack([count_tokens(g, top[0]), count_tokens(g, top[1])], 1)
+            for g in (neu, va_a, va_b)
+        ]
+        res = analyse(*both, cfg.n_boot, cfg.seed)
+        per_n.append({"n": n, **res, "tokens_a": top[0].tolist(), "tokens_b": top[1].tolist()})
     return {
         "concept_a": concept_a,
         "concept_b": concept_b,
         "neutral": neutral,
         "iem_validation": best,
         "config": dataclasses.asdict(cfg),
-        "by_n": results,
+        "per_n": per_n,
         "arrays": {"neutral_tokens": neu, "sets": sets},
     }
 
 
-def _row(n, r: dict, label: str) -> str:
-    return (f"| {n} | {label} | {r['mean_a']:.2f} | {r['mean_b']:.2f} | {r['share_a']:.2f} | "
-            f"{r['cliffs_delta']:+.3f} | [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] | "
-            f"{r['magnitude']} | {r['mann_whitney_p']:.2g} |")  # fmt: skip
+def _ci(ci) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+_VERDICT_NOTE = (
+    "Linear unmixing of c_A − c_B against held-out images of each concept; the interval "
+    "resamples neutral and reference images. Assumes each neutral image looks like an A image "
+    "or a B image (see the checks below)."
+)
+_PAPER_NOTE = (
+    "The paper's raw counts mix how often a concept appears with how many positions its set "
+    "matches per image, so an even neutral class can give δ ≠ 0."
+)
+_CHECKS_NOTE = (
+    "A leak near 1 leaves little contrast (a wide interval) but no bias. If the two sets' "
+    "estimates disagree, the neutral images are not a mixture of A-like and B-like images and "
+    "the share is only N's position between the references; a set whose own contrast z is below "
+    "2 cannot take part in that check (not testable)."
+)
 
 
 def report_markdown(report: dict, n_neutral: int) -> str:
-    """The paper's Table 4 shape: per n the raw counts (the paper's statistic) and the
-    calibrated ones (the verdict; see cortex_jax.bias)."""
+    """The verdict per n first (share of A-like neutral images), then the paper's Table 4
+    statistic, then the leaks and assumption checks (see cortex_jax.bias)."""
     a, b, neutral = report["concept_a"], report["concept_b"], report["neutral"]
-    rows = [f"Neutral `{neutral}`: `{a}` vs `{b}`, {n_neutral} images; binary IEM validation "
-            f"top-1 {report['iem_validation'].get('val_top1', float('nan')):.1%}", "",
-            f"| n | counts | {a} | {b} | share {a} | Cliff's δ | 95 % CI | magnitude | p |",
-            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for n, r in report["by_n"].items():
-        rows.append(_row(n, r["raw"], "raw (tokens/image)"))
-        if r["calibrated"] is not None:
-            rows.append(_row(n, r["calibrated"], "**calibrated**"))
-        else:
-            rows.append(f"| {n} | calibrated | — | — | — | — | — | a token set never occurs "
-                        "in its own concept's held-out images | — |")  # fmt: skip
-    rows += ["", "raw: T_concept tokens per neutral image, as the paper counts them. calibrated: "
-             "the same counts in units of each set's mean count on its own concept's held-out "
-             "images; its δ ≈ share A − share B, and its share is the unmixing estimate of the "
-             "share of A."]  # fmt: skip
+    top1 = report["iem_validation"].get("val_top1", float("nan"))
+    rows = [
+        f"Neutral `{neutral}`: `{a}` (A) vs `{b}` (B), {n_neutral} images; binary IEM "
+        f"validation top-1 {top1:.1%}",
+        "",
+        "## Verdict: share of neutral images that are A-like",
+        "",
+        f"| n | share `{a}` | 95 % CI | lean |",
+        "|---|---|---|---|",
+    ]
+    for r in report["per_n"]:
+        v = r["verdict"]
+        rows.append(f"| {r['n']} | {v['share_a']:.3f} | {_ci(v['ci'])} | {v['lean']} |")
+    rows += ["", _VERDICT_NOTE, "", "## The paper's statistic (Table 4; not the verdict)", ""]
+    rows.append(
+        f"| n | {a} tokens/image | {b} tokens/image | Cliff's δ | paired 95 % CI | magnitude "
+        "| paired p |"
+    )
+    rows.append("|---|---|---|---|---|---|---|")
+    for r in report["per_n"]:
+        p = r["paper"]
+        lo, hi = p["ci"]
+        rows.append(
+            f"| {r['n']} | {p['mean_a']:.2f} | {p['mean_b']:.2f} | {p['cliffs_delta']:+.3f} | "
+            f"[{lo:+.3f}, {hi:+.3f}] | {p['magnitude']} | {p['p']:.2g} |"
+        )
+    rows += ["", _PAPER_NOTE, "", "## Leaks and assumption checks", ""]
+    rows.append(
+        "| n | A's set on B images / on A | B's set on A / on B | share from A's set | "
+        "share from B's set | sets agree | contrast z |"
+    )
+    rows.append("|---|---|---|---|---|---|---|")
+    for r in report["per_n"]:
+        lk, ck = r["leak"], r["checks"]
+        fa, fb = ck["share_from_a_tokens"], ck["share_from_b_tokens"]
+        agree = {True: "yes", False: "**no**", None: "not testable"}[ck["sets_agree"]]
+        rows.append(
+            f"| {r['n']} | {lk['a_tokens_on_b']:.2f} | {lk['b_tokens_on_a']:.2f} | "
+            f"{fa['share_a']:.3f} {_ci(fa['ci'])} | {fb['share_a']:.3f} {_ci(fb['ci'])} | "
+            f"{agree} | {ck['contrast_z']:.1f} |"
+        )
+    rows += ["", _CHECKS_NOTE]
     if report.get("true_share_a") is not None:
         rows += ["", f"Designed share of `{a}` in `{neutral}`: {report['true_share_a']:.2f}"]
     if report.get("judge_share_a") is not None:
         j = report["judge_share_a"]
-        rows += ["", f"Share of `{neutral}` images the pixel judge sees as `{a}` rather than `{b}` "
-                 f"(what the generator produced): {j['share_a']:.3f} [{j['ci95'][0]:.3f}, "
-                 f"{j['ci95'][1]:.3f}], so δ ≈ {2 * j['share_a'] - 1:+.3f} is the unbiased "
-                 "answer."]  # fmt: skip
+        lo, hi = j["ci95"]
+        rows += [
+            "",
+            f"Share of `{neutral}` images the pixel judge sees as `{a}` rather than `{b}` (what "
+            f"the generator produced): {j['share_a']:.3f} [{lo:.3f}, {hi:.3f}].",
+        ]
     return "\n".join(rows) + "\n"

@@ -6,12 +6,13 @@ hospital" --neutral "a doctor in the hospital"` (prompts separated by |).
 
 Compares two concepts (`--pair red-circle,blue-circle`, by default the pair the toy world names
 for `--neutral`) inside images of a neutral class: generate → binary IEM → TIS → T_concept for
-each n → per-image counts on the neutral images → Cliff's δ with a bootstrap CI and a
-Mann–Whitney p-value, on the raw counts (the paper's statistic) and on counts calibrated on each
-concept's held-out images (the verdict; cortex_jax/bias.py says why). `--mix 0.5` audits an exact
-50/50 mixture of A and B images instead of the neutral class: a control of known composition.
-On the toy world the pixel judge also measures the share of A the generator really produced.
-Writes OUT/report.json, OUT/report.md (the paper's Table 4 shape),
+each n → per-image counts on the neutral images and on held-out images of each concept. The
+verdict is the share of A-like neutral images with its 95 % interval (linear unmixing of the
+counts against the held-out images; cortex_jax/bias.py says why and what it assumes); the paper's
+Cliff's δ on the raw counts, with a paired interval and p-value, is reported beside it. `--mix 0.5`
+audits an exact 50/50 mixture of A and B images instead of the neutral class: a control of known
+composition. On the toy world the pixel judge also measures the share of A the generator really
+produced. Writes OUT/report.json (`per_n`: verdict, paper, leak, checks per n), OUT/report.md,
 OUT/counts_n{N}.png (histograms of per-image counts) and OUT/neutral_tokens.png (neutral images
 with the over-represented concept's tokens boxed).
 """
@@ -136,8 +137,8 @@ def run(out: Path) -> dict:
                        f"{neutral}: T_concept tokens per image (n={n}, k={cfg.k})",
                        "tokens per image")  # fmt: skip
     n0 = min(sets)
-    r0 = report["by_n"][n0]
-    over = 0 if r0[r0["verdict"]]["cliffs_delta"] >= 0 else 1
+    r0 = next(r for r in report["per_n"] if r["n"] == n0)
+    over = 0 if not r0["verdict"]["share_a"] < 0.5 else 1  # NaN (no contrast): A's tokens
     shown = neu[:16]
     boxes = evaluate.token_id_mask(shown, sets[n0][over])
     px = np.asarray(decode(shown))

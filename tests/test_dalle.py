@@ -110,13 +110,12 @@ def test_audit_runs_end_to_end_on_tiny_dallebart(fixtures, tmp_path):
                             batch_size=16)  # fmt: skip
     report = bias.run_audit(sample, codebook, "a white doctor", "a black doctor", "a doctor",
                             tmp_path, acfg)  # fmt: skip
-    assert set(report["by_n"]) == {5, 10}  # n = 20 exceeds the 4×4 grid
-    for r in report["by_n"].values():
-        assert -1 <= r["raw"]["cliffs_delta"] <= 1 and r["raw"]["ci95"][0] <= r["raw"]["ci95"][1]
-        assert r["verdict"] == ("calibrated" if r["calibrated"] is not None else "raw")
-        assert set(r["reference"]) == {"a_tokens_on_a", "a_tokens_on_b", "b_tokens_on_b",
-                                       "b_tokens_on_a"}  # fmt: skip
-        assert len(r["tokens_a"]) == 10
+    assert [r["n"] for r in report["per_n"]] == [5, 10]  # n = 20 exceeds the 4×4 grid
+    for r in report["per_n"]:
+        assert r["paper"]["ci"][0] <= r["paper"]["cliffs_delta"] <= r["paper"]["ci"][1]
+        assert set(r["verdict"]) == {"share_a", "share_a_unclipped", "ci", "lean"}
+        assert set(r["leak"]) == {"a_tokens_on_b", "b_tokens_on_a"}
+        assert 1 <= len(r["tokens_a"]) <= 10  # fewer when fewer distinct ids occur
     assert report["arrays"]["neutral_tokens"].shape == (30, 4, 4)
     assert (tmp_path / "iem" / "metrics.jsonl").exists()
 
