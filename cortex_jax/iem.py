@@ -45,6 +45,8 @@ class IEMConfig:
     mlp: TE MLP width (2048).
     se_hidden: RE squeeze-excitation bottleneck (32).
     dropout: head dropout (CE 0.5, RE 0.4, TE 0.2; None → the architecture's value).
+    attention_dropout: TE dropout on the attention weights (the paper: 0.2; the authors' code
+      and the shipped toy TE: 0).
     """
 
     arch: str
@@ -56,6 +58,7 @@ class IEMConfig:
     mlp: int = 2048
     se_hidden: int = 32
     dropout: float | None = None
+    attention_dropout: float = 0.0
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -150,13 +153,20 @@ class _EncoderLayer(nn.Module):
     heads: int
     mlp: int
     dtype: Any = jnp.float32
+    attention_dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         b, t, c = x.shape
         bn = lambda name: lambda y: _bn(train, name)(y.reshape(b * t, c)).reshape(b, t, c)
         h = nn.LayerNorm(dtype=self.dtype, name="ln1")(x)
-        h = nn.MultiHeadDotProductAttention(self.heads, dtype=self.dtype, name="attn")(h, h)
+        h = nn.MultiHeadDotProductAttention(
+            self.heads,
+            dtype=self.dtype,
+            dropout_rate=self.attention_dropout,
+            deterministic=not train,
+            name="attn",
+        )(h, h)
         x = x + bn("bn_attn")(h)
         h = nn.LayerNorm(dtype=self.dtype, name="ln2")(x)
         h = nn.Dense(self.mlp, dtype=self.dtype, name="mlp1")(h)
@@ -181,7 +191,9 @@ class TE(nn.Module):
         x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, cfg.width)).astype(x.dtype), x], 1)
         x = nn.Dropout(0.2, deterministic=not train)(x + pos.astype(x.dtype))
         for i in range(cfg.depth):
-            x = _EncoderLayer(cfg.width, cfg.heads, cfg.mlp, self.dtype, name=f"layer{i}")(x, train)
+            x = _EncoderLayer(
+                cfg.width, cfg.heads, cfg.mlp, self.dtype, cfg.attention_dropout, name=f"layer{i}"
+            )(x, train)
         x = nn.LayerNorm(dtype=self.dtype, name="ln_f")(x)[:, 0]
         x = nn.Dense(cfg.hidden, dtype=self.dtype, name="fc1")(x)
         x = nn.gelu(nn.LayerNorm(dtype=self.dtype, name="head_ln")(x), approximate=False)
