@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -94,6 +95,55 @@ def region_mask(grid_size: int, region: str | None = None) -> np.ndarray:
     return mask
 
 
+@jax.custom_vjp
+def _chosen_rows(onehot: Array, codebook: Array) -> Array:
+    return codebook[jnp.argmax(onehot, -1)]
+
+
+def _chosen_rows_fwd(onehot, codebook):
+    return _chosen_rows(onehot, codebook), (onehot, codebook)
+
+
+def _chosen_rows_bwd(res, g):
+    onehot, codebook = res
+    return g @ codebook.T, onehot.T @ g  # the gradients of onehot @ codebook
+
+
+_chosen_rows.defvjp(_chosen_rows_fwd, _chosen_rows_bwd)
+
+
+def embed_selection(codebook: Array, base_idx: Array, positions: Array, onehot: Array):
+    """E (1, m, m, d) of one grid base_idx (m, m) with the masked positions' rows chosen by
+    `onehot` (M, K), and those rows (M, d).
+
+    Forward the rows are gathered, so they are exactly codebook rows under any matmul precision
+    (a one-hot matmul rounds them under TF32 or bf16, and spreads a non-finite value of any row);
+    backward the gradient is that of onehot @ codebook, so the straight-through estimator is
+    unchanged.
+    """
+    rows = _chosen_rows(onehot, codebook)
+    e = codebook[base_idx.reshape(-1)].at[positions].set(rows)
+    return e.reshape(1, *base_idx.shape, -1), rows
+
+
+def nearest_rows(rows: Array, codebook: Array, candidates: int = 8) -> Array:
+    """Ids (M,) of the nearest codebook row to each of `rows` (M, d), exactly.
+
+    The expansion ‖r‖² + ‖c‖² − 2 r·c, at HIGHEST matmul precision and after subtracting the
+    codebook's mean from both (distances do not change; the cancellation does), shortlists
+    `candidates` rows; the shortlist is ranked by the directly computed ‖r − c‖²."""
+    mu = codebook.mean(0)
+    r, c = rows - mu, codebook - mu
+    d = (
+        (r**2).sum(-1, keepdims=True)
+        + (c**2).sum(-1)
+        - 2 * jnp.matmul(r, c.T, precision=jax.lax.Precision.HIGHEST)
+    )
+    _, short = jax.lax.top_k(-d, min(candidates, codebook.shape[0]))  # (M, candidates)
+    exact = ((rows[:, None, :] - codebook[short]) ** 2).sum(-1)
+    return jnp.take_along_axis(short, jnp.argmin(exact, -1)[:, None], 1)[:, 0]
+
+
 def _objective(logits: Array, y: Array, objective: str) -> Array:
     if objective == "probability":
         logits = jax.nn.softmax(logits, axis=-1)
@@ -110,8 +160,7 @@ def _per_image(predict, codebook, cfg: SelectionConfig, positions, m: int):
     )
 
     def embed(base_idx, onehot):
-        rows = onehot @ codebook  # (M, d)
-        return codebook[base_idx.reshape(-1)].at[pos].set(rows).reshape(1, m, m, -1), rows
+        return embed_selection(codebook, base_idx, pos, onehot)
 
     def init(base_idx, key):
         if cfg.init == "random":
@@ -188,6 +237,8 @@ class SelectionResult:
     positions: (M,) flat masked positions.
     tokens: (B, M) T_codebook at the final step.
     best_tokens: (B, M) at the logged step with the highest f_target.
+    start_tokens: (B, M) before optimisation (the argmax of the start logits, or the snapped
+      start rows: random tokens for init="random", the image's own for init="image").
     trajectory_tokens: (B, L, M); f_target, f_original: (B, L) at each logged step.
     start_f_target, start_f_original: (B,) before optimisation (tokens of the start logits).
     """
@@ -195,6 +246,7 @@ class SelectionResult:
     positions: np.ndarray
     tokens: np.ndarray
     best_tokens: np.ndarray
+    start_tokens: np.ndarray
     trajectory_tokens: np.ndarray
     f_target: np.ndarray
     f_original: np.ndarray
@@ -206,13 +258,20 @@ class SelectionResult:
         """From the logged (tokens, f_target, f_original) and the start's evaluation."""
         toks, ft, fo = (np.asarray(x) for x in traj)
         best = np.argmax(ft, axis=1)
-        return cls(np.asarray(positions), toks[:, -1], toks[np.arange(len(toks)), best], toks,
-                   ft, fo, np.asarray(start[1]), np.asarray(start[2]))  # fmt: skip
+        return cls(np.asarray(positions), toks[:, -1], toks[np.arange(len(toks)), best],
+                   np.asarray(start[0]), toks, ft, fo, np.asarray(start[1]),
+                   np.asarray(start[2]))  # fmt: skip
 
-    def edited(self, base_indices: np.ndarray, best: bool = False) -> np.ndarray:
-        """The base token grids (B, m, m) with the masked positions replaced."""
+    def edited(
+        self, base_indices: np.ndarray, which: Literal["final", "best", "start"] = "final"
+    ) -> np.ndarray:
+        """The base token grids (B, m, m) with the masked positions replaced by the tokens of
+        the final step, the best logged step or the start."""
+        chosen = {"final": self.tokens, "best": self.best_tokens, "start": self.start_tokens}
+        if which not in chosen:
+            raise ValueError(f"which={which!r}; expected 'final', 'best' or 'start'")
         out = np.array(base_indices).reshape(len(base_indices), -1)
-        out[:, self.positions] = self.best_tokens if best else self.tokens
+        out[:, self.positions] = chosen[which]
         return out.reshape(np.shape(base_indices))
 
 
@@ -277,8 +336,7 @@ def _embed_opt(predict, codebook, base, targets, sources, cfg: SelectionConfig, 
     n_log = cfg.steps // cfg.log_every
 
     def snap(rows):
-        d = (rows**2).sum(-1, keepdims=True) + (codebook**2).sum(-1) - 2 * rows @ codebook.T
-        return jnp.argmin(d, -1)
+        return nearest_rows(rows, codebook)
 
     def one(base_idx, target, source):
         e_base = codebook[base_idx.reshape(-1)]

@@ -41,8 +41,9 @@ def test_finds_the_known_best_tokens_and_keeps_the_rest():
     mask = selection.region_mask(M, "1:3,1:3")
     base = _base(2)
     cfg = selection.SelectionConfig(steps=300, learning_rate=0.1, log_every=50)
-    res = selection.select_tokens(predict, CODEBOOK, base, mask, [1, 0], [0, 1],
-                                  jax.random.PRNGKey(0), cfg)  # fmt: skip
+    res = selection.select_tokens(
+        predict, CODEBOOK, base, mask, [1, 0], [0, 1], jax.random.PRNGKey(0), cfg
+    )
     # For a linear IEM, logit_y = Σ_p E_p · w_{y,p}: the best token at p maximises C_k · w_{y,p}.
     wpos = W.reshape(M * M, D, C)
     for i, y in enumerate([1, 0]):
@@ -61,20 +62,79 @@ def test_batch_equals_per_image_loop():
     rng = jax.random.PRNGKey(7)
     batch = selection.select_tokens(predict, CODEBOOK, base, mask, [0, 1, 1], 0, rng, cfg)
     for i, y in enumerate([0, 1, 1]):
-        one = selection.select_tokens(predict, CODEBOOK, base[i : i + 1], mask, y, 0, rng, cfg,
-                                      image_ids=[i])  # fmt: skip
+        one = selection.select_tokens(
+            predict, CODEBOOK, base[i : i + 1], mask, y, 0, rng, cfg, image_ids=[i]
+        )
         np.testing.assert_array_equal(one.trajectory_tokens[0], batch.trajectory_tokens[i])
         np.testing.assert_allclose(one.f_target[0], batch.f_target[i], rtol=1e-5)
 
 
-def test_embedding_baseline_snaps_to_codebook_rows():
+def _f_of_tokens(base, res, y):
+    """The linear IEM's logit for class y of each edited grid, in float64 numpy."""
+    grids = res.edited(base).reshape(len(base), -1)
+    e = CODEBOOK.astype(np.float64)[grids].reshape(len(base), -1)
+    return e @ W.astype(np.float64)[:, y]
+
+
+def test_embedding_baseline_scores_the_snapped_codebook_rows():
     mask = selection.region_mask(M, "1:3,2:4")
     base = _base(2)
-    cfg = selection.SelectionConfig(steps=200, learning_rate=0.05, log_every=100)
+    cfg = selection.SelectionConfig(steps=200, learning_rate=0.05, log_every=100, init="image")
     res = selection.optimize_embedding(predict, CODEBOOK, base, mask, [1, 1], [0, 0], cfg)
-    assert res.tokens.shape == (2, 4) and res.tokens.max() < K
     np.testing.assert_array_equal(res.edited(base)[:, ~mask], base[:, ~mask])
-    assert (res.f_target[:, -1] >= res.start_f_target - 1e-5).all()
+    # The reported f_target is that of the snapped tokens (codebook rows), not of the free E.
+    np.testing.assert_allclose(res.f_target[:, -1], _f_of_tokens(base, res, 1), rtol=1e-5)
+    np.testing.assert_array_equal(res.start_tokens, base.reshape(2, -1)[:, res.positions])
+    assert (res.f_target[:, -1] > res.start_f_target).all()
+
+
+def test_nearest_rows_is_the_brute_force_nearest_where_the_expansion_cancels():
+    rng = np.random.default_rng(0)
+    # Large rows close together: ‖r‖² + ‖c‖² − 2r·c cancels catastrophically in float32.
+    cb = (300.0 + 1e-2 * rng.standard_normal((64, 16))).astype(np.float32)
+    rows = (cb[rng.integers(0, 64, 200)] + 3e-3 * rng.standard_normal((200, 16))).astype(np.float32)
+    brute = ((rows[:, None].astype(np.float64) - cb[None].astype(np.float64)) ** 2).sum(-1)
+    want = brute.argmin(1)
+    got = np.asarray(selection.nearest_rows(jnp.asarray(rows), jnp.asarray(cb)))
+    np.testing.assert_array_equal(got, want)
+    hi = jax.lax.Precision.HIGHEST
+    expansion = (
+        (rows**2).sum(-1, keepdims=True)
+        + (cb**2).sum(-1)
+        - 2 * np.asarray(jnp.matmul(rows, cb.T, precision=hi))
+    )
+    assert (expansion.argmin(1) != want).any()  # what the expansion alone would have snapped to
+
+
+def test_selected_rows_are_gathered_exactly_with_the_straight_through_gradient():
+    base = jnp.asarray(_base(1)[0])
+    pos = jnp.asarray([1, 5, 6])
+    logits = jax.random.normal(jax.random.PRNGKey(2), (3, K))
+    y = selection.straight_through_gumbel(logits, jax.random.PRNGKey(0), 1.0)
+    unused = np.setdiff1d(np.arange(K), np.concatenate([np.argmax(y, -1), np.ravel(base)]))[0]
+    # A row used nowhere: a one-hot matmul would spread its NaN into every chosen row.
+    poisoned = jnp.asarray(CODEBOOK).at[unused].set(jnp.nan)
+    with jax.default_matmul_precision("bfloat16"):
+        e, rows = selection.embed_selection(poisoned, base, pos, y)
+    np.testing.assert_array_equal(rows, np.asarray(poisoned)[np.argmax(y, -1)])
+    assert e.shape == (1, M, M, D) and np.isfinite(np.asarray(e)).all()
+    # Backward: the gradient of onehot @ C, as the straight-through estimator needs.
+    w = jax.random.normal(jax.random.PRNGKey(3), (3, D))
+    cb = jnp.asarray(CODEBOOK)
+    g = jax.grad(lambda o: jnp.sum(w * selection.embed_selection(cb, base, pos, o)[1]))(y)
+    np.testing.assert_allclose(g, w @ cb.T, rtol=1e-6)
+
+
+def test_selection_under_bfloat16_matmuls_scores_exact_codebook_rows():
+    mask = selection.region_mask(M, "1:3,1:3")
+    base = _base(2)
+    cfg = selection.SelectionConfig(steps=40, learning_rate=0.1, log_every=20)
+    with jax.default_matmul_precision("bfloat16"):
+        res = selection.select_tokens(
+            predict, CODEBOOK, base, mask, [1, 0], [0, 1], jax.random.PRNGKey(0), cfg
+        )
+    for i, y in enumerate([1, 0]):
+        np.testing.assert_allclose(res.f_target[i, -1], _f_of_tokens(base, res, y)[i], rtol=2e-3)
 
 
 @pytest.mark.parametrize(
