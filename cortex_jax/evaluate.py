@@ -48,10 +48,17 @@ def token_id_mask(indices: np.ndarray, token_set: np.ndarray) -> np.ndarray:
     return np.stack([np.isin(i, s) for i, s in zip(indices, token_set, strict=True)])
 
 
-def random_positions(batch: int, grid_size: int, n: int, seed: int = 42) -> np.ndarray:
-    """(B, n) distinct random positions per image (the authors' seed 42)."""
-    rng = np.random.default_rng(seed)
-    return np.stack([rng.permutation(grid_size * grid_size)[:n] for _ in range(batch)])
+def random_positions(
+    batch: int, grid_size: int, n: int, seed: int = 42, image_ids: np.ndarray | None = None
+) -> np.ndarray:
+    """(B, n) distinct random positions per image (the authors' seed 42). Each image's draw is
+    keyed by (seed, its id), ids 0..B−1 by default: pass global image ids so that splitting a
+    test set into chunks neither repeats nor changes any image's draw."""
+    ids = np.arange(batch) if image_ids is None else np.asarray(image_ids)
+    if ids.shape != (batch,):
+        raise ValueError(f"image_ids has shape {ids.shape}; expected ({batch},)")
+    perm = lambda i: np.random.default_rng((seed, int(i))).permutation(grid_size * grid_size)
+    return np.stack([perm(i)[:n] for i in ids]) if batch else np.zeros((0, n), np.int64)
 
 
 def black_out(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -95,12 +102,14 @@ def image_level_curve(
     grid_size: int,
     ns: list[int],
     seed: int = 42,
+    image_ids: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """Mean probability of the true class after masking the top-n TIS positions vs n random ones.
 
-    tis_positions: (B, ≥ max(ns)) flat positions in descending TIS order.
+    tis_positions: (B, ≥ max(ns)) flat positions in descending TIS order; image_ids: (B,) global
+    ids keying the random positions (see `random_positions`).
     """
-    rand = random_positions(len(labels), grid_size, max(ns), seed)
+    rand = random_positions(len(labels), grid_size, max(ns), seed, image_ids)
     out: dict[str, list[float]] = {"n": list(ns), "tis": [], "random": []}
     for n in ns:
         for name, pos in (("tis", tis_positions), ("random", rand)):

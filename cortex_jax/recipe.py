@@ -5,7 +5,7 @@ Layout under `config.workdir`:
     models/vqgan/              the VQGAN (vqgan-jax format), written once by `generate`
     tokens/{train,val,test}/   uint16 token shards; tokens/test/png/ decoded test images
     iem_{ce,re,te}/            train.iem: metrics.jsonl, checkpoints/, iem/ (the best model)
-    sample_{arch}/             `sample_level`: tis/ (float16 per train shard), report.json
+    sample_{arch}/             `sample_level`: tis/ (float32 per train shard), report.json
     table5/                    `codebook_level`: table5.json
     tables.md, tables.json     `tables`: the paper's Tables 1, 2 and 5 side by side
 
@@ -223,7 +223,7 @@ def _merge_chunks(chunks: list[tuple[dict, int]]) -> dict:
 
 
 def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda s, n, t: None):
-    """Step 3 (Table 2): TIS over the training split (resumable float16 shards), T_concept,
+    """Step 3 (Table 2): TIS over the training split (resumable float32 shards), T_concept,
     then concept- and image-level masking of the test split scored by the classifier."""
     s = config.sample
     out = Path(config.workdir) / f"sample_{config.arch}"
@@ -255,7 +255,8 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
         ex = np.isin(ex_lab, chunk)  # T_concept of a class reads only that class's images
         rep = sample_level.run(decode, predict, probs, np.asarray(vq.codebook), chunk,
                                (ex_tok[ex], ex_lab[ex]), (te_tok[sel], te_lab[sel]), cfg,
-                               explain_tis=ex_tis[ex])  # fmt: skip
+                               explain_tis=ex_tis[ex],
+                               test_ids=len(ex_lab) + np.flatnonzero(sel))  # fmt: skip
         rep.pop("arrays")
         chunks.append((rep, int(sel.sum())))
     report = _merge_chunks(chunks)
@@ -295,7 +296,8 @@ def codebook_level_step(config) -> dict | None:
     for i in range(0, len(base), c.batch):
         sl = slice(i, i + c.batch)
         study = codebook_level.pair_study(predict, decode, probs, vq.codebook, base[sl], src[sl],
-                                          tgt[sl], mask, scfg, c.seed + i)  # fmt: skip
+                                          tgt[sl], mask, scfg, c.seed,
+                                          image_ids=np.arange(len(base))[sl])  # fmt: skip
         parts.append(study)
     w = np.array([p["n_images"] for p in parts], np.float64)
     mean = lambda values: float(np.dot(w, values) / w.sum())  # weighted by images per batch
@@ -377,9 +379,15 @@ def tables(config, archs: Sequence[str] = ("ce", "re", "te")) -> tuple[dict, str
         md.append("| not run | | | | |")
     else:
         for row, v in t5["table"].items():
-            po, pt = PAPER["table5"][row.split("/")[0]]
+            paper = PAPER["table5"].get(row.split("/")[0])
+            paper_cell = f"{paper[0]:+.3f} / {paper[1]:+.3f}" if paper else "—"
             md.append(f"| {row} | {v['delta_judge_orig']:+.3f} | {v['delta_judge_target']:+.3f} "
-                      f"| {v['judge_target_top1']:.1%} | {po:+.3f} / {pt:+.3f} |")  # fmt: skip
+                      f"| {v['judge_target_top1']:.1%} | {paper_cell} |")  # fmt: skip
+        md += [
+            "",
+            "Like for like: token_selection_from_image vs embedding_optimisation (same "
+            "start); token_selection starts from random tokens (the paper's setting).",
+        ]
     result = {"table1": t1, "table2": t2, "table5": t5, "paper": PAPER}
     text = "\n".join(md) + "\n"
     if jax.process_index() == 0:

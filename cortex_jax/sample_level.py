@@ -42,14 +42,16 @@ class SampleLevelConfig:
     seed: int = 0
 
 
-def scores_for(predict, codebook, tokens, labels, cfg: SampleLevelConfig, id_offset: int = 0):
-    """TIS (N, m, m) for token grids, in batches; noise keyed by global index (offset + i)."""
+def scores_for(predict, codebook, tokens, labels, cfg: SampleLevelConfig, ids=None):
+    """TIS (N, m, m) for token grids, in batches; noise keyed by each image's global id `ids`
+    (N,) (default 0..N−1)."""
     out = []
     rng = jax.random.PRNGKey(cfg.seed)
     cb = jnp.asarray(codebook)
+    all_ids = np.arange(len(tokens)) if ids is None else np.asarray(ids)
     for i in range(0, len(tokens), cfg.batch):
         t = jnp.asarray(tokens[i : i + cfg.batch], jnp.int32)
-        ids = id_offset + i + jnp.arange(t.shape[0])
+        ids = jnp.asarray(all_ids[i : i + cfg.batch], jnp.int32)
         out.append(np.asarray(tis.token_importance(
             predict, cb[t], jnp.asarray(labels[i : i + cfg.batch]), rng, cfg.n_samples, cfg.alpha,
             objective=cfg.objective, image_ids=ids,
@@ -85,10 +87,14 @@ def run(
     truth_set: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     progress: Callable[[str], None] = lambda stage: None,
     explain_tis: np.ndarray | None = None,
+    test_ids: np.ndarray | None = None,
 ) -> dict:
     """Runs the experiment for `concepts` (IEM class ids). Sets are (tokens (N, m, m), labels)
     and for the truth set also masks (N, m, m). `explain_tis` (N, m, m): TIS of the explanation
-    split computed beforehand (e.g. by `score_dataset`), skipping that pass."""
+    split computed beforehand (e.g. by `score_dataset`), skipping that pass. `test_ids` (N_test,):
+    global ids of the test images, which key their SmoothGrad noise and random baseline
+    positions (default: len(explain split) + 0..N_test−1), so a test split evaluated in concept
+    chunks gives each image the draws it gets in one pass."""
     n_classes = int(max(concepts)) + 1
     k_size = codebook.shape[0]
     m = explain_set[0].shape[1]
@@ -101,10 +107,12 @@ def run(
     _, ex_ids = tis.image_tokens(jnp.asarray(ex_tis), jnp.asarray(ex_tok), cfg.n)
     t_concept, t_counts = tis.concept_tokens(ex_ids, ex_lab, n_classes, k_size, cfg.k)
     freq, freq_counts = tis.frequency_baseline(ex_tok, ex_lab, n_classes, k_size, cfg.k)
-    t_concept, freq = np.asarray(t_concept), np.asarray(freq)
 
     progress("masking evaluation on the test split")
     te_tok, te_lab = test_set
+    if test_ids is None:
+        test_ids = len(ex_tok) + np.arange(len(te_tok))
+    test_ids = np.asarray(test_ids)
     te_px = _decode_all(decode, te_tok, cfg.batch)
     per_concept = {}
     for c in concepts:
@@ -123,10 +131,11 @@ def run(
                 classifier, te_px[sel], te_lab[sel], mask
             )
         per_concept[int(c)] = row
-    te_tis = scores_for(predict, codebook, te_tok, te_lab, cfg, id_offset=len(ex_tok))
+    te_tis = scores_for(predict, codebook, te_tok, te_lab, cfg, ids=test_ids)
     order = np.argsort(-te_tis.reshape(len(te_tok), -1), axis=1, kind="stable")
     ns = [n for n in cfg.curve_ns if n <= m * m]
-    curve = evaluate.image_level_curve(classifier, te_px, te_lab, order, m, ns)
+    curve = evaluate.image_level_curve(classifier, te_px, te_lab, order, m, ns,
+                                       image_ids=test_ids)  # fmt: skip
 
     summary = summarize(per_concept)
     report = {"config": dataclasses.asdict(cfg), "concepts": per_concept, "summary": summary,
@@ -135,10 +144,10 @@ def run(
     if truth_set is not None:
         progress("ground-truth precision on encoded images")
         gt_tok, gt_lab, gt_mask = truth_set
-        gt_tis = scores_for(predict, codebook, gt_tok, gt_lab, cfg, id_offset=10**7)
+        gt_ids = 10**7 + np.arange(len(gt_tok))
+        gt_tis = scores_for(predict, codebook, gt_tok, gt_lab, cfg, ids=gt_ids)
         pos, _ = tis.image_tokens(jnp.asarray(gt_tis), jnp.asarray(gt_tok), cfg.n)
-        rand = evaluate.random_positions(len(gt_tok), m, cfg.n, cfg.seed + 42)
-        rng = np.random.default_rng(cfg.seed + 7)
+        rand = evaluate.random_positions(len(gt_tok), m, cfg.n, cfg.seed + 42, gt_ids)
         prec = {"image_cortex": evaluate.position_precision(np.asarray(pos), gt_mask),
                 "image_random": evaluate.position_precision(rand, gt_mask)}  # fmt: skip
         per = {"cortex": [], "frequency": [], "random": []}
@@ -146,8 +155,9 @@ def run(
             sel = gt_lab == c
             if not sel.any():
                 continue
+            rng = np.random.default_rng((cfg.seed, 7, int(c)))  # one draw per concept
             sets = {"cortex": t_concept[c], "frequency": freq[c],
-                    "random": rng.choice(k_size, cfg.k, replace=False)}  # fmt: skip
+                    "random": rng.choice(k_size, len(t_concept[c]), replace=False)}  # fmt: skip
             for name, ids in sets.items():
                 per[name].append(evaluate.occurrence_precision(gt_tok[sel], gt_mask[sel], ids))
         for name, vals in per.items():
@@ -166,13 +176,16 @@ def score_dataset(
     cfg: SampleLevelConfig = SampleLevelConfig(),
     progress: Callable[[int], None] = lambda n: None,
 ) -> list[str]:
-    """TIS for every image of a token dataset, one float16 file per dataset shard.
+    """TIS for every image of a token dataset, one float32 file per dataset shard.
 
-    OUT/tis-NNNNN.npy holds (n, m, m) float16 TIS of shard NNNNN: 512 bytes an image at 16×16,
-    as small as the token ids, and enough to re-derive T_image for any n later without the N
-    backward passes. Dataset shards are split over processes (shard s → process s mod P); a
-    process splits each batch over its local devices; noise is keyed by global image index, so
-    the result does not depend on the number of devices. Finished shards are skipped on restart.
+    OUT/tis-NNNNN.npy holds (n, m, m) float32 TIS of shard NNNNN (1 KiB an image at 16×16),
+    enough to re-derive T_image for any n later without the N backward passes. float32, not
+    float16: with the probability objective confident images have scores below float16's normal
+    range, and the cast changed their top-n sets (ties fell to the top-left positions).
+
+    Dataset shards are split over processes (shard s → process s mod P); a process splits each
+    batch over its local devices; noise is keyed by global image index, so the result does not
+    depend on the number of devices. Finished shards are skipped on restart.
     """
     from pathlib import Path
 
@@ -206,7 +219,7 @@ def score_dataset(
             y, ids = jax.device_put(y, spec), jax.device_put(ids, spec)
             sc = tis.token_importance(predict, e, y, rng, cfg.n_samples, cfg.alpha,
                                       objective=cfg.objective, image_ids=ids)  # fmt: skip
-            scores.append(np.asarray(sc)[: len(t) - pad].astype(np.float16))
+            scores.append(np.asarray(sc, np.float32)[: len(t) - pad])
         data.atomic_save_npy(path, np.concatenate(scores))
         written.append(str(path))
         done += len(labels)

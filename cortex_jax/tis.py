@@ -13,14 +13,17 @@ bounded for any N. Noise for image i, copy s comes from fold_in(fold_in(rng, ima
 with global image ids a sharded run gives the same scores whatever the batching.
 
 T_image = the top-n positions of an image by TIS and their token ids; T_concept = the top-k
-most frequent ids among a concept's T_image tokens (eq. 5), counted by one scatter-add into a
-(concepts, K) array; the frequency baseline counts all of a concept's tokens instead.
+ids by the number of the concept's images whose T_image contains them (eq. 5, the union of the
+per-image sets; `counting="authors"` counts positions, as the authors' code), counted by one
+scatter-add into a (concepts, K) array; the frequency baseline counts all of a concept's token
+occurrences instead. Fewer than k ids are returned where fewer distinct ids occur.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -117,35 +120,80 @@ def image_tokens(tis: Array, indices: Array, n: int) -> tuple[Array, Array]:
     return pos, ids
 
 
-def token_counts(token_ids: Array, labels: Array, n_concepts: int, codebook_size: int) -> Array:
+Counting = Literal["paper", "authors"]
+
+
+def first_occurrences(token_ids: Array) -> Array:
+    """(B, L) bool: True at the first position of each distinct id in its row."""
+    ids = jnp.asarray(token_ids)
+    order = jnp.argsort(ids, axis=1, stable=True)
+    srt = jnp.take_along_axis(ids, order, axis=1)
+    first = jnp.concatenate([jnp.ones_like(srt[:, :1], bool), srt[:, 1:] != srt[:, :-1]], axis=1)
+    out = jnp.zeros_like(first)
+    return out.at[jnp.arange(ids.shape[0])[:, None], order].set(first)
+
+
+def token_counts(
+    token_ids: Array,
+    labels: Array,
+    n_concepts: int,
+    codebook_size: int,
+    counting: Counting = "authors",
+) -> Array:
     """(n_concepts, K) counts of each token id among each concept's rows, one scatter-add.
 
     token_ids: (B, L) ids (T_image tokens, or all tokens for the frequency baseline).
+    counting: "paper" counts an id once per row in which it occurs (eq. 5: the union of the
+      per-image sets, so the count is a number of images); "authors" counts every position, as
+      the authors' code does (an id repeated inside one row counts several times).
     """
+    if counting not in ("paper", "authors"):
+        raise ValueError(f"counting={counting!r}; expected 'paper' or 'authors'")
     ids = jnp.asarray(token_ids, jnp.int32)
     lab = jnp.broadcast_to(jnp.asarray(labels, jnp.int32)[:, None], ids.shape)
+    weight = first_occurrences(ids) if counting == "paper" else jnp.ones(ids.shape, bool)
     counts = jnp.zeros((n_concepts, codebook_size), jnp.int32)
-    return counts.at[lab.ravel(), ids.ravel()].add(1)
+    return counts.at[lab.ravel(), ids.ravel()].add(weight.ravel().astype(jnp.int32))
 
 
-def top_tokens(counts: Array, k: int) -> tuple[Array, Array]:
-    """Top-k token ids per concept from `token_counts` (ties broken by lower id), with counts."""
-    order = jnp.lexsort((jnp.arange(counts.shape[1])[None, :].repeat(counts.shape[0], 0), -counts))
-    ids = order[:, :k]
-    return ids, jnp.take_along_axis(counts, ids, axis=1)
+def top_tokens(counts: Array, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Top-k token ids per concept from `token_counts` (ties broken by lower id), with counts.
+
+    Returns two lists with one array per concept: its ids in descending count, and their counts.
+    Ids that never occur are left out, so a concept with fewer than k distinct ids gets fewer
+    (and a concept with no images an empty set).
+    """
+    if k < 1:
+        raise ValueError(f"k={k}; expected at least 1 token per concept")
+    counts = np.asarray(counts)
+    order = np.lexsort((np.broadcast_to(np.arange(counts.shape[1]), counts.shape), -counts))
+    ids_out, counts_out = [], []
+    for c in range(counts.shape[0]):
+        top = order[c, :k]
+        top = top[counts[c, top] > 0]
+        ids_out.append(top.astype(np.int64))
+        counts_out.append(counts[c, top])
+    return ids_out, counts_out
 
 
 def concept_tokens(
-    image_token_ids: Array, labels: Array, n_concepts: int, codebook_size: int, k: int
-) -> tuple[Array, Array]:
-    """T_concept (eq. 5): the k most frequent T_image token ids per concept, (C, k) + counts."""
-    return top_tokens(token_counts(image_token_ids, labels, n_concepts, codebook_size), k)
+    image_token_ids: Array,
+    labels: Array,
+    n_concepts: int,
+    codebook_size: int,
+    k: int,
+    counting: Counting = "paper",
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """T_concept (eq. 5): the k ids that occur in the most T_image sets of each concept (by
+    default; `counting="authors"` counts positions instead). Lists of (≤ k,) ids and counts."""
+    return top_tokens(token_counts(image_token_ids, labels, n_concepts, codebook_size, counting), k)
 
 
 def frequency_baseline(
     indices: Array, labels: Array, n_concepts: int, codebook_size: int, k: int
-) -> tuple[Array, Array]:
-    """The k most frequent token ids per concept over all positions, without the IEM."""
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The k most frequent token ids per concept over all positions (occurrences), without the
+    IEM. Lists of (≤ k,) ids and counts, as `concept_tokens`."""
     b = np.shape(indices)[0]
     return top_tokens(
         token_counts(jnp.asarray(indices).reshape(b, -1), labels, n_concepts, codebook_size), k

@@ -32,6 +32,14 @@ def test_masks_by_position_and_by_token_id():
     r = evaluate.random_positions(3, 4, 5)
     assert r.shape == (3, 5) and all(len(set(row)) == 5 for row in r)
     np.testing.assert_array_equal(r, evaluate.random_positions(3, 4, 5))  # seed 42 default
+    assert len({tuple(row) for row in r}) == 3  # images get their own draws
+    # Keyed by global image id: a chunk of a test set gets exactly its images' draws.
+    whole = evaluate.random_positions(10, 4, 5, image_ids=np.arange(100, 110))
+    chunk = evaluate.random_positions(4, 4, 5, image_ids=np.arange(106, 110))
+    np.testing.assert_array_equal(chunk, whole[6:])
+    assert not np.array_equal(chunk, whole[:4])  # a second chunk does not repeat the first
+    with pytest.raises(ValueError, match=r"image_ids has shape \(2,\); expected \(3,\)"):
+        evaluate.random_positions(3, 4, 5, image_ids=[1, 2])
 
 
 def test_masking_effect_with_a_known_classifier():
