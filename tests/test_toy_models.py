@@ -142,7 +142,9 @@ def test_train_toy_runlocal_builds_everything(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["stats"]) == {"vqgan", "judge", "prior"}
-    assert 0.0 <= report["generated_recognised_by_judge"]["mean"] <= 1.0
+    rec = report["generated_recognised_by_judge"]
+    assert set(rec["per_concept"]) == {c.name for c in world.CONCEPTS}
+    assert rec["mean"] == pytest.approx(np.mean(list(rec["per_concept"].values())))
     assert (tmp_path / "samples.png").exists()
     vqgm = load_toy_vqgm(tmp_path)
     assert vqgm.sample_tokens([0], jax.random.PRNGKey(0)).shape == (1, 8, 8)

@@ -44,7 +44,11 @@ def _params(state):
 def test_kill_and_resume_equals_uninterrupted(datasets, tmp_path):
     train, val = datasets
     args = (tiny.model_config(), tiny.train_config(), train, val, tiny.codebook())
-    full, _ = training.train_and_evaluate(*args, tmp_path / "full")
+    full, best_full = training.train_and_evaluate(*args, tmp_path / "full")
+    rows = [json.loads(x) for x in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "val_loss" in r]
+    want = min(evals, key=lambda r: r["val_loss"])
+    assert best_full == {k: want[k] for k in best_full} and best_full["step"] == want["step"]
     training.train_and_evaluate(*args, tmp_path / "resumed", stop_after=7)  # "killed" at 7
     steps = json.loads(Path(tmp_path / "resumed/metrics.jsonl").read_text().splitlines()[-1])
     assert steps["step"] == 7
@@ -52,7 +56,6 @@ def test_kill_and_resume_equals_uninterrupted(datasets, tmp_path):
     assert int(resumed.step) == int(full.step) == 2 * (160 // 16)
     for a, b in zip(_params(full), _params(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert best["step"] % 5 == 0 and 0 <= best["val_top1"] <= 1
     lines = [json.loads(x) for x in (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == sorted({x["step"] for x in lines})  # no duplicates
 
