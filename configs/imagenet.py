@@ -30,14 +30,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     opts = iem_base.parse_arg(arg.replace("runlocal", "runlocal=1") if arg else arg)
     runlocal = opts.pop("runlocal", None) is not None
     arch = opts.pop("iem", "ce")
+    settings = opts.pop("settings", "paper")
     if opts:
-        raise ValueError(f"unknown configs/imagenet.py options {sorted(opts)}; expected runlocal "
-                         "and/or iem=ce|re|te")  # fmt: skip
+        raise ValueError(f"unknown configs/imagenet.py options {sorted(opts)}; expected runlocal, "
+                         "iem=ce|re|te and/or settings=paper|authors")  # fmt: skip
     if arch not in _RUNLOCAL_IEM:
         raise ValueError(f"unknown IEM {arch!r}; expected iem=ce, iem=re or iem=te")
 
     # The IEM part is configs/iem_<arch>.py:variant=imagenet, so train.iem reads it unchanged.
-    c = iem_base.get_config(arch, "variant=imagenet")
+    c = iem_base.get_config(arch, f"variant=imagenet,settings={settings}")
     default_workdir = "runs/imagenet_runlocal" if runlocal else "runs/imagenet"
     workdir = ml_collections.FieldReference(default_workdir)
     c.workdir = workdir

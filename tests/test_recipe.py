@@ -22,7 +22,21 @@ def test_config_paper_settings_and_workdir_override():
     assert (c.sample.n, c.sample.k, c.sample.n_samples) == (20, 100, 20)
     assert c.codebook.steps == 5000 and c.codebook.pairs[0] == (10, 20)
     assert (10, 20) in c.codebook.pairs and all(s != 15 for s, _ in c.codebook.pairs)
-    assert c.n_classes == 1000 and c.train.batch_size == 512 and c.train.epochs == 80
+    assert c.n_classes == 1000 and c.train.batch_size == 256 and c.train.epochs == 80
+    assert c.settings == "paper" and c.train.optimizer == "adam_step"
+    te = imagenet_config.get_config("iem=te")
+    assert (te.train.optimizer, te.train.learning_rate, te.train.weight_decay) == (
+        "adamw_cosine", 1e-3, 1e-4)  # fmt: skip
+    assert te.model.attention_dropout == 0.2 and te.train.dtype == "bfloat16"
+    authors = imagenet_config.get_config("iem=te,settings=authors")
+    assert authors.train.batch_size == 512 and "attention_dropout" not in authors.model
+    with pytest.raises(ValueError, match="unknown settings 'toy' for variant=imagenet"):
+        imagenet_config.get_config("settings=toy")
+    from configs import iem_base
+
+    toy_te = iem_base.get_config("te", "variant=toy")  # what the shipped toy TE was trained with
+    assert toy_te.settings == "toy" and (toy_te.train.learning_rate, toy_te.train.batch_size) == (
+        5e-4, 128)  # fmt: skip
     c.workdir = "/data/run1"  # every path follows the workdir
     assert c.vqgan == "/data/run1/models/vqgan" and c.data.train == "/data/run1/tokens/train"
     assert c.iem_workdir == "/data/run1/iem_ce"
@@ -87,7 +101,7 @@ def test_runlocal_dry_run_on_8_devices_writes_every_artefact(tmp_path):
     tis_files = sorted((w / "sample_ce" / "tis").glob("tis-*.npy"))
     assert len(tis_files) == 5  # one per training shard (132 images, shards of 32)
     tis = np.concatenate([np.load(f) for f in tis_files])
-    assert tis.dtype == np.float16 and tis.shape == (132, 16, 16) and np.isfinite(tis).all()
+    assert tis.dtype == np.float32 and tis.shape == (132, 16, 16) and np.isfinite(tis).all()
     rep = json.loads((w / "sample_ce" / "report.json").read_text())
     assert len(rep["concepts"]) == 11 and rep["test_images"] == 44
     row = rep["concepts"]["10"]
