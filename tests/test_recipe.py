@@ -113,8 +113,11 @@ def test_runlocal_dry_run_on_8_devices_writes_every_artefact(tmp_path):
     t5 = json.loads((w / "table5" / "table5.json").read_text())
     assert t5["n_images"] == 4 and t5["region_tokens"] == 16
     assert set(t5["table"]) == {
+        "random_tokens/start",
         "token_selection/final",
         "token_selection/best",
+        "token_selection_from_image/final",
+        "token_selection_from_image/best",
         "embedding_optimisation/final",
         "embedding_optimisation/best",
     }

@@ -163,3 +163,29 @@ def test_scan_and_python_loops_agree():
     np.testing.assert_allclose(a.start_f_original, b.start_f_original, rtol=1e-5)
     with pytest.raises(ValueError, match="loop='fast'"):
         selection.select_tokens(*args, loop="fast")
+
+
+def test_pair_study_does_not_depend_on_how_images_are_batched():
+    from cortex_jax import codebook_level
+
+    base = _base(4)
+    mask = selection.region_mask(M, "1:3,1:3")
+    cfg = selection.SelectionConfig(steps=20, log_every=10, learning_rate=0.1)
+    decode = lambda g: CODEBOOK[np.asarray(g)]  # "pixels": the embedding itself
+    judge = lambda px: np.asarray(jax.nn.softmax(predict(jnp.asarray(px)), -1))
+    src, tgt = np.array([0, 1, 0, 1]), np.array([1, 0, 1, 0])
+    args = (predict, decode, judge, CODEBOOK)
+    whole = codebook_level.pair_study(*args, base, src, tgt, mask, cfg, 3, image_ids=np.arange(4))
+    halves = [
+        codebook_level.pair_study(
+            *args, base[s], src[s], tgt[s], mask, cfg, 3, image_ids=np.arange(4)[s]
+        )  # fmt: skip
+        for s in (slice(0, 1), slice(1, 4))
+    ]
+    for row, cols in whole["table"].items():
+        for k, v in cols.items():
+            if k == "judge_target_top1":
+                continue
+            mean = (halves[0]["table"][row][k] + 3 * halves[1]["table"][row][k]) / 4
+            assert v == pytest.approx(mean, abs=1e-5), (row, k)
+    assert set(whole["table"]) >= {"random_tokens/start", "token_selection_from_image/final"}
