@@ -189,6 +189,7 @@ def _decoder(vq: VQGAN, batch: int):
     dec = jax.jit(vq.decode_code)
 
     def decode(tokens):
+        vq.check_indices(tokens)  # under jit an id outside the codebook would decode to NaN
         tokens = np.asarray(tokens, np.int32)
         return np.concatenate([np.clip(np.asarray(dec(tokens[i : i + batch])), -1, 1)
                                for i in range(0, len(tokens), batch)])  # fmt: skip

@@ -398,6 +398,10 @@ def param_shapes(config: VQGANConfig) -> dict:
     return jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0), image_size=f))
 
 
+# Decoded images overshoot [-1, 1] a little and are fed back (edits, reconstructions): allowed.
+PIXEL_TOLERANCE = 0.05
+
+
 def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
@@ -464,6 +468,19 @@ class VQGAN:
                 f"pixel size {shape[1]}x{shape[2]} is not a multiple of the downsampling factor "
                 f"{f}; expected e.g. {self.config.resolution}x{self.config.resolution}"
             )
+        if _is_concrete(pixels):
+            arr = np.asarray(pixels)
+            if not np.issubdtype(arr.dtype, np.floating):
+                raise ValueError(f"pixels have dtype {arr.dtype}; expected floats in [-1, 1] "
+                                 "(uint8 x → x / 127.5 − 1)")  # fmt: skip
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                pos = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise ValueError(f"pixel {pos} is {arr[pos]}; expected finite values in [-1, 1]")
+            lo, hi = float(arr.min()), float(arr.max())
+            if lo < -1 - PIXEL_TOLERANCE or hi > 1 + PIXEL_TOLERANCE:
+                hint = " (0..255 images: x / 127.5 − 1)" if hi > 2 else ""
+                raise ValueError(f"pixels span {lo:g}..{hi:g}; expected [-1, 1]{hint}")
 
     def check_indices(self, indices: Any) -> None:
         """Raises ValueError for token ids outside [0, K) or a shape that is not a grid."""

@@ -20,7 +20,6 @@ with the over-represented concept's tokens boxed).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import jax
@@ -28,7 +27,7 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from cortex_jax import bias, evaluate, stats, toy
+from cortex_jax import bias, errors, evaluate, stats, toy
 from cortex_jax.toy import world
 from cortex_jax.viz import save_grid, save_histogram
 
@@ -52,12 +51,19 @@ _OUT = flags.DEFINE_string("out", "runs/explain_bias", "Output folder.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 
 
+def _two(text: str, sep: str) -> tuple[str, str]:
+    parts = [x.strip() for x in text.split(sep)]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"--pair {text!r}; expected two names separated by {sep!r}: A{sep}B")
+    return parts[0], parts[1]
+
+
 def _toy():
     """(sample, codebook, decode, A, B, neutral, true share of A) on the toy world."""
     vqgm = toy.load_toy_vqgm()
     neutral = _NEUTRAL.value
     if _PAIR.value:
-        a, b = (x.strip() for x in _PAIR.value.split(","))
+        a, b = _two(_PAIR.value, ",")
     else:
         pairs = {n: (x, y) for x, y, n in world.CONTRAST_PAIRS}
         if neutral not in pairs:
@@ -96,7 +102,7 @@ def _dallebart():
         raise ValueError("--dalle needs --tokenizer DIR with the BART tokenizer files")
     if not _PAIR.value or "|" not in _PAIR.value:
         raise ValueError('--dalle needs --pair "prompt A|prompt B" and --neutral "prompt"')
-    a, b = (x.strip() for x in _PAIR.value.split("|"))
+    a, b = _two(_PAIR.value, "|")
     cfg, params = dalle.load_dallebart(_DALLE.value)
     tok = dalle.load_tokenizer(_TOKENIZER.value)
     vq = checkpoints.load_vqgan(_VQGAN.value)
@@ -107,6 +113,15 @@ def _dallebart():
 
 
 def run(out: Path) -> dict:
+    for flag, value in (
+        ("--per-concept", _PER_CONCEPT.value),
+        ("--neutral-images", _NEUTRAL_IMAGES.value),
+        ("--n-samples", _N_SAMPLES.value),
+        ("--epochs", _EPOCHS.value),
+    ):
+        if value < (10 if flag == "--per-concept" else 2 if flag == "--neutral-images" else 1):
+            raise ValueError(f"{flag} {value} is too small")  # fmt: skip
+    errors.writable_folder(out)
     sample, codebook, decode, a, b, neutral, share = _dallebart() if _DALLE.value else _toy()
     if _MIX.value is not None:  # a neutral class of known composition: A and B images mixed
         neutral, share = f"mix:{_MIX.value:g}", _MIX.value
@@ -127,7 +142,6 @@ def run(out: Path) -> dict:
     report["true_share_a"] = share
     if not _DALLE.value:
         report["judge_share_a"] = _judge_share(arrays["neutral_tokens"], decode, a, b)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "report.md").write_text(bias.report_markdown(report, cfg.neutral))
     neu, sets = arrays["neutral_tokens"], arrays["sets"]
@@ -149,10 +163,8 @@ def run(out: Path) -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
-    try:
+    with errors.one_line_errors():
         run(Path(_OUT.value))
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
     print((Path(_OUT.value) / "report.md").read_text())
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from pathlib import Path
 
 import jax
@@ -32,6 +31,7 @@ from cortex_jax import (
     checkpoints,
     codebook_level,
     data,
+    errors,
     iem,
     imagenet,
     recipe,
@@ -40,7 +40,7 @@ from cortex_jax import (
     toy,
 )
 from cortex_jax.toy import world
-from cortex_jax.viz import grid_image, to_uint8
+from cortex_jax.viz import grid_image, read_image, to_uint8
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A recipe config (configs/imagenet.py[:runlocal]): run its Table 5 step."
@@ -107,12 +107,7 @@ def _start(vq, names, is_toy):
     """Base token grids (B, m, m), their source concepts (B,), and the default region."""
     m = vq.grid_size
     if _FROM_IMAGE.value:
-        path = Path(_FROM_IMAGE.value)
-        if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path}")
-        size = vq.config.resolution
-        img = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
-        px = np.asarray(img, np.float32)[None] / 127.5 - 1
+        px = read_image(_FROM_IMAGE.value, vq.config.resolution)
         return np.asarray(vq.encode(px)).reshape(1, m, m), np.array([-1]), "center"
     if _FROM_INDEX.value is not None:
         if not _DATASET.value:
@@ -121,6 +116,10 @@ def _start(vq, names, is_toy):
         i = _FROM_INDEX.value
         if not 0 <= i < len(tokens):
             raise ValueError(f"--from-index {i} is outside the dataset's 0..{len(tokens) - 1}")
+        if labels[i] >= len(names):
+            raise ValueError(f"--from-index {i} has label {labels[i]}, which the IEM's "
+                             f"{len(names)} classes do not include")  # fmt: skip
+        vq.check_indices(tokens[i : i + 1])
         return tokens[i : i + 1].astype(np.int32), labels[i : i + 1], "center"
     if _FROM_CONCEPT.value:
         if not is_toy:
@@ -148,14 +147,14 @@ def explain(out: Path) -> dict:
     cfg = selection.SelectionConfig(steps=_STEPS.value, learning_rate=_LR.value,
                                     log_every=_LOG_EVERY.value)  # fmt: skip
     src = np.where(sources < 0, target, sources)  # no source concept: track the target twice
+    errors.writable_folder(out)  # before the optimisation, so a bad --out costs nothing
     res = selection.select_tokens(predict, vq.codebook, base, mask, target, src,
                                   jax.random.PRNGKey(_SEED.value), cfg)  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
     decode = _decode(vq)
     frames = codebook_level.progression(decode, base, res, 0)
     strip = grid_image(frames, len(frames), scale=max(1, 128 // frames.shape[1]))
-    strip.save(out / "progression.png")
     big = [Image.fromarray(f).resize((256, 256), Image.NEAREST) for f in to_uint8(frames)]
+    strip.save(out / "progression.png")  # everything is computed: now the files
     big[0].save(out / "progression.gif", save_all=True, append_images=big[1:], duration=400, loop=0)
     info = {
         "target": names[target], "region_positions": res.positions.tolist(),
@@ -198,10 +197,10 @@ def table5(out: Path) -> dict:
     cfg = selection.SelectionConfig(steps=_STEPS.value, learning_rate=_LR.value,
                                     log_every=_LOG_EVERY.value)  # fmt: skip
     mask = selection.region_mask(vq.grid_size, _REGION.value or "center")
+    errors.writable_folder(out)
     result = codebook_level.pair_study(predict, _decode(vq), toy.load_toy_judge(), vq.codebook,
                                        base, src, tgt, mask, cfg, _SEED.value)  # fmt: skip
     result["pairs"] = [f"{a}<->{b}" for a, b in pairs]
-    out.mkdir(parents=True, exist_ok=True)
     (out / "table5.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = ["| method | ΔP_orig (judge) | ΔP_target (judge) | judge top-1 = target | ΔP_orig (IEM) "
             "| ΔP_target (IEM) |", "|---|---|---|---|---|---|"]  # fmt: skip
@@ -221,7 +220,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     out = Path(_OUT.value)
-    try:
+    with errors.one_line_errors():
         if _CONFIG.value is not None:
             sharding.maybe_initialize_distributed()
             result = recipe.codebook_level_step(_CONFIG.value)
@@ -237,8 +236,6 @@ def main(argv):
             im = info["images"][0]
             print(f"{info['target']}: f_target {im['f_target']['before']:.3f} → "
                   f"{im['f_target']['final']:.3f} (best {im['f_target']['best']:.3f})")  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
     print(f"wrote {out}")
 
 

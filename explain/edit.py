@@ -9,15 +9,13 @@ original and the edit side by side.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags, logging
-from PIL import Image
 
-from cortex_jax import checkpoints
-from cortex_jax.viz import save_grid
+from cortex_jax import checkpoints, errors
+from cortex_jax.viz import read_image, save_grid
 
 _IMAGE = flags.DEFINE_string("image", None, "Image to edit (PNG/JPEG).")
 _TOKENS = flags.DEFINE_string("tokens", None, "tokens.json written by explain.codebook.")
@@ -27,38 +25,62 @@ _VQGAN = flags.DEFINE_string("vqgan", "toy", "VQGAN source (see load_vqgan).")
 _OUT = flags.DEFINE_string("out", "runs/edited.png", "Output PNG (original | edit).")
 
 
+def _token_set(path: Path, index: int, best: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, tokens) of image `index` in a tokens.json, or a one-line error saying what is
+    wrong with the file."""
+    try:
+        info = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--tokens {path} is not JSON ({e}); expected explain.codebook's "
+                         "tokens.json") from None  # fmt: skip
+    key = "tokens_best" if best else "tokens_final"
+    try:
+        images, positions = info["images"], np.asarray(info["region_positions"])
+        if not 0 <= index < len(images):
+            raise ValueError(f"--index {index} is outside 0..{len(images) - 1}")
+        toks = np.asarray(images[index][key])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"--tokens {path} lacks {e} (expected explain.codebook's tokens.json "
+                         f"with region_positions and images[].{key})") from None  # fmt: skip
+    for name, a in (("region_positions", positions), (key, toks)):
+        if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer) or (a.size and a.min() < 0):
+            raise ValueError(f"--tokens {path}: {name} must be a list of non-negative integers")
+    if len(toks) != len(positions):
+        raise ValueError(f"--tokens {path}: {len(toks)} tokens for {len(positions)} positions")
+    return positions, toks
+
+
 def edit() -> Path:
     for flag, value in (("--image", _IMAGE.value), ("--tokens", _TOKENS.value)):
         if not value:
             raise ValueError(f"{flag} is required")
         if not Path(value).is_file():
             raise FileNotFoundError(f"{flag} file not found: {value}")
-    info = json.loads(Path(_TOKENS.value).read_text())
-    if not 0 <= _INDEX.value < len(info["images"]):
-        raise ValueError(f"--index {_INDEX.value} is outside 0..{len(info['images']) - 1}")
-    toks = info["images"][_INDEX.value]["tokens_best" if _BEST.value else "tokens_final"]
+    out = Path(_OUT.value)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; expected the PNG file to write")
+    errors.writable_folder(out.parent)
+    positions, toks = _token_set(Path(_TOKENS.value), _INDEX.value, _BEST.value)
     vq = checkpoints.load_vqgan(_VQGAN.value)
     size = vq.config.resolution
-    img = Image.open(_IMAGE.value).convert("RGB").resize((size, size), Image.BICUBIC)
-    px = np.asarray(img, np.float32)[None] / 127.5 - 1
+    px = read_image(_IMAGE.value, size)
     ids = np.array(vq.encode(px))
-    positions = np.asarray(info["region_positions"])
-    if positions.max() >= ids.shape[1]:
+    if positions.size and positions.max() >= ids.shape[1]:
         raise ValueError(f"tokens.json positions reach {positions.max()}, beyond this VQGAN's grid")
+    if toks.size and toks.max() >= vq.config.n_embed:
+        raise ValueError(f"tokens.json holds token id {toks.max()}, outside this VQGAN's codebook "
+                         f"[0, {vq.config.n_embed})")  # fmt: skip
     ids[0, positions] = toks
-    pair = np.concatenate(
-        [np.asarray(vq.decode_code(np.array(vq.encode(px)))), vq.decode_code(ids)]
-    )
-    return save_grid(_OUT.value, np.clip(pair, -1, 1), 2, scale=max(1, 256 // size))
+    pair = np.concatenate([np.asarray(vq.decode_code(np.array(vq.encode(px)))),
+                           vq.decode_code(ids)])  # fmt: skip
+    return save_grid(out, np.clip(pair, -1, 1), 2, scale=max(1, 256 // size))
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
-    try:
+    with errors.one_line_errors():
         out = edit()
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
     print(f"wrote {out}")
 
 

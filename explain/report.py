@@ -12,7 +12,7 @@ import sys
 from absl import app, logging
 from ml_collections import config_flags
 
-from cortex_jax import recipe
+from cortex_jax import errors, recipe
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/imagenet.py[:runlocal]")
 
@@ -22,10 +22,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if _CONFIG.value is None:
         sys.exit("error: pass --config configs/imagenet.py (or :runlocal)")
-    try:
+    with errors.one_line_errors():
         _, text = recipe.tables(_CONFIG.value)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
     print(text)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import jax
@@ -23,7 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from cortex_jax import evaluate, recipe, sample_level, sharding, toy
+from cortex_jax import errors, evaluate, recipe, sample_level, sharding, toy
 from cortex_jax.toy import world
 from cortex_jax.viz import save_grid, save_line_plot
 
@@ -64,6 +63,17 @@ def run(out: Path) -> dict:
                                  f"expected one of {names}")  # fmt: skip
     else:
         raise ValueError("name a concept with --concept NAME, or pass --all")
+    if not concepts:
+        raise ValueError(f"--concept {_CONCEPT.value!r} names no concept; expected one of {names}")
+    for flag, value in (
+        ("--per-concept", _PER_CONCEPT.value),
+        ("--test-per-concept", _TEST.value),
+        ("--truth-per-concept", _TRUTH.value),
+        ("--n-samples", _N_SAMPLES.value),
+    ):
+        if value < 1:
+            raise ValueError(f"{flag} {value}; expected at least 1")  # fmt: skip
+    errors.writable_folder(out)
     _, variables, predict = toy.load_toy_iem(_IEM.value)
     judge = toy.load_toy_judge()
     cfg = sample_level.SampleLevelConfig(n=_N.value, k=_K.value, n_samples=_N_SAMPLES.value,
@@ -123,12 +133,10 @@ def run_recipe(config) -> None:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
-    try:
+    with errors.one_line_errors():
         if _CONFIG.value is not None:
             return run_recipe(_CONFIG.value)
         report = run(Path(_OUT.value))
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
     s = report["summary"]
     print("concept-level masking, judge accuracy change: "
           f"CORTEX {s['cortex_accuracy_change']:+.1%} ({s['cortex_tokens_masked']:.1f} tokens), "

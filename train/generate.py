@@ -1,4 +1,4 @@
-"""Sample a token dataset: `python -m train.generate --classes all --per-class N --out DIR`.
+"""Sample a token dataset: `python -m train.generate --classes concepts --per-class N --out DIR`.
 
 `--config configs/imagenet.py` instead runs the ImageNet recipe's first step: the train / val /
 test splits (1000 / 300 / 50 per class) from taming's cin transformer, the test split's PNGs, and
@@ -10,7 +10,6 @@ object masks (toy world only). Shards are written atomically; rerunning the same
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from cortex_jax import checkpoints, imagenet, recipe, sharding, toy
+from cortex_jax import checkpoints, errors, imagenet, recipe, sharding, toy
 from cortex_jax.cin import SampleConfig
 from cortex_jax.generate import generate_dataset
 from cortex_jax.viz import save_grid
@@ -39,7 +38,12 @@ _CHECKPOINT = flags.DEFINE_string(
 )
 _N_HEAD = flags.DEFINE_integer("n-head", None, "Attention heads of that checkpoint, if its "
                                "configs/*-project.yaml is not beside checkpoints/.")  # fmt: skip
-_CLASSES = flags.DEFINE_string("classes", "all", "'all' or comma-separated class names.")
+_CLASSES = flags.DEFINE_string(
+    "classes",
+    "all",
+    "'all', 'concepts' (the toy world's 14 concepts, the classes its IEMs learn; elsewhere the "
+    "same as all) or comma-separated class names.",
+)
 _PER_CLASS = flags.DEFINE_integer("per-class", 100, "Images per class.")
 _OUT = flags.DEFINE_string("out", "runs/generated", "Dataset folder.")
 _SOURCE = flags.DEFINE_enum(
@@ -67,7 +71,7 @@ def run_recipe(config) -> None:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
-    try:
+    with errors.one_line_errors():
         if _CONFIG.value is not None:
             return run_recipe(_CONFIG.value)
         if _MODEL.value == "imagenet":
@@ -87,8 +91,17 @@ def main(argv):
             vqgm, default = toy.load_toy_vqgm(_MODEL.value), toy.TOY_SAMPLING
         if _CLASSES.value == "all":
             class_ids = list(range(len(vqgm.class_names)))
+        elif _CLASSES.value == "concepts":
+            n = len(toy.world.CONCEPTS) if _MODEL.value != "imagenet" else len(vqgm.class_names)
+            class_ids = list(range(n))
         else:
             class_ids = [vqgm.class_id(c.strip()) for c in _CLASSES.value.split(",") if c.strip()]
+        if not class_ids:  # before anything is written: an empty dataset would block the folder
+            raise ValueError(f"--classes {_CLASSES.value!r} names no class; expected 'all', "
+                             "'concepts' or comma-separated class names")  # fmt: skip
+        if _PER_CLASS.value <= 0:
+            raise ValueError(f"--per-class {_PER_CLASS.value}; expected a positive number")
+        errors.writable_folder(_OUT.value)
         total = len(class_ids) * _PER_CLASS.value
         with tqdm(total=total, desc=f"{_SOURCE.value} tokens", unit="img") as bar:
             progress = lambda n: bar.update(n - bar.n)
@@ -118,8 +131,6 @@ def main(argv):
             png = save_grid(Path(_OUT.value) / "samples.png", images, min(8, _PER_CLASS.value),
                             names, scale=3)  # fmt: skip
             print(f"wrote {png}")
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
     print(f"wrote {len(ds)} token grids to {_OUT.value}")
 
 

@@ -9,7 +9,6 @@ recipe: `--config configs/imagenet.py:iem=ce` (WORKDIR = the recipe's workdir/ie
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import jax
@@ -17,11 +16,14 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from cortex_jax import checkpoints, data, iem, sharding, toy, training
+from cortex_jax import checkpoints, data, errors, iem, sharding, toy, training
 from cortex_jax.generate import generate_dataset
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/iem_{ce,re,te}.py:variant=…")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Defaults to runs/iem_<arch>_<variant>.")
+_FRESH = flags.DEFINE_bool(
+    "fresh", False, "Delete this workdir's earlier run (checkpoints, metrics) and start over."
+)
 flags.mark_flag_as_required("config")
 
 
@@ -51,8 +53,9 @@ def run(config, workdir: Path) -> dict:
         bar.update(step - bar.n)
         bar.set_postfix(loss=f"{m['loss']:.3f}", img_s=f"{m['images_per_s']:.0f}", refresh=False)
 
+    errors.writable_folder(workdir, "--workdir")
     _, best = training.train_and_evaluate(model_config, tcfg, train_ds, val_ds, vq.codebook,
-                                          workdir, progress)  # fmt: skip
+                                          workdir, progress, fresh=_FRESH.value)  # fmt: skip
     bar.close()
     trainer = training.Trainer(model_config, tcfg, vq.codebook, train_ds.tokens[0].shape[1], 1)
     state = training.restore_best(trainer, workdir)
@@ -71,10 +74,8 @@ def main(argv):
     config = _CONFIG.value
     workdir = Path(_WORKDIR.value or config.get("iem_workdir")
                    or f"runs/iem_{config.arch}_{config.variant}")  # fmt: skip
-    try:
+    with errors.one_line_errors():
         best = run(config, workdir)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
     if best:
         print(f"best validation (step {best['step']}): loss {best['val_loss']:.4f}, "
               f"top-1 {best['val_top1']:.2%}, top-5 {best['val_top5']:.2%}")  # fmt: skip

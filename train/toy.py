@@ -7,7 +7,6 @@ judge → encoded prior dataset → prior → evaluation (report.json, samples.p
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from cortex_jax import checkpoints
+from cortex_jax import checkpoints, errors
 from cortex_jax.cin import SampleConfig
 from cortex_jax.toy import load_toy_judge, load_toy_vqgm, recipe, world, write_encoded_dataset
 from cortex_jax.toy.judge import JudgeConfig
@@ -55,7 +54,7 @@ def _stage(name: str, out: Path, fn) -> dict:
 
 
 def build(config, workdir: Path) -> dict:
-    workdir.mkdir(parents=True, exist_ok=True)
+    errors.writable_folder(workdir, "--workdir")
 
     def vqgan_stage():
         bar, cb = _bar(config.vqgan.steps, "vqgan")
@@ -117,10 +116,8 @@ def build(config, workdir: Path) -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
-    try:
+    with errors.one_line_errors():
         report = build(_CONFIG.value, Path(_WORKDIR.value))
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
     rec = report["generated_recognised_by_judge"]
     print(f"generated images recognised by the pixel judge: {rec['mean']:.1%}")
     print(f"wrote {_WORKDIR.value}/report.json and samples.png")

@@ -1,0 +1,54 @@
+"""The error boundary of the entry points: every mistake a user can make ends in one line.
+
+`one_line_errors()` wraps a CLI's work: a bad value (ValueError), a file problem (OSError: missing,
+unreadable, unwritable, not an image, a folder where a file was expected), or a decompression
+bomb becomes `error: <what was wrong>` on stderr and exit status 1, never a traceback. Anything
+else is a bug and keeps its traceback. `writable_folder` checks an output folder before the
+computation, so a run never spends an hour and then fails to write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, Image.DecompressionBombError)
+
+
+def describe(e: BaseException) -> str:
+    """One line for a user error: the message, with the file an OSError names."""
+    if isinstance(e, OSError) and e.strerror and e.filename:
+        text = f"{e.strerror}: {e.filename}"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turns a user error inside the block into `error: …` and exit status 1."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        sys.exit(f"error: {describe(e)}")
+
+
+def writable_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Creates `path` if needed and checks that a file can be written in it; raises one-line
+    errors naming `flag` otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file; expected a folder to write into")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{flag} {path} is not writable ({e.strerror or e})") from None
+    return path
