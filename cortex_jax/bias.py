@@ -188,9 +188,10 @@ def analyse(
     }
 
 
-def _write(folder: Path, tokens: np.ndarray, labels: np.ndarray, names: Sequence[str]):
-    data.write_meta(folder, {"class_names": list(names), "vqgm": "audit", "grid_size":
-                             int(tokens.shape[1]), "source": "generated"})  # fmt: skip
+def _write(folder: Path, tokens: np.ndarray, labels: np.ndarray, names: Sequence[str], k: int):
+    meta = {"class_names": list(names), "vqgm": "audit", "grid_size": int(tokens.shape[1]),
+            "codebook_size": k, "source": "generated"}  # fmt: skip
+    data.write_meta(folder, meta)
     data.write_shard(folder, 0, tokens, labels)
     return data.TokenDataset.open(folder)
 
@@ -218,14 +219,18 @@ def run_audit(
     va_tok = np.concatenate([a[:n_val], b[:n_val]])
     va_lab = np.repeat(np.array([0, 1], np.int32), n_val)
     names = [concept_a, concept_b]
-    train_ds = _write(workdir / "train", tr_tok, tr_lab, names)
-    val_ds = _write(workdir / "val", va_tok, va_lab, names)
+    k = int(np.shape(codebook)[0])
+    train_ds = _write(workdir / "train", tr_tok, tr_lab, names, k)
+    val_ds = _write(workdir / "val", va_tok, va_lab, names, k)
 
     progress("train binary IEM")
     mcfg = iem_config or iem.IEMConfig("ce", 2, width=64, depth=2, hidden=256)
     tcfg = training.TrainConfig(batch_size=cfg.batch_size, epochs=cfg.epochs, decay_every=100,
                                 seed=cfg.seed)  # fmt: skip
-    _, best = training.train_and_evaluate(mcfg, tcfg, train_ds, val_ds, codebook, workdir / "iem")
+    # fresh: the images were generated anew, so an earlier audit's IEM in workdir is not this one's
+    _, best = training.train_and_evaluate(
+        mcfg, tcfg, train_ds, val_ds, codebook, workdir / "iem", fresh=True
+    )
     trainer = training.Trainer(mcfg, tcfg, codebook, tr_tok.shape[1], 1)
     state = training.restore_best(trainer, workdir / "iem")
     predict = functools.partial(iem.predict_fn(mcfg), state.params, state.batch_stats)

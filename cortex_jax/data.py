@@ -17,7 +17,9 @@ import dataclasses
 import io
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,35 +40,154 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Writes a temporary sibling, fsyncs it and renames it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_HOST = socket.gethostname().replace("~", "-")
+STALE_AFTER_S = 24 * 3600  # another host's temp file older than this is abandoned
+
+
+def _temp_prefix(path: Path) -> str:
+    # Our temp files name their writer, so a later writer can tell abandoned ones from live ones.
+    return f".{path.name}~{_HOST}~{os.getpid()}~"
+
+
+def atomic_write_bytes(path: Path, payload: bytes, exclusive: bool = False) -> None:
+    """Writes a temporary sibling, fsyncs it and renames it over `path`, with the permissions a
+    plain open() would give (0666 less the umask, not tempfile's 0600).
+
+    exclusive: fail with FileExistsError if `path` already exists (a hard link instead of the
+    rename, so two writers cannot both create it).
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_meta(folder: str | os.PathLike, meta: dict[str, Any]) -> None:
-    """Writes meta.json, or checks that an existing one describes the same dataset."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / META_NAME
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != json.loads(json.dumps(meta)):
-            diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-            raise ValueError(
-                f"{folder} already holds a different dataset (meta.json differs in {diff}); "
-                f"choose another --out or delete it"
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Removes temp files our writers left in `folder` when killed between write and rename: those
+    of a process of this host that no longer runs, and those of other hosts (shared filesystems)
+    older than STALE_AFTER_S. Live writers' temp files are left alone. Returns what was removed."""
+    removed = []
+    now = time.time()
+    for p in Path(folder).glob(".*~*~*~*.tmp"):
+        try:
+            host, pid = p.name.split("~")[1:3]
+            stale = (
+                (not _alive(int(pid))) if host == _HOST else now - p.stat().st_mtime > STALE_AFTER_S
             )
+        except (ValueError, OSError):
+            continue
+        if stale:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def write_meta(folder: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Creates the dataset folder with its meta.json, or checks that an existing one describes the
+    same dataset. Creation is exclusive: of two runs started at once with different arguments,
+    one creates meta.json and the other is told the folder holds a different dataset."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"{folder} is a file; expected a dataset folder") from None
+    clean_stale_temps(folder)
+    path = folder / META_NAME
+    want = json.loads(json.dumps(meta))
+    try:
+        atomic_write_bytes(path, json.dumps(meta, indent=2).encode(), exclusive=True)
         return
-    atomic_write_bytes(path, json.dumps(meta, indent=2).encode())
+    except FileExistsError:
+        pass
+    old = _read_meta(path)
+    if old != want:
+        diff = sorted(k for k in set(old) | set(want) if old.get(k) != want.get(k))
+        raise ValueError(
+            f"{folder} already holds a different dataset (meta.json differs in {diff}); "
+            f"choose another --out or delete it"
+        )
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({e}); the dataset's meta.json is damaged"
+        ) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("class_names"), list):
+        raise ValueError(f"{path} has no class_names list; expected a token dataset's meta.json")
+    return meta
+
+
+def _load(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset shard file missing: {path}")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path} is damaged or not a .npy array ({e})") from None
+
+
+def _open_shard(folder: Path, i: int, meta: dict[str, Any]):
+    """One shard's (tokens, labels, masks or None), memory-mapped and validated."""
+    tp, lp, mp = (shard_path(folder, i, k) for k in ("tokens", "labels", "masks"))
+    tokens, labels = _load(tp), _load(lp)
+    if tokens.dtype != np.uint16 or tokens.ndim != 3 or tokens.shape[1] != tokens.shape[2]:
+        raise ValueError(f"{tp} holds {tokens.dtype} {tokens.shape}; expected uint16 (n, m, m)")
+    grid = meta.get("grid_size")
+    if grid is not None and tokens.shape[1] != grid:
+        raise ValueError(
+            f"{tp} holds {tokens.shape[1]}×{tokens.shape[1]} grids; meta.json says {grid}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
+        raise ValueError(f"{lp} holds {labels.dtype} {labels.shape}; expected int32 (n,) labels")
+    if len(labels) != len(tokens):
+        raise ValueError(
+            f"{lp} has {len(labels)} labels for the {len(tokens)} token grids of {tp.name}"
+        )
+    k = meta.get("codebook_size")
+    if len(tokens) and k is not None and int(tokens.max()) >= k:
+        raise ValueError(
+            f"{tp} holds token id {int(tokens.max())}; the codebook has {k} (0..{k - 1})"
+        )
+    n_classes = len(meta["class_names"])
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        raise ValueError(
+            f"{lp} holds labels {int(labels.min())}..{int(labels.max())}; meta.json names "
+            f"{n_classes} classes (0..{n_classes - 1})"
+        )
+    masks = None
+    if mp.exists():
+        masks = _load(mp)
+        if masks.dtype != np.bool_ or masks.shape != tokens.shape:
+            raise ValueError(
+                f"{mp} holds {masks.dtype} {masks.shape}; expected bool {tokens.shape}"
+            )
+    return tokens, labels, masks
 
 
 def shard_done(folder: str | os.PathLike, index: int) -> bool:
@@ -110,23 +231,27 @@ class TokenDataset:
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> TokenDataset:
+        """Opens and validates a dataset: every shard's dtype, shape, token ids (against the
+        codebook size in meta.json), labels (against its class names) and counts are checked
+        once here, and a damaged file is named in a one-line ValueError."""
         folder = Path(folder)
         meta_path = folder / META_NAME
         if not meta_path.is_file():
             raise FileNotFoundError(f"token dataset metadata not found: {meta_path}")
-        meta = json.loads(meta_path.read_text())
+        meta = _read_meta(meta_path)
         shards = sorted(int(p.name[6:11]) for p in folder.glob("shard-*.labels.npy"))
         if not shards:
             raise FileNotFoundError(f"{folder} has no complete shard (shard-*.labels.npy)")
-        tokens = [np.load(shard_path(folder, i, "tokens"), mmap_mode="r") for i in shards]
-        labels = [np.load(shard_path(folder, i, "labels"), mmap_mode="r") for i in shards]
-        mask_files = [shard_path(folder, i, "masks") for i in shards]
-        masks = (
-            [np.load(p, mmap_mode="r") for p in mask_files]
-            if all(p.exists() for p in mask_files)
-            else None
-        )
-        return cls(folder, meta, tokens, labels, masks)
+        tokens, labels, masks = [], [], []
+        for i in shards:
+            t, lab, m = _open_shard(folder, i, meta)
+            tokens.append(t)
+            labels.append(lab)
+            masks.append(m)
+        grids = {t.shape[1] for t in tokens}
+        if len(grids) > 1:
+            raise ValueError(f"{folder}: shards hold token grids of sizes {sorted(grids)}")
+        return cls(folder, meta, tokens, labels, None if None in masks else masks)
 
     def __len__(self) -> int:
         return int(sum(len(x) for x in self.labels))

@@ -31,6 +31,8 @@ def write_sampled(
     for shard s with rng = fold_in(seed, s). Shard s belongs to process s mod P, which writes it
     atomically; finished shards are skipped, so a restart resumes. With several processes the
     returned dataset holds the shards finished so far (the others' may still be running)."""
+    if len(labels_all) == 0:  # refuse before writing: a stub meta.json would block the folder
+        raise ValueError("no images to generate (an empty class selection)")
     data.write_meta(out, {**meta, "seed": seed, "shard_size": shard_size, "source": "generated"})
     base = jax.random.PRNGKey(seed)
     for s, start in enumerate(range(0, len(labels_all), shard_size)):
