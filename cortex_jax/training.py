@@ -13,8 +13,11 @@ pure functions of (seed, step), so a resumed run equals an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -192,6 +195,111 @@ def _truncate_jsonl(path: Path, step: int) -> None:
         path.write_text("".join(ln + "\n" for ln in lines))
 
 
+RUN_NAME = "run.json"
+
+
+def run_fingerprint(
+    model_config: iem.IEMConfig,
+    cfg: TrainConfig,
+    train_ds: data.TokenDataset,
+    val_ds: data.TokenDataset,
+    codebook: Any,
+) -> dict[str, Any]:
+    """What determines a training run's numbers: the model, the training settings (checkpoint
+    cadence aside), both datasets (their metadata and sizes) and the codebook's bytes."""
+    settings = dataclasses.asdict(cfg)
+    settings.pop("checkpoint_every")
+    cb = np.ascontiguousarray(np.asarray(codebook, np.float32))
+    split = lambda ds: {"meta": ds.meta, "images": len(ds)}
+    return json.loads(json.dumps({
+        "model": model_config.to_dict(), "train": settings, "train_data": split(train_ds),
+        "val_data": split(val_ds), "codebook_sha256": hashlib.sha256(cb.tobytes()).hexdigest(),
+    }))  # fmt: skip
+
+
+def _check_data(model_config: iem.IEMConfig, codebook: Any, *datasets: data.TokenDataset):
+    k = int(np.shape(codebook)[0])
+    for ds in datasets:
+        top = max(int(np.max(lab)) for lab in ds.labels if len(lab))
+        if top >= model_config.n_classes:
+            raise ValueError(
+                f"{ds.folder} has labels up to {top} ({len(ds.class_names)} classes in its "
+                f"meta.json) but the IEM has n_classes={model_config.n_classes}; train on a "
+                "dataset of those classes (train.generate --classes concepts) or set n_classes"
+            )
+        ck = ds.meta.get("codebook_size")
+        if ck is not None and ck != k:
+            raise ValueError(f"{ds.folder} holds ids of a {ck}-entry codebook; the VQGAN has {k}")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def _claim_workdir(workdir: Path, fingerprint: dict, fresh: bool) -> None:
+    """Records the run's fingerprint beside its checkpoints, or checks that a resumed run is the
+    same run; `fresh` deletes an earlier run's checkpoints and metrics first."""
+    run_file = workdir / RUN_NAME
+    if jax.process_index() == 0:
+        if fresh:
+            shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+            for name in ("metrics.jsonl", RUN_NAME):
+                (workdir / name).unlink(missing_ok=True)
+        if run_file.exists():
+            old = json.loads(run_file.read_text())
+            if old != fingerprint:
+                a, b = _flat(old), _flat(fingerprint)
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                raise ValueError(
+                    f"{workdir} holds another run (differs in {', '.join(diff[:6])}); pass "
+                    "--fresh to start over there, or choose another --workdir"
+                )
+        else:
+            if (workdir / "checkpoints").exists():  # written before run.json existed: adopt it
+                warnings.warn(
+                    f"{workdir} holds checkpoints without {RUN_NAME}; resuming them as this run "
+                    "(their settings cannot be checked)",
+                    stacklevel=3,
+                )
+            data.atomic_write_bytes(run_file, json.dumps(fingerprint, indent=2).encode())
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("claim_workdir")
+
+
+def best_validation(workdir: str | Path) -> dict[str, float]:
+    """The lowest-validation-loss row of workdir/metrics.jsonl ({} before the first evaluation)."""
+    path = Path(workdir) / "metrics.jsonl"
+    rows = (
+        [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    )
+    rows = [r for r in rows if "val_loss" in r]
+    if not rows:
+        return {}
+    best = min(rows, key=lambda r: r["val_loss"])
+    return {"step": best["step"], **{k: v for k, v in best.items() if k.startswith("val_")}}
+
+
+def _first_non_finite(losses: list[tuple[int, Array]]) -> None:
+    if not losses:
+        return
+    values = np.asarray(jnp.stack([v for _, v in losses]))
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        step = losses[bad[0]][0]
+        raise ValueError(
+            f"training loss became {values[bad[0]]} at step {step}; stopped before saving it "
+            "(lower the learning rate, use float32, or check the data)"
+        )
+    losses.clear()
+
+
 def train_and_evaluate(
     model_config: iem.IEMConfig,
     cfg: TrainConfig,
@@ -201,11 +309,19 @@ def train_and_evaluate(
     workdir: str | Path,
     progress: Callable[[int, int, dict[str, float]], None] = lambda step, total, m: None,
     stop_after: int | None = None,
+    fresh: bool = False,
 ) -> tuple[TrainState, dict[str, float]]:
     """Trains (resuming from workdir/checkpoints/latest if present); returns the final state and
-    the best validation metrics. `stop_after` ends the run early at that step (for tests)."""
+    the best validation metrics of the whole run (a resumed or finished run included).
+
+    A resumed run must be the same run: its fingerprint (`run_fingerprint`) is stored in
+    workdir/run.json and checked, and a mismatch is a one-line error; `fresh` starts over. A
+    non-finite loss stops the run with the step named, before that state is checkpointed.
+    `stop_after` ends the run early at that step (for tests)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    _check_data(model_config, codebook, train_ds, val_ds)
+    _claim_workdir(workdir, run_fingerprint(model_config, cfg, train_ds, val_ds, codebook), fresh)
     pi, pc = jax.process_index(), jax.process_count()
     train_reader = data.BatchReader(train_ds, cfg.batch_size, cfg.seed, True, pi, pc)
     val_batch = min(cfg.batch_size, (len(val_ds) // pc) * pc)
@@ -228,15 +344,20 @@ def train_and_evaluate(
     if pi == 0:
         _truncate_jsonl(metrics_file, start)
     best_metrics: dict[str, float] = {}
+    losses: list[tuple[int, Array]] = []  # device losses since the last finiteness check
     t0, seen = time.time(), 0
     end = min(total, stop_after) if stop_after is not None else total
     for step in range(start, end):
         toks, labels = sharding.global_batch(trainer.mesh, train_reader.batch(step))
         state, m = trainer.train_step(state, toks, labels)
+        losses.append((step + 1, m["loss"]))
         seen += cfg.batch_size
         done = step + 1
         record: dict[str, float] = {}
-        if done % eval_every == 0 or done == total:
+        evaluate = done % eval_every == 0 or done == total
+        if evaluate or done == end or done % 10 == 0 or latest.should_save(done):
+            _first_non_finite(losses)  # before anything of this state is saved or logged
+        if evaluate:
             record = trainer.evaluate(state, val_reader)
             best.save(done, args=ocp.args.StandardSave(state), metrics=record)
             if not best_metrics or record["val_loss"] < best_metrics["val_loss"]:
@@ -252,6 +373,8 @@ def train_and_evaluate(
             progress(done, total, line)
     latest.wait_until_finished()
     best.wait_until_finished()
+    if pi == 0:  # the whole run's best, also after a resume or on a finished run
+        best_metrics = best_validation(workdir) or best_metrics
     return state, best_metrics
 
 
