@@ -41,7 +41,7 @@ from flax import serialization
 
 from cortex_jax.cin import GPTConfig
 from cortex_jax.cin import init_params as gpt_init_params
-from cortex_jax.data import atomic_write_bytes
+from cortex_jax.data import atomic_write_bytes, clean_stale_temps
 from cortex_jax.iem import IEMConfig
 from cortex_jax.vqgan import (
     PRESET_REPOS,
@@ -158,6 +158,7 @@ def write_model_folder(folder: str | os.PathLike, config: Mapping[str, Any], par
     """Writes config.json + flax_model.msgpack; each file appears whole or not at all."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(folder)
     flat = {k: np.asarray(v) for k, v in flatten_paths(params).items()}
     atomic_write_bytes(
         folder / WEIGHTS_NAME, serialization.msgpack_serialize(unflatten_paths(flat))

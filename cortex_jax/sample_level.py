@@ -193,6 +193,7 @@ def score_dataset(
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    data.clean_stale_temps(out_dir)  # a kill between write and rename leaves one behind
     local = jax.local_devices()
     mesh = jax.sharding.Mesh(np.asarray(local), (sharding.DATA_AXIS,))
     spec = sharding.batch_sharded(mesh)

@@ -341,3 +341,14 @@ def test_readme_training_flow_and_the_class_mismatch(tmp_path):
                          "--workdir", "runs/iem_all", cwd=tmp_path),
                     "labels up to 16", "n_classes=14")  # fmt: skip
     assert not (tmp_path / "runs" / "iem_all" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_from_index_with_a_label_the_iem_lacks(tmp_path):
+    names = [f"class{i}" for i in range(17)]
+    data.write_meta(tmp_path / "d", {"class_names": names, "vqgm": "toy", "grid_size": 8,
+                                     "codebook_size": 512})  # fmt: skip
+    data.write_shard(tmp_path / "d", 0, np.zeros((2, 8, 8), np.uint16), np.array([3, 15]))
+    _one_line_error(_run("explain.codebook", "--concept", "blue-star", "--from-index", "1",
+                         "--dataset", str(tmp_path / "d"), "--out", str(tmp_path / "o")),
+                    "--from-index 1 has label 15", "14 classes")  # fmt: skip
