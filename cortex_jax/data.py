@@ -251,7 +251,7 @@ class TokenDataset:
         grids = {t.shape[1] for t in tokens}
         if len(grids) > 1:
             raise ValueError(f"{folder}: shards hold token grids of sizes {sorted(grids)}")
-        return cls(folder, meta, tokens, labels, None if None in masks else masks)
+        return cls(folder, meta, tokens, labels, None if any(m is None for m in masks) else masks)
 
     def __len__(self) -> int:
         return int(sum(len(x) for x in self.labels))

@@ -46,17 +46,18 @@ def run(config, workdir: Path) -> dict:
     vq = checkpoints.load_vqgan(config.vqgan)
     model_config = iem.IEMConfig(config.arch, config.n_classes, **config.model)
     tcfg = training.TrainConfig(**config.train)
-    bar = tqdm(desc=f"train {config.arch}", unit="step", disable=jax.process_index() != 0)
-
-    def progress(step, total, m):
-        bar.total = total
-        bar.update(step - bar.n)
-        bar.set_postfix(loss=f"{m['loss']:.3f}", img_s=f"{m['images_per_s']:.0f}", refresh=False)
-
     errors.writable_folder(workdir, "--workdir")
-    _, best = training.train_and_evaluate(model_config, tcfg, train_ds, val_ds, vq.codebook,
-                                          workdir, progress, fresh=_FRESH.value)  # fmt: skip
-    bar.close()
+    # A context manager, so the bar is closed before an error's one line is printed.
+    with tqdm(desc=f"train {config.arch}", unit="step", disable=jax.process_index() != 0) as bar:
+
+        def progress(step, total, m):
+            bar.total = total
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{m['loss']:.3f}", img_s=f"{m['images_per_s']:.0f}",
+                            refresh=False)  # fmt: skip
+
+        _, best = training.train_and_evaluate(model_config, tcfg, train_ds, val_ds, vq.codebook,
+                                              workdir, progress, fresh=_FRESH.value)  # fmt: skip
     trainer = training.Trainer(model_config, tcfg, vq.codebook, train_ds.tokens[0].shape[1], 1)
     state = training.restore_best(trainer, workdir)
     if jax.process_index() == 0:
