@@ -39,6 +39,7 @@ import ml_dtypes
 import numpy as np
 from flax import serialization
 
+from cortex_jax import maskgit
 from cortex_jax.cin import GPTConfig
 from cortex_jax.cin import init_params as gpt_init_params
 from cortex_jax.data import atomic_write_bytes, clean_stale_temps
@@ -549,7 +550,8 @@ def load_vqgan(
 
     Args:
       source: `"toy"`, a preset name (see `vqgan.PRESETS`), a vqgan-jax folder, a Hugging Face
-        repo id, or a taming `.ckpt`/`.pt`/`.pth`/`.npz` file.
+        repo id, a taming `.ckpt`/`.pt`/`.pth`/`.npz` file, or MaskGIT's tokenizer checkpoint
+        (the file, or a folder holding tokenizer_*checkpoint; see cortex_jax.maskgit).
       dtype: compute dtype, jnp.float32 (default) or jnp.bfloat16.
       config: for taming checkpoints, the architecture (a VQGANConfig or preset name); inferred
         from the tensor shapes when omitted.
@@ -576,13 +578,17 @@ def load_vqgan(
         name = PRESET_REPOS[name]
     path = Path(name).expanduser()
     if path.is_dir():
+        if not (path / WEIGHTS_NAME).is_file() and list(path.glob("tokenizer_*checkpoint")):
+            return maskgit.load_tokenizer(path)  # a folder of MaskGIT's released files
         return read_vqgan_folder(path, dtype)
     if path.suffix in _TAMING_SUFFIXES:
         return read_taming_checkpoint(path, config, dtype)
+    if maskgit.is_tokenizer_file(path):
+        return maskgit.load_tokenizer(path)
     if path.exists():
         raise ValueError(
-            f"{path} is neither a vqgan-jax folder nor a taming checkpoint "
-            f"({', '.join(_TAMING_SUFFIXES)})"
+            f"{path} is neither a vqgan-jax folder, a taming checkpoint "
+            f"({', '.join(_TAMING_SUFFIXES)}) nor a MaskGIT tokenizer checkpoint"
         )
     if _REPO_ID.match(name) and not name.startswith((".", "/", "~")):
         return read_vqgan_folder(hub_folder(name), dtype)

@@ -7,6 +7,7 @@ restarted run writes the same bytes as an uninterrupted one and only the missing
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 
@@ -14,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cortex_jax import cin, data
+from cortex_jax import cin, data, maskgit
+from cortex_jax.maskgit import MaskGITVQGM
 from cortex_jax.vqgm import ClassConditionalVQGM
 
 
@@ -46,12 +48,12 @@ def write_sampled(
 
 
 def generate_dataset(
-    vqgm: ClassConditionalVQGM,
+    vqgm: ClassConditionalVQGM | MaskGITVQGM,
     class_ids: Sequence[int],
     per_class: int,
     out: str | os.PathLike,
     seed: int = 0,
-    sample_config: cin.SampleConfig = cin.SampleConfig(),
+    sample_config: cin.SampleConfig | maskgit.SampleConfig = cin.SampleConfig(),
     shard_size: int = 256,
     progress: Callable[[int], None] = lambda n: None,
     dtype: str = "float32",
@@ -71,11 +73,7 @@ def generate_dataset(
         "codebook_size": vqgm.vqgan.config.n_embed,
         "per_class": per_class,
         "classes": [int(c) for c in class_ids],
-        "sampling": {
-            "temperature": sample_config.temperature,
-            "top_k": sample_config.top_k,
-            "top_p": sample_config.top_p,
-        },
+        "sampling": dataclasses.asdict(sample_config),
     }
     if dtype != "float32":  # older datasets have no key: float32
         meta["sampling"]["dtype"] = dtype

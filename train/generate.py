@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from cortex_jax import checkpoints, errors, imagenet, recipe, sharding, toy
+from cortex_jax import checkpoints, errors, imagenet, maskgit, recipe, sharding, toy
 from cortex_jax.cin import SampleConfig
 from cortex_jax.generate import generate_dataset
 from cortex_jax.viz import save_grid
@@ -31,10 +31,18 @@ _CONFIG = config_flags.DEFINE_config_file(
 _MODEL = flags.DEFINE_string(
     "model",
     "toy",
-    "'toy', 'imagenet' (with --checkpoint) or a folder laid out like the toy weights.",
+    "'toy', 'imagenet' (taming's cin transformer, with --checkpoint), 'maskgit' (with "
+    "--checkpoint) or a folder laid out like the toy weights.",
 )
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "For --model imagenet: taming's cin_transformer last.ckpt or run folder."
+    "checkpoint",
+    None,
+    "For --model imagenet: taming's cin_transformer last.ckpt or run folder; for --model "
+    "maskgit: the folder holding tokenizer_*checkpoint and maskgit_*checkpoint.",
+)
+_NUM_ITER = flags.DEFINE_integer("num-iter", 12, "--model maskgit: parallel decoding steps.")
+_CHOICE_T = flags.DEFINE_float(
+    "choice-temperature", 4.5, "--model maskgit: confidence-masking temperature (released: 4.5)."
 )
 _N_HEAD = flags.DEFINE_integer("n-head", None, "Attention heads of that checkpoint, if its "
                                "configs/*-project.yaml is not beside checkpoints/.")  # fmt: skip
@@ -85,6 +93,12 @@ def main(argv):
             names = [c.name for c in imagenet.classes()]
             vqgm = checkpoints.load_cin_vqgm(_CHECKPOINT.value, names, _N_HEAD.value)
             default = IMAGENET_SAMPLING
+        elif _MODEL.value == "maskgit":
+            if not _CHECKPOINT.value:
+                raise ValueError("--model maskgit needs --checkpoint DIR: the folder holding "
+                                 "MaskGIT's tokenizer_imagenet256_checkpoint and "
+                                 "maskgit_imagenet256_checkpoint (docs/maskgit.md)")  # fmt: skip
+            vqgm, default = maskgit.load_maskgit(_CHECKPOINT.value), None
         elif _MODEL.value == "toy":
             vqgm, default = toy.load_toy_vqgm(), toy.TOY_SAMPLING
         else:
@@ -92,7 +106,8 @@ def main(argv):
         if _CLASSES.value == "all":
             class_ids = list(range(len(vqgm.class_names)))
         elif _CLASSES.value == "concepts":
-            n = len(toy.world.CONCEPTS) if _MODEL.value != "imagenet" else len(vqgm.class_names)
+            toyish = _MODEL.value not in ("imagenet", "maskgit")
+            n = len(toy.world.CONCEPTS) if toyish else len(vqgm.class_names)
             class_ids = list(range(n))
         else:
             class_ids = [vqgm.class_id(c.strip()) for c in _CLASSES.value.split(",") if c.strip()]
@@ -106,10 +121,16 @@ def main(argv):
         with tqdm(total=total, desc=f"{_SOURCE.value} tokens", unit="img") as bar:
             progress = lambda n: bar.update(n - bar.n)
             if _SOURCE.value == "encoded":
-                if _MODEL.value == "imagenet":
+                if _MODEL.value in ("imagenet", "maskgit"):
                     raise ValueError("--source encoded needs the toy world's procedural images")
                 ds = toy.write_encoded_dataset(
                     vqgm.vqgan, class_ids, _PER_CLASS.value, _OUT.value, _SEED.value,
+                    _SHARD_SIZE.value, progress,
+                )  # fmt: skip
+            elif _MODEL.value == "maskgit":
+                sc = maskgit.SampleConfig(_NUM_ITER.value, _CHOICE_T.value)
+                ds = generate_dataset(
+                    vqgm, class_ids, _PER_CLASS.value, _OUT.value, _SEED.value, sc,
                     _SHARD_SIZE.value, progress,
                 )  # fmt: skip
             else:

@@ -80,8 +80,19 @@ def cin_check():
     print(json.dumps({"devices": len(jax.devices()), "tokens": np.asarray(toks).tolist()}))
 
 
+def maskgit_check():
+    """MaskGIT-sampled tokens for 6 classes (printed), on however many devices."""
+    from cortex_jax import maskgit
+
+    vqgm = maskgit.load_maskgit(Path(sys.argv[2]))
+    toks = vqgm.sample_tokens([0, 1, 2, 3, 4, 9], jax.random.PRNGKey(1), maskgit.SampleConfig(8))
+    print(json.dumps({"devices": len(jax.devices()), "tokens": np.asarray(toks).tolist()}))
+
+
 def main():
     arch = sys.argv[1]
+    if arch == "maskgit":
+        return maskgit_check()
     if arch == "dalle":
         return dalle_check()
     if arch == "cin":

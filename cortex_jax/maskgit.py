@@ -1,0 +1,669 @@
+"""MaskGIT (Chang et al., CVPR 2022; google-research/maskgit) natively in Flax: its VQGAN-style
+tokenizer, its bidirectional transformer and its parallel decoding, with the released
+checkpoints' parameter trees.
+
+- `MaskGITTokenizer` is a `VQGAN` for every purpose of this project (codebook, encode, embed,
+  decode, E = codebook rows), so IEMs, TIS, selection, editing and audits run on it unchanged.
+  MaskGIT works on [0, 1] images, the project on [−1, 1]: the conversion happens at this
+  boundary, so `encode(x)` gives MaskGIT's indices for (x + 1)/2 and `decode_code` returns 2y − 1
+  of MaskGIT's decode y. The architecture follows `maskgit/nets/vqgan_tokenizer.py`, quirks
+  included: no attention layers; GroupNorm (32 groups) and swish; average-pool downsampling
+  (`conv_downsample` false in the released model); and a `ResBlock` whose channel-changing
+  shortcut conv is applied to the block's *output* (the input is then not added at all).
+- `BidirectionalTransformer` follows `maskgit/nets/maskgit_transformer.py` (BERT-style post-LN
+  layers, approximate GELU, an MLM head tied to the word embeddings). Its sequence is the class
+  token (label + codebook size) followed by the m·m image ids; `[MASK]` is −1, which the
+  embedding reads as its last row, as in MaskGIT.
+- `parallel_decode` is `maskgit/libml/parallel_decode.py`: `num_iter` steps, each sampling every
+  masked position, keeping the most confident ones by the cosine schedule with Gumbel noise
+  annealed by `choice_temperature · (1 − t/T)`; the PRNG is split exactly as there, so the same
+  key reproduces its sequences.
+- `MaskGITVQGM` samples token grids for class ids (batched, one key per image, data-parallel over
+  local devices) and edits regions (re-mask, re-decode for a target class: MaskGIT's own editing).
+
+Checkpoints are read as MaskGIT writes them, `flax.serialization.to_bytes({"params": …})`, with
+no TensorFlow; the architecture is read off the tree's shapes (the image size and activation,
+which weights do not show, come from a MaskGIT config.json beside the file, the `…256…` in the
+released file names, or the caller).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from cortex_jax import sharding
+from cortex_jax.vqgan import VQGAN
+
+Array = jax.Array
+MASK_TOKEN_ID = -1
+_LN_EPS = 1e-12  # BERT's layer norm epsilon, as MaskGIT's transformer
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    """MaskGIT's `config.vqvae` plus the image size (which weights do not record).
+
+    Attributes: filters, channel_multipliers, num_res_blocks, embedding_dim, codebook_size,
+    image_size, activation ("swish" in the released model, or "relu"), conv_downsample.
+    """
+
+    filters: int = 128
+    channel_multipliers: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    embedding_dim: int = 256
+    codebook_size: int = 1024
+    image_size: int = 256
+    activation: Literal["swish", "relu"] = "swish"
+    conv_downsample: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "channel_multipliers", tuple(self.channel_multipliers))
+        if self.activation not in ("swish", "relu"):
+            raise ValueError(f"activation={self.activation!r}; expected 'swish' or 'relu'")
+        if self.image_size % self.downsample_factor:
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of the tokenizer's downsampling "
+                f"factor {self.downsample_factor}"
+            )
+
+    # The VQGANConfig names the rest of the project reads.
+    n_embed = property(lambda self: self.codebook_size)
+    embed_dim = property(lambda self: self.embedding_dim)
+    resolution = property(lambda self: self.image_size)
+    in_channels = property(lambda self: 3)
+    downsample_factor = property(lambda self: 2 ** (len(self.channel_multipliers) - 1))
+    grid_size = property(lambda self: self.image_size // self.downsample_factor)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"family": "maskgit"}
+
+
+def _act(name: str):
+    return nn.swish if name == "swish" else nn.relu
+
+
+class _ResBlock(nn.Module):
+    filters: int
+    activation: str
+
+    @nn.compact
+    def __call__(self, x):
+        act = _act(self.activation)
+        input_dim = x.shape[-1]
+        h = nn.Conv(self.filters, (3, 3), use_bias=False, name="Conv_0")(
+            act(nn.GroupNorm(name="GroupNorm_0")(x))
+        )
+        h = nn.Conv(self.filters, (3, 3), use_bias=False, name="Conv_1")(
+            act(nn.GroupNorm(name="GroupNorm_1")(h))
+        )
+        if input_dim != self.filters:  # MaskGIT's quirk: the shortcut conv reads the output
+            return h + nn.Conv(self.filters, (1, 1), use_bias=False, name="Conv_2")(h)
+        return h + x
+
+
+def _avg_pool2(x):
+    # TF-style 'SAME' average pooling, as MaskGIT's layers.dsample (padding cells not counted).
+    window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
+    s = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "SAME")
+    n = jax.lax.reduce_window(jnp.ones_like(x), 0.0, jax.lax.add, window, strides, "SAME")
+    return s / n
+
+
+class _Encoder(nn.Module):
+    config: TokenizerConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        conv_i = iter(range(100))
+        conv = lambda f, k, **kw: nn.Conv(f, k, name=f"Conv_{next(conv_i)}", **kw)
+        block_i = iter(range(1000))
+        block = lambda f: _ResBlock(f, c.activation, name=f"ResBlock_{next(block_i)}")
+        x = conv(c.filters, (3, 3), use_bias=False)(x)
+        filters = c.filters
+        for i, mult in enumerate(c.channel_multipliers):
+            filters = c.filters * mult
+            for _ in range(c.num_res_blocks):
+                x = block(filters)(x)
+            if i < len(c.channel_multipliers) - 1:
+                x = conv(filters, (4, 4), strides=(2, 2))(x) if c.conv_downsample else _avg_pool2(x)
+        for _ in range(c.num_res_blocks):
+            x = block(filters)(x)
+        x = _act(c.activation)(nn.GroupNorm(name="GroupNorm_0")(x))
+        return conv(c.embedding_dim, (1, 1))(x)
+
+
+class _Decoder(nn.Module):
+    config: TokenizerConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        conv_i = iter(range(100))
+        conv = lambda f, k, **kw: nn.Conv(f, k, name=f"Conv_{next(conv_i)}", **kw)
+        block_i = iter(range(1000))
+        block = lambda f: _ResBlock(f, c.activation, name=f"ResBlock_{next(block_i)}")
+        filters = c.filters * c.channel_multipliers[-1]
+        x = conv(filters, (3, 3), use_bias=True)(x)
+        for _ in range(c.num_res_blocks):
+            x = block(filters)(x)
+        for i in reversed(range(len(c.channel_multipliers))):
+            filters = c.filters * c.channel_multipliers[i]
+            for _ in range(c.num_res_blocks):
+                x = block(filters)(x)
+            if i > 0:
+                n, h, w, ch = x.shape
+                x = jax.image.resize(x, (n, 2 * h, 2 * w, ch), method="nearest")
+                x = conv(filters, (3, 3))(x)
+        x = _act(c.activation)(nn.GroupNorm(name="GroupNorm_0")(x))
+        return conv(3, (3, 3))(x)
+
+
+def _tokenizer_fns(config: TokenizerConfig):
+    enc, dec = _Encoder(config), _Decoder(config)
+
+    def encode_latents(params, pixels):
+        return enc.apply({"params": params["encoder"]}, (pixels + 1.0) / 2.0)
+
+    def encode(params, pixels):
+        z = encode_latents(params, pixels)
+        cb = params["quantizer"]["codebook"]
+        flat = z.reshape(-1, z.shape[-1])
+        # MaskGIT's squared_euclidean_distance: ‖z‖² − 2 z·c + ‖c‖², argmin over codes.
+        d = (
+            jnp.sum(flat**2, axis=1, keepdims=True)
+            - 2 * jnp.matmul(flat, cb.T, precision=jax.lax.Precision.HIGHEST)
+            + jnp.sum(cb**2, axis=1)[None]
+        )
+        idx = jnp.argmin(d, axis=-1).reshape(z.shape[0], -1)
+        return cb[idx].reshape(z.shape), idx
+
+    def decode(params, embedding):
+        return 2.0 * dec.apply({"params": params["decoder"]}, embedding) - 1.0
+
+    return {"encode": encode, "decode": decode, "encode_latents": encode_latents}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MaskGITTokenizer(VQGAN):
+    """MaskGIT's tokenizer behind the `VQGAN` interface (pixels in [−1, 1]).
+
+    Attributes: config (TokenizerConfig), params (MaskGIT's tree: encoder, decoder,
+    quantizer/codebook), dtype.
+    """
+
+    config: TokenizerConfig  # type: ignore[assignment]
+
+    def _apply(self, method: str):
+        fn = jax.jit(_tokenizer_fns(self.config)[method])
+        return lambda x: fn(self.params, x)
+
+    @property
+    def codebook(self) -> Array:
+        return jnp.asarray(self.params["quantizer"]["codebook"])
+
+    @property
+    def grid_size(self) -> int:
+        return self.config.grid_size
+
+
+def infer_tokenizer_config(params: dict, **overrides: Any) -> TokenizerConfig:
+    """The tokenizer's architecture from its parameter shapes (image size and activation from
+    `overrides`, default 256 and swish)."""
+    try:
+        enc, dec = params["encoder"], params["decoder"]
+        codebook_size, embedding_dim = np.shape(params["quantizer"]["codebook"])
+        filters = np.shape(enc["Conv_0"]["kernel"])[-1]
+        blocks = sorted(int(k.split("_")[1]) for k in enc if k.startswith("ResBlock_"))
+        n_dec_convs = len([k for k in dec if k.startswith("Conv_")])
+        n_enc_convs = len([k for k in enc if k.startswith("Conv_")])
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(
+            f"not a MaskGIT tokenizer parameter tree (missing {e}); expected params with "
+            "encoder/, decoder/ and quantizer/codebook"
+        ) from None
+    levels = n_dec_convs - 1  # conv_in, one conv per upsampling, conv_out
+    if levels < 1 or len(blocks) % (levels + 1):
+        raise ValueError(
+            f"MaskGIT tokenizer tree has {len(blocks)} encoder blocks and {n_dec_convs} decoder "
+            "convs, which fit no channel_multipliers / num_res_blocks"
+        )
+    nrb = len(blocks) // (levels + 1)
+    mults = tuple(
+        int(np.shape(enc[f"ResBlock_{i * nrb}"]["Conv_1"]["kernel"])[-1] // filters)
+        for i in range(levels)
+    )
+    fields = dict(
+        filters=int(filters), channel_multipliers=mults, num_res_blocks=nrb,
+        embedding_dim=int(embedding_dim), codebook_size=int(codebook_size),
+        conv_downsample=n_enc_convs > 2,
+    )  # fmt: skip
+    return TokenizerConfig(**(fields | overrides))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bidirectional transformer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """MaskGIT's transformer: vocab = codebook_size + classes + 1 (the last row is [MASK]).
+
+    Attributes: vocab_size, hidden_size, num_layers, num_heads, intermediate_size,
+    max_position_embeddings (1 + m·m), codebook_size.
+    """
+
+    vocab_size: int
+    hidden_size: int = 768
+    num_layers: int = 24
+    num_heads: int = 16
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 257
+    codebook_size: int = 1024
+
+    @property
+    def num_classes(self) -> int:
+        return self.vocab_size - self.codebook_size - 1
+
+    @property
+    def n_image_tokens(self) -> int:
+        return self.max_position_embeddings - 1
+
+
+class _Attention(nn.Module):
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        h = nn.MultiHeadDotProductAttention(
+            c.num_heads, qkv_features=c.hidden_size, name="self_attention"
+        )(x, x)
+        return nn.LayerNorm(epsilon=_LN_EPS, name="attention_output_ln")(h + x)
+
+
+class _Mlp(nn.Module):
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        h = jax.nn.gelu(nn.Dense(c.intermediate_size, name="intermediate_output")(x))
+        h = nn.Dense(c.hidden_size, name="layer_output")(h)
+        return nn.LayerNorm(epsilon=_LN_EPS, name="layer_output_ln")(h + x)
+
+
+class BidirectionalTransformer(nn.Module):
+    """(B, L) ids (class token first, −1 = [MASK]) → logits (B, L, vocab_size)."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, ids):
+        c = self.config
+        ids = jnp.asarray(ids, jnp.int32)
+        ids = jnp.where(ids < 0, c.vocab_size + ids, ids)  # −1 → the last row, as jnp.take does
+        emb = _Embed(c, name="Embed_0")
+        x = emb(ids)
+        for i in range(c.num_layers):
+            x = _TransformerLayer(c, name=f"TransformerLayer_{i}")(x)
+        words = emb.variables["params"]["word_embeddings"]["embedding"]
+        return _MlmLayer(c, name="MlmLayer_0")(x, words)
+
+
+class _TransformerLayer(nn.Module):
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x):
+        return _Mlp(self.config, name="Mlp_0")(_Attention(self.config, name="Attention_0")(x))
+
+
+class _Embed(nn.Module):
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, ids):
+        c = self.config
+        words = nn.Embed(c.vocab_size, c.hidden_size, name="word_embeddings")(ids)
+        pos = nn.Embed(c.max_position_embeddings, c.hidden_size, name="position_embeddings")(
+            jnp.arange(ids.shape[-1])[None]
+        )
+        return nn.LayerNorm(epsilon=_LN_EPS, name="embeddings_ln")(words + pos)
+
+
+class _MlmLayer(nn.Module):
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x, words):
+        c = self.config
+        h = jax.nn.gelu(nn.Dense(c.hidden_size, name="mlm_dense")(x))
+        h = nn.LayerNorm(epsilon=_LN_EPS, name="mlm_ln")(h)
+        return _Bias(name="mlm_bias")(h @ words.T)
+
+
+class _Bias(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x + self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+
+
+def infer_transformer_config(params: dict, codebook_size: int) -> TransformerConfig:
+    """The transformer's architecture from its parameter shapes."""
+    try:
+        emb = params["Embed_0"]
+        vocab, hidden = np.shape(emb["word_embeddings"]["embedding"])
+        positions = np.shape(emb["position_embeddings"]["embedding"])[0]
+        layers = sorted(int(k.split("_")[1]) for k in params if k.startswith("TransformerLayer_"))
+        first = params["TransformerLayer_0"]
+        heads = np.shape(first["Attention_0"]["self_attention"]["key"]["kernel"])[1]
+        inter = np.shape(first["Mlp_0"]["intermediate_output"]["kernel"])[1]
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(
+            f"not a MaskGIT transformer parameter tree (missing {e}); expected params with "
+            "Embed_0, TransformerLayer_i and MlmLayer_0"
+        ) from None
+    if vocab <= codebook_size + 1:
+        raise ValueError(
+            f"transformer vocabulary {vocab} leaves no class tokens after the tokenizer's "
+            f"{codebook_size} codes and [MASK]"
+        )
+    return TransformerConfig(int(vocab), int(hidden), len(layers), int(heads), int(inter),
+                             int(positions), int(codebook_size))  # fmt: skip
+
+
+def transformer_logits(config: TransformerConfig, params: dict, ids: Array) -> Array:
+    """(B, L) ids → (B, L, vocab) logits of MaskGIT's transformer (deterministic)."""
+    return BidirectionalTransformer(config).apply({"params": params}, ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel decoding
+# ---------------------------------------------------------------------------------------------
+
+
+def mask_schedule(ratio: Array, method: str = "cosine") -> Array:
+    """MaskGIT's mask ratio for the share `ratio` of iterations done (cosine: cos(π/2·r))."""
+    if method == "cosine":
+        r = jnp.cos(math.pi / 2.0 * ratio)
+    elif method == "uniform":
+        r = 1.0 - ratio
+    elif method.startswith("pow"):
+        r = 1.0 - ratio ** float(method[3:])
+    else:
+        raise ValueError(f"mask schedule {method!r}; expected cosine, uniform or powN")
+    return jnp.clip(r, 1e-6, 1.0)
+
+
+def parallel_decode(
+    logits_fn,
+    inputs: Array,
+    rng: Array,
+    num_iter: int = 12,
+    choice_temperature: float = 4.5,
+    start_iter: int = 0,
+    mask_token_id: int = MASK_TOKEN_ID,
+    schedule: str = "cosine",
+) -> Array:
+    """MaskGIT's iterative decoding: (B, L) ids with [MASK] → (B, num_iter, L), the sequence after
+    each iteration. `logits_fn(ids) -> (B, L, K)` scores the codebook entries only."""
+    inputs = jnp.asarray(inputs, jnp.int32)
+    unknown0 = jnp.sum(inputs == mask_token_id, axis=-1)
+    final0 = jnp.tile(inputs[:, None], (1, num_iter, 1))
+
+    def body(step, carry):
+        seqs, rng, final = carry
+        logits = logits_fn(seqs)
+        rng, sample_rng = jax.random.split(rng, 2)
+        sampled = jax.random.categorical(sample_rng, logits)
+        unknown = seqs == mask_token_id
+        sampled = jnp.where(unknown, sampled, seqs)
+        ratio = 1.0 * (step + 1) / num_iter
+        mask_ratio = mask_schedule(ratio, schedule)
+        final = jax.lax.dynamic_update_slice(final, sampled[:, None], (0, step, 0))
+        probs = jax.nn.softmax(logits, axis=-1)
+        selected = jnp.take_along_axis(probs, sampled[..., None], -1)[..., 0]
+        selected = jnp.where(unknown, selected, jnp.inf)
+        mask_len = jnp.floor(unknown0 * mask_ratio)[:, None]
+        mask_len = jnp.maximum(1, jnp.minimum(jnp.sum(unknown, -1, keepdims=True) - 1, mask_len))
+        rng, choice_rng = jax.random.split(rng)
+        t = choice_temperature * (1.0 - ratio)
+        confidence = jnp.log(selected) + t * jax.random.gumbel(choice_rng, selected.shape)
+        cut = jnp.take_along_axis(jnp.sort(confidence, -1), mask_len.astype(jnp.int32), -1)
+        return jnp.where(confidence < cut, mask_token_id, sampled), rng, final
+
+    _, _, final = jax.lax.fori_loop(start_iter, num_iter, body, (inputs, rng, final0))
+    return final
+
+
+# ---------------------------------------------------------------------------------------------
+# The generative model
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """MaskGIT sampling: iterations and the confidence-masking temperature (released: 4.5)."""
+
+    num_iter: int = 12
+    choice_temperature: float = 4.5
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MaskGITVQGM:
+    """Attributes: name, vqgan (the tokenizer), transformer_config, transformer_params,
+    class_names (one per class id)."""
+
+    name: str
+    vqgan: MaskGITTokenizer
+    transformer_config: TransformerConfig
+    transformer_params: Any
+    class_names: tuple[str, ...]
+
+    def __post_init__(self):
+        c, m = self.transformer_config, self.vqgan.grid_size
+        if c.n_image_tokens != m * m:
+            raise ValueError(
+                f"the transformer has {c.max_position_embeddings} positions (class + "
+                f"{c.n_image_tokens}) but the tokenizer grid is {m}x{m} at image_size "
+                f"{self.vqgan.config.image_size}; set the image size to match"
+            )
+        if len(self.class_names) != c.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {c.num_classes} classes")
+
+    @property
+    def grid_size(self) -> int:
+        return self.vqgan.grid_size
+
+    def class_id(self, name: str) -> int:
+        from cortex_jax.vqgm import resolve_name
+
+        return resolve_name(name, self.class_names, f"{self.name} class")
+
+    def _check_classes(self, class_ids) -> np.ndarray:
+        ids = np.asarray(class_ids)
+        n = self.transformer_config.num_classes
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"class ids have shape {ids.shape} / dtype {ids.dtype}; expected (B,)")
+        if ids.size and (ids.min() < 0 or ids.max() >= n):
+            raise ValueError(f"class id {int(ids.max() if ids.max() >= n else ids.min())} is "
+                             f"outside the model's {n} classes (0..{n - 1})")  # fmt: skip
+        return ids.astype(np.int32)
+
+    @functools.cached_property
+    def _decode_one(self):
+        c = self.transformer_config
+        logits_fn = lambda ids: transformer_logits(c, self.transformer_params, ids)[
+            ..., : c.codebook_size
+        ]
+
+        def one(seq, key, num_iter, temperature, start_iter):
+            out = parallel_decode(logits_fn, seq[None], key, num_iter, temperature, start_iter)
+            return out[0, -1, 1:]
+
+        return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None)), static_argnums=(2, 4))
+
+    def _run(self, seqs: np.ndarray, rng: Array, sc: SampleConfig, start_iter: int) -> Array:
+        keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(len(seqs)))
+        b, (s, k) = sharding.split_over_local_devices(np.asarray(seqs), np.asarray(keys))
+        out = self._decode_one(s, k, sc.num_iter, float(sc.choice_temperature), start_iter)
+        m = self.grid_size
+        return np.asarray(out)[:b].reshape(b, m, m)
+
+    def sample_tokens(
+        self, class_ids, rng: Array, sample_config: SampleConfig = SampleConfig(), dtype=None
+    ) -> np.ndarray:
+        """(B,) class ids → (B, m, m) token grids. Image i decodes with fold_in(rng, i), so a grid
+        does not depend on the batch around it (MaskGIT's own decode draws for the whole batch:
+        use `parallel_decode` for that)."""
+        del dtype  # float32 only
+        ids = self._check_classes(class_ids)
+        c = self.transformer_config
+        seqs = np.full((len(ids), 1 + c.n_image_tokens), MASK_TOKEN_ID, np.int32)
+        seqs[:, 0] = ids + c.codebook_size
+        return self._run(seqs, rng, sample_config, 0)
+
+    def edit_tokens(
+        self,
+        base: np.ndarray,
+        mask: np.ndarray,
+        targets,
+        rng: Array,
+        sample_config: SampleConfig = SampleConfig(),
+        start_iter: int = 2,
+    ) -> np.ndarray:
+        """MaskGIT's editing: the masked positions of each (m, m) grid re-masked and re-decoded
+        for its target class, from iteration `start_iter` (the released demo: 2 of 12)."""
+        base = np.asarray(base, np.int32)
+        m = self.grid_size
+        if base.ndim != 3 or base.shape[1:] != (m, m):
+            raise ValueError(f"base token grids have shape {base.shape}; expected (B, {m}, {m})")
+        self.vqgan.check_indices(base)
+        t = self._check_classes(np.broadcast_to(np.asarray(targets), (len(base),)))
+        flat = np.where(np.broadcast_to(np.asarray(mask, bool), base.shape), MASK_TOKEN_ID, base)
+        seqs = np.concatenate([t[:, None] + self.transformer_config.codebook_size,
+                               flat.reshape(len(base), -1)], 1).astype(np.int32)  # fmt: skip
+        return self._run(seqs, rng, sample_config, start_iter)
+
+    def decode(self, tokens: Any) -> Array:
+        """(B, m, m) tokens → pixels (B, H, W, 3) clipped to [−1, 1]."""
+        return jnp.clip(self.vqgan.decode_code(tokens), -1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint files
+# ---------------------------------------------------------------------------------------------
+
+
+def read_params(path: str | Path, what: str) -> dict:
+    """The params tree of a MaskGIT checkpoint file (msgpack of {"params": …})."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MaskGIT {what} checkpoint not found: {path}")
+    try:
+        state = serialization.msgpack_restore(path.read_bytes())
+    except Exception as e:  # msgpack raises many types on foreign bytes
+        raise ValueError(f"{path} is not a MaskGIT checkpoint (msgpack of {{'params': ...}}): "
+                         f"{type(e).__name__}") from None  # fmt: skip
+    if not isinstance(state, dict) or not isinstance(state.get("params"), dict):
+        raise ValueError(f"{path} holds no 'params' tree; expected a MaskGIT checkpoint")
+    return state["params"]
+
+
+def is_tokenizer_file(path: str | Path) -> bool:
+    """Whether `path` is a MaskGIT tokenizer checkpoint (sniffed without reading it all)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix in (".json", ".ckpt", ".pt", ".pth", ".npz"):
+        return False
+    with path.open("rb") as f:
+        head = f.read(64)  # msgpack: {"params": {"decoder" | "encoder" | "quantizer": …
+    return head[1:8] == b"\xa6params" and any(k in head for k in (b"coder", b"quantizer"))
+
+
+def _sidecar_options(path: Path) -> dict[str, Any]:
+    """Image size and activation from a MaskGIT config.json beside the file, or the `…256…` of
+    the released names (tokenizer_imagenet256_checkpoint)."""
+    opts: dict[str, Any] = {}
+    m = re.search(r"(\d+)_checkpoint$", path.name)
+    if m:
+        opts["image_size"] = int(m.group(1))
+    cfg = path.parent / "config.json"
+    if cfg.is_file():
+        try:
+            raw = json.loads(cfg.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raw = {}
+        if isinstance(raw, dict) and isinstance(raw.get("vqvae"), dict):
+            if "image_size" in raw:
+                opts["image_size"] = int(raw["image_size"])
+            if raw["vqvae"].get("activation_fn") in ("swish", "relu"):
+                opts["activation"] = raw["vqvae"]["activation_fn"]
+    return opts
+
+
+def find_checkpoint(folder: Path, kind: Literal["tokenizer", "maskgit"]) -> Path:
+    """The tokenizer or transformer checkpoint file in a folder of released MaskGIT files."""
+    hits = sorted(p for p in folder.glob(f"{kind}_*checkpoint") if p.is_file())
+    hits += [p for p in [folder / f"{kind}_checkpoint"] if p.is_file() and p not in hits]
+    if not hits:
+        raise FileNotFoundError(
+            f"no MaskGIT {kind} checkpoint in {folder}; expected e.g. "
+            f"{kind}_imagenet256_checkpoint (docs/maskgit.md says where to get it)"
+        )
+    return hits[0]
+
+
+def load_tokenizer(path: str | Path, **overrides: Any) -> MaskGITTokenizer:
+    """MaskGIT's tokenizer from its checkpoint file or a folder holding it; `overrides` set
+    TokenizerConfig fields the weights do not show (image_size, activation)."""
+    path = Path(path)
+    if path.is_dir():
+        path = find_checkpoint(path, "tokenizer")
+    params = read_params(path, "tokenizer")
+    config = infer_tokenizer_config(params, **(_sidecar_options(path) | overrides))
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+    return MaskGITTokenizer(config, params)
+
+
+def load_maskgit(
+    folder: str | Path,
+    class_names: Sequence[str] | None = None,
+    tokenizer: str | Path | None = None,
+    transformer: str | Path | None = None,
+    **overrides: Any,
+) -> MaskGITVQGM:
+    """The tokenizer + transformer from a folder holding MaskGIT's checkpoint files (or the two
+    paths). Class names default to ImageNet's for 1000 classes, class0… otherwise."""
+    folder = Path(folder)
+    tok = load_tokenizer(tokenizer or find_checkpoint(folder, "tokenizer"), **overrides)
+    tparams = read_params(transformer or find_checkpoint(folder, "maskgit"), "transformer")
+    tcfg = infer_transformer_config(tparams, tok.config.codebook_size)
+    if class_names is None:
+        if tcfg.num_classes == 1000:
+            from cortex_jax import imagenet
+
+            class_names = [c.name for c in imagenet.classes()]
+        else:
+            class_names = [f"class{i}" for i in range(tcfg.num_classes)]
+    tparams = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tparams)
+    return MaskGITVQGM("maskgit", tok, tcfg, tparams, tuple(class_names))
