@@ -15,7 +15,7 @@ authors' random start.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -23,6 +23,7 @@ import numpy as np
 from cortex_jax import selection
 
 Decode = Callable[[np.ndarray], np.ndarray]
+Editor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def progression(decode: Decode, base: np.ndarray, result: selection.SelectionResult, i: int = 0):
@@ -48,13 +49,18 @@ def pair_study(
     cfg: selection.SelectionConfig,
     seed: int = 0,
     image_ids: np.ndarray | None = None,
+    editors: Mapping[str, Editor] | None = None,
 ) -> dict:
     """Table 5: ΔP_orig and ΔP_target (mean over images) for token selection (from random tokens,
     the authors' start, and from the image's own), the embedding baseline and the random-token
     control, from the IEM (softmax of its logits) and from `classifier` on decoded images, at the
     final step and at the best logged step (by IEM f_target). `image_ids` (B,): global ids that
     seed each image's init and Gumbel noise (default 0..B−1), so that results do not depend on
-    how images are batched."""
+    how images are batched. `editors` add rows for other editing methods, each a function
+    (base, sources, targets, mask) → edited grids (for example MaskGIT's own re-mask and
+    re-decode, `maskgit.MaskGITVQGM.edit_tokens`). Every row also reports how many tokens an image
+    had changed and ΔP_target (judge) per changed token, so methods that change different
+    numbers of tokens compare fairly."""
     rows = np.arange(len(base))
     iem_probs = jax.jit(lambda e: jax.nn.softmax(predict(e), -1))
 
@@ -86,11 +92,19 @@ def pair_study(
     for name, res in runs.items():
         for which in ("final", "best"):
             edits[f"{name}/{which}"] = res.edited(base, which)
+    for name, edit in (editors or {}).items():
+        edits[f"{name}/final"] = np.asarray(edit(base, sources, targets, mask))
     table = {}
     for row_name, grids in edits.items():
         after, top1 = measure(grids)
         row = {f"delta_{k}": float(np.mean(after[k] - before[k])) for k in after}
-        table[row_name] = row | {"judge_target_top1": top1}
+        changed = float(np.mean((np.asarray(grids) != base).reshape(len(base), -1).sum(1)))
+        per_token = row["delta_judge_target"] / changed if changed else float("nan")
+        table[row_name] = row | {
+            "judge_target_top1": top1,
+            "tokens_changed": changed,
+            "delta_judge_target_per_token": per_token,
+        }
     return {
         "before": {k: float(np.mean(v)) for k, v in before.items()},
         "table": table,

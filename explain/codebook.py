@@ -29,11 +29,13 @@ from PIL import Image
 
 from cortex_jax import (
     checkpoints,
+    classifier,
     codebook_level,
     data,
     errors,
     iem,
     imagenet,
+    maskgit,
     recipe,
     selection,
     sharding,
@@ -58,10 +60,20 @@ _IEM = flags.DEFINE_enum("iem", "ce", ["ce", "re", "te"], "Shipped toy IEM.")
 _N_IMAGES = flags.DEFINE_integer("n-images", 4, "Images to edit with --from-concept.")
 _VQGAN = flags.DEFINE_string("vqgan", "toy", "VQGAN source (see load_vqgan).")
 _IEM_CKPT = flags.DEFINE_string("iem-checkpoint", None, "IEM folder written by train.iem.")
-_TABLE5 = flags.DEFINE_bool("table5", False, "Run the Table 5 pair study on the toy world.")
+_TABLE5 = flags.DEFINE_bool(
+    "table5", False, "Run the Table 5 pair study (toy world, or --dataset with real models)."
+)
 _PAIRS = flags.DEFINE_string("pairs", "red-circle:blue-circle,red-square:green-square,"
                              "red-star:yellow-star,blue-triangle:yellow-triangle",
                              "Concept pairs for --table5.")  # fmt: skip
+_MASKGIT = flags.DEFINE_string(
+    "maskgit", None, "--table5: also MaskGIT's own editing, from this folder of its checkpoints."
+)
+_MASKGIT_ITER = flags.DEFINE_integer("maskgit-iter", 12, "MaskGIT editing: decoding steps.")
+_CLASSIFIER = flags.DEFINE_string(
+    "classifier", None, "--table5 with real models: the pixel classifier (see load_classifier)."
+)
+_CLASSIFIER_SIZE = flags.DEFINE_integer("classifier-size", 224, "Its input size.")
 _OUT = flags.DEFINE_string("out", "runs/explain_codebook", "Output folder.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 
@@ -181,36 +193,82 @@ def explain(out: Path) -> dict:
     return info
 
 
+def _table5_bases(vq, names, is_toy, idx):
+    """(base grids, sources, targets, classifier) for the pairs: generated toy images and the
+    pixel judge, or the first --n-images test images of each source class in --dataset and
+    --classifier."""
+    per = _N_IMAGES.value
+    if is_toy:
+        src = np.repeat([s for s, _ in idx], per)
+        tgt = np.repeat([t for _, t in idx], per)
+        vqgm = toy.load_toy_vqgm()
+        base = vqgm.sample_tokens(src, jax.random.PRNGKey(_SEED.value), toy.TOY_SAMPLING)
+        return np.asarray(base), src, tgt, toy.load_toy_judge()
+    if not _DATASET.value or not _CLASSIFIER.value:
+        raise ValueError(
+            "--table5 with real models needs --dataset DIR (test token grids) and --classifier "
+            "(a torchvision .pth, a classifier folder or random:ARCH)"
+        )
+    tokens, labels, _ = data.TokenDataset.open(_DATASET.value).arrays()
+    vq.check_indices(tokens)
+    base, src, tgt = [], [], []
+    for s_id, t_id in idx:
+        rows = np.flatnonzero(labels == s_id)[:per]
+        if not len(rows):
+            raise ValueError(f"--dataset has no images of {names[s_id]!r} for the pair")
+        base.append(tokens[rows].astype(np.int32))
+        src += [s_id] * len(rows)
+        tgt += [t_id] * len(rows)
+    _, _, probs = classifier.load_classifier(_CLASSIFIER.value, _CLASSIFIER_SIZE.value)
+    return np.concatenate(base), np.asarray(src), np.asarray(tgt), probs
+
+
 def table5(out: Path) -> dict:
     vq, predict, names, is_toy = _models()
-    if not is_toy:
-        raise ValueError("--table5 runs on the toy world (it needs the pixel judge)")
-    pairs = [tuple(p.split(":")) for p in _PAIRS.value.split(",")]
-    for a, b in pairs:
-        _resolve(a, names, True), _resolve(b, names, True)
-    idx = codebook_level.pairs_from(names, pairs)
-    vqgm = toy.load_toy_vqgm()
-    per = _N_IMAGES.value
-    src = np.repeat([s for s, _ in idx], per)
-    tgt = np.repeat([t for _, t in idx], per)
-    base = np.asarray(vqgm.sample_tokens(src, jax.random.PRNGKey(_SEED.value), toy.TOY_SAMPLING))
+    pairs = []
+    for p in _PAIRS.value.split(","):
+        parts = [x.strip() for x in p.split(":")]
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"--pairs entry {p!r}; expected A:B")
+        pairs.append(tuple(parts))
+    ids = [(_resolve(a, names, is_toy), _resolve(b, names, is_toy)) for a, b in pairs]
+    idx = [x for a, b in ids for x in ((a, b), (b, a))]  # each concept toward its partner
+    base, src, tgt, judge = _table5_bases(vq, names, is_toy, idx)
     cfg = selection.SelectionConfig(steps=_STEPS.value, learning_rate=_LR.value,
                                     log_every=_LOG_EVERY.value)  # fmt: skip
     mask = selection.region_mask(vq.grid_size, _REGION.value or "center")
+    editors = {}
+    if _MASKGIT.value:
+        mg = maskgit.load_maskgit(_MASKGIT.value)
+        if mg.vqgan.config != vq.config or not np.array_equal(mg.vqgan.codebook, vq.codebook):
+            raise ValueError("--maskgit's tokenizer is not the --vqgan the IEM reads; pass "
+                             f"--vqgan {_MASKGIT.value}")  # fmt: skip
+        key = jax.random.PRNGKey(_SEED.value + 1)
+        sc = maskgit.SampleConfig(_MASKGIT_ITER.value, 4.5)
+        editors["maskgit_edit"] = lambda b, s, t, m: mg.edit_tokens(b, m, t, key, sc)
     errors.writable_folder(out)
-    result = codebook_level.pair_study(predict, _decode(vq), toy.load_toy_judge(), vq.codebook,
-                                       base, src, tgt, mask, cfg, _SEED.value)  # fmt: skip
+    result = codebook_level.pair_study(predict, _decode(vq), judge, vq.codebook, base, src, tgt,
+                                       mask, cfg, _SEED.value, editors=editors)  # fmt: skip
     result["pairs"] = [f"{a}<->{b}" for a, b in pairs]
+    result["classifier"] = "toy pixel judge" if is_toy else _CLASSIFIER.value
     (out / "table5.json").write_text(json.dumps(result, indent=2) + "\n")
-    rows = ["| method | ΔP_orig (judge) | ΔP_target (judge) | judge top-1 = target | ΔP_orig (IEM) "
-            "| ΔP_target (IEM) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| method | tokens changed | ΔP_orig (judge) | ΔP_target (judge) | ΔP_target per token "
+            "| judge top-1 = target | ΔP_orig (IEM) | ΔP_target (IEM) |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for k, v in result["table"].items():
-        rows.append(f"| {k} | {v['delta_judge_orig']:+.3f} | {v['delta_judge_target']:+.3f} | "
+        rows.append(f"| {k} | {v['tokens_changed']:.1f} | {v['delta_judge_orig']:+.3f} | "
+                    f"{v['delta_judge_target']:+.3f} | {v['delta_judge_target_per_token']:+.4f} | "
                     f"{v['judge_target_top1']:.1%} | {v['delta_iem_orig']:+.3f} | "
                     f"{v['delta_iem_target']:+.3f} |")  # fmt: skip
     rows += ["", "Like for like: token_selection_from_image vs embedding_optimisation (both start "
              "from the image's own tokens). token_selection starts from random tokens, as the "
              "authors; random_tokens/start is that start without optimisation."]  # fmt: skip
+    if editors:
+        rows += [
+            "",
+            "maskgit_edit: MaskGIT's own editing, the region re-masked and re-decoded for the "
+            f"target class ({_MASKGIT_ITER.value} iterations from the 3rd).",
+        ]
     (out / "table5.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
     return result
