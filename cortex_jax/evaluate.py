@@ -104,17 +104,22 @@ def image_level_curve(
     seed: int = 42,
     image_ids: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
-    """Mean probability of the true class after masking the top-n TIS positions vs n random ones.
+    """Mean probability of the true class after masking the top-n TIS positions vs n random ones,
+    with the standard error of each mean over images (`tis_se`, `random_se`).
 
     tis_positions: (B, ≥ max(ns)) flat positions in descending TIS order; image_ids: (B,) global
     ids keying the random positions (see `random_positions`).
     """
     rand = random_positions(len(labels), grid_size, max(ns), seed, image_ids)
-    out: dict[str, list[float]] = {"n": list(ns), "tis": [], "random": []}
+    out: dict[str, list[float]] = {"n": list(ns), "tis": [], "random": [], "tis_se": [],
+                                   "random_se": []}  # fmt: skip
+    rows = np.arange(len(labels))
     for n in ns:
         for name, pos in (("tis", tis_positions), ("random", rand)):
             mask = positions_mask(pos[:, :n], grid_size)
-            out[name].append(masking_effect(classifier, pixels, labels, mask)["probability_after"])
+            p = np.asarray(classifier(black_out(pixels, mask)))[rows, labels]
+            out[name].append(float(p.mean()))
+            out[f"{name}_se"].append(float(p.std(ddof=1) / np.sqrt(len(p))) if len(p) > 1 else 0.0)
     return out
 
 

@@ -218,6 +218,12 @@ def _merge_chunks(chunks: list[tuple[dict, int]]) -> dict:
     for key in ("tis", "random"):
         curve[key] = [sum(r["image_level_curve"][key][j] * n for r, n in chunks) / total
                       for j in range(len(curve["n"]))]  # fmt: skip
+        # the standard error of a weighted mean of independent chunk means
+        curve[f"{key}_se"] = [
+            float(np.sqrt(sum((r["image_level_curve"][f"{key}_se"][j] * n) ** 2
+                              for r, n in chunks)) / total)
+            for j in range(len(curve["n"]))
+        ]  # fmt: skip
     return {"config": first["config"], "concepts": concepts,
             "summary": sample_level.summarize(concepts),
             "image_level_curve": curve, "test_images": total}  # fmt: skip
@@ -248,7 +254,7 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
     probs = _batched(probs, s.batch)
     decode = _decoder(vq, s.batch)
     concepts = [c for c in class_ids(config.generate.classes) if (te_lab == c).any()]
-    chunks = []
+    chunks, parts = [], []
     for j in range(0, len(concepts), s.concepts_per_chunk):
         chunk = concepts[j : j + s.concepts_per_chunk]
         progress("masking evaluation (test split)", j, len(concepts))
@@ -258,11 +264,14 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
                                (ex_tok[ex], ex_lab[ex]), (te_tok[sel], te_lab[sel]), cfg,
                                explain_tis=ex_tis[ex],
                                test_ids=len(ex_lab) + np.flatnonzero(sel))  # fmt: skip
-        rep.pop("arrays")
+        parts.append(rep.pop("arrays"))
         chunks.append((rep, int(sel.sum())))
     report = _merge_chunks(chunks)
     report.update(iem=config.arch, classifier=str(config.classifier),
                   concept_names={int(c): meta["class_names"][c] for c in concepts})  # fmt: skip
+    sample_level.save_test_arrays(
+        out, {k: np.concatenate([p[k] for p in parts]) for k in ("test_tokens", "test_labels",
+                                                                  "test_tis")})  # fmt: skip
     _atomic_json(out / "report.json", report)
     return report
 

@@ -16,6 +16,7 @@ masks) it also scores the precision of T_image and T_concept against the truth.
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Callable, Sequence
 
 import jax
@@ -160,12 +161,30 @@ def run(
                     "random": rng.choice(k_size, len(t_concept[c]), replace=False)}  # fmt: skip
             for name, ids in sets.items():
                 per[name].append(evaluate.occurrence_precision(gt_tok[sel], gt_mask[sel], ids))
+            if int(c) in per_concept:  # per concept too, for the atlas
+                per_concept[int(c)]["ground_truth_precision"] = {k: v[-1] for k, v in per.items()}
         for name, vals in per.items():
             prec[f"concept_{name}"] = float(np.nanmean(vals))
         prec["object_share_of_positions"] = float(gt_mask.mean())
         report["ground_truth_precision"] = prec
-    report["arrays"] = {"test_tis": te_tis, "test_pixels": te_px, "test_labels": te_lab}
+    report["arrays"] = {"test_tis": te_tis, "test_pixels": te_px, "test_labels": te_lab,
+                        "test_tokens": te_tok}  # fmt: skip
     return report
+
+
+def save_test_arrays(folder, arrays: dict) -> None:
+    """FOLDER/arrays.npz: the test split's token grids, labels and float32 TIS (N, m, m), in the
+    order of report.json's evaluation (what explain.atlas draws its concept pages from; pixels
+    are decoded from the tokens when needed)."""
+    from pathlib import Path
+
+    from cortex_jax import data
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, test_tokens=np.asarray(arrays["test_tokens"], np.uint16),
+                        test_labels=np.asarray(arrays["test_labels"], np.int32),
+                        test_tis=np.asarray(arrays["test_tis"], np.float32))  # fmt: skip
+    data.atomic_write_bytes(Path(folder) / "arrays.npz", buf.getvalue())
 
 
 def score_dataset(

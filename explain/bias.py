@@ -27,9 +27,9 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from cortex_jax import bias, errors, evaluate, stats, toy
+from cortex_jax import bias, errors, evaluate, figures, stats, toy
 from cortex_jax.toy import world
-from cortex_jax.viz import save_grid, save_histogram
+from cortex_jax.viz import save_grid
 
 _NEUTRAL = flags.DEFINE_string("neutral", "circle", "Neutral class (toy: circle, star, square).")
 _PAIR = flags.DEFINE_string("pair", None, "A,B: the two concepts (default: the toy world's pair).")
@@ -146,10 +146,15 @@ def run(out: Path) -> dict:
     (out / "report.md").write_text(bias.report_markdown(report, cfg.neutral))
     neu, sets = arrays["neutral_tokens"], arrays["sets"]
     for n, top in sets.items():
-        save_histogram(out / f"counts_n{n}.png",
-                       {a: bias.count_tokens(neu, top[0]), b: bias.count_tokens(neu, top[1])},
-                       f"{neutral}: T_concept tokens per image (n={n}, k={cfg.k})",
-                       "tokens per image")  # fmt: skip
+        figures.count_histograms(
+            out / f"counts_n{n}",
+            {a: bias.count_tokens(neu, top[0]), b: bias.count_tokens(neu, top[1])},
+            f"{neutral}: T_concept tokens per image (n={n}, k={cfg.k})",
+            "T_concept tokens per neutral image",
+        )
+    np.savez_compressed(out / "arrays.npz", neutral_tokens=neu,
+                        **{f"set_a_n{n}": t[0] for n, t in sets.items()},
+                        **{f"set_b_n{n}": t[1] for n, t in sets.items()})  # fmt: skip
     n0 = min(sets)
     r0 = next(r for r in report["per_n"] if r["n"] == n0)
     over = 0 if not r0["verdict"]["share_a"] < 0.5 else 1  # NaN (no contrast): A's tokens

@@ -22,9 +22,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from cortex_jax import errors, evaluate, recipe, sample_level, sharding, toy
+from cortex_jax import errors, evaluate, figures, recipe, sample_level, sharding, toy
 from cortex_jax.toy import world
-from cortex_jax.viz import save_grid, save_line_plot
+from cortex_jax.viz import save_grid
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A recipe config (configs/imagenet.py[:runlocal,iem=…]), not the toy world."
@@ -111,10 +111,15 @@ def run(out: Path) -> dict:
     save_grid(out / "top_tokens.png", px[shown], 8, [names[c] for c in concepts], scale=4,
               boxes=boxes)  # fmt: skip
     curve = report["image_level_curve"]
-    save_line_plot(out / "image_level_curve.png", curve["n"],
-                   {"top-n TIS": curve["tis"], "random n": curve["random"]},
-                   f"{_IEM.value.upper()} IEM, pixel judge", "positions masked (n)",
-                   "P(concept)")  # fmt: skip
+    figures.masking_curve(
+        out / "image_level_curve",
+        curve["n"],
+        {"top-n TIS positions": (curve["tis"], curve["tis_se"]),
+         "n random positions": (curve["random"], curve["random_se"])},
+        f"Image level: {_IEM.value.upper()} IEM, pixel judge",
+        ylabel="judge probability of the concept",
+    )  # fmt: skip
+    sample_level.save_test_arrays(out, arrays)  # what explain.atlas draws its pages from
     return report
 
 

@@ -122,6 +122,12 @@ def test_runlocal_dry_run_on_8_devices_writes_every_artefact(tmp_path):
         "embedding_optimisation/best",
     }
 
+    # The atlas of the recipe's workdir: one page per class, the size stated in the README.
+    r = _run("explain.atlas", *cfg(",iem=ce"), env=env)
+    assert (w / "atlas" / "index.html").is_file() and "(11 concepts," in r.stdout
+    assert len(list((w / "atlas" / "concepts").glob("*.html"))) == 11
+    print(r.stdout.strip())  # the size, for the README
+
     r = _run("explain.report", *cfg(), env=env)
     text = (w / "tables.md").read_text()
     assert r.stdout.strip() == text.strip()

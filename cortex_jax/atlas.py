@@ -1,0 +1,422 @@
+"""The token atlas: one self-contained static site of every explanation a workdir holds.
+
+`build_atlas` reads what explain.sample, explain.codebook (an edit, and --table5) and
+explain.bias wrote, and writes a folder with `index.html` that opens from file:// with no server,
+no network and no CDN: plain HTML, one CSS file, one small script, PNG thumbnails. It holds
+
+- an index of concepts with a search box and each concept's headline numbers (judge accuracy
+  change when masking T_concept vs the frequency baseline, tokens masked, ground-truth precision
+  where the world has masks), the image-level masking curve with its 95 % band and the
+  concept-level table (the paper's Figure 4 and Table 2);
+- a page per concept: test images with their top-n TIS positions boxed and a toggle to a TIS
+  heatmap; its T_concept tokens ranked, each as a **token portrait** (the image patches where
+  that id has the highest TIS, and the id decoded alone when a decoder is given), its share of
+  the concept's images against all images, and links to the other concepts whose sets hold it
+  (test images are decoded from their tokens with the model's VQGAN);
+- the codebook-level edit (frames and animation) and the Table 5 rows;
+- every bias audit: the verdict, the per-image count histograms, and neutral images with the
+  over-represented concept's tokens boxed.
+
+Concept pages are separate files and images load lazily, so 1000 concepts stay browsable; the
+site's size is about 30 KB a concept plus the figures.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cortex_jax.viz import grid_image
+
+Decode = Callable[[np.ndarray], np.ndarray]  # token grids (B, m, m) → pixels in [−1, 1]
+THUMBNAIL = 128  # pixels a side, at most, of the images on concept pages
+
+_CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }
+h1, h2, h3 { font-weight: 600; } a { color: #0a58ca; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; }
+th, td { border-bottom: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.grid { display: flex; flex-wrap: wrap; gap: 8px; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 6px; width: 230px; }
+.card img, .shot img { image-rendering: pixelated; }
+.shot img.heat { display: none; }
+body.heatmap .shot img.heat { display: inline; } body.heatmap .shot img.boxes { display: none; }
+input#search { font-size: 15px; padding: .3em .5em; width: 22em; }
+.small { color: #666; font-size: 12px; }
+figure { margin: 0 0 1em; } figure img { max-width: 520px; }
+"""
+
+_JS = """
+function filterConcepts(q) {
+  q = q.toLowerCase();
+  document.querySelectorAll('#concepts tbody tr').forEach(function (tr) {
+    tr.style.display = tr.dataset.name.indexOf(q) >= 0 ? '' : 'none';
+  });
+}
+function toggleHeatmap() {
+  document.body.classList.toggle('heatmap');
+  var b = document.getElementById('toggle');
+  var on = document.body.classList.contains('heatmap');
+  b.textContent = on ? 'show TIS boxes' : 'show TIS heatmap';
+}
+"""
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "concept"
+
+
+def _page(title: str, body: str, depth: int = 0) -> str:
+    up = "../" * depth
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
+        f'</title><link rel="stylesheet" href="{up}style.css"><script src="{up}atlas.js"></script>'
+        f"</head><body>{body}</body></html>\n"
+    )
+
+
+def _png(path: Path, pixels_u8: np.ndarray, scale: int = 1) -> None:
+    img = Image.fromarray(pixels_u8)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, optimize=True)
+
+
+def _heatmap(pixels_u8: np.ndarray, tis: np.ndarray) -> np.ndarray:
+    """The image under its TIS map (per image normalised, inferno colours, half transparent)."""
+    from matplotlib import colormaps
+
+    t = np.asarray(tis, np.float64)
+    t = (t - t.min()) / (np.ptp(t) or 1.0)
+    f = pixels_u8.shape[0] // t.shape[0]
+    colour = colormaps["inferno"](np.kron(t, np.ones((f, f))))[..., :3] * 255
+    return (0.45 * pixels_u8 + 0.55 * colour).astype(np.uint8)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], attrs: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None or not np.isfinite(x) else f"{100 * x:+.1f}"
+
+
+def _share(x: float | None) -> str:
+    return "—" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
+
+
+def _copy_figure(src_stem: Path, dst: Path) -> str | None:
+    """Copies SRC.png/.svg/.csv into dst's folder; returns the PNG's name, None if absent."""
+    if not src_stem.with_suffix(".png").is_file():
+        return None
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for ext in (".png", ".svg", ".csv"):
+        if src_stem.with_suffix(ext).is_file():
+            shutil.copy(src_stem.with_suffix(ext), dst.with_suffix(ext))
+    return dst.with_suffix(".png").name
+
+
+def _figure_html(name: str, caption: str, prefix: str = "") -> str:
+    stem = name[:-4]
+    links = " · ".join(f'<a href="{prefix}{stem}{e}">{e[1:]}</a>' for e in (".svg", ".csv"))
+    alt = html.escape(caption)
+    return (
+        f'<figure><img src="{prefix}{name}" alt="{alt}" loading="lazy">'
+        f'<figcaption class="small">{alt} ({links})</figcaption></figure>'
+    )
+
+
+def _concept_pages(
+    out: Path, report: dict, arrays: dict, decode: Decode, n_show: int, n_patches: int
+) -> dict[int, str]:
+    """Writes concepts/<slug>.html for every concept; returns {concept id: relative link}."""
+    names = {int(k): v for k, v in report["concept_names"].items()}
+    concepts = {int(k): v for k, v in report["concepts"].items()}
+    toks, labels = arrays["test_tokens"].astype(np.int64), arrays["test_labels"]
+    tis = arrays["test_tis"]
+    shown = np.concatenate([np.flatnonzero(labels == c)[:n_show] for c in concepts]).astype(int)
+    dec = np.concatenate([_u8(decode(toks[shown[i : i + 64]])) for i in range(0, len(shown), 64)])
+    px = np.zeros((len(toks), *dec.shape[1:]), np.uint8)  # only the shown images are decoded
+    px[shown] = dec
+    b, m = toks.shape[0], toks.shape[1]
+    f = px.shape[1] // m
+    scale = max(1, 96 // px.shape[1])  # small images are enlarged …
+    thumb = max(m, min(px.shape[1], THUMBNAIL) // m * m)  # … large ones shown as thumbnails
+    n = int(report["config"]["n"])
+    holders: dict[int, list[int]] = {}  # token id → concepts whose T_concept holds it
+    for c, row in concepts.items():
+        for t in row["cortex"]:
+            holders.setdefault(int(t), []).append(c)
+    present = np.zeros((b, int(toks.max()) + 1), bool)  # image i holds token id t
+    np.put_along_axis(present, toks.reshape(b, -1).astype(np.int64), True, axis=1)
+    links = {c: f"concepts/{_slug(names[c])}.html" for c in concepts}
+    order = np.argsort(-tis.reshape(b, -1), axis=1, kind="stable")[:, :n]
+    decoded: dict[int, str] = {}
+    for c, row in concepts.items():
+        slug = _slug(names[c])
+        img_dir = out / "img" / slug
+        shots = []
+        for i in np.flatnonzero(labels == c)[:n_show]:
+            boxes = np.zeros(m * m, bool)
+            boxes[order[i]] = True
+            small = _resize(px[i], thumb)
+            framed = np.asarray(grid_image(small[None].astype(np.float32) / 127.5 - 1, 1,
+                                           boxes=boxes.reshape(1, m, m), pad=0))  # fmt: skip
+            _png(img_dir / f"test{i}.png", framed, scale)
+            _png(img_dir / f"test{i}_heat.png", _heatmap(small, tis[i]), scale)
+            shots.append(
+                f'<span class="shot"><img class="boxes" src="../img/{slug}/test{i}.png" '
+                f'alt="test image {i} with its top-{n} TIS positions boxed" loading="lazy">'
+                f'<img class="heat" src="../img/{slug}/test{i}_heat.png" alt="TIS heatmap of '
+                f'test image {i}" loading="lazy"></span>'
+            )
+        cards = []
+        in_concept = labels == c
+        for rank, (t, count) in enumerate(zip(row["cortex"], row["cortex_counts"], strict=True)):
+            t = int(t)
+            where = np.argwhere(toks[shown] == t)  # (image, row, col) among the decoded images
+            where[:, 0] = shown[where[:, 0]]
+            patches = []
+            if len(where):
+                strength = tis[where[:, 0], where[:, 1], where[:, 2]]
+                for j, (i, r, cc) in enumerate(where[np.argsort(-strength)][:n_patches]):
+                    r0, c0 = max(0, (r - 1) * f), max(0, (cc - 1) * f)
+                    crop = px[i, r0 : (r + 2) * f, c0 : (cc + 2) * f]
+                    _png(img_dir / f"token{t}_patch{j}.png", crop, max(1, 48 // crop.shape[0]))
+                    patches.append(f'<img src="../img/{slug}/token{t}_patch{j}.png" alt="a patch '
+                                   f'where token {t} has a high TIS" loading="lazy">')  # fmt: skip
+            if t not in decoded:
+                alone = np.asarray(decode(np.full((1, m, m), t, np.int32)))[0]
+                _png(out / "img" / "tokens" / f"{t}.png", _resize(_u8(alone), thumb // 2), scale)
+                decoded[t] = f"../img/tokens/{t}.png"
+            alone_img = f'<img src="{decoded[t]}" alt="token {t} decoded alone" loading="lazy">'
+            share_c = float(present[in_concept, t].mean()) if t < present.shape[1] else 0.0
+            share_all = float(present[:, t].mean()) if t < present.shape[1] else 0.0
+            others = [f'<a href="{_slug(names[o])}.html">{html.escape(names[o])}</a>'
+                      for o in holders.get(t, []) if o != c]  # fmt: skip
+            cards.append(
+                f'<div class="card" id="token{t}"><b>#{rank + 1} token {t}</b> '
+                f'<span class="small">in {count} T_image sets</span><br>{"".join(patches)}'
+                f'<br>{alone_img}<div class="small">in {_share(share_c)} of '
+                f"{html.escape(names[c])}'s test images, {_share(share_all)} of all</div>"
+                f'<div class="small">also in T_concept of: {", ".join(others) or "none"}</div>'
+                "</div>"
+            )
+        mc, mf = row["masking_cortex"], row["masking_frequency"]
+        gt = row.get("ground_truth_precision", {})
+        numbers = _table(
+            ["tokens masked", "set", "per image", "judge accuracy change (points)",
+             "probability change", "ground-truth precision"],
+            [["T_concept", "CORTEX", f"{mc['tokens_masked']:.1f}", _pct(mc["accuracy_change"]),
+              f"{mc['probability_change']:+.3f}", _share(gt.get("cortex"))],
+             ["frequency", "baseline", f"{mf['tokens_masked']:.1f}", _pct(mf["accuracy_change"]),
+              f"{mf['probability_change']:+.3f}", _share(gt.get("frequency"))]],
+        )  # fmt: skip
+        body = (
+            f'<p><a href="../index.html">← all concepts</a></p><h1>{html.escape(names[c])}</h1>'
+            f'{numbers}<h2>Test images</h2><p><button id="toggle" onclick="toggleHeatmap()">'
+            f'show TIS heatmap</button> <span class="small">boxes: the top-{n} TIS positions '
+            f'(T_image)</span></p><div class="grid" id="shots">{"".join(shots)}</div>'
+            f'<h2>T_concept tokens</h2><div class="grid" id="tokens">{"".join(cards)}</div>'
+        )
+        (out / links[c]).parent.mkdir(parents=True, exist_ok=True)
+        (out / links[c]).write_text(_page(names[c], body, depth=1))
+    return links
+
+
+def _resize(pixels_u8: np.ndarray, side: int) -> np.ndarray:
+    if pixels_u8.shape[0] <= side:
+        return pixels_u8
+    return np.asarray(Image.fromarray(pixels_u8).resize((side, side), Image.BILINEAR))
+
+
+def _u8(pixels: np.ndarray) -> np.ndarray:
+    return (np.clip((np.asarray(pixels, np.float32) + 1) / 2, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _sample_section(
+    out: Path, sample_dir: Path, decode: Decode, n_show: int, n_patches: int
+) -> tuple[str, int]:
+    report = json.loads((sample_dir / "report.json").read_text())
+    arrays_file = sample_dir / "arrays.npz"
+    if not arrays_file.is_file():
+        raise FileNotFoundError(
+            f"{arrays_file} is missing; rerun explain.sample (it writes the test images and TIS "
+            "the concept pages are drawn from)"
+        )
+    with np.load(arrays_file) as z:
+        arrays = {k: z[k] for k in z.files}
+    links = _concept_pages(out, report, arrays, decode, n_show, n_patches)
+    names = {int(k): v for k, v in report["concept_names"].items()}
+    rows = []
+    for c, row in sorted((int(k), v) for k, v in report["concepts"].items()):
+        mc, mf = row["masking_cortex"], row["masking_frequency"]
+        gt = row.get("ground_truth_precision", {})
+        name = html.escape(names[c])
+        rows.append([f'<a href="{links[c]}">{name}</a>', _pct(mc["accuracy_change"]),
+                     _pct(mf["accuracy_change"]), f"{mc['tokens_masked']:.1f}",
+                     f"{mf['tokens_masked']:.1f}", _share(gt.get("cortex")),
+                     _share(gt.get("frequency"))])  # fmt: skip
+    table = _table(
+        ["concept", "judge accuracy change, CORTEX (points)", "frequency baseline",
+         "tokens masked, CORTEX", "frequency", "ground-truth precision, CORTEX", "frequency"],
+        rows, 'id="concepts"',
+    )  # fmt: skip
+    table = re.sub(  # each row carries its concept's name for the search box
+        r"<tr><td><a href=\"[^\"]+\">([^<]+)</a>",
+        lambda mt: f'<tr data-name="{mt.group(1).lower()}">' + mt.group(0)[4:],
+        table,
+    )
+    s = report["summary"]
+    summary = _table(
+        ["token set (Table 2 shape)", "tokens masked per image", "judge accuracy change (points)",
+         "probability change"],
+        [["CORTEX T_concept", f"{s['cortex_tokens_masked']:.1f}",
+          _pct(s["cortex_accuracy_change"]), f"{s['cortex_probability_change']:+.3f}"],
+         ["frequency baseline", f"{s['frequency_tokens_masked']:.1f}",
+          _pct(s["frequency_accuracy_change"]), f"{s['frequency_probability_change']:+.3f}"]],
+    )  # fmt: skip
+    curve = _copy_figure(sample_dir / "image_level_curve", out / "figures" / "image_level_curve")
+    fig = (_figure_html(f"figures/{curve}", "Image level: probability of the concept after "
+                        "masking the top-n TIS positions vs n random ones, 95 % bands")
+           if curve else "")  # fmt: skip
+    body = (
+        '<h2>Concepts</h2><p><input id="search" type="search" placeholder="filter concepts…" '
+        'oninput="filterConcepts(this.value)"></p>'
+        + table
+        + "<h2>Concept level (Table 2)</h2>"
+        + summary
+        + "<h2>Image level (Figure 4)</h2>"
+        + fig
+    )
+    return body, len(links)
+
+
+def _codebook_section(out: Path, edit_dir: Path | None, table5_dir: Path | None) -> str:
+    parts = []
+    if edit_dir is not None and (edit_dir / "tokens.json").is_file():
+        info = json.loads((edit_dir / "tokens.json").read_text())
+        (out / "codebook").mkdir(parents=True, exist_ok=True)
+        files = []
+        for name in ("progression.png", "progression.gif"):
+            if (edit_dir / name).is_file():
+                shutil.copy(edit_dir / name, out / "codebook" / name)
+                alt = f"edit toward {html.escape(info['target'])} ({name[-3:]})"
+                files.append(f'<img src="codebook/{name}" alt="{alt}" loading="lazy">')
+        im = info["images"][0]
+        parts.append(
+            f"<h3>Edit toward {html.escape(info['target'])} (Figure 5)</h3>"
+            f'<p class="small">f_target {im["f_target"]["before"]:.3f} → '
+            f"{im['f_target']['final']:.3f}; frames every logged step, then the animation</p>"
+            + "<br>".join(files)
+        )
+    if table5_dir is not None and (table5_dir / "table5.json").is_file():
+        t5 = json.loads((table5_dir / "table5.json").read_text())
+        rows = [
+            [html.escape(k), f"{v['delta_judge_orig']:+.3f}", f"{v['delta_judge_target']:+.3f}",
+             f"{100 * v['judge_target_top1']:.1f} %",
+             f"{v.get('tokens_changed', float('nan')):.1f}", f"{v['delta_iem_orig']:+.3f}",
+             f"{v['delta_iem_target']:+.3f}"]
+            for k, v in t5["table"].items()
+        ]  # fmt: skip
+        parts.append(
+            f"<h3>Table 5 ({t5['n_images']} images)</h3>"
+            + _table(
+                [
+                    "method",
+                    "ΔP_orig (judge)",
+                    "ΔP_target (judge)",
+                    "judge says target",
+                    "tokens changed",
+                    "ΔP_orig (IEM)",
+                    "ΔP_target (IEM)",
+                ],
+                rows,
+            )  # fmt: skip
+            + '<p class="small">Like for like: token_selection_from_image vs '
+            "embedding_optimisation (same start).</p>"
+        )
+    return "<h2>Codebook level</h2>" + "".join(parts) if parts else ""
+
+
+def _bias_section(out: Path, bias_dirs: Sequence[Path]) -> str:
+    parts = []
+    for d in bias_dirs:
+        rep_file = d / "report.json"
+        if not rep_file.is_file():
+            continue
+        r = json.loads(rep_file.read_text())
+        slug = _slug(d.name)
+        rows = [[x["n"], f"{x['verdict']['share_a']:.3f}",
+                 f"[{x['verdict']['ci'][0]:.2f}, {x['verdict']['ci'][1]:.2f}]",
+                 x["verdict"]["lean"], f"{x['paper']['cliffs_delta']:+.3f}",
+                 f"{x['leak']['a_tokens_on_b']:.2f} / {x['leak']['b_tokens_on_a']:.2f}"]
+                for x in r["per_n"]]  # fmt: skip
+        figs = []
+        for x in r["per_n"]:
+            name = _copy_figure(d / f"counts_n{x['n']}", out / "bias" / f"{slug}_counts_n{x['n']}")
+            if name:
+                figs.append(_figure_html(f"bias/{name}", f"per-image counts, n = {x['n']}"))
+        if (d / "neutral_tokens.png").is_file():
+            (out / "bias").mkdir(parents=True, exist_ok=True)
+            shutil.copy(d / "neutral_tokens.png", out / "bias" / f"{slug}_neutral.png")
+            figs.append(f'<figure><img src="bias/{slug}_neutral.png" alt="neutral images with '
+                        'the over-represented concept\'s tokens boxed" loading="lazy">'
+                        '<figcaption class="small">neutral images, the over-represented '
+                        "concept's tokens boxed</figcaption></figure>")  # fmt: skip
+        a, b = html.escape(r["concept_a"]), html.escape(r["concept_b"])
+        parts.append(
+            f"<h3>{html.escape(r['neutral'])}: {a} (A) vs {b} (B)</h3>"
+            + _table(
+                ["n", f"verdict: share {a}", "95 % CI", "lean", "paper's Cliff's δ", "leak A / B"],
+                rows,
+            )  # fmt: skip
+            + '<div class="grid">'
+            + "".join(figs)
+            + "</div>"
+        )
+    return "<h2>Bias audits</h2>" + "".join(parts) if parts else ""
+
+
+def build_atlas(
+    out: str | Path,
+    sample_dir: str | Path,
+    decode: Decode,
+    edit_dir: str | Path | None = None,
+    table5_dir: str | Path | None = None,
+    bias_dirs: Sequence[str | Path] = (),
+    title: str = "CORTEX token atlas",
+    n_show: int = 8,
+    n_patches: int = 4,
+) -> dict[str, Any]:
+    """Writes the site into `out` (index.html, concepts/, img/, figures/); returns
+    {'index': path, 'concepts': count, 'bytes': size of the site}."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)  # the site is derived: rebuilt whole every time
+    out.mkdir(parents=True)
+    (out / "style.css").write_text(_CSS)
+    (out / "atlas.js").write_text(_JS)
+    sample_body, n_concepts = _sample_section(out, Path(sample_dir), decode, n_show, n_patches)
+    body = (
+        f"<h1>{html.escape(title)}</h1><p class=\"small\">Built from {html.escape(str(sample_dir))}"
+        "; every number names the command that wrote it in docs/results.md.</p>" + sample_body
+        + _codebook_section(out, Path(edit_dir) if edit_dir else None,
+                            Path(table5_dir) if table5_dir else None)
+        + _bias_section(out, [Path(d) for d in bias_dirs])
+    )  # fmt: skip
+    (out / "index.html").write_text(_page(title, body))
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return {"index": str(out / "index.html"), "concepts": n_concepts, "bytes": size}

@@ -1,0 +1,59 @@
+"""The token atlas: `python -m explain.atlas` (the toy world's default output folders).
+
+Reads what the other commands wrote (explain.sample → --sample, explain.codebook → --edit,
+explain.codebook --table5 → --table5, explain.bias → --bias, comma-separated) and writes one
+static site, OUT/index.html, that opens from file:// with no server and no network:
+concepts with search, a page per concept (TIS boxes and heatmaps, T_concept token portraits),
+the masking curve and tables, the codebook-level edit and Table 5, and the bias audits.
+`--vqgan` is the explained model's VQGAN (default: the toy world's), which decodes the test
+images and each token alone. On the ImageNet recipe: `--config configs/imagenet.py:iem=ce`
+reads WORKDIR/sample_ce and WORKDIR/table5 and writes WORKDIR/atlas.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from cortex_jax import atlas, errors
+from cortex_jax.checkpoints import load_vqgan
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A recipe config (configs/imagenet.py[:runlocal,iem=…]): its workdir's atlas."
+)
+_SAMPLE = flags.DEFINE_string("sample", "runs/explain_sample", "explain.sample's --out.")
+_EDIT = flags.DEFINE_string("edit", "runs/explain_codebook", "explain.codebook's --out.")
+_TABLE5 = flags.DEFINE_string("table5", "runs/table5", "explain.codebook --table5's --out.")
+_BIAS = flags.DEFINE_string("bias", "runs/explain_bias", "explain.bias --out folders, a,b,…")
+_VQGAN = flags.DEFINE_string("vqgan", "toy", "The explained model's VQGAN (decodes the tokens).")
+_OUT = flags.DEFINE_string("out", "runs/atlas", "Output folder (rebuilt whole).")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    with errors.one_line_errors():
+        sample, edit, table5, vqgan, out = (Path(_SAMPLE.value), _EDIT.value, _TABLE5.value,
+                                            _VQGAN.value, _OUT.value)  # fmt: skip
+        bias = [Path(b) for b in _BIAS.value.split(",") if b.strip()]
+        if _CONFIG.value is not None:  # the ImageNet recipe's layout (cortex_jax/recipe.py)
+            w = Path(_CONFIG.value.workdir)
+            sample, edit, table5, bias = w / f"sample_{_CONFIG.value.arch}", None, w / "table5", []
+            vqgan, out = str(_CONFIG.value.vqgan), str(w / "atlas")
+        if not (sample / "report.json").is_file():
+            raise FileNotFoundError(
+                f"no explain.sample report in {sample}; run `python -m explain.sample --all "
+                f"--out {sample}` first (or pass --sample DIR)"
+            )
+        errors.writable_folder(Path(out).parent, "--out")
+        vq = load_vqgan(vqgan)
+        decode = lambda t: np.clip(np.asarray(vq.decode_code(np.asarray(t))), -1, 1)
+        info = atlas.build_atlas(out, sample, decode, edit, table5, bias)
+    print(f"wrote {info['index']} ({info['concepts']} concepts, {info['bytes'] / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,118 @@
+"""The token atlas: built from the commands' own output, every link and image resolves, and a
+real headless browser (Debian's chromium driven by Playwright) clicks through it."""
+
+import html.parser
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SKIP_BROWSER = (
+    "no headless browser here: install Debian's chromium (`apt-get install -y chromium`) and "
+    "Playwright's Python package (`pip install -e .[test]`); the test never downloads a browser"
+)
+
+
+def _run(*args):
+    r = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("atlas")
+    _run("explain.sample", "--concept", "red-circle,blue-star,red-star", "--per-concept", "12",
+         "--test-per-concept", "6", "--truth-per-concept", "6", "--n-samples", "4",
+         "--out", str(tmp / "sample"))  # fmt: skip
+    _run("explain.codebook", "--concept", "blue-star", "--from-concept", "red-star", "--n-images",
+         "1", "--steps", "20", "--log-every", "10", "--out", str(tmp / "edit"))  # fmt: skip
+    r = _run("explain.atlas", "--sample", str(tmp / "sample"), "--edit", str(tmp / "edit"),
+             "--table5", str(tmp / "none"), "--bias", "", "--out", str(tmp / "site"))  # fmt: skip
+    assert "(3 concepts," in r.stdout
+    return tmp / "site"
+
+
+class _Refs(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for key in ("src", "href"):
+            if a.get(key) and tag in ("img", "a", "link", "script"):
+                self.refs.append(a[key])
+
+
+@pytest.mark.slow
+def test_every_link_and_image_resolves_offline(site):
+    pages = [site / "index.html", *sorted((site / "concepts").glob("*.html"))]
+    assert len(pages) == 4
+    for page in pages:
+        p = _Refs()
+        p.feed(page.read_text())
+        assert p.refs, page
+        for ref in p.refs:
+            assert "://" not in ref and not ref.startswith("//"), (page, ref)  # no network
+            target = (page.parent / ref.split("#")[0]).resolve()
+            assert target.is_file(), (page.name, ref)
+    index = (site / "index.html").read_text()
+    assert (
+        index.count('data-name="') == 3 and "Figure 4" in index and "Edit toward blue-star" in index
+    )
+    for ext in (".png", ".svg", ".csv"):  # the curve as a figure and as data
+        assert (site / "figures" / f"image_level_curve{ext}").stat().st_size > 0
+    curve = (site / "figures" / "image_level_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("n,top-n TIS positions mean,top-n TIS positions se")
+
+
+@pytest.mark.slow
+def test_a_person_clicks_through_the_atlas_in_a_real_browser(site, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason=SKIP_BROWSER)
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(SKIP_BROWSER)
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    errors, failed = [], []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.goto((site / "index.html").as_uri())
+        rows = page.locator("#concepts tbody tr")
+        assert rows.count() == 3
+        page.fill("#search", "star")  # the filter hides red-circle
+        sync_api.expect(rows.nth(0)).to_be_hidden()
+        assert [r.is_visible() for r in rows.all()] == [False, True, True]
+        page.fill("#search", "")
+        page.click("text=blue-star")
+        page.wait_for_load_state("load")
+        assert page.title() == "blue-star" and page.locator("#tokens .card").count() >= 1
+        heat, boxes = page.locator("#shots img.heat").first, page.locator("#shots img.boxes").first
+        expect = sync_api.expect  # waits for lazy images to load and lay out
+        expect(boxes).to_be_visible()
+        expect(heat).to_be_hidden()
+        page.click("#toggle")
+        expect(heat).to_be_visible()
+        expect(boxes).to_be_hidden()
+        expect(page.locator("#toggle")).to_have_text("show TIS boxes")
+        for url in ((site / "index.html").as_uri(), page.url):  # every image loads
+            page.goto(url)
+            page.evaluate("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
+            page.wait_for_function("[...document.images].every(i => i.complete)")
+            broken = page.evaluate(
+                "[...document.images].filter(i => !i.naturalWidth).map(i => i.src)"
+            )
+            assert not broken, broken
+        page.screenshot(path=str(tmp_path / "concept.png"), full_page=True)
+        browser.close()
+    assert not errors and not failed, (errors, failed)
+    assert (tmp_path / "concept.png").stat().st_size > 10_000
