@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cortex_jax import figures
 from cortex_jax.viz import grid_image
 
 Decode = Callable[[np.ndarray], np.ndarray]  # token grids (B, m, m) → pixels in [−1, 1]
@@ -139,7 +140,13 @@ def _figure_html(name: str, caption: str, prefix: str = "") -> str:
 
 
 def _concept_pages(
-    out: Path, report: dict, arrays: dict, decode: Decode, n_show: int, n_patches: int
+    out: Path,
+    report: dict,
+    arrays: dict,
+    decode: Decode,
+    n_show: int,
+    n_patches: int,
+    n_portraits: int,
 ) -> dict[int, str]:
     """Writes concepts/<slug>.html for every concept; returns {concept id: relative link}."""
     names = {int(k): v for k, v in report["concept_names"].items()}
@@ -189,7 +196,7 @@ def _concept_pages(
             where = np.argwhere(toks[shown] == t)  # (image, row, col) among the decoded images
             where[:, 0] = shown[where[:, 0]]
             patches = []
-            if len(where):
+            if len(where) and rank < n_portraits:
                 strength = tis[where[:, 0], where[:, 1], where[:, 2]]
                 for j, (i, r, cc) in enumerate(where[np.argsort(-strength)][:n_patches]):
                     r0, c0 = max(0, (r - 1) * f), max(0, (cc - 1) * f)
@@ -197,11 +204,12 @@ def _concept_pages(
                     _png(img_dir / f"token{t}_patch{j}.png", crop, max(1, 48 // crop.shape[0]))
                     patches.append(f'<img src="../img/{slug}/token{t}_patch{j}.png" alt="a patch '
                                    f'where token {t} has a high TIS" loading="lazy">')  # fmt: skip
-            if t not in decoded:
+            if t not in decoded and rank < n_portraits:
                 alone = np.asarray(decode(np.full((1, m, m), t, np.int32)))[0]
                 _png(out / "img" / "tokens" / f"{t}.png", _resize(_u8(alone), thumb // 2), scale)
                 decoded[t] = f"../img/tokens/{t}.png"
-            alone_img = f'<img src="{decoded[t]}" alt="token {t} decoded alone" loading="lazy">'
+            alone_img = (f'<img src="{decoded[t]}" alt="token {t} decoded alone" loading="lazy">'
+                         if t in decoded else "")  # fmt: skip
             share_c = float(present[in_concept, t].mean()) if t < present.shape[1] else 0.0
             share_all = float(present[:, t].mean()) if t < present.shape[1] else 0.0
             others = [f'<a href="{_slug(names[o])}.html">{html.escape(names[o])}</a>'
@@ -247,7 +255,7 @@ def _u8(pixels: np.ndarray) -> np.ndarray:
 
 
 def _sample_section(
-    out: Path, sample_dir: Path, decode: Decode, n_show: int, n_patches: int
+    out: Path, sample_dir: Path, decode: Decode, n_show: int, n_patches: int, n_portraits: int
 ) -> tuple[str, int]:
     report = json.loads((sample_dir / "report.json").read_text())
     arrays_file = sample_dir / "arrays.npz"
@@ -258,7 +266,7 @@ def _sample_section(
         )
     with np.load(arrays_file) as z:
         arrays = {k: z[k] for k in z.files}
-    links = _concept_pages(out, report, arrays, decode, n_show, n_patches)
+    links = _concept_pages(out, report, arrays, decode, n_show, n_patches, n_portraits)
     names = {int(k): v for k, v in report["concept_names"].items()}
     rows = []
     for c, row in sorted((int(k), v) for k, v in report["concepts"].items()):
@@ -288,10 +296,16 @@ def _sample_section(
          ["frequency baseline", f"{s['frequency_tokens_masked']:.1f}",
           _pct(s["frequency_accuracy_change"]), f"{s['frequency_probability_change']:+.3f}"]],
     )  # fmt: skip
-    curve = _copy_figure(sample_dir / "image_level_curve", out / "figures" / "image_level_curve")
-    fig = (_figure_html(f"figures/{curve}", "Image level: probability of the concept after "
-                        "masking the top-n TIS positions vs n random ones, 95 % bands")
-           if curve else "")  # fmt: skip
+    c = report["image_level_curve"]
+    zeros = [0.0] * len(c["n"])  # reports written before standard errors were kept
+    curve = figures.masking_curve(
+        out / "figures" / "image_level_curve", c["n"],
+        {"top-n TIS positions": (c["tis"], c.get("tis_se", zeros)),
+         "n random positions": (c["random"], c.get("random_se", zeros))},
+        "Image level (Figure 4)", ylabel="classifier probability of the concept",
+    )  # fmt: skip
+    fig = _figure_html(f"figures/{curve.name}", "Image level: probability of the concept after "
+                       "masking the top-n TIS positions vs n random ones, 95 % bands")  # fmt: skip
     body = (
         '<h2>Concepts</h2><p><input id="search" type="search" placeholder="filter concepts…" '
         'oninput="filterConcepts(this.value)"></p>'
@@ -400,16 +414,21 @@ def build_atlas(
     title: str = "CORTEX token atlas",
     n_show: int = 8,
     n_patches: int = 4,
+    n_portraits: int = 20,
 ) -> dict[str, Any]:
     """Writes the site into `out` (index.html, concepts/, img/, figures/); returns
-    {'index': path, 'concepts': count, 'bytes': size of the site}."""
+    {'index': path, 'concepts': count, 'bytes': size of the site}. Per concept: `n_show` test
+    images, and portraits (`n_patches` patches and the id decoded alone) for its first
+    `n_portraits` tokens; the rest of T_concept is listed without images."""
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)  # the site is derived: rebuilt whole every time
     out.mkdir(parents=True)
     (out / "style.css").write_text(_CSS)
     (out / "atlas.js").write_text(_JS)
-    sample_body, n_concepts = _sample_section(out, Path(sample_dir), decode, n_show, n_patches)
+    sample_body, n_concepts = _sample_section(
+        out, Path(sample_dir), decode, n_show, n_patches, n_portraits
+    )
     body = (
         f"<h1>{html.escape(title)}</h1><p class=\"small\">Built from {html.escape(str(sample_dir))}"
         "; every number names the command that wrote it in docs/results.md.</p>" + sample_body

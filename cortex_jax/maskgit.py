@@ -100,7 +100,9 @@ def _act(name: str):
     return nn.swish if name == "swish" else nn.relu
 
 
-class _ResBlock(nn.Module):
+class ResBlock(nn.Module):
+    """MaskGIT's residual block (its name is part of the checkpoint's parameter paths)."""
+
     filters: int
     activation: str
 
@@ -108,14 +110,10 @@ class _ResBlock(nn.Module):
     def __call__(self, x):
         act = _act(self.activation)
         input_dim = x.shape[-1]
-        h = nn.Conv(self.filters, (3, 3), use_bias=False, name="Conv_0")(
-            act(nn.GroupNorm(name="GroupNorm_0")(x))
-        )
-        h = nn.Conv(self.filters, (3, 3), use_bias=False, name="Conv_1")(
-            act(nn.GroupNorm(name="GroupNorm_1")(h))
-        )
+        h = nn.Conv(self.filters, (3, 3), use_bias=False)(act(nn.GroupNorm()(x)))
+        h = nn.Conv(self.filters, (3, 3), use_bias=False)(act(nn.GroupNorm()(h)))
         if input_dim != self.filters:  # MaskGIT's quirk: the shortcut conv reads the output
-            return h + nn.Conv(self.filters, (1, 1), use_bias=False, name="Conv_2")(h)
+            return h + nn.Conv(self.filters, (1, 1), use_bias=False)(h)
         return h + x
 
 
@@ -127,28 +125,32 @@ def _avg_pool2(x):
     return s / n
 
 
+# Flax names submodules by class and creation order (Conv_0, ResBlock_0, GroupNorm_0, …), which
+# is MaskGIT's tree; these helpers create them inside the calling module's compact method.
+def _res_blocks(x, filters: int, c: TokenizerConfig):
+    for _ in range(c.num_res_blocks):
+        x = ResBlock(filters, c.activation)(x)
+    return x
+
+
+def _head(x, features: int, kernel: tuple[int, int], c: TokenizerConfig):
+    return nn.Conv(features, kernel)(_act(c.activation)(nn.GroupNorm()(x)))
+
+
 class _Encoder(nn.Module):
     config: TokenizerConfig
 
     @nn.compact
     def __call__(self, x):
         c = self.config
-        conv_i = iter(range(100))
-        conv = lambda f, k, **kw: nn.Conv(f, k, name=f"Conv_{next(conv_i)}", **kw)
-        block_i = iter(range(1000))
-        block = lambda f: _ResBlock(f, c.activation, name=f"ResBlock_{next(block_i)}")
-        x = conv(c.filters, (3, 3), use_bias=False)(x)
-        filters = c.filters
+        x = nn.Conv(c.filters, (3, 3), use_bias=False)(x)
         for i, mult in enumerate(c.channel_multipliers):
             filters = c.filters * mult
-            for _ in range(c.num_res_blocks):
-                x = block(filters)(x)
+            x = _res_blocks(x, filters, c)
             if i < len(c.channel_multipliers) - 1:
-                x = conv(filters, (4, 4), strides=(2, 2))(x) if c.conv_downsample else _avg_pool2(x)
-        for _ in range(c.num_res_blocks):
-            x = block(filters)(x)
-        x = _act(c.activation)(nn.GroupNorm(name="GroupNorm_0")(x))
-        return conv(c.embedding_dim, (1, 1))(x)
+                down = nn.Conv(filters, (4, 4), strides=(2, 2)) if c.conv_downsample else None
+                x = down(x) if down else _avg_pool2(x)
+        return _head(_res_blocks(x, filters, c), c.embedding_dim, (1, 1), c)
 
 
 class _Decoder(nn.Module):
@@ -157,24 +159,16 @@ class _Decoder(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = self.config
-        conv_i = iter(range(100))
-        conv = lambda f, k, **kw: nn.Conv(f, k, name=f"Conv_{next(conv_i)}", **kw)
-        block_i = iter(range(1000))
-        block = lambda f: _ResBlock(f, c.activation, name=f"ResBlock_{next(block_i)}")
         filters = c.filters * c.channel_multipliers[-1]
-        x = conv(filters, (3, 3), use_bias=True)(x)
-        for _ in range(c.num_res_blocks):
-            x = block(filters)(x)
+        x = _res_blocks(nn.Conv(filters, (3, 3), use_bias=True)(x), filters, c)
         for i in reversed(range(len(c.channel_multipliers))):
             filters = c.filters * c.channel_multipliers[i]
-            for _ in range(c.num_res_blocks):
-                x = block(filters)(x)
+            x = _res_blocks(x, filters, c)
             if i > 0:
                 n, h, w, ch = x.shape
                 x = jax.image.resize(x, (n, 2 * h, 2 * w, ch), method="nearest")
-                x = conv(filters, (3, 3))(x)
-        x = _act(c.activation)(nn.GroupNorm(name="GroupNorm_0")(x))
-        return conv(3, (3, 3))(x)
+                x = nn.Conv(filters, (3, 3))(x)
+        return _head(x, 3, (3, 3), c)
 
 
 def _tokenizer_fns(config: TokenizerConfig):
