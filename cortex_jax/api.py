@@ -1,0 +1,95 @@
+"""The few calls a researcher makes, for any VQGM: the protocol a model must satisfy, a token
+dataset from arrays, and IEM training that returns the `predict` callable every method takes.
+
+A VQGM is explained through its codebook and its decoder only (`VQGMLike`): E is the codebook
+rows on the token grid, the IEM reads E, TIS differentiates the IEM in E, selection searches the
+codebook, and the decoder turns grids back into pixels for evaluation and figures. Anything with
+those attributes works, whatever built it; `encode` (pixels → ids) and `sample_tokens` (class ids
+→ grids) are optional, used by the commands that start from images or generate their own data.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+import numpy as np
+
+from cortex_jax import data, iem, training
+
+Array = jax.Array
+Predict = Callable[[Array], Array]  # E (B, m, m, d) → logits (B, classes)
+
+
+@runtime_checkable
+class VQGMLike(Protocol):
+    """What cortex-jax needs of a vector-quantized generative model.
+
+    Attributes:
+      codebook: (K, d) array, the token embeddings; E = codebook[ids] on the (m, m) grid.
+      decode: E (B, m, m, d) → pixels (B, H, W, 3) in [-1, 1].
+    Optional (duck-typed where a command needs them): `encode(pixels) -> ids (B, m·m)` and
+    `sample_tokens(class_ids, rng) -> (B, m, m)` ids.
+    """
+
+    @property
+    def codebook(self) -> Any: ...
+
+    def decode(self, embedding: Any) -> Any: ...
+
+
+def embed(model: VQGMLike, tokens: np.ndarray) -> Array:
+    """E (B, m, m, d) of token grids (B, m, m): the model's codebook rows, checked in range."""
+    cb = np.asarray(model.codebook)
+    t = np.asarray(tokens)
+    if t.ndim != 3 or not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"token grids have shape {t.shape} / dtype {t.dtype}; expected (B, m, m)")
+    if t.size and (t.min() < 0 or t.max() >= len(cb)):
+        raise ValueError(f"token ids span {t.min()}..{t.max()}; the codebook has {len(cb)} rows")
+    return jax.numpy.asarray(cb)[t]
+
+
+def decode_tokens(model: VQGMLike, tokens: np.ndarray) -> np.ndarray:
+    """Pixels (B, H, W, 3) of token grids, clipped to [-1, 1]."""
+    return np.clip(np.asarray(model.decode(embed(model, tokens))), -1, 1)
+
+
+def token_dataset(
+    folder: str | os.PathLike,
+    tokens: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    codebook_size: int,
+    name: str = "user",
+) -> data.TokenDataset:
+    """Writes (tokens (N, m, m), labels (N,)) as a one-shard token dataset and opens it."""
+    tokens = np.asarray(tokens)
+    meta = {"class_names": list(class_names), "vqgm": name, "grid_size": int(tokens.shape[1]),
+            "codebook_size": int(codebook_size), "source": "arrays"}  # fmt: skip
+    data.write_meta(folder, meta)
+    data.write_shard(folder, 0, tokens, np.asarray(labels))
+    return data.TokenDataset.open(folder)
+
+
+def train_iem(
+    model: VQGMLike,
+    train: data.TokenDataset,
+    val: data.TokenDataset,
+    workdir: str | os.PathLike,
+    iem_config: iem.IEMConfig | None = None,
+    train_config: training.TrainConfig | None = None,
+) -> tuple[Predict, dict[str, float]]:
+    """Trains an information extractor on E of the model's tokens (resumable, checkpointed in
+    workdir); returns `predict(E) -> logits` of its best-validation state and that validation."""
+    n_classes = len(train.class_names)
+    mcfg = iem_config or iem.IEMConfig("ce", n_classes, width=64, depth=2, hidden=256)
+    tcfg = train_config or training.TrainConfig(batch_size=32, epochs=8, decay_every=100)
+    _, best = training.train_and_evaluate(mcfg, tcfg, train, val, model.codebook, Path(workdir))
+    trainer = training.Trainer(mcfg, tcfg, model.codebook, train.tokens[0].shape[1], 1)
+    state = training.restore_best(trainer, workdir)
+    predict = functools.partial(iem.predict_fn(mcfg), state.params, state.batch_stats)
+    return predict, best
