@@ -57,8 +57,9 @@ def report(name: str, rows: list[dict[str, Any]], columns: Sequence[str], out: s
         print("  ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths, strict=True)))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps({"benchmark": name, "device": device_name(),
-                                         "rows": rows}, indent=2) + "\n")  # fmt: skip
+        Path(out).write_text(
+            json.dumps({"benchmark": name, "device": device_name(), "rows": rows}, indent=2) + "\n"
+        )
 
 
 def _fmt(v: Any) -> str:

@@ -38,8 +38,14 @@ def main():
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     peak = matmul_peak(dtype=dtype)
     print(f"matmul peak: {peak / 1e12:.3f} TFLOP/s ({args.dtype})")
-    cfg = cin.GPTConfig(vocab_size=16384, block_size=256, n_layer=args.n_layer,
-                        n_head=args.n_head, n_embd=args.n_embd, image_vocab_size=16384)  # fmt: skip
+    cfg = cin.GPTConfig(
+        vocab_size=16384,
+        block_size=256,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_embd=args.n_embd,
+        image_vocab_size=16384,
+    )
     params = cin.init_params(cfg, jax.random.PRNGKey(0))
     params = jax.tree.map(lambda x: x.astype(dtype), params)
     n_params = sum(x.size for x in jax.tree.leaves(params))
@@ -50,15 +56,33 @@ def main():
     tokens = args.batch * cfg.n_image_tokens
     flops = flops_per_token(cfg) * tokens
     row = {
-        "layers x width": f"{cfg.n_layer}x{cfg.n_embd}", "params (M)": n_params / 1e6,
-        "dtype": args.dtype, "batch": args.batch, "tokens/s": tokens / sec,
-        "images/s": args.batch / sec, "GFLOP/token": flops_per_token(cfg) / 1e9,
-        "TFLOP/s": flops / sec / 1e12, "% of matmul peak": 100 * flops / sec / peak,
+        "layers x width": f"{cfg.n_layer}x{cfg.n_embd}",
+        "params (M)": n_params / 1e6,
+        "dtype": args.dtype,
+        "batch": args.batch,
+        "tokens/s": tokens / sec,
+        "images/s": args.batch / sec,
+        "GFLOP/token": flops_per_token(cfg) / 1e9,
+        "TFLOP/s": flops / sec / 1e12,
+        "% of matmul peak": 100 * flops / sec / peak,
         "matmul peak TFLOP/s": peak / 1e12,
-    }  # fmt: skip
-    report("generate", [row], ["layers x width", "params (M)", "dtype", "batch", "tokens/s",
-                               "images/s", "GFLOP/token", "TFLOP/s", "% of matmul peak"],
-           args.json)  # fmt: skip
+    }
+    report(
+        "generate",
+        [row],
+        [
+            "layers x width",
+            "params (M)",
+            "dtype",
+            "batch",
+            "tokens/s",
+            "images/s",
+            "GFLOP/token",
+            "TFLOP/s",
+            "% of matmul peak",
+        ],
+        args.json,
+    )
 
 
 if __name__ == "__main__":

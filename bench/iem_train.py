@@ -36,12 +36,14 @@ def bench_arch(arch: str, batch_per_device: int, dtype: str, peak: float) -> dic
 
     sec = time_fn(step, warmup=1, repeats=3)
     return {
-        "arch": arch, "dtype": dtype, "batch/device": batch_per_device,
+        "arch": arch,
+        "dtype": dtype,
+        "batch/device": batch_per_device,
         "images/s/device": cfg.batch_size / sec / n_dev,
         "GFLOP/image": flops / cfg.batch_size / 1e9,
         "TFLOP/s": flops / sec / 1e12,
         "% of matmul peak": 100 * flops / sec / peak,
-    }  # fmt: skip
+    }
 
 
 def main():
@@ -56,8 +58,20 @@ def main():
     rows = [bench_arch(a, args.batch_per_device, args.dtype, peak) for a in args.archs.split(",")]
     for r in rows:
         r["matmul peak TFLOP/s"] = peak / 1e12
-    report("iem_train", rows, ["arch", "dtype", "batch/device", "images/s/device", "GFLOP/image",
-                               "TFLOP/s", "% of matmul peak"], args.json)  # fmt: skip
+    report(
+        "iem_train",
+        rows,
+        [
+            "arch",
+            "dtype",
+            "batch/device",
+            "images/s/device",
+            "GFLOP/image",
+            "TFLOP/s",
+            "% of matmul peak",
+        ],
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -41,12 +41,15 @@ def bench(arch: str, batch: int, steps: int, peak: float) -> dict:
 
     sec = time_fn(run, warmup=1, repeats=3)
     row = {
-        "arch": arch, "images": batch, "steps": steps,
-        "steps/s": steps / sec, "steps/s x images": steps * batch / sec,
+        "arch": arch,
+        "images": batch,
+        "steps": steps,
+        "steps/s": steps / sec,
+        "steps/s x images": steps * batch / sec,
         "GFLOP/step/image": flops / steps / batch / 1e9,
         "% of matmul peak": 100 * flops / sec / peak,
         "P floats/image": len(positions) * 16384,
-    }  # fmt: skip
+    }
     return row
 
 
@@ -59,12 +62,23 @@ def main():
     args = ap.parse_args()
     peak = matmul_peak()
     print(f"matmul peak: {peak / 1e12:.3f} TFLOP/s (float32)")
-    rows = [bench(a, int(b), args.steps, peak) for a in args.archs.split(",")
-            for b in args.batches.split(",")]  # fmt: skip
+    rows = [
+        bench(a, int(b), args.steps, peak)
+        for a in args.archs.split(",")
+        for b in args.batches.split(",")
+    ]
     for r in rows:
         r["matmul peak TFLOP/s"] = peak / 1e12
-    cols = ["arch", "images", "steps", "steps/s", "steps/s x images", "GFLOP/step/image",
-            "% of matmul peak", "P floats/image"]  # fmt: skip
+    cols = [
+        "arch",
+        "images",
+        "steps",
+        "steps/s",
+        "steps/s x images",
+        "GFLOP/step/image",
+        "% of matmul peak",
+        "P floats/image",
+    ]
     report("selection", rows, cols, args.json)
 
 

@@ -33,12 +33,15 @@ def bench_arch(arch: str, batch: int, n_samples: int, chunk: int, peak: float) -
     flops = flops_of(tis._tis_chunk, *one) * -(-n_samples // chunk)
     sec = time_fn(lambda: tis._tis(*args), warmup=1, repeats=3)
     row = {
-        "arch": arch, "batch": batch, "N": n_samples, "chunk": chunk,
+        "arch": arch,
+        "batch": batch,
+        "N": n_samples,
+        "chunk": chunk,
         "images/s": batch / sec,
         "GFLOP/image": flops / batch / 1e9,
         "TFLOP/s": flops / sec / 1e12,
         "% of matmul peak": 100 * flops / sec / peak,
-    }  # fmt: skip
+    }
     return row
 
 
@@ -57,8 +60,7 @@ def main():
     ]
     for r in rows:
         r["matmul peak TFLOP/s"] = peak / 1e12
-    cols = ["arch", "batch", "N", "chunk", "images/s", "GFLOP/image", "TFLOP/s",
-            "% of matmul peak"]  # fmt: skip
+    cols = ["arch", "batch", "N", "chunk", "images/s", "GFLOP/image", "TFLOP/s", "% of matmul peak"]
     report("tis", rows, cols, args.json)
 
 

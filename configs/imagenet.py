@@ -32,8 +32,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arch = opts.pop("iem", "ce")
     settings = opts.pop("settings", "paper")
     if opts:
-        raise ValueError(f"unknown configs/imagenet.py options {sorted(opts)}; expected runlocal, "
-                         "iem=ce|re|te and/or settings=paper|authors")  # fmt: skip
+        raise ValueError(
+            f"unknown configs/imagenet.py options {sorted(opts)}; expected runlocal, "
+            "iem=ce|re|te and/or settings=paper|authors"
+        )
     if arch not in _RUNLOCAL_IEM:
         raise ValueError(f"unknown IEM {arch!r}; expected iem=ce, iem=re or iem=te")
 
@@ -59,30 +61,65 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Generation (the authors' script): 1000 / 300 / 50 per class, top_k 250, temperature 1;
     # dtype "bfloat16" roughly halves the transformer's cost on accelerators (taming: float32).
     c.generate = ml_collections.ConfigDict(
-        dict(classes="all", train=1000, val=300, test=50, top_k=250, temperature=1.0, top_p=1.0,
-             shard_size=1024, seed=0, test_png=True, dtype="float32")
-    )  # fmt: skip
+        dict(
+            classes="all",
+            train=1000,
+            val=300,
+            test=50,
+            top_k=250,
+            temperature=1.0,
+            top_p=1.0,
+            shard_size=1024,
+            seed=0,
+            test_png=True,
+            dtype="float32",
+        )
+    )
 
     # Sample level (Table 2, Figure 4): TIS on the training split, T_concept with n 20, k 100.
     c.sample = ml_collections.ConfigDict(
-        dict(n=20, k=100, n_samples=20, alpha=0.2, batch=256, curve_ns=tuple(range(5, 55, 5)),
-             concepts_per_chunk=50, seed=0)
-    )  # fmt: skip
+        dict(
+            n=20,
+            k=100,
+            n_samples=20,
+            alpha=0.2,
+            batch=256,
+            curve_ns=tuple(range(5, 55, 5)),
+            concepts_per_chunk=50,
+            seed=0,
+        )
+    )
 
     # Codebook level (Table 5): centre 4×4, Adam 0.01, 5000 steps, best of 11 logged points.
     c.codebook = ml_collections.ConfigDict(
-        dict(pairs=PAPER_PAIRS, images_per_pair=50, steps=5000, learning_rate=0.01,
-             log_every=500, region="center", batch=50, seed=0)
-    )  # fmt: skip
+        dict(
+            pairs=PAPER_PAIRS,
+            images_per_pair=50,
+            steps=5000,
+            learning_rate=0.01,
+            log_every=500,
+            region="center",
+            batch=50,
+            seed=0,
+        )
+    )
 
     if runlocal:
         c.checkpoint = "random"
         c.n_head = 2
         # a small random VQGAN (64 px, f4 → 16×16 grid, K = 64) and cin transformer
         c.random_vqgan = ml_collections.ConfigDict(
-            dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,),
-                 z_channels=16, embed_dim=16, n_embed=64, resolution=64)
-        )  # fmt: skip
+            dict(
+                ch=32,
+                ch_mult=(1, 2, 2),
+                num_res_blocks=1,
+                attn_resolutions=(16,),
+                z_channels=16,
+                embed_dim=16,
+                n_embed=64,
+                resolution=64,
+            )
+        )
         c.random_gpt = ml_collections.ConfigDict(dict(n_layer=1, n_embd=32))
         c.classifier = "random:resnet18:1000:8"
         c.edit_classifier = "random:resnet18:1000:8"
@@ -91,8 +128,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.generate.update(train=12, val=4, test=4, top_k=20, shard_size=32)
         c.model.update(_RUNLOCAL_IEM[arch])
         c.train.update(batch_size=16, epochs=2, decay_every=1, dtype="float32")
-        c.sample.update(n=5, k=10, n_samples=4, batch=64, curve_ns=(1, 5, 10),
-                        concepts_per_chunk=4)  # fmt: skip
-        c.codebook.update(pairs=((10, 20), (11, 19)), images_per_pair=2, steps=12,
-                          learning_rate=0.05, log_every=4, batch=4)  # fmt: skip
+        c.sample.update(n=5, k=10, n_samples=4, batch=64, curve_ns=(1, 5, 10), concepts_per_chunk=4)
+        c.codebook.update(
+            pairs=((10, 20), (11, 19)),
+            images_per_pair=2,
+            steps=12,
+            learning_rate=0.05,
+            log_every=4,
+            batch=4,
+        )
     return c

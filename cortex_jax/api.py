@@ -68,8 +68,13 @@ def token_dataset(
 ) -> data.TokenDataset:
     """Writes (tokens (N, m, m), labels (N,)) as a one-shard token dataset and opens it."""
     tokens = np.asarray(tokens)
-    meta = {"class_names": list(class_names), "vqgm": name, "grid_size": int(tokens.shape[1]),
-            "codebook_size": int(codebook_size), "source": "arrays"}  # fmt: skip
+    meta = {
+        "class_names": list(class_names),
+        "vqgm": name,
+        "grid_size": int(tokens.shape[1]),
+        "codebook_size": int(codebook_size),
+        "source": "arrays",
+    }
     data.write_meta(folder, meta)
     data.write_shard(folder, 0, tokens, np.asarray(labels))
     return data.TokenDataset.open(folder)

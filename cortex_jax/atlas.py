@@ -179,8 +179,14 @@ def _concept_pages(
             boxes = np.zeros(m * m, bool)
             boxes[order[i]] = True
             small = _resize(px[i], thumb)
-            framed = np.asarray(grid_image(small[None].astype(np.float32) / 127.5 - 1, 1,
-                                           boxes=boxes.reshape(1, m, m), pad=0))  # fmt: skip
+            framed = np.asarray(
+                grid_image(
+                    small[None].astype(np.float32) / 127.5 - 1,
+                    1,
+                    boxes=boxes.reshape(1, m, m),
+                    pad=0,
+                )
+            )
             _png(img_dir / f"test{i}.png", framed, scale)
             _png(img_dir / f"test{i}_heat.png", _heatmap(small, tis[i]), scale)
             shots.append(
@@ -202,18 +208,26 @@ def _concept_pages(
                     r0, c0 = max(0, (r - 1) * f), max(0, (cc - 1) * f)
                     crop = px[i, r0 : (r + 2) * f, c0 : (cc + 2) * f]
                     _png(img_dir / f"token{t}_patch{j}.png", crop, max(1, 48 // crop.shape[0]))
-                    patches.append(f'<img src="../img/{slug}/token{t}_patch{j}.png" alt="a patch '
-                                   f'where token {t} has a high TIS" loading="lazy">')  # fmt: skip
+                    patches.append(
+                        f'<img src="../img/{slug}/token{t}_patch{j}.png" alt="a patch '
+                        f'where token {t} has a high TIS" loading="lazy">'
+                    )
             if t not in decoded and rank < n_portraits:
                 alone = np.asarray(decode(np.full((1, m, m), t, np.int32)))[0]
                 _png(out / "img" / "tokens" / f"{t}.png", _resize(_u8(alone), thumb // 2), scale)
                 decoded[t] = f"../img/tokens/{t}.png"
-            alone_img = (f'<img src="{decoded[t]}" alt="token {t} decoded alone" loading="lazy">'
-                         if t in decoded else "")  # fmt: skip
+            alone_img = (
+                f'<img src="{decoded[t]}" alt="token {t} decoded alone" loading="lazy">'
+                if t in decoded
+                else ""
+            )
             share_c = float(present[in_concept, t].mean()) if t < present.shape[1] else 0.0
             share_all = float(present[:, t].mean()) if t < present.shape[1] else 0.0
-            others = [f'<a href="{_slug(names[o])}.html">{html.escape(names[o])}</a>'
-                      for o in holders.get(t, []) if o != c]  # fmt: skip
+            others = [
+                f'<a href="{_slug(names[o])}.html">{html.escape(names[o])}</a>'
+                for o in holders.get(t, [])
+                if o != c
+            ]
             cards.append(
                 f'<div class="card" id="token{t}"><b>#{rank + 1} token {t}</b> '
                 f'<span class="small">in {count} T_image sets</span><br>{"".join(patches)}'
@@ -225,13 +239,33 @@ def _concept_pages(
         mc, mf = row["masking_cortex"], row["masking_frequency"]
         gt = row.get("ground_truth_precision", {})
         numbers = _table(
-            ["tokens masked", "set", "per image", "judge accuracy change (points)",
-             "probability change", "ground-truth precision"],
-            [["T_concept", "CORTEX", f"{mc['tokens_masked']:.1f}", _pct(mc["accuracy_change"]),
-              f"{mc['probability_change']:+.3f}", _share(gt.get("cortex"))],
-             ["frequency", "baseline", f"{mf['tokens_masked']:.1f}", _pct(mf["accuracy_change"]),
-              f"{mf['probability_change']:+.3f}", _share(gt.get("frequency"))]],
-        )  # fmt: skip
+            [
+                "tokens masked",
+                "set",
+                "per image",
+                "judge accuracy change (points)",
+                "probability change",
+                "ground-truth precision",
+            ],
+            [
+                [
+                    "T_concept",
+                    "CORTEX",
+                    f"{mc['tokens_masked']:.1f}",
+                    _pct(mc["accuracy_change"]),
+                    f"{mc['probability_change']:+.3f}",
+                    _share(gt.get("cortex")),
+                ],
+                [
+                    "frequency",
+                    "baseline",
+                    f"{mf['tokens_masked']:.1f}",
+                    _pct(mf["accuracy_change"]),
+                    f"{mf['probability_change']:+.3f}",
+                    _share(gt.get("frequency")),
+                ],
+            ],
+        )
         body = (
             f'<p><a href="../index.html">← all concepts</a></p><h1>{html.escape(names[c])}</h1>'
             f'{numbers}<h2>Test images</h2><p><button id="toggle" onclick="toggleHeatmap()">'
@@ -273,15 +307,30 @@ def _sample_section(
         mc, mf = row["masking_cortex"], row["masking_frequency"]
         gt = row.get("ground_truth_precision", {})
         name = html.escape(names[c])
-        rows.append([f'<a href="{links[c]}">{name}</a>', _pct(mc["accuracy_change"]),
-                     _pct(mf["accuracy_change"]), f"{mc['tokens_masked']:.1f}",
-                     f"{mf['tokens_masked']:.1f}", _share(gt.get("cortex")),
-                     _share(gt.get("frequency"))])  # fmt: skip
+        rows.append(
+            [
+                f'<a href="{links[c]}">{name}</a>',
+                _pct(mc["accuracy_change"]),
+                _pct(mf["accuracy_change"]),
+                f"{mc['tokens_masked']:.1f}",
+                f"{mf['tokens_masked']:.1f}",
+                _share(gt.get("cortex")),
+                _share(gt.get("frequency")),
+            ]
+        )
     table = _table(
-        ["concept", "judge accuracy change, CORTEX (points)", "frequency baseline",
-         "tokens masked, CORTEX", "frequency", "ground-truth precision, CORTEX", "frequency"],
-        rows, 'id="concepts"',
-    )  # fmt: skip
+        [
+            "concept",
+            "judge accuracy change, CORTEX (points)",
+            "frequency baseline",
+            "tokens masked, CORTEX",
+            "frequency",
+            "ground-truth precision, CORTEX",
+            "frequency",
+        ],
+        rows,
+        'id="concepts"',
+    )
     table = re.sub(  # each row carries its concept's name for the search box
         r"<tr><td><a href=\"[^\"]+\">([^<]+)</a>",
         lambda mt: f'<tr data-name="{mt.group(1).lower()}">' + mt.group(0)[4:],
@@ -289,23 +338,44 @@ def _sample_section(
     )
     s = report["summary"]
     summary = _table(
-        ["token set (Table 2 shape)", "tokens masked per image", "judge accuracy change (points)",
-         "probability change"],
-        [["CORTEX T_concept", f"{s['cortex_tokens_masked']:.1f}",
-          _pct(s["cortex_accuracy_change"]), f"{s['cortex_probability_change']:+.3f}"],
-         ["frequency baseline", f"{s['frequency_tokens_masked']:.1f}",
-          _pct(s["frequency_accuracy_change"]), f"{s['frequency_probability_change']:+.3f}"]],
-    )  # fmt: skip
+        [
+            "token set (Table 2 shape)",
+            "tokens masked per image",
+            "judge accuracy change (points)",
+            "probability change",
+        ],
+        [
+            [
+                "CORTEX T_concept",
+                f"{s['cortex_tokens_masked']:.1f}",
+                _pct(s["cortex_accuracy_change"]),
+                f"{s['cortex_probability_change']:+.3f}",
+            ],
+            [
+                "frequency baseline",
+                f"{s['frequency_tokens_masked']:.1f}",
+                _pct(s["frequency_accuracy_change"]),
+                f"{s['frequency_probability_change']:+.3f}",
+            ],
+        ],
+    )
     c = report["image_level_curve"]
     zeros = [0.0] * len(c["n"])  # reports written before standard errors were kept
     curve = figures.masking_curve(
-        out / "figures" / "image_level_curve", c["n"],
-        {"top-n TIS positions": (c["tis"], c.get("tis_se", zeros)),
-         "n random positions": (c["random"], c.get("random_se", zeros))},
-        "Image level (Figure 4)", ylabel="classifier probability of the concept",
-    )  # fmt: skip
-    fig = _figure_html(f"figures/{curve.name}", "Image level: probability of the concept after "
-                       "masking the top-n TIS positions vs n random ones, 95 % bands")  # fmt: skip
+        out / "figures" / "image_level_curve",
+        c["n"],
+        {
+            "top-n TIS positions": (c["tis"], c.get("tis_se", zeros)),
+            "n random positions": (c["random"], c.get("random_se", zeros)),
+        },
+        "Image level (Figure 4)",
+        ylabel="classifier probability of the concept",
+    )
+    fig = _figure_html(
+        f"figures/{curve.name}",
+        "Image level: probability of the concept after "
+        "masking the top-n TIS positions vs n random ones, 95 % bands",
+    )
     body = (
         '<h2>Concepts</h2><p><input id="search" type="search" placeholder="filter concepts…" '
         'oninput="filterConcepts(this.value)"></p>'
@@ -339,12 +409,17 @@ def _codebook_section(out: Path, edit_dir: Path | None, table5_dir: Path | None)
     if table5_dir is not None and (table5_dir / "table5.json").is_file():
         t5 = json.loads((table5_dir / "table5.json").read_text())
         rows = [
-            [html.escape(k), f"{v['delta_judge_orig']:+.3f}", f"{v['delta_judge_target']:+.3f}",
-             f"{100 * v['judge_target_top1']:.1f} %",
-             f"{v.get('tokens_changed', float('nan')):.1f}", f"{v['delta_iem_orig']:+.3f}",
-             f"{v['delta_iem_target']:+.3f}"]
+            [
+                html.escape(k),
+                f"{v['delta_judge_orig']:+.3f}",
+                f"{v['delta_judge_target']:+.3f}",
+                f"{100 * v['judge_target_top1']:.1f} %",
+                f"{v.get('tokens_changed', float('nan')):.1f}",
+                f"{v['delta_iem_orig']:+.3f}",
+                f"{v['delta_iem_target']:+.3f}",
+            ]
             for k, v in t5["table"].items()
-        ]  # fmt: skip
+        ]
         parts.append(
             f"<h3>Table 5 ({t5['n_images']} images)</h3>"
             + _table(
@@ -358,7 +433,7 @@ def _codebook_section(out: Path, edit_dir: Path | None, table5_dir: Path | None)
                     "ΔP_target (IEM)",
                 ],
                 rows,
-            )  # fmt: skip
+            )
             + '<p class="small">Like for like: token_selection_from_image vs '
             "embedding_optimisation (same start).</p>"
         )
@@ -373,11 +448,17 @@ def _bias_section(out: Path, bias_dirs: Sequence[Path]) -> str:
             continue
         r = json.loads(rep_file.read_text())
         slug = _slug(d.name)
-        rows = [[x["n"], f"{x['verdict']['share_a']:.3f}",
-                 f"[{x['verdict']['ci'][0]:.2f}, {x['verdict']['ci'][1]:.2f}]",
-                 x["verdict"]["lean"], f"{x['paper']['cliffs_delta']:+.3f}",
-                 f"{x['leak']['a_tokens_on_b']:.2f} / {x['leak']['b_tokens_on_a']:.2f}"]
-                for x in r["per_n"]]  # fmt: skip
+        rows = [
+            [
+                x["n"],
+                f"{x['verdict']['share_a']:.3f}",
+                f"[{x['verdict']['ci'][0]:.2f}, {x['verdict']['ci'][1]:.2f}]",
+                x["verdict"]["lean"],
+                f"{x['paper']['cliffs_delta']:+.3f}",
+                f"{x['leak']['a_tokens_on_b']:.2f} / {x['leak']['b_tokens_on_a']:.2f}",
+            ]
+            for x in r["per_n"]
+        ]
         figs = []
         for x in r["per_n"]:
             name = _copy_figure(d / f"counts_n{x['n']}", out / "bias" / f"{slug}_counts_n{x['n']}")
@@ -386,17 +467,19 @@ def _bias_section(out: Path, bias_dirs: Sequence[Path]) -> str:
         if (d / "neutral_tokens.png").is_file():
             (out / "bias").mkdir(parents=True, exist_ok=True)
             shutil.copy(d / "neutral_tokens.png", out / "bias" / f"{slug}_neutral.png")
-            figs.append(f'<figure><img src="bias/{slug}_neutral.png" alt="neutral images with '
-                        'the over-represented concept\'s tokens boxed" loading="lazy">'
-                        '<figcaption class="small">neutral images, the over-represented '
-                        "concept's tokens boxed</figcaption></figure>")  # fmt: skip
+            figs.append(
+                f'<figure><img src="bias/{slug}_neutral.png" alt="neutral images with '
+                'the over-represented concept\'s tokens boxed" loading="lazy">'
+                '<figcaption class="small">neutral images, the over-represented '
+                "concept's tokens boxed</figcaption></figure>"
+            )
         a, b = html.escape(r["concept_a"]), html.escape(r["concept_b"])
         parts.append(
             f"<h3>{html.escape(r['neutral'])}: {a} (A) vs {b} (B)</h3>"
             + _table(
                 ["n", f"verdict: share {a}", "95 % CI", "lean", "paper's Cliff's δ", "leak A / B"],
                 rows,
-            )  # fmt: skip
+            )
             + '<div class="grid">'
             + "".join(figs)
             + "</div>"
@@ -430,12 +513,14 @@ def build_atlas(
         out, Path(sample_dir), decode, n_show, n_patches, n_portraits
     )
     body = (
-        f"<h1>{html.escape(title)}</h1><p class=\"small\">Built from {html.escape(str(sample_dir))}"
-        "; every number names the command that wrote it in docs/results.md.</p>" + sample_body
-        + _codebook_section(out, Path(edit_dir) if edit_dir else None,
-                            Path(table5_dir) if table5_dir else None)
+        f'<h1>{html.escape(title)}</h1><p class="small">Built from {html.escape(str(sample_dir))}'
+        "; every number names the command that wrote it in docs/results.md.</p>"
+        + sample_body
+        + _codebook_section(
+            out, Path(edit_dir) if edit_dir else None, Path(table5_dir) if table5_dir else None
+        )
         + _bias_section(out, [Path(d) for d in bias_dirs])
-    )  # fmt: skip
+    )
     (out / "index.html").write_text(_page(title, body))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"index": str(out / "index.html"), "concepts": n_concepts, "bytes": size}

@@ -189,8 +189,13 @@ def analyse(
 
 
 def _write(folder: Path, tokens: np.ndarray, labels: np.ndarray, names: Sequence[str], k: int):
-    meta = {"class_names": list(names), "vqgm": "audit", "grid_size": int(tokens.shape[1]),
-            "codebook_size": k, "source": "generated"}  # fmt: skip
+    meta = {
+        "class_names": list(names),
+        "vqgm": "audit",
+        "grid_size": int(tokens.shape[1]),
+        "codebook_size": k,
+        "source": "generated",
+    }
     data.write_meta(folder, meta)
     data.write_shard(folder, 0, tokens, labels)
     return data.TokenDataset.open(folder)
@@ -225,8 +230,9 @@ def run_audit(
 
     progress("train binary IEM")
     mcfg = iem_config or iem.IEMConfig("ce", 2, width=64, depth=2, hidden=256)
-    tcfg = training.TrainConfig(batch_size=cfg.batch_size, epochs=cfg.epochs, decay_every=100,
-                                seed=cfg.seed)  # fmt: skip
+    tcfg = training.TrainConfig(
+        batch_size=cfg.batch_size, epochs=cfg.epochs, decay_every=100, seed=cfg.seed
+    )
     # fresh: the images were generated anew, so an earlier audit's IEM in workdir is not this one's
     _, best = training.train_and_evaluate(
         mcfg, tcfg, train_ds, val_ds, codebook, workdir / "iem", fresh=True
@@ -240,10 +246,18 @@ def run_audit(
     scores = []
     for i in range(0, len(tr_tok), 256):
         t = jnp.asarray(tr_tok[i : i + 256], jnp.int32)
-        scores.append(np.asarray(tis.token_importance(
-            predict, cb[t], tr_lab[i : i + 256], jax.random.PRNGKey(cfg.seed), cfg.n_samples,
-            image_ids=jnp.arange(i, i + t.shape[0]),
-        )))  # fmt: skip
+        scores.append(
+            np.asarray(
+                tis.token_importance(
+                    predict,
+                    cb[t],
+                    tr_lab[i : i + 256],
+                    jax.random.PRNGKey(cfg.seed),
+                    cfg.n_samples,
+                    image_ids=jnp.arange(i, i + t.shape[0]),
+                )
+            )
+        )
     scores = np.concatenate(scores)
 
     progress("count on neutral images")

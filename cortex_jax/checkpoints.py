@@ -339,8 +339,9 @@ def _materialise(obj: Any, name: str) -> Any:
     if isinstance(obj, _LazyTensor):
         return obj.build(name)
     if isinstance(obj, Mapping):
-        return type(obj)((k, _materialise(v, f"{name}.{k}" if name else str(k))) for k, v in
-                         obj.items())  # fmt: skip
+        return type(obj)(
+            (k, _materialise(v, f"{name}.{k}" if name else str(k))) for k, v in obj.items()
+        )
     if isinstance(obj, (list, tuple)):
         return type(obj)(_materialise(v, f"{name}[{i}]") for i, v in enumerate(obj))
     return obj
@@ -422,9 +423,23 @@ def read_torch_file(path: str | os.PathLike) -> Any:
                 return _materialise(_TorchUnpickler(f, zf, root).load(), "")
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, TypeError, AttributeError,
-            IndexError, KeyError, OverflowError, MemoryError, RecursionError, UnicodeError,
-            zlib.error, struct.error, NotImplementedError, OSError) as e:  # fmt: skip
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        zipfile.BadZipFile,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+        UnicodeError,
+        zlib.error,
+        struct.error,
+        NotImplementedError,
+        OSError,
+    ) as e:
         raise ValueError(
             f"{path} is not a readable torch checkpoint ({type(e).__name__}: {str(e)[:80]})"
         ) from None
@@ -636,8 +651,11 @@ def load_cin_vqgm(
         path = found[0]
     sd = read_state_dict(path)
     gpt_sd = {k: v for k, v in sd.items() if k.startswith("transformer.")}
-    vq_sd = {k.removeprefix("first_stage_model."): v for k, v in sd.items()
-             if k.startswith("first_stage_model.")}  # fmt: skip
+    vq_sd = {
+        k.removeprefix("first_stage_model."): v
+        for k, v in sd.items()
+        if k.startswith("first_stage_model.")
+    }
     if not gpt_sd or not vq_sd:
         raise ValueError(
             f"{path} lacks {'transformer.*' if not gpt_sd else 'first_stage_model.*'} weights; "

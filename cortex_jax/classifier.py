@@ -54,8 +54,9 @@ class ResNetConfig:
     @classmethod
     def named(cls, arch: str, **kw) -> ResNetConfig:
         if arch not in _ARCHS:
-            raise ValueError(f"unknown classifier architecture {arch!r}; expected one of "
-                             f"{sorted(_ARCHS)}")  # fmt: skip
+            raise ValueError(
+                f"unknown classifier architecture {arch!r}; expected one of {sorted(_ARCHS)}"
+            )
         block, layers = _ARCHS[arch]
         return cls(block, layers, **kw)
 
@@ -106,8 +107,9 @@ class ResNet(nn.Module):
     def __call__(self, x):
         c = self.config
         bottleneck = c.block == "bottleneck"
-        x = nn.Conv(c.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                    name="conv1")(x)  # fmt: skip
+        x = nn.Conv(
+            c.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False, name="conv1"
+        )(x)
         x = nn.relu(_bn("bn1")(x))
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         channels = c.width
@@ -155,8 +157,10 @@ def init_variables(config: ResNetConfig, seed: int = 0) -> dict:
 def infer_config(state_dict: Mapping[str, np.ndarray], image_size: int = 224) -> ResNetConfig:
     """The architecture of a torchvision ResNet state dict, from its keys and shapes."""
     if "conv1.weight" not in state_dict or "fc.weight" not in state_dict:
-        raise ValueError("not a torchvision ResNet state dict: it lacks conv1.weight / fc.weight "
-                         f"(first keys: {sorted(state_dict)[:5]})")  # fmt: skip
+        raise ValueError(
+            "not a torchvision ResNet state dict: it lacks conv1.weight / fc.weight "
+            f"(first keys: {sorted(state_dict)[:5]})"
+        )
     layers = []
     for i in range(1, 5):
         blocks = {k.split(".")[1] for k in state_dict if k.startswith(f"layer{i}.")}
@@ -165,10 +169,12 @@ def infer_config(state_dict: Mapping[str, np.ndarray], image_size: int = 224) ->
         layers.append(len(blocks))
     bottleneck = "layer1.0.conv3.weight" in state_dict
     return ResNetConfig(
-        "bottleneck" if bottleneck else "basic", tuple(layers),
-        int(state_dict["conv1.weight"].shape[0]), int(state_dict["fc.weight"].shape[0]),
+        "bottleneck" if bottleneck else "basic",
+        tuple(layers),
+        int(state_dict["conv1.weight"].shape[0]),
+        int(state_dict["fc.weight"].shape[0]),
         image_size,
-    )  # fmt: skip
+    )
 
 
 def convert_torchvision_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict:

@@ -251,8 +251,9 @@ def _block(cfg: DalleBartConfig, part: str, names: _Names, h: Array, attend) -> 
 def _ffn_block(cfg: DalleBartConfig, part: str, names: _Names, p: dict, h: Array, i: int, n: int):
     h = h * cfg.res_gain(part) + _ffn(cfg, p, h)
     # postln: a norm after every layer; swinv2: every 6 layers but the last (dalle-mini)
-    if cfg.ln_positions == "postln" or (cfg.ln_positions == "swinv2" and (i + 1) % 6 == 0
-                                        and i != n - 1):  # fmt: skip
+    if cfg.ln_positions == "postln" or (
+        cfg.ln_positions == "swinv2" and (i + 1) % 6 == 0 and i != n - 1
+    ):
         h = _norm(cfg, names.next(), h)
     return h
 
@@ -294,8 +295,9 @@ def _decoder_layer(cfg, p, h, self_attend, enc, enc_mask, q_pos, i):
     names = _Names(cfg, p)
     cross = _Attn(cfg, cfg.decoder_attention_heads, False, False)
     h = _block(cfg, "decoder", names, h, lambda x: self_attend(p["FlaxBartAttention_0"], x))
-    h = _block(cfg, "decoder", names, h,
-               lambda x: cross(p["FlaxBartAttention_1"], x, enc, enc_mask, q_pos))  # fmt: skip
+    h = _block(
+        cfg, "decoder", names, h, lambda x: cross(p["FlaxBartAttention_1"], x, enc, enc_mask, q_pos)
+    )
     return _ffn_block(cfg, "decoder", names, p, h, i, cfg.decoder_layers)
 
 
@@ -305,8 +307,9 @@ def _head(cfg, params, h):
     return _dense(params["lm_head"], h)
 
 
-def decode_logits(cfg: DalleBartConfig, params: dict, decoder_input_ids: Array, enc: Array,
-                  attention_mask: Array) -> Array:  # fmt: skip
+def decode_logits(
+    cfg: DalleBartConfig, params: dict, decoder_input_ids: Array, enc: Array, attention_mask: Array
+) -> Array:
     """Teacher-forced logits (B, L, image_vocab_size + 1), decoder inputs (B, L ≤ image_length)."""
     p = params["model"]["decoder"]
     length = decoder_input_ids.shape[1]
@@ -359,8 +362,15 @@ def generate(
     The batch is split over the local devices (padded to a multiple of their number); `dtype`
     bfloat16 computes in bfloat16 with norms, softmax and logits in float32.
     """
-    fn = _generate_fn(cfg, n_image_codes, float(condition_scale), uncond_ids is not None,
-                      float(temperature), top_k, float(top_p))  # fmt: skip
+    fn = _generate_fn(
+        cfg,
+        n_image_codes,
+        float(condition_scale),
+        uncond_ids is not None,
+        float(temperature),
+        top_k,
+        float(top_p),
+    )
     if jnp.dtype(dtype) != jnp.float32:
         params = jax.tree_util.tree_map(
             lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params
@@ -444,8 +454,10 @@ def _layer_list(layers: dict, prefix: str) -> list[dict]:
         stacked = layers[f"{prefix}s"]
         n = jax.tree_util.tree_leaves(stacked)[0].shape[0]
         return [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked) for i in range(n)]
-    keys = sorted((k for k in layers if re.fullmatch(f"{prefix}_\\d+", k)),
-                  key=lambda k: int(k.rsplit("_", 1)[1]))  # fmt: skip
+    keys = sorted(
+        (k for k in layers if re.fullmatch(f"{prefix}_\\d+", k)),
+        key=lambda k: int(k.rsplit("_", 1)[1]),
+    )
     return [layers[k] for k in keys]
 
 
@@ -462,13 +474,16 @@ def read_dallebart_folder(folder: str | os.PathLike) -> tuple[DalleBartConfig, d
     for part, prefix in (("encoder", "FlaxBartEncoderLayer"), ("decoder", "FlaxBartDecoderLayer")):
         layers = _layer_list(params["model"][part]["layers"], prefix)
         if len(layers) != n[part]:
-            raise ValueError(f"{w_path}: {part} has {len(layers)} layers but config.json says "
-                             f"{n[part]}")  # fmt: skip
+            raise ValueError(
+                f"{w_path}: {part} has {len(layers)} layers but config.json says {n[part]}"
+            )
         params["model"][part]["layers"] = layers
     emb = params["model"]["decoder"]["embed_tokens"]["embedding"]
     if emb.shape[0] != cfg.image_vocab_size + 1:
-        raise ValueError(f"{w_path}: decoder embedding has {emb.shape[0]} rows; expected "
-                         f"image_vocab_size + 1 = {cfg.image_vocab_size + 1}")  # fmt: skip
+        raise ValueError(
+            f"{w_path}: decoder embedding has {emb.shape[0]} rows; expected "
+            f"image_vocab_size + 1 = {cfg.image_vocab_size + 1}"
+        )
     return cfg, jax.tree_util.tree_map(jnp.asarray, params)
 
 
@@ -521,8 +536,18 @@ def prompt_sampler(
             k = min(batch, n - start)
             rows = [np.repeat(a[None], k, 0) for a in (ids, mask, uids, umask)]
             rng = jax.random.PRNGKey(seed * 100_003 + start)
-            toks = generate(cfg, params, rows[0], rows[1], rng, n_image_codes, condition_scale,
-                            rows[2], rows[3], top_k=top_k)  # fmt: skip
+            toks = generate(
+                cfg,
+                params,
+                rows[0],
+                rows[1],
+                rng,
+                n_image_codes,
+                condition_scale,
+                rows[2],
+                rows[3],
+                top_k=top_k,
+            )
             out.append(np.asarray(toks).reshape(k, m, m))
         return np.concatenate(out)
 
@@ -567,6 +592,11 @@ def write_prompt_dataset(
         k = min(png_per_prompt, per_prompt)
         first = np.concatenate([np.flatnonzero(labels == i)[:k] for i in range(len(prompts))])
         px = np.clip(np.asarray(decode(tokens[first].astype(np.int32))), -1, 1)
-        save_grid(Path(out) / "samples.png", px, k, [p[:14] for p in prompts],
-                  scale=max(1, 128 // px.shape[1]))  # fmt: skip
+        save_grid(
+            Path(out) / "samples.png",
+            px,
+            k,
+            [p[:14] for p in prompts],
+            scale=max(1, 128 // px.shape[1]),
+        )
     return ds

@@ -395,9 +395,14 @@ def import_reference(
         raise ValueError(
             f"labels span {lab.min()}..{lab.max()}; expected 0..{len(class_names) - 1}"
         )
-    meta = {"class_names": list(class_names), "vqgm": vqgm, "grid_size": int(tok.shape[1]),
-            "codebook_size": None if cb is None else int(cb.shape[0]), "source": "reference",
-            "imported_from": str(csv_path)}  # fmt: skip
+    meta = {
+        "class_names": list(class_names),
+        "vqgm": vqgm,
+        "grid_size": int(tok.shape[1]),
+        "codebook_size": None if cb is None else int(cb.shape[0]),
+        "source": "reference",
+        "imported_from": str(csv_path),
+    }
     write_meta(out, meta)
     for s, start in enumerate(range(0, len(tok), shard_size)):
         write_shard(out, s, tok[start : start + shard_size], lab[start : start + shard_size])

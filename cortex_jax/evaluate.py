@@ -111,8 +111,13 @@ def image_level_curve(
     ids keying the random positions (see `random_positions`).
     """
     rand = random_positions(len(labels), grid_size, max(ns), seed, image_ids)
-    out: dict[str, list[float]] = {"n": list(ns), "tis": [], "random": [], "tis_se": [],
-                                   "random_se": []}  # fmt: skip
+    out: dict[str, list[float]] = {
+        "n": list(ns),
+        "tis": [],
+        "random": [],
+        "tis_se": [],
+        "random_se": [],
+    }
     rows = np.arange(len(labels))
     for n in ns:
         for name, pos in (("tis", tis_positions), ("random", rand)):

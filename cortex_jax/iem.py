@@ -143,8 +143,13 @@ class RE(nn.Module):
         x = e.astype(self.dtype)
         for stage in range(2):
             for i in range(cfg.depth):
-                x = SEBlock(cfg.width, 2 if i == 0 else 1, cfg.se_hidden, self.dtype,
-                            name=f"stage{stage}_{i}")(x, train)  # fmt: skip
+                x = SEBlock(
+                    cfg.width,
+                    2 if i == 0 else 1,
+                    cfg.se_hidden,
+                    self.dtype,
+                    name=f"stage{stage}_{i}",
+                )(x, train)
         return _head(jnp.mean(x, axis=(1, 2)), cfg, train, self.dtype, layers=1)
 
 

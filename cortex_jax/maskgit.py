@@ -246,10 +246,13 @@ def infer_tokenizer_config(params: dict, **overrides: Any) -> TokenizerConfig:
         for i in range(levels)
     )
     fields = dict(
-        filters=int(filters), channel_multipliers=mults, num_res_blocks=nrb,
-        embedding_dim=int(embedding_dim), codebook_size=int(codebook_size),
+        filters=int(filters),
+        channel_multipliers=mults,
+        num_res_blocks=nrb,
+        embedding_dim=int(embedding_dim),
+        codebook_size=int(codebook_size),
         conv_downsample=n_enc_convs > 2,
-    )  # fmt: skip
+    )
     return TokenizerConfig(**(fields | overrides))
 
 
@@ -382,8 +385,15 @@ def infer_transformer_config(params: dict, codebook_size: int) -> TransformerCon
             f"transformer vocabulary {vocab} leaves no class tokens after the tokenizer's "
             f"{codebook_size} codes and [MASK]"
         )
-    return TransformerConfig(int(vocab), int(hidden), len(layers), int(heads), int(inter),
-                             int(positions), int(codebook_size))  # fmt: skip
+    return TransformerConfig(
+        int(vocab),
+        int(hidden),
+        len(layers),
+        int(heads),
+        int(inter),
+        int(positions),
+        int(codebook_size),
+    )
 
 
 def transformer_logits(config: TransformerConfig, params: dict, ids: Array) -> Array:
@@ -500,8 +510,10 @@ class MaskGITVQGM:
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"class ids have shape {ids.shape} / dtype {ids.dtype}; expected (B,)")
         if ids.size and (ids.min() < 0 or ids.max() >= n):
-            raise ValueError(f"class id {int(ids.max() if ids.max() >= n else ids.min())} is "
-                             f"outside the model's {n} classes (0..{n - 1})")  # fmt: skip
+            raise ValueError(
+                f"class id {int(ids.max() if ids.max() >= n else ids.min())} is "
+                f"outside the model's {n} classes (0..{n - 1})"
+            )
         return ids.astype(np.int32)
 
     @functools.cached_property
@@ -555,8 +567,9 @@ class MaskGITVQGM:
         self.vqgan.check_indices(base)
         t = self._check_classes(np.broadcast_to(np.asarray(targets), (len(base),)))
         flat = np.where(np.broadcast_to(np.asarray(mask, bool), base.shape), MASK_TOKEN_ID, base)
-        seqs = np.concatenate([t[:, None] + self.transformer_config.codebook_size,
-                               flat.reshape(len(base), -1)], 1).astype(np.int32)  # fmt: skip
+        seqs = np.concatenate(
+            [t[:, None] + self.transformer_config.codebook_size, flat.reshape(len(base), -1)], 1
+        ).astype(np.int32)
         return self._run(seqs, rng, sample_config, start_iter)
 
     def decode(self, tokens: Any) -> Array:
@@ -577,8 +590,9 @@ def read_params(path: str | Path, what: str) -> dict:
     try:
         state = serialization.msgpack_restore(path.read_bytes())
     except Exception as e:  # msgpack raises many types on foreign bytes
-        raise ValueError(f"{path} is not a MaskGIT checkpoint (msgpack of {{'params': ...}}): "
-                         f"{type(e).__name__}") from None  # fmt: skip
+        raise ValueError(
+            f"{path} is not a MaskGIT checkpoint (msgpack of {{'params': ...}}): {type(e).__name__}"
+        ) from None
     if not isinstance(state, dict) or not isinstance(state.get("params"), dict):
         raise ValueError(f"{path} holds no 'params' tree; expected a MaskGIT checkpoint")
     return state["params"]

@@ -57,8 +57,12 @@ class StageBars:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, desc=f"{self.prefix}{stage}", unit=self.unit,
-                            disable=jax.process_index() != 0)  # fmt: skip
+            self.bar = tqdm(
+                total=total,
+                desc=f"{self.prefix}{stage}",
+                unit=self.unit,
+                disable=jax.process_index() != 0,
+            )
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -95,9 +99,13 @@ def random_vqgm(config, seed: int = 0) -> ClassConditionalVQGM:
     names = tuple(c.name for c in imagenet.classes())
     m = vcfg.grid_size
     gcfg = cin.GPTConfig(
-        vocab_size=max(len(names), vcfg.n_embed), block_size=m * m, n_head=config.n_head,
-        image_vocab_size=vcfg.n_embed, n_classes=len(names), **dict(config.random_gpt),
-    )  # fmt: skip
+        vocab_size=max(len(names), vcfg.n_embed),
+        block_size=m * m,
+        n_head=config.n_head,
+        image_vocab_size=vcfg.n_embed,
+        n_classes=len(names),
+        **dict(config.random_gpt),
+    )
     gparams = cin.init_params(gcfg, jax.random.PRNGKey(seed + 1))
     return ClassConditionalVQGM("imagenet-random", vq, gcfg, gparams, names)
 
@@ -159,9 +167,16 @@ def generate(config, progress: Callable[[str, int, int], None] = lambda s, n, t:
         per = int(g[split])
         total = per * len(ids)
         ds = generate_dataset(
-            vqgm, ids, per, config.data[split], g.seed + i, sampling, g.shard_size,
-            lambda n, split=split, total=total: progress(split, n, total), g.dtype,
-        )  # fmt: skip
+            vqgm,
+            ids,
+            per,
+            config.data[split],
+            g.seed + i,
+            sampling,
+            g.shard_size,
+            lambda n, split=split, total=total: progress(split, n, total),
+            g.dtype,
+        )
         out[split] = len(ds)
     if g.test_png:
         _sync("test-tokens")
@@ -191,8 +206,12 @@ def _decoder(vq: VQGAN, batch: int):
     def decode(tokens):
         vq.check_indices(tokens)  # under jit an id outside the codebook would decode to NaN
         tokens = np.asarray(tokens, np.int32)
-        return np.concatenate([np.clip(np.asarray(dec(tokens[i : i + batch])), -1, 1)
-                               for i in range(0, len(tokens), batch)])  # fmt: skip
+        return np.concatenate(
+            [
+                np.clip(np.asarray(dec(tokens[i : i + batch])), -1, 1)
+                for i in range(0, len(tokens), batch)
+            ]
+        )
 
     return decode
 
@@ -216,17 +235,25 @@ def _merge_chunks(chunks: list[tuple[dict, int]]) -> dict:
     total = sum(n for _, n in chunks)
     curve = {"n": first["image_level_curve"]["n"]}
     for key in ("tis", "random"):
-        curve[key] = [sum(r["image_level_curve"][key][j] * n for r, n in chunks) / total
-                      for j in range(len(curve["n"]))]  # fmt: skip
+        curve[key] = [
+            sum(r["image_level_curve"][key][j] * n for r, n in chunks) / total
+            for j in range(len(curve["n"]))
+        ]
         # the standard error of a weighted mean of independent chunk means
         curve[f"{key}_se"] = [
-            float(np.sqrt(sum((r["image_level_curve"][f"{key}_se"][j] * n) ** 2
-                              for r, n in chunks)) / total)
+            float(
+                np.sqrt(sum((r["image_level_curve"][f"{key}_se"][j] * n) ** 2 for r, n in chunks))
+                / total
+            )
             for j in range(len(curve["n"]))
-        ]  # fmt: skip
-    return {"config": first["config"], "concepts": concepts,
-            "summary": sample_level.summarize(concepts),
-            "image_level_curve": curve, "test_images": total}  # fmt: skip
+        ]
+    return {
+        "config": first["config"],
+        "concepts": concepts,
+        "summary": sample_level.summarize(concepts),
+        "image_level_curve": curve,
+        "test_images": total,
+    }
 
 
 def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda s, n, t: None):
@@ -238,17 +265,29 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
     _, predict, meta = load_iem(config)
     train = data.TokenDataset.open(config.data.train)
     cfg = sample_level.SampleLevelConfig(
-        n=s.n, k=s.k, n_samples=s.n_samples, alpha=s.alpha, curve_ns=tuple(s.curve_ns),
-        batch=s.batch, seed=s.seed,
-    )  # fmt: skip
-    sample_level.score_dataset(predict, vq.codebook, train, out / "tis", cfg,
-                               lambda n: progress("TIS (train split)", n, len(train)))  # fmt: skip
+        n=s.n,
+        k=s.k,
+        n_samples=s.n_samples,
+        alpha=s.alpha,
+        curve_ns=tuple(s.curve_ns),
+        batch=s.batch,
+        seed=s.seed,
+    )
+    sample_level.score_dataset(
+        predict,
+        vq.codebook,
+        train,
+        out / "tis",
+        cfg,
+        lambda n: progress("TIS (train split)", n, len(train)),
+    )
     _sync("tis")
     if jax.process_index() != 0:
         return None
     ex_tok, ex_lab, _ = train.arrays()
-    ex_tis = np.concatenate([np.load(out / "tis" / f"tis-{i:05d}.npy")
-                             for i in range(len(train.tokens))]).astype(np.float32)  # fmt: skip
+    ex_tis = np.concatenate(
+        [np.load(out / "tis" / f"tis-{i:05d}.npy") for i in range(len(train.tokens))]
+    ).astype(np.float32)
     te_tok, te_lab, _ = data.TokenDataset.open(config.data.test).arrays()
     _, _, probs = classifier.load_classifier(config.classifier, config.classifier_size)
     probs = _batched(probs, s.batch)
@@ -260,18 +299,33 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
         progress("masking evaluation (test split)", j, len(concepts))
         sel = np.isin(te_lab, chunk)
         ex = np.isin(ex_lab, chunk)  # T_concept of a class reads only that class's images
-        rep = sample_level.run(decode, predict, probs, np.asarray(vq.codebook), chunk,
-                               (ex_tok[ex], ex_lab[ex]), (te_tok[sel], te_lab[sel]), cfg,
-                               explain_tis=ex_tis[ex],
-                               test_ids=len(ex_lab) + np.flatnonzero(sel))  # fmt: skip
+        rep = sample_level.run(
+            decode,
+            predict,
+            probs,
+            np.asarray(vq.codebook),
+            chunk,
+            (ex_tok[ex], ex_lab[ex]),
+            (te_tok[sel], te_lab[sel]),
+            cfg,
+            explain_tis=ex_tis[ex],
+            test_ids=len(ex_lab) + np.flatnonzero(sel),
+        )
         parts.append(rep.pop("arrays"))
         chunks.append((rep, int(sel.sum())))
     report = _merge_chunks(chunks)
-    report.update(iem=config.arch, classifier=str(config.classifier),
-                  concept_names={int(c): meta["class_names"][c] for c in concepts})  # fmt: skip
+    report.update(
+        iem=config.arch,
+        classifier=str(config.classifier),
+        concept_names={int(c): meta["class_names"][c] for c in concepts},
+    )
     sample_level.save_test_arrays(
-        out, {k: np.concatenate([p[k] for p in parts]) for k in ("test_tokens", "test_labels",
-                                                                  "test_tis")})  # fmt: skip
+        out,
+        {
+            k: np.concatenate([p[k] for p in parts])
+            for k in ("test_tokens", "test_labels", "test_tis")
+        },
+    )
     _atomic_json(out / "report.json", report)
     return report
 
@@ -290,34 +344,50 @@ def codebook_level_step(config) -> dict | None:
     for s_id, t_id in c.pairs:
         rows = np.flatnonzero(te_lab == s_id)[: c.images_per_pair]
         if len(rows) == 0:
-            raise ValueError(f"no test images of class {s_id} for the pair {s_id}→{t_id}; "
-                             "generate it (config.generate.classes)")  # fmt: skip
+            raise ValueError(
+                f"no test images of class {s_id} for the pair {s_id}→{t_id}; "
+                "generate it (config.generate.classes)"
+            )
         base.append(te_tok[rows].astype(np.int32))
         src += [s_id] * len(rows)
         tgt += [t_id] * len(rows)
     base, src, tgt = np.concatenate(base), np.asarray(src), np.asarray(tgt)
     _, _, probs = classifier.load_classifier(config.edit_classifier, config.classifier_size)
     probs = _batched(probs, c.batch)
-    scfg = selection.SelectionConfig(steps=c.steps, learning_rate=c.learning_rate,
-                                     log_every=c.log_every)  # fmt: skip
+    scfg = selection.SelectionConfig(
+        steps=c.steps, learning_rate=c.learning_rate, log_every=c.log_every
+    )
     mask = selection.region_mask(vq.grid_size, c.region)
     decode = _decoder(vq, c.batch)
     parts = []
     for i in range(0, len(base), c.batch):
         sl = slice(i, i + c.batch)
-        study = codebook_level.pair_study(predict, decode, probs, vq.codebook, base[sl], src[sl],
-                                          tgt[sl], mask, scfg, c.seed,
-                                          image_ids=np.arange(len(base))[sl])  # fmt: skip
+        study = codebook_level.pair_study(
+            predict,
+            decode,
+            probs,
+            vq.codebook,
+            base[sl],
+            src[sl],
+            tgt[sl],
+            mask,
+            scfg,
+            c.seed,
+            image_ids=np.arange(len(base))[sl],
+        )
         parts.append(study)
     w = np.array([p["n_images"] for p in parts], np.float64)
     mean = lambda values: float(np.dot(w, values) / w.sum())  # weighted by images per batch
     result = {
         "before": {k: mean([p["before"][k] for p in parts]) for k in parts[0]["before"]},
-        "table": {row: {k: mean([p["table"][row][k] for p in parts]) for k in cols}
-                  for row, cols in parts[0]["table"].items()},
-        "n_images": int(w.sum()), "region_tokens": parts[0]["region_tokens"],
+        "table": {
+            row: {k: mean([p["table"][row][k] for p in parts]) for k in cols}
+            for row, cols in parts[0]["table"].items()
+        },
+        "n_images": int(w.sum()),
+        "region_tokens": parts[0]["region_tokens"],
         "pairs": [list(map(int, p)) for p in c.pairs],
-    }  # fmt: skip
+    }
     _atomic_json(out / "table5.json", result)
     return result
 
@@ -354,16 +424,27 @@ def tables(config, archs: Sequence[str] = ("ce", "re", "te")) -> tuple[dict, str
         t2[a] = json.loads(p.read_text())["summary"] if p.exists() else None
     p5 = w / "table5" / "table5.json"
     t5 = json.loads(p5.read_text()) if p5.exists() else None
-    md = [f"# CORTEX on `{config.variant}` ({w})", "", "## Table 1: IEM validation accuracy", "",
-          "| IEM | top-1 | top-5 | paper top-1 / top-5 |", "|---|---|---|---|"]  # fmt: skip
+    md = [
+        f"# CORTEX on `{config.variant}` ({w})",
+        "",
+        "## Table 1: IEM validation accuracy",
+        "",
+        "| IEM | top-1 | top-5 | paper top-1 / top-5 |",
+        "|---|---|---|---|",
+    ]
     for a in archs:
         r, (p1, p5_) = t1[a], PAPER["table1"][a]
         cells = f"{r['val_top1']:.2%} | {r['val_top5']:.2%}" if r else "not run | not run"
         md.append(f"| {a.upper()} | {cells} | {p1:.2f} % / {p5_:.2f} % |")
-    md += ["", f"## Table 2: concept-level masking (T_concept n={config.sample.n}, "
-           f"k={config.sample.k}; classifier {config.classifier})", "",
-           "| tokens | tokens masked / image | accuracy change | probability change | paper "
-           "tokens / ResNet50 accuracy change |", "|---|---|---|---|---|"]  # fmt: skip
+    md += [
+        "",
+        f"## Table 2: concept-level masking (T_concept n={config.sample.n}, "
+        f"k={config.sample.k}; classifier {config.classifier})",
+        "",
+        "| tokens | tokens masked / image | accuracy change | probability change | paper "
+        "tokens / ResNet50 accuracy change |",
+        "|---|---|---|---|---|",
+    ]
     freq = None
     for a in archs:
         r = t2[a]
@@ -373,26 +454,36 @@ def tables(config, archs: Sequence[str] = ("ce", "re", "te")) -> tuple[dict, str
             md.append(f"| CORTEX {a.upper()} | not run | | | {paper} |")
             continue
         freq = freq or r
-        md.append(f"| CORTEX {a.upper()} | {r['cortex_tokens_masked']:.1f} | "
-                  f"{r['cortex_accuracy_change']:+.1%} | {r['cortex_probability_change']:+.3f} | "
-                  f"{paper} |")  # fmt: skip
+        md.append(
+            f"| CORTEX {a.upper()} | {r['cortex_tokens_masked']:.1f} | "
+            f"{r['cortex_accuracy_change']:+.1%} | {r['cortex_probability_change']:+.3f} | "
+            f"{paper} |"
+        )
     pf = PAPER["table2_tokens"]["frequency"], PAPER["table2_resnet50"]["frequency"]
     paper_f = f"{pf[0]} / {pf[1]:+.1f} %"
     if freq:
-        md.append(f"| frequency baseline | {freq['frequency_tokens_masked']:.1f} | "
-                  f"{freq['frequency_accuracy_change']:+.1%} | "
-                  f"{freq['frequency_probability_change']:+.3f} | {paper_f} |")  # fmt: skip
-    md += ["", f"## Table 5: codebook-level editing (classifier {config.edit_classifier})", "",
-           "| method | ΔP_orig | ΔP_target | top-1 = target | paper ΔP_orig / ΔP_target |",
-           "|---|---|---|---|---|"]  # fmt: skip
+        md.append(
+            f"| frequency baseline | {freq['frequency_tokens_masked']:.1f} | "
+            f"{freq['frequency_accuracy_change']:+.1%} | "
+            f"{freq['frequency_probability_change']:+.3f} | {paper_f} |"
+        )
+    md += [
+        "",
+        f"## Table 5: codebook-level editing (classifier {config.edit_classifier})",
+        "",
+        "| method | ΔP_orig | ΔP_target | top-1 = target | paper ΔP_orig / ΔP_target |",
+        "|---|---|---|---|---|",
+    ]
     if t5 is None:
         md.append("| not run | | | | |")
     else:
         for row, v in t5["table"].items():
             paper = PAPER["table5"].get(row.split("/")[0])
             paper_cell = f"{paper[0]:+.3f} / {paper[1]:+.3f}" if paper else "—"
-            md.append(f"| {row} | {v['delta_judge_orig']:+.3f} | {v['delta_judge_target']:+.3f} "
-                      f"| {v['judge_target_top1']:.1%} | {paper_cell} |")  # fmt: skip
+            md.append(
+                f"| {row} | {v['delta_judge_orig']:+.3f} | {v['delta_judge_target']:+.3f} "
+                f"| {v['judge_target_top1']:.1%} | {paper_cell} |"
+            )
         md += [
             "",
             "Like for like: token_selection_from_image vs embedding_optimisation (same "

@@ -53,10 +53,20 @@ def scores_for(predict, codebook, tokens, labels, cfg: SampleLevelConfig, ids=No
     for i in range(0, len(tokens), cfg.batch):
         t = jnp.asarray(tokens[i : i + cfg.batch], jnp.int32)
         ids = jnp.asarray(all_ids[i : i + cfg.batch], jnp.int32)
-        out.append(np.asarray(tis.token_importance(
-            predict, cb[t], jnp.asarray(labels[i : i + cfg.batch]), rng, cfg.n_samples, cfg.alpha,
-            objective=cfg.objective, image_ids=ids,
-        )))  # fmt: skip
+        out.append(
+            np.asarray(
+                tis.token_importance(
+                    predict,
+                    cb[t],
+                    jnp.asarray(labels[i : i + cfg.batch]),
+                    rng,
+                    cfg.n_samples,
+                    cfg.alpha,
+                    objective=cfg.objective,
+                    image_ids=ids,
+                )
+            )
+        )
     return np.concatenate(out)
 
 
@@ -135,12 +145,15 @@ def run(
     te_tis = scores_for(predict, codebook, te_tok, te_lab, cfg, ids=test_ids)
     order = np.argsort(-te_tis.reshape(len(te_tok), -1), axis=1, kind="stable")
     ns = [n for n in cfg.curve_ns if n <= m * m]
-    curve = evaluate.image_level_curve(classifier, te_px, te_lab, order, m, ns,
-                                       image_ids=test_ids)  # fmt: skip
+    curve = evaluate.image_level_curve(classifier, te_px, te_lab, order, m, ns, image_ids=test_ids)
 
     summary = summarize(per_concept)
-    report = {"config": dataclasses.asdict(cfg), "concepts": per_concept, "summary": summary,
-              "image_level_curve": curve}  # fmt: skip
+    report = {
+        "config": dataclasses.asdict(cfg),
+        "concepts": per_concept,
+        "summary": summary,
+        "image_level_curve": curve,
+    }
 
     if truth_set is not None:
         progress("ground-truth precision on encoded images")
@@ -149,16 +162,21 @@ def run(
         gt_tis = scores_for(predict, codebook, gt_tok, gt_lab, cfg, ids=gt_ids)
         pos, _ = tis.image_tokens(jnp.asarray(gt_tis), jnp.asarray(gt_tok), cfg.n)
         rand = evaluate.random_positions(len(gt_tok), m, cfg.n, cfg.seed + 42, gt_ids)
-        prec = {"image_cortex": evaluate.position_precision(np.asarray(pos), gt_mask),
-                "image_random": evaluate.position_precision(rand, gt_mask)}  # fmt: skip
+        prec = {
+            "image_cortex": evaluate.position_precision(np.asarray(pos), gt_mask),
+            "image_random": evaluate.position_precision(rand, gt_mask),
+        }
         per = {"cortex": [], "frequency": [], "random": []}
         for c in concepts:
             sel = gt_lab == c
             if not sel.any():
                 continue
             rng = np.random.default_rng((cfg.seed, 7, int(c)))  # one draw per concept
-            sets = {"cortex": t_concept[c], "frequency": freq[c],
-                    "random": rng.choice(k_size, len(t_concept[c]), replace=False)}  # fmt: skip
+            sets = {
+                "cortex": t_concept[c],
+                "frequency": freq[c],
+                "random": rng.choice(k_size, len(t_concept[c]), replace=False),
+            }
             for name, ids in sets.items():
                 per[name].append(evaluate.occurrence_precision(gt_tok[sel], gt_mask[sel], ids))
             if int(c) in per_concept:  # per concept too, for the atlas
@@ -167,8 +185,12 @@ def run(
             prec[f"concept_{name}"] = float(np.nanmean(vals))
         prec["object_share_of_positions"] = float(gt_mask.mean())
         report["ground_truth_precision"] = prec
-    report["arrays"] = {"test_tis": te_tis, "test_pixels": te_px, "test_labels": te_lab,
-                        "test_tokens": te_tok}  # fmt: skip
+    report["arrays"] = {
+        "test_tis": te_tis,
+        "test_pixels": te_px,
+        "test_labels": te_lab,
+        "test_tokens": te_tok,
+    }
     return report
 
 
@@ -181,9 +203,12 @@ def save_test_arrays(folder, arrays: dict) -> None:
     from cortex_jax import data
 
     buf = io.BytesIO()
-    np.savez_compressed(buf, test_tokens=np.asarray(arrays["test_tokens"], np.uint16),
-                        test_labels=np.asarray(arrays["test_labels"], np.int32),
-                        test_tis=np.asarray(arrays["test_tis"], np.float32))  # fmt: skip
+    np.savez_compressed(
+        buf,
+        test_tokens=np.asarray(arrays["test_tokens"], np.uint16),
+        test_labels=np.asarray(arrays["test_labels"], np.int32),
+        test_tis=np.asarray(arrays["test_tis"], np.float32),
+    )
     data.atomic_write_bytes(Path(folder) / "arrays.npz", buf.getvalue())
 
 
@@ -237,8 +262,9 @@ def score_dataset(
             e = jax.device_put(cb[jnp.asarray(t)], spec)
             rng = jax.random.PRNGKey(cfg.seed)
             y, ids = jax.device_put(y, spec), jax.device_put(ids, spec)
-            sc = tis.token_importance(predict, e, y, rng, cfg.n_samples, cfg.alpha,
-                                      objective=cfg.objective, image_ids=ids)  # fmt: skip
+            sc = tis.token_importance(
+                predict, e, y, rng, cfg.n_samples, cfg.alpha, objective=cfg.objective, image_ids=ids
+            )
             scores.append(np.asarray(sc, np.float32)[: len(t) - pad])
         data.atomic_save_npy(path, np.concatenate(scores))
         written.append(str(path))

@@ -258,9 +258,17 @@ class SelectionResult:
         """From the logged (tokens, f_target, f_original) and the start's evaluation."""
         toks, ft, fo = (np.asarray(x) for x in traj)
         best = np.argmax(ft, axis=1)
-        return cls(np.asarray(positions), toks[:, -1], toks[np.arange(len(toks)), best],
-                   np.asarray(start[0]), toks, ft, fo, np.asarray(start[1]),
-                   np.asarray(start[2]))  # fmt: skip
+        return cls(
+            np.asarray(positions),
+            toks[:, -1],
+            toks[np.arange(len(toks)), best],
+            np.asarray(start[0]),
+            toks,
+            ft,
+            fo,
+            np.asarray(start[1]),
+            np.asarray(start[2]),
+        )
 
     def edited(
         self, base_indices: np.ndarray, which: Literal["final", "best", "start"] = "final"
@@ -323,8 +331,16 @@ def select_tokens(
     if loop not in ("scan", "python"):
         raise ValueError(f"loop={loop!r}; expected 'auto', 'scan' or 'python'")
     run = _select_scan if loop == "scan" else _select_loop
-    traj, start = run(predict, jnp.asarray(codebook), jnp.asarray(base), jnp.asarray(t),
-                      jnp.asarray(s), keys, cfg, positions)  # fmt: skip
+    traj, start = run(
+        predict,
+        jnp.asarray(codebook),
+        jnp.asarray(base),
+        jnp.asarray(t),
+        jnp.asarray(s),
+        keys,
+        cfg,
+        positions,
+    )
     return SelectionResult.from_trajectory(positions, traj, start)
 
 
@@ -381,6 +397,13 @@ def optimize_embedding(
     nearest codebook rows at every logged step and at the end."""
     base, mask, t, s = _check(base_indices, mask, codebook, targets, sources)
     positions = tuple(int(p) for p in np.flatnonzero(mask.ravel()))
-    traj, start = _embed_opt(predict, jnp.asarray(codebook), jnp.asarray(base), jnp.asarray(t),
-                             jnp.asarray(s), cfg, positions)  # fmt: skip
+    traj, start = _embed_opt(
+        predict,
+        jnp.asarray(codebook),
+        jnp.asarray(base),
+        jnp.asarray(t),
+        jnp.asarray(s),
+        cfg,
+        positions,
+    )
     return SelectionResult.from_trajectory(positions, traj, start)

@@ -53,8 +53,18 @@ def _tis_chunk(predict, x0, concepts, keys, sigma, start, chunk, n_samples, obje
     return jnp.where(valid, g.reshape(b, chunk, *x0.shape[1:]), 0.0).sum(axis=1)
 
 
-def _tis(predict, embeddings, concepts, rng, image_ids, n_samples, alpha, objective, signed,
-         samples_per_chunk):  # fmt: skip
+def _tis(
+    predict,
+    embeddings,
+    concepts,
+    rng,
+    image_ids,
+    n_samples,
+    alpha,
+    objective,
+    signed,
+    samples_per_chunk,
+):
     # The chunk loop runs from Python: inside an XLA:CPU while loop (lax.scan) the convolution
     # gradients ran 4.3x slower on the 2-core CPU (bench/RESULTS.md). The sum stays on device.
     x0 = jnp.asarray(embeddings, jnp.float32)
@@ -62,8 +72,9 @@ def _tis(predict, embeddings, concepts, rng, image_ids, n_samples, alpha, object
     keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(image_ids)
     s = jnp.zeros_like(x0)
     for start in range(0, n_samples, samples_per_chunk):
-        s = s + _tis_chunk(predict, x0, concepts, keys, sigma, start, samples_per_chunk,
-                           n_samples, objective)  # fmt: skip
+        s = s + _tis_chunk(
+            predict, x0, concepts, keys, sigma, start, samples_per_chunk, n_samples, objective
+        )
     s = s / n_samples
     return (s if signed else jnp.abs(s)).max(axis=-1)
 

@@ -95,8 +95,15 @@ def topk_correct(logits: Array, labels: Array) -> dict[str, Array]:
 class Trainer:
     """Builds the sharded state and the jitted train/eval steps for one IEM and codebook."""
 
-    def __init__(self, model_config: iem.IEMConfig, cfg: TrainConfig, codebook: Any,
-                 grid_size: int, steps_per_epoch: int, mesh=None):  # fmt: skip
+    def __init__(
+        self,
+        model_config: iem.IEMConfig,
+        cfg: TrainConfig,
+        codebook: Any,
+        grid_size: int,
+        steps_per_epoch: int,
+        mesh=None,
+    ):
         self.model_config, self.cfg = model_config, cfg
         self.mesh = mesh or sharding.data_mesh()
         sharding.check_batch_divides(cfg.batch_size, self.mesh)
@@ -109,16 +116,21 @@ class Trainer:
 
         def init(rng):
             v = iem.init_variables(model_config, rng, grid_size, d)
-            return TrainState(jnp.zeros((), jnp.int32), v["params"], v.get("batch_stats", {}),
-                              self.tx.init(v["params"]))  # fmt: skip
+            return TrainState(
+                jnp.zeros((), jnp.int32),
+                v["params"],
+                v.get("batch_stats", {}),
+                self.tx.init(v["params"]),
+            )
 
         abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
         self.state_sharding = jax.tree_util.tree_map(lambda _: rep, abstract)
         # shapes, dtypes and shardings of the state, for restoring without initialising
         self.abstract_state = jax.tree_util.tree_map(
             lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-            abstract, self.state_sharding,
-        )  # fmt: skip
+            abstract,
+            self.state_sharding,
+        )
         self._init = jax.jit(init, out_shardings=self.state_sharding)
         self.train_step = jax.jit(
             self._train_step,
@@ -126,8 +138,9 @@ class Trainer:
             out_shardings=(self.state_sharding, rep),
             donate_argnums=(0,),
         )
-        self.eval_step = jax.jit(self._eval_step, in_shardings=(self.state_sharding, bat, bat),
-                                 out_shardings=rep)  # fmt: skip
+        self.eval_step = jax.jit(
+            self._eval_step, in_shardings=(self.state_sharding, bat, bat), out_shardings=rep
+        )
 
     def init_state(self) -> TrainState:
         return self._init(jax.random.PRNGKey(self.cfg.seed))
@@ -138,9 +151,12 @@ class Trainer:
 
         def loss_fn(params):
             logits, upd = self.model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, e, train=True,
-                rngs={"dropout": rng}, mutable=["batch_stats"],
-            )  # fmt: skip
+                {"params": params, "batch_stats": state.batch_stats},
+                e,
+                train=True,
+                rngs={"dropout": rng},
+                mutable=["batch_stats"],
+            )
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
             return loss, (logits, upd.get("batch_stats", state.batch_stats))
 
@@ -211,10 +227,17 @@ def run_fingerprint(
     settings.pop("checkpoint_every")
     cb = np.ascontiguousarray(np.asarray(codebook, np.float32))
     split = lambda ds: {"meta": ds.meta, "images": len(ds)}
-    return json.loads(json.dumps({
-        "model": model_config.to_dict(), "train": settings, "train_data": split(train_ds),
-        "val_data": split(val_ds), "codebook_sha256": hashlib.sha256(cb.tobytes()).hexdigest(),
-    }))  # fmt: skip
+    return json.loads(
+        json.dumps(
+            {
+                "model": model_config.to_dict(),
+                "train": settings,
+                "train_data": split(train_ds),
+                "val_data": split(val_ds),
+                "codebook_sha256": hashlib.sha256(cb.tobytes()).hexdigest(),
+            }
+        )
+    )
 
 
 def _check_data(model_config: iem.IEMConfig, codebook: Any, *datasets: data.TokenDataset):

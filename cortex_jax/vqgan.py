@@ -471,8 +471,10 @@ class VQGAN:
         if _is_concrete(pixels):
             arr = np.asarray(pixels)
             if not np.issubdtype(arr.dtype, np.floating):
-                raise ValueError(f"pixels have dtype {arr.dtype}; expected floats in [-1, 1] "
-                                 "(uint8 x → x / 127.5 − 1)")  # fmt: skip
+                raise ValueError(
+                    f"pixels have dtype {arr.dtype}; expected floats in [-1, 1] "
+                    "(uint8 x → x / 127.5 − 1)"
+                )
             bad = ~np.isfinite(arr)
             if bad.any():
                 pos = tuple(int(i) for i in np.argwhere(bad)[0])

@@ -36,8 +36,13 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     with errors.one_line_errors():
-        sample, edit, table5, vqgan, out = (Path(_SAMPLE.value), _EDIT.value, _TABLE5.value,
-                                            _VQGAN.value, _OUT.value)  # fmt: skip
+        sample, edit, table5, vqgan, out = (
+            Path(_SAMPLE.value),
+            _EDIT.value,
+            _TABLE5.value,
+            _VQGAN.value,
+            _OUT.value,
+        )
         bias = [Path(b) for b in _BIAS.value.split(",") if b.strip()]
         if _CONFIG.value is not None:  # the ImageNet recipe's layout (cortex_jax/recipe.py)
             w = Path(_CONFIG.value.workdir)

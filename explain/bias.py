@@ -67,8 +67,10 @@ def _toy():
     else:
         pairs = {n: (x, y) for x, y, n in world.CONTRAST_PAIRS}
         if neutral not in pairs:
-            raise ValueError(f"no contrast pair is defined for {neutral!r}; pass --pair A,B or one "
-                             f"of --neutral {', '.join(pairs)}")  # fmt: skip
+            raise ValueError(
+                f"no contrast pair is defined for {neutral!r}; pass --pair A,B or one "
+                f"of --neutral {', '.join(pairs)}"
+            )
         a, b = pairs[neutral]
     for name in (a, b, neutral):
         vqgm.class_id(name)  # unknown names fail here with close matches
@@ -86,8 +88,12 @@ def _judge_share(neutral_tokens, decode, a: str, b: str) -> dict:
     generator actually produced), with a 95 % Wilson interval."""
     names = [c.name for c in world.CONCEPTS]
     judge = toy.load_toy_judge()
-    px = np.concatenate([np.asarray(decode(neutral_tokens[i : i + 250]))
-                         for i in range(0, len(neutral_tokens), 250)])  # fmt: skip
+    px = np.concatenate(
+        [
+            np.asarray(decode(neutral_tokens[i : i + 250]))
+            for i in range(0, len(neutral_tokens), 250)
+        ]
+    )
     p = np.asarray(judge(px))
     k, n = int((p[:, names.index(a)] > p[:, names.index(b)]).sum()), len(p)
     lo, hi = stats.wilson_interval(k, n)
@@ -106,8 +112,9 @@ def _dallebart():
     cfg, params = dalle.load_dallebart(_DALLE.value)
     tok = dalle.load_tokenizer(_TOKENIZER.value)
     vq = checkpoints.load_vqgan(_VQGAN.value)
-    sample = dalle.prompt_sampler(cfg, params, lambda t: tok(t)["input_ids"], vq.config.n_embed,
-                                  condition_scale=_SCALE.value)  # fmt: skip
+    sample = dalle.prompt_sampler(
+        cfg, params, lambda t: tok(t)["input_ids"], vq.config.n_embed, condition_scale=_SCALE.value
+    )
     decode = lambda t: np.clip(np.asarray(vq.decode_code(np.asarray(t))), -1, 1)
     return sample, np.asarray(vq.codebook), decode, a, b, _NEUTRAL.value, None
 
@@ -120,24 +127,28 @@ def run(out: Path) -> dict:
         ("--epochs", _EPOCHS.value),
     ):
         if value < (10 if flag == "--per-concept" else 2 if flag == "--neutral-images" else 1):
-            raise ValueError(f"{flag} {value} is too small")  # fmt: skip
+            raise ValueError(f"{flag} {value} is too small")
     errors.writable_folder(out)
     sample, codebook, decode, a, b, neutral, share = _dallebart() if _DALLE.value else _toy()
     if _MIX.value is not None:  # a neutral class of known composition: A and B images mixed
         neutral, share = f"mix:{_MIX.value:g}", _MIX.value
         sample = bias.mixture_sampler(sample, neutral, a, b, share)
     cfg = bias.AuditConfig(
-        per_concept=_PER_CONCEPT.value, neutral=_NEUTRAL_IMAGES.value,
-        n_samples=_N_SAMPLES.value, epochs=_EPOCHS.value, seed=_SEED.value,
-    )  # fmt: skip
+        per_concept=_PER_CONCEPT.value,
+        neutral=_NEUTRAL_IMAGES.value,
+        n_samples=_N_SAMPLES.value,
+        epochs=_EPOCHS.value,
+        seed=_SEED.value,
+    )
     with tqdm(total=4, desc="audit") as bar:
 
         def progress(stage):
             bar.set_description(stage)
             bar.update(1)
 
-        report = bias.run_audit(sample, codebook, a, b, neutral, out / "work", cfg,
-                                progress=progress)  # fmt: skip
+        report = bias.run_audit(
+            sample, codebook, a, b, neutral, out / "work", cfg, progress=progress
+        )
     arrays = report.pop("arrays")
     report["true_share_a"] = share
     if not _DALLE.value:
@@ -152,9 +163,12 @@ def run(out: Path) -> dict:
             f"{neutral}: T_concept tokens per image (n={n}, k={cfg.k})",
             "T_concept tokens per neutral image",
         )
-    np.savez_compressed(out / "arrays.npz", neutral_tokens=neu,
-                        **{f"set_a_n{n}": t[0] for n, t in sets.items()},
-                        **{f"set_b_n{n}": t[1] for n, t in sets.items()})  # fmt: skip
+    np.savez_compressed(
+        out / "arrays.npz",
+        neutral_tokens=neu,
+        **{f"set_a_n{n}": t[0] for n, t in sets.items()},
+        **{f"set_b_n{n}": t[1] for n, t in sets.items()},
+    )
     n0 = min(sets)
     r0 = next(r for r in report["per_n"] if r["n"] == n0)
     over = 0 if not r0["verdict"]["share_a"] < 0.5 else 1  # NaN (no contrast): A's tokens

@@ -63,9 +63,12 @@ _IEM_CKPT = flags.DEFINE_string("iem-checkpoint", None, "IEM folder written by t
 _TABLE5 = flags.DEFINE_bool(
     "table5", False, "Run the Table 5 pair study (toy world, or --dataset with real models)."
 )
-_PAIRS = flags.DEFINE_string("pairs", "red-circle:blue-circle,red-square:green-square,"
-                             "red-star:yellow-star,blue-triangle:yellow-triangle",
-                             "Concept pairs for --table5.")  # fmt: skip
+_PAIRS = flags.DEFINE_string(
+    "pairs",
+    "red-circle:blue-circle,red-square:green-square,"
+    "red-star:yellow-star,blue-triangle:yellow-triangle",
+    "Concept pairs for --table5.",
+)
 _MASKGIT = flags.DEFINE_string(
     "maskgit", None, "--table5: also MaskGIT's own editing, from this folder of its checkpoints."
 )
@@ -129,14 +132,18 @@ def _start(vq, names, is_toy):
         if not 0 <= i < len(tokens):
             raise ValueError(f"--from-index {i} is outside the dataset's 0..{len(tokens) - 1}")
         if labels[i] >= len(names):
-            raise ValueError(f"--from-index {i} has label {labels[i]}, which the IEM's "
-                             f"{len(names)} classes do not include")  # fmt: skip
+            raise ValueError(
+                f"--from-index {i} has label {labels[i]}, which the IEM's "
+                f"{len(names)} classes do not include"
+            )
         vq.check_indices(tokens[i : i + 1])
         return tokens[i : i + 1].astype(np.int32), labels[i : i + 1], "center"
     if _FROM_CONCEPT.value:
         if not is_toy:
-            raise ValueError("--from-concept generates images and needs the toy world; use "
-                             "--from-image or --from-index with real models")  # fmt: skip
+            raise ValueError(
+                "--from-concept generates images and needs the toy world; use "
+                "--from-image or --from-index with real models"
+            )
         src = _resolve(_FROM_CONCEPT.value, names, is_toy)
         vqgm = toy.load_toy_vqgm()
         ids = np.full(_N_IMAGES.value, src)
@@ -156,12 +163,14 @@ def explain(out: Path) -> dict:
     target = _resolve(_CONCEPT.value, names, is_toy)
     base, sources, default_region = _start(vq, names, is_toy)
     mask = selection.region_mask(vq.grid_size, _REGION.value or default_region)
-    cfg = selection.SelectionConfig(steps=_STEPS.value, learning_rate=_LR.value,
-                                    log_every=_LOG_EVERY.value)  # fmt: skip
+    cfg = selection.SelectionConfig(
+        steps=_STEPS.value, learning_rate=_LR.value, log_every=_LOG_EVERY.value
+    )
     src = np.where(sources < 0, target, sources)  # no source concept: track the target twice
     errors.writable_folder(out)  # before the optimisation, so a bad --out costs nothing
-    res = selection.select_tokens(predict, vq.codebook, base, mask, target, src,
-                                  jax.random.PRNGKey(_SEED.value), cfg)  # fmt: skip
+    res = selection.select_tokens(
+        predict, vq.codebook, base, mask, target, src, jax.random.PRNGKey(_SEED.value), cfg
+    )
     decode = _decode(vq)
     frames = codebook_level.progression(decode, base, res, 0)
     strip = grid_image(frames, len(frames), scale=max(1, 128 // frames.shape[1]))
@@ -169,26 +178,38 @@ def explain(out: Path) -> dict:
     strip.save(out / "progression.png")  # everything is computed: now the files
     big[0].save(out / "progression.gif", save_all=True, append_images=big[1:], duration=400, loop=0)
     info = {
-        "target": names[target], "region_positions": res.positions.tolist(),
+        "target": names[target],
+        "region_positions": res.positions.tolist(),
         "images": [
-            {"source": names[s] if s >= 0 else None, "tokens_final": res.tokens[i].tolist(),
-             "tokens_best": res.best_tokens[i].tolist(),
-             "f_target": {"before": float(res.start_f_target[i]),
-                          "final": float(res.f_target[i, -1]),
-                          "best": float(res.f_target[i].max())},
-             "f_original": {"before": float(res.start_f_original[i]),
-                            "final": float(res.f_original[i, -1])}}
+            {
+                "source": names[s] if s >= 0 else None,
+                "tokens_final": res.tokens[i].tolist(),
+                "tokens_best": res.best_tokens[i].tolist(),
+                "f_target": {
+                    "before": float(res.start_f_target[i]),
+                    "final": float(res.f_target[i, -1]),
+                    "best": float(res.f_target[i].max()),
+                },
+                "f_original": {
+                    "before": float(res.start_f_original[i]),
+                    "final": float(res.f_original[i, -1]),
+                },
+            }
             for i, s in enumerate(sources)
         ],
         "config": {"steps": cfg.steps, "lr": cfg.learning_rate, "objective": cfg.objective},
-    }  # fmt: skip
+    }
     (out / "tokens.json").write_text(json.dumps(info, indent=2) + "\n")
-    lines = ["| image | f_orig before | f_orig after | f_target before | f_target after |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| image | f_orig before | f_orig after | f_target before | f_target after |",
+        "|---|---|---|---|---|",
+    ]
     for i, im in enumerate(info["images"]):
         fo, ft = im["f_original"], im["f_target"]
-        lines.append(f"| {i} | {fo['before']:.3f} | {fo['final']:.3f} | {ft['before']:.3f} | "
-                     f"{ft['final']:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {i} | {fo['before']:.3f} | {fo['final']:.3f} | {ft['before']:.3f} | "
+            f"{ft['final']:.3f} |"
+        )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     return info
 
@@ -234,35 +255,56 @@ def table5(out: Path) -> dict:
     ids = [(_resolve(a, names, is_toy), _resolve(b, names, is_toy)) for a, b in pairs]
     idx = [x for a, b in ids for x in ((a, b), (b, a))]  # each concept toward its partner
     base, src, tgt, judge = _table5_bases(vq, names, is_toy, idx)
-    cfg = selection.SelectionConfig(steps=_STEPS.value, learning_rate=_LR.value,
-                                    log_every=_LOG_EVERY.value)  # fmt: skip
+    cfg = selection.SelectionConfig(
+        steps=_STEPS.value, learning_rate=_LR.value, log_every=_LOG_EVERY.value
+    )
     mask = selection.region_mask(vq.grid_size, _REGION.value or "center")
     editors = {}
     if _MASKGIT.value:
         mg = maskgit.load_maskgit(_MASKGIT.value)
         if mg.vqgan.config != vq.config or not np.array_equal(mg.vqgan.codebook, vq.codebook):
-            raise ValueError("--maskgit's tokenizer is not the --vqgan the IEM reads; pass "
-                             f"--vqgan {_MASKGIT.value}")  # fmt: skip
+            raise ValueError(
+                "--maskgit's tokenizer is not the --vqgan the IEM reads; pass "
+                f"--vqgan {_MASKGIT.value}"
+            )
         key = jax.random.PRNGKey(_SEED.value + 1)
         sc = maskgit.SampleConfig(_MASKGIT_ITER.value, 4.5)
         editors["maskgit_edit"] = lambda b, s, t, m: mg.edit_tokens(b, m, t, key, sc)
     errors.writable_folder(out)
-    result = codebook_level.pair_study(predict, _decode(vq), judge, vq.codebook, base, src, tgt,
-                                       mask, cfg, _SEED.value, editors=editors)  # fmt: skip
+    result = codebook_level.pair_study(
+        predict,
+        _decode(vq),
+        judge,
+        vq.codebook,
+        base,
+        src,
+        tgt,
+        mask,
+        cfg,
+        _SEED.value,
+        editors=editors,
+    )
     result["pairs"] = [f"{a}<->{b}" for a, b in pairs]
     result["classifier"] = "toy pixel judge" if is_toy else _CLASSIFIER.value
     (out / "table5.json").write_text(json.dumps(result, indent=2) + "\n")
-    rows = ["| method | tokens changed | ΔP_orig (judge) | ΔP_target (judge) | ΔP_target per token "
-            "| judge top-1 = target | ΔP_orig (IEM) | ΔP_target (IEM) |",
-            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| method | tokens changed | ΔP_orig (judge) | ΔP_target (judge) | ΔP_target per token "
+        "| judge top-1 = target | ΔP_orig (IEM) | ΔP_target (IEM) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for k, v in result["table"].items():
-        rows.append(f"| {k} | {v['tokens_changed']:.1f} | {v['delta_judge_orig']:+.3f} | "
-                    f"{v['delta_judge_target']:+.3f} | {v['delta_judge_target_per_token']:+.4f} | "
-                    f"{v['judge_target_top1']:.1%} | {v['delta_iem_orig']:+.3f} | "
-                    f"{v['delta_iem_target']:+.3f} |")  # fmt: skip
-    rows += ["", "Like for like: token_selection_from_image vs embedding_optimisation (both start "
-             "from the image's own tokens). token_selection starts from random tokens, as the "
-             "authors; random_tokens/start is that start without optimisation."]  # fmt: skip
+        rows.append(
+            f"| {k} | {v['tokens_changed']:.1f} | {v['delta_judge_orig']:+.3f} | "
+            f"{v['delta_judge_target']:+.3f} | {v['delta_judge_target_per_token']:+.4f} | "
+            f"{v['judge_target_top1']:.1%} | {v['delta_iem_orig']:+.3f} | "
+            f"{v['delta_iem_target']:+.3f} |"
+        )
+    rows += [
+        "",
+        "Like for like: token_selection_from_image vs embedding_optimisation (both start "
+        "from the image's own tokens). token_selection starts from random tokens, as the "
+        "authors; random_tokens/start is that start without optimisation.",
+    ]
     if editors:
         rows += [
             "",
@@ -284,16 +326,20 @@ def main(argv):
             result = recipe.codebook_level_step(_CONFIG.value)
             if result is not None:
                 for row, v in result["table"].items():
-                    print(f"{row}: ΔP_orig {v['delta_judge_orig']:+.3f}, ΔP_target "
-                          f"{v['delta_judge_target']:+.3f}")  # fmt: skip
+                    print(
+                        f"{row}: ΔP_orig {v['delta_judge_orig']:+.3f}, ΔP_target "
+                        f"{v['delta_judge_target']:+.3f}"
+                    )
             out = Path(_CONFIG.value.workdir) / "table5"
         elif _TABLE5.value:
             table5(out)
         else:
             info = explain(out)
             im = info["images"][0]
-            print(f"{info['target']}: f_target {im['f_target']['before']:.3f} → "
-                  f"{im['f_target']['final']:.3f} (best {im['f_target']['best']:.3f})")  # fmt: skip
+            print(
+                f"{info['target']}: f_target {im['f_target']['before']:.3f} → "
+                f"{im['f_target']['final']:.3f} (best {im['f_target']['best']:.3f})"
+            )
     print(f"wrote {out}")
 
 

@@ -31,8 +31,9 @@ def _token_set(path: Path, index: int, best: bool) -> tuple[np.ndarray, np.ndarr
     try:
         info = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"--tokens {path} is not JSON ({e}); expected explain.codebook's "
-                         "tokens.json") from None  # fmt: skip
+        raise ValueError(
+            f"--tokens {path} is not JSON ({e}); expected explain.codebook's tokens.json"
+        ) from None
     key = "tokens_best" if best else "tokens_final"
     try:
         images, positions = info["images"], np.asarray(info["region_positions"])
@@ -40,8 +41,10 @@ def _token_set(path: Path, index: int, best: bool) -> tuple[np.ndarray, np.ndarr
             raise ValueError(f"--index {index} is outside 0..{len(images) - 1}")
         toks = np.asarray(images[index][key])
     except (KeyError, TypeError) as e:
-        raise ValueError(f"--tokens {path} lacks {e} (expected explain.codebook's tokens.json "
-                         f"with region_positions and images[].{key})") from None  # fmt: skip
+        raise ValueError(
+            f"--tokens {path} lacks {e} (expected explain.codebook's tokens.json "
+            f"with region_positions and images[].{key})"
+        ) from None
     for name, a in (("region_positions", positions), (key, toks)):
         if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer) or (a.size and a.min() < 0):
             raise ValueError(f"--tokens {path}: {name} must be a list of non-negative integers")
@@ -68,11 +71,14 @@ def edit() -> Path:
     if positions.size and positions.max() >= ids.shape[1]:
         raise ValueError(f"tokens.json positions reach {positions.max()}, beyond this VQGAN's grid")
     if toks.size and toks.max() >= vq.config.n_embed:
-        raise ValueError(f"tokens.json holds token id {toks.max()}, outside this VQGAN's codebook "
-                         f"[0, {vq.config.n_embed})")  # fmt: skip
+        raise ValueError(
+            f"tokens.json holds token id {toks.max()}, outside this VQGAN's codebook "
+            f"[0, {vq.config.n_embed})"
+        )
     ids[0, positions] = toks
-    pair = np.concatenate([np.asarray(vq.decode_code(np.array(vq.encode(px)))),
-                           vq.decode_code(ids)])  # fmt: skip
+    pair = np.concatenate(
+        [np.asarray(vq.decode_code(np.array(vq.encode(px)))), vq.decode_code(ids)]
+    )
     return save_grid(out, np.clip(pair, -1, 1), 2, scale=max(1, 256 // size))
 
 

@@ -59,8 +59,10 @@ def run(out: Path) -> dict:
         concepts = [vqgm.class_id(c.strip()) for c in _CONCEPT.value.split(",") if c.strip()]
         for c in concepts:
             if c >= len(names):
-                raise ValueError(f"{vqgm.class_names[c]!r} is a neutral class, not a concept; "
-                                 f"expected one of {names}")  # fmt: skip
+                raise ValueError(
+                    f"{vqgm.class_names[c]!r} is a neutral class, not a concept; "
+                    f"expected one of {names}"
+                )
     else:
         raise ValueError("name a concept with --concept NAME, or pass --all")
     if not concepts:
@@ -72,12 +74,13 @@ def run(out: Path) -> dict:
         ("--n-samples", _N_SAMPLES.value),
     ):
         if value < 1:
-            raise ValueError(f"{flag} {value}; expected at least 1")  # fmt: skip
+            raise ValueError(f"{flag} {value}; expected at least 1")
     errors.writable_folder(out)
     _, variables, predict = toy.load_toy_iem(_IEM.value)
     judge = toy.load_toy_judge()
-    cfg = sample_level.SampleLevelConfig(n=_N.value, k=_K.value, n_samples=_N_SAMPLES.value,
-                                         seed=_SEED.value)  # fmt: skip
+    cfg = sample_level.SampleLevelConfig(
+        n=_N.value, k=_K.value, n_samples=_N_SAMPLES.value, seed=_SEED.value
+    )
     explain_set = _sample(vqgm, concepts, _PER_CONCEPT.value, _SEED.value)
     test_set = _sample(vqgm, concepts, _TEST.value, _SEED.value + 1)
     truth_names = [names[c] for c in concepts for _ in range(_TRUTH.value)]
@@ -90,9 +93,17 @@ def run(out: Path) -> dict:
 
         codebook = np.asarray(vqgm.vqgan.codebook)
         report = sample_level.run(
-            vqgm.decode, predict, judge, codebook, concepts, explain_set, test_set, cfg, truth,
+            vqgm.decode,
+            predict,
+            judge,
+            codebook,
+            concepts,
+            explain_set,
+            test_set,
+            cfg,
+            truth,
             progress,
-        )  # fmt: skip
+        )
     arrays = report.pop("arrays")
     report["iem"], report["concept_names"] = _IEM.value, {c: names[c] for c in concepts}
     out.mkdir(parents=True, exist_ok=True)
@@ -108,17 +119,20 @@ def run(out: Path) -> dict:
     shown = np.concatenate([np.flatnonzero(labels == c)[:8] for c in concepts])
     top = np.argsort(-scores[shown].reshape(len(shown), -1), axis=1)[:, : _N.value]
     boxes = evaluate.positions_mask(top, scores.shape[1])
-    save_grid(out / "top_tokens.png", px[shown], 8, [names[c] for c in concepts], scale=4,
-              boxes=boxes)  # fmt: skip
+    save_grid(
+        out / "top_tokens.png", px[shown], 8, [names[c] for c in concepts], scale=4, boxes=boxes
+    )
     curve = report["image_level_curve"]
     figures.masking_curve(
         out / "image_level_curve",
         curve["n"],
-        {"top-n TIS positions": (curve["tis"], curve["tis_se"]),
-         "n random positions": (curve["random"], curve["random_se"])},
+        {
+            "top-n TIS positions": (curve["tis"], curve["tis_se"]),
+            "n random positions": (curve["random"], curve["random_se"]),
+        },
         f"Image level: {_IEM.value.upper()} IEM, pixel judge",
         ylabel="judge probability of the concept",
-    )  # fmt: skip
+    )
     sample_level.save_test_arrays(out, arrays)  # what explain.atlas draws its pages from
     return report
 
@@ -129,10 +143,12 @@ def run_recipe(config) -> None:
         report = recipe.sample_level_step(config, progress)
     if report is not None:
         s = report["summary"]
-        print(f"{config.arch.upper()}: masking T_concept changes classifier accuracy by "
-              f"{s['cortex_accuracy_change']:+.1%} ({s['cortex_tokens_masked']:.1f} tokens), the "
-              f"frequency baseline by {s['frequency_accuracy_change']:+.1%} "
-              f"({s['frequency_tokens_masked']:.1f} tokens)")  # fmt: skip
+        print(
+            f"{config.arch.upper()}: masking T_concept changes classifier accuracy by "
+            f"{s['cortex_accuracy_change']:+.1%} ({s['cortex_tokens_masked']:.1f} tokens), the "
+            f"frequency baseline by {s['frequency_accuracy_change']:+.1%} "
+            f"({s['frequency_tokens_masked']:.1f} tokens)"
+        )
 
 
 def main(argv):
@@ -143,14 +159,18 @@ def main(argv):
             return run_recipe(_CONFIG.value)
         report = run(Path(_OUT.value))
     s = report["summary"]
-    print("concept-level masking, judge accuracy change: "
-          f"CORTEX {s['cortex_accuracy_change']:+.1%} ({s['cortex_tokens_masked']:.1f} tokens), "
-          f"frequency {s['frequency_accuracy_change']:+.1%} ({s['frequency_tokens_masked']:.1f} "
-          "tokens)")  # fmt: skip
+    print(
+        "concept-level masking, judge accuracy change: "
+        f"CORTEX {s['cortex_accuracy_change']:+.1%} ({s['cortex_tokens_masked']:.1f} tokens), "
+        f"frequency {s['frequency_accuracy_change']:+.1%} ({s['frequency_tokens_masked']:.1f} "
+        "tokens)"
+    )
     if "ground_truth_precision" in report:
         g = report["ground_truth_precision"]
-        print(f"ground-truth precision of T_concept: CORTEX {g['concept_cortex']:.1%}, frequency "
-              f"{g['concept_frequency']:.1%}, random {g['concept_random']:.1%}")  # fmt: skip
+        print(
+            f"ground-truth precision of T_concept: CORTEX {g['concept_cortex']:.1%}, frequency "
+            f"{g['concept_frequency']:.1%}, random {g['concept_random']:.1%}"
+        )
     print(f"wrote {_OUT.value}")
 
 

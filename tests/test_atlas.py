@@ -27,13 +27,49 @@ def _run(*args):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("atlas")
-    _run("explain.sample", "--concept", "red-circle,blue-star,red-star", "--per-concept", "12",
-         "--test-per-concept", "6", "--truth-per-concept", "6", "--n-samples", "4",
-         "--out", str(tmp / "sample"))  # fmt: skip
-    _run("explain.codebook", "--concept", "blue-star", "--from-concept", "red-star", "--n-images",
-         "1", "--steps", "20", "--log-every", "10", "--out", str(tmp / "edit"))  # fmt: skip
-    r = _run("explain.atlas", "--sample", str(tmp / "sample"), "--edit", str(tmp / "edit"),
-             "--table5", str(tmp / "none"), "--bias", "", "--out", str(tmp / "site"))  # fmt: skip
+    _run(
+        "explain.sample",
+        "--concept",
+        "red-circle,blue-star,red-star",
+        "--per-concept",
+        "12",
+        "--test-per-concept",
+        "6",
+        "--truth-per-concept",
+        "6",
+        "--n-samples",
+        "4",
+        "--out",
+        str(tmp / "sample"),
+    )
+    _run(
+        "explain.codebook",
+        "--concept",
+        "blue-star",
+        "--from-concept",
+        "red-star",
+        "--n-images",
+        "1",
+        "--steps",
+        "20",
+        "--log-every",
+        "10",
+        "--out",
+        str(tmp / "edit"),
+    )
+    r = _run(
+        "explain.atlas",
+        "--sample",
+        str(tmp / "sample"),
+        "--edit",
+        str(tmp / "edit"),
+        "--table5",
+        str(tmp / "none"),
+        "--bias",
+        "",
+        "--out",
+        str(tmp / "site"),
+    )
     assert "(3 concepts," in r.stdout
     return tmp / "site"
 
@@ -77,8 +113,14 @@ def test_a_person_clicks_through_the_atlas_in_a_real_browser(site, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason=SKIP_BROWSER)
     if not os.path.exists(CHROMIUM):
         pytest.skip(SKIP_BROWSER)
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    flags = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
     errors, failed = [], []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=flags)

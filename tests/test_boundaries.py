@@ -96,8 +96,9 @@ def test_labels_beyond_the_iem_classes_refuse_to_train(tmp_path):
         training.train_and_evaluate(small, *args)
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before anything was saved
     with pytest.raises(ValueError, match="ids of a 32-entry codebook; the VQGAN has 16"):
-        training.train_and_evaluate(cfg, tiny.train_config(), train, train,
-                                    tiny.codebook()[:16], tmp_path / "run2")  # fmt: skip
+        training.train_and_evaluate(
+            cfg, tiny.train_config(), train, train, tiny.codebook()[:16], tmp_path / "run2"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,8 +111,9 @@ def test_a_non_finite_loss_stops_training_naming_the_step(tmp_path):
     cb = tiny.codebook()
     cb[train.tokens[0][0, 0, 0]] = np.inf  # a token of the very first batch
     with pytest.raises(ValueError, match=r"training loss became nan at step 1; stopped before"):
-        training.train_and_evaluate(tiny.model_config(), tiny.train_config(), train, train, cb,
-                                    tmp_path / "run")  # fmt: skip
+        training.train_and_evaluate(
+            tiny.model_config(), tiny.train_config(), train, train, cb, tmp_path / "run"
+        )
     assert not list((tmp_path / "run" / "checkpoints" / "latest").glob("*"))  # nothing saved
 
 
@@ -221,12 +223,17 @@ def test_atomic_writes_respect_the_umask(tmp_path):
     data.atomic_write_bytes(tmp_path / "f.json", b"{}")
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~mask
     out = subprocess.run(
-        [sys.executable, "-c", "import os; os.umask(0o002); from cortex_jax import data; "
-         "from pathlib import Path; p = Path(os.environ['P']); data.atomic_write_bytes(p, b'x'); "
-         "print(oct(p.stat().st_mode & 0o777))"],  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import os; os.umask(0o002); from cortex_jax import data; "
+            "from pathlib import Path; p = Path(os.environ['P']); "
+            "data.atomic_write_bytes(p, b'x'); print(oct(p.stat().st_mode & 0o777))",
+        ],
         env={**os.environ, "P": str(tmp_path / "g.bin"), "PYTHONPATH": str(REPO)},
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip() == "0o664", out.stderr  # group-shared datasets stay readable
 
 
@@ -284,27 +291,61 @@ def test_cli_mistakes_end_in_one_line_and_write_nothing(tmp_path):
     _one_line_error(r, "--classes '' names no class")
     assert not (tmp_path / "empty").exists()
     (tmp_path / "afile").write_text("x")
-    _one_line_error(_run("explain.sample", "--concept", "red-circle", "--out",
-                         str(tmp_path / "afile")), "is a file; expected a folder")  # fmt: skip
-    _one_line_error(_run("explain.sample", "--concept", " ", "--out", str(tmp_path / "s")),
-                    "names no concept")  # fmt: skip
-    _one_line_error(_run("explain.codebook", "--concept", "blue-star", "--out",
-                         str(tmp_path / "afile" / "sub")), "is not writable")  # fmt: skip
+    _one_line_error(
+        _run("explain.sample", "--concept", "red-circle", "--out", str(tmp_path / "afile")),
+        "is a file; expected a folder",
+    )
+    _one_line_error(
+        _run("explain.sample", "--concept", " ", "--out", str(tmp_path / "s")), "names no concept"
+    )
+    _one_line_error(
+        _run(
+            "explain.codebook", "--concept", "blue-star", "--out", str(tmp_path / "afile" / "sub")
+        ),
+        "is not writable",
+    )
     assert not (tmp_path / "afile").is_dir()
     png = tmp_path / "in.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(png)
     (tmp_path / "tokens.json").write_text('{"images": [')
-    _one_line_error(_run("explain.edit", "--image", str(png), "--tokens",
-                         str(tmp_path / "tokens.json"), "--out", str(tmp_path / "e.png")),
-                    "is not JSON")  # fmt: skip
+    _one_line_error(
+        _run(
+            "explain.edit",
+            "--image",
+            str(png),
+            "--tokens",
+            str(tmp_path / "tokens.json"),
+            "--out",
+            str(tmp_path / "e.png"),
+        ),
+        "is not JSON",
+    )
     (tmp_path / "tokens.json").write_text('{"images": [{"tokens_final": [1]}]}')
-    _one_line_error(_run("explain.edit", "--image", str(png), "--tokens",
-                         str(tmp_path / "tokens.json"), "--out", str(tmp_path / "e.png")),
-                    "lacks 'region_positions'")  # fmt: skip
+    _one_line_error(
+        _run(
+            "explain.edit",
+            "--image",
+            str(png),
+            "--tokens",
+            str(tmp_path / "tokens.json"),
+            "--out",
+            str(tmp_path / "e.png"),
+        ),
+        "lacks 'region_positions'",
+    )
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    _one_line_error(_run("explain.codebook", "--concept", "blue-star", "--from-image",
-                         str(tmp_path / "bad.png"), "--out", str(tmp_path / "c")),
-                    "bad.png is not a readable image")  # fmt: skip
+    _one_line_error(
+        _run(
+            "explain.codebook",
+            "--concept",
+            "blue-star",
+            "--from-image",
+            str(tmp_path / "bad.png"),
+            "--out",
+            str(tmp_path / "c"),
+        ),
+        "bad.png is not a readable image",
+    )
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
     assert not (tmp_path / "e.png").exists()
 
@@ -314,13 +355,32 @@ def test_readme_training_flow_and_the_class_mismatch(tmp_path):
     # The README's commands in order, smaller: generate the concepts, then train the toy IEM on
     # them; a dataset of all 17 classes is refused in one line instead of training on NaN.
     cfg = str(REPO / "configs" / "iem_ce.py") + ":variant=toy"
-    small = ["--config.train.epochs=1", "--config.train.batch_size=16",
-             "--config.data.val_per_class=2"]  # fmt: skip
-    r = _run("train.generate", "--classes", "concepts", "--per-class", "4", "--out",
-             "runs/toy_tokens/train", cwd=tmp_path)  # fmt: skip
+    small = [
+        "--config.train.epochs=1",
+        "--config.train.batch_size=16",
+        "--config.data.val_per_class=2",
+    ]
+    r = _run(
+        "train.generate",
+        "--classes",
+        "concepts",
+        "--per-class",
+        "4",
+        "--out",
+        "runs/toy_tokens/train",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    r = _run("train.generate", "--source", "encoded", "--per-class", "2", "--out",
-             "runs/toy_encoded", cwd=tmp_path)  # fmt: skip
+    r = _run(
+        "train.generate",
+        "--source",
+        "encoded",
+        "--per-class",
+        "2",
+        "--out",
+        "runs/toy_encoded",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     r = _run("train.iem", "--config", cfg, *small, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -328,27 +388,70 @@ def test_readme_training_flow_and_the_class_mismatch(tmp_path):
     assert first.startswith("best validation (step ")
     again = _run("train.iem", "--config", cfg, *small, cwd=tmp_path)  # a finished run
     assert again.returncode == 0 and again.stdout.strip().splitlines()[0] == first
-    _one_line_error(_run("train.iem", "--config", cfg, *small, "--config.train.learning_rate=0.1",
-                         cwd=tmp_path), "holds another run (differs in train.learning_rate)",
-                    "--fresh")  # fmt: skip
-    r = _run("train.iem", "--config", cfg, *small, "--config.train.learning_rate=0.1", "--fresh",
-             cwd=tmp_path)  # fmt: skip
+    _one_line_error(
+        _run(
+            "train.iem", "--config", cfg, *small, "--config.train.learning_rate=0.1", cwd=tmp_path
+        ),
+        "holds another run (differs in train.learning_rate)",
+        "--fresh",
+    )
+    r = _run(
+        "train.iem",
+        "--config",
+        cfg,
+        *small,
+        "--config.train.learning_rate=0.1",
+        "--fresh",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    r = _run("train.generate", "--classes", "all", "--per-class", "2", "--out", "runs/all17",
-             cwd=tmp_path)  # fmt: skip
+    r = _run(
+        "train.generate",
+        "--classes",
+        "all",
+        "--per-class",
+        "2",
+        "--out",
+        "runs/all17",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    _one_line_error(_run("train.iem", "--config", cfg, *small, "--config.data.train=runs/all17",
-                         "--workdir", "runs/iem_all", cwd=tmp_path),
-                    "labels up to 16", "n_classes=14")  # fmt: skip
+    _one_line_error(
+        _run(
+            "train.iem",
+            "--config",
+            cfg,
+            *small,
+            "--config.data.train=runs/all17",
+            "--workdir",
+            "runs/iem_all",
+            cwd=tmp_path,
+        ),
+        "labels up to 16",
+        "n_classes=14",
+    )
     assert not (tmp_path / "runs" / "iem_all" / "checkpoints").exists()
 
 
 @pytest.mark.slow
 def test_from_index_with_a_label_the_iem_lacks(tmp_path):
     names = [f"class{i}" for i in range(17)]
-    data.write_meta(tmp_path / "d", {"class_names": names, "vqgm": "toy", "grid_size": 8,
-                                     "codebook_size": 512})  # fmt: skip
+    data.write_meta(
+        tmp_path / "d", {"class_names": names, "vqgm": "toy", "grid_size": 8, "codebook_size": 512}
+    )
     data.write_shard(tmp_path / "d", 0, np.zeros((2, 8, 8), np.uint16), np.array([3, 15]))
-    _one_line_error(_run("explain.codebook", "--concept", "blue-star", "--from-index", "1",
-                         "--dataset", str(tmp_path / "d"), "--out", str(tmp_path / "o")),
-                    "--from-index 1 has label 15", "14 classes")  # fmt: skip
+    _one_line_error(
+        _run(
+            "explain.codebook",
+            "--concept",
+            "blue-star",
+            "--from-index",
+            "1",
+            "--dataset",
+            str(tmp_path / "d"),
+            "--out",
+            str(tmp_path / "o"),
+        ),
+        "--from-index 1 has label 15",
+        "14 classes",
+    )

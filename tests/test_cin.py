@@ -63,8 +63,16 @@ def test_greedy_kv_cache_matches_fixture_and_teacher_forcing(fixture_model):
 
 
 def _toy_config(**kw):
-    base = dict(vocab_size=20, block_size=9, n_layer=1, n_head=2, n_embd=16,
-                image_vocab_size=16, class_offset=16, n_classes=4)  # fmt: skip
+    base = dict(
+        vocab_size=20,
+        block_size=9,
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        image_vocab_size=16,
+        class_offset=16,
+        n_classes=4,
+    )
     return cin.GPTConfig(**{**base, **kw})
 
 
@@ -77,8 +85,13 @@ def test_sampling_never_emits_ids_outside_image_vocab():
     params["head"]["kernel"] = jnp.concatenate([jnp.zeros((16, 16)), jnp.ones((16, 4))], axis=1)
     lg = cin.GPT(config).apply({"params": params}, jnp.zeros((1, 9), jnp.int32))
     np.testing.assert_allclose(lg[0, 0], [0.0] * 16 + [16.0] * 4)
-    toks = cin.sample(config, params, np.arange(4).repeat(16), jax.random.PRNGKey(0),
-                      cin.SampleConfig(temperature=1.0, top_k=None))  # fmt: skip
+    toks = cin.sample(
+        config,
+        params,
+        np.arange(4).repeat(16),
+        jax.random.PRNGKey(0),
+        cin.SampleConfig(temperature=1.0, top_k=None),
+    )
     assert toks.shape == (64, 9) and int(toks.max()) < 16
     assert len(np.unique(toks)) == 16  # uniform over the 16 image ids once the rest is masked
 

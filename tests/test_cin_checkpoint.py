@@ -39,8 +39,13 @@ def test_cin_checkpoint_loads_both_models(run_dir, fixtures):
     io = dict(np.load(fixtures / "taming_cin_tiny" / "io.npz"))
     from cortex_jax import cin
 
-    greedy = cin.sample(vqgm.gpt_config, vqgm.gpt_params, io["class_ids"], jax.random.PRNGKey(0),
-                        cin.SampleConfig(temperature=0.0))  # fmt: skip
+    greedy = cin.sample(
+        vqgm.gpt_config,
+        vqgm.gpt_params,
+        io["class_ids"],
+        jax.random.PRNGKey(0),
+        cin.SampleConfig(temperature=0.0),
+    )
     np.testing.assert_array_equal(greedy, io["greedy_tokens"])
     px = vqgm.decode(vqgm.sample_tokens([1, 2], jax.random.PRNGKey(0)))
     assert px.shape == (2, 8, 8, 3)  # the f2 tiny VQGAN on a 4×4 grid
@@ -54,8 +59,12 @@ def test_cin_checkpoint_errors(run_dir, tmp_path):
         checkpoints.load_cin_vqgm(run_dir / "checkpoints" / "last.ckpt", ["a"] * 10)
     with pytest.raises(FileNotFoundError, match="no checkpoints/last.ckpt in the run folder"):
         checkpoints.load_cin_vqgm(tmp_path / "configs", ["a"] * 10)
-    r = subprocess.run([sys.executable, "-m", "train.generate", "--model", "imagenet"], cwd=REPO,
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "train.generate", "--model", "imagenet"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert (
         r.stderr.strip().splitlines()[-1].startswith("error: --model imagenet needs --checkpoint")

@@ -25,8 +25,9 @@ class _Basic(nn.Module):
         self.bn2 = nn.BatchNorm2d(c)
         self.downsample = None
         if stride != 1 or cin != c:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, c, 1, stride, bias=False),
-                                            nn.BatchNorm2d(c))  # fmt: skip
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, c, 1, stride, bias=False), nn.BatchNorm2d(c)
+            )
 
     def forward(self, x):
         y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
@@ -46,8 +47,9 @@ class _Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(4 * c)
         self.downsample = None
         if stride != 1 or cin != 4 * c:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, 4 * c, 1, stride, bias=False),
-                                            nn.BatchNorm2d(4 * c))  # fmt: skip
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, 4 * c, 1, stride, bias=False), nn.BatchNorm2d(4 * c)
+            )
 
     def forward(self, x):
         y = torch.relu(self.bn1(self.conv1(x)))

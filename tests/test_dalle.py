@@ -27,8 +27,9 @@ def test_fixture_logits(model, io):
     want = io["encoder_last_hidden_state"]
     np.testing.assert_allclose(np.where(m, enc, 0), np.where(m, want, 0), atol=1e-5)
     lg = dalle.logits(cfg, p, io["input_ids"], io["attention_mask"], io["decoder_input_ids"])
-    lu = dalle.logits(cfg, p, io["input_ids_uncond"], io["attention_mask_uncond"],
-                      io["decoder_input_ids"])  # fmt: skip
+    lu = dalle.logits(
+        cfg, p, io["input_ids_uncond"], io["attention_mask_uncond"], io["decoder_input_ids"]
+    )
     np.testing.assert_allclose(lg, io["logits"], atol=1e-5)
     np.testing.assert_allclose(lu, io["logits_uncond"], atol=1e-5)
     sc = dalle.superconditioned(lg[:, -1], lu[:, -1], float(io["condition_scale"]))
@@ -37,9 +38,17 @@ def test_fixture_logits(model, io):
 
 def test_greedy_kv_cache_equals_teacher_forcing(model, io):
     cfg, p = model
-    toks, raw = dalle.generate(cfg, p, io["input_ids"], io["attention_mask"],
-                               jax.random.PRNGKey(0), 64, condition_scale=1.0, temperature=0.0,
-                               return_logits=True)  # fmt: skip
+    toks, raw = dalle.generate(
+        cfg,
+        p,
+        io["input_ids"],
+        io["attention_mask"],
+        jax.random.PRNGKey(0),
+        64,
+        condition_scale=1.0,
+        temperature=0.0,
+        return_logits=True,
+    )
     fed = jnp.concatenate([jnp.full((2, 1), 64), toks[:, :-1]], axis=1)
     forced = dalle.logits(cfg, p, io["input_ids"], io["attention_mask"], fed)
     np.testing.assert_allclose(raw, forced, atol=1e-5)
@@ -49,8 +58,12 @@ def test_greedy_kv_cache_equals_teacher_forcing(model, io):
 def test_sampling_masks_ids_beyond_the_codebook_and_is_deterministic(model, io):
     cfg, p = model
     args = (cfg, p, np.repeat(io["input_ids"], 8, 0), np.repeat(io["attention_mask"], 8, 0))
-    kw = dict(condition_scale=10.0, uncond_ids=np.repeat(io["input_ids_uncond"], 8, 0),
-              uncond_mask=np.repeat(io["attention_mask_uncond"], 8, 0), top_k=None)  # fmt: skip
+    kw = dict(
+        condition_scale=10.0,
+        uncond_ids=np.repeat(io["input_ids_uncond"], 8, 0),
+        uncond_mask=np.repeat(io["attention_mask_uncond"], 8, 0),
+        top_k=None,
+    )
     a = dalle.generate(*args, jax.random.PRNGKey(1), 20, **kw)
     b = dalle.generate(*args, jax.random.PRNGKey(1), 20, **kw)
     c = dalle.generate(*args, jax.random.PRNGKey(2), 20, **kw)
@@ -71,13 +84,22 @@ def test_option_variants_match_the_original(case, io):
     cfg, p = dalle.read_dallebart_folder(OPTIONS / case)
     ref = dict(np.load(OPTIONS / case / "io.npz"))
     lg = dalle.logits(cfg, p, io["input_ids"], io["attention_mask"], io["decoder_input_ids"])
-    lu = dalle.logits(cfg, p, io["input_ids_uncond"], io["attention_mask_uncond"],
-                      io["decoder_input_ids"])  # fmt: skip
+    lu = dalle.logits(
+        cfg, p, io["input_ids_uncond"], io["attention_mask_uncond"], io["decoder_input_ids"]
+    )
     np.testing.assert_allclose(lg, ref["logits"], atol=1e-5)
     np.testing.assert_allclose(lu, ref["logits_uncond"], atol=1e-5)
-    toks, raw = dalle.generate(cfg, p, io["input_ids"], io["attention_mask"],
-                               jax.random.PRNGKey(0), 64, condition_scale=1.0, temperature=0.0,
-                               return_logits=True)  # fmt: skip
+    toks, raw = dalle.generate(
+        cfg,
+        p,
+        io["input_ids"],
+        io["attention_mask"],
+        jax.random.PRNGKey(0),
+        64,
+        condition_scale=1.0,
+        temperature=0.0,
+        return_logits=True,
+    )
     fed = jnp.concatenate([jnp.full((2, 1), 64), toks[:, :-1]], axis=1)
     forced = dalle.logits(cfg, p, io["input_ids"], io["attention_mask"], fed)
     np.testing.assert_allclose(raw, forced, atol=1e-5)  # the KV cache handles every option
@@ -106,10 +128,12 @@ def test_audit_runs_end_to_end_on_tiny_dallebart(fixtures, tmp_path):
 
     sample = dalle.prompt_sampler(cfg, p, tokenize, n_image_codes=64, batch=32)
     codebook = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
-    acfg = bias.AuditConfig(per_concept=40, neutral=30, n_samples=2, n_boot=50, epochs=1,
-                            batch_size=16)  # fmt: skip
-    report = bias.run_audit(sample, codebook, "a white doctor", "a black doctor", "a doctor",
-                            tmp_path, acfg)  # fmt: skip
+    acfg = bias.AuditConfig(
+        per_concept=40, neutral=30, n_samples=2, n_boot=50, epochs=1, batch_size=16
+    )
+    report = bias.run_audit(
+        sample, codebook, "a white doctor", "a black doctor", "a doctor", tmp_path, acfg
+    )
     assert [r["n"] for r in report["per_n"]] == [5, 10]  # n = 20 exceeds the 4×4 grid
     for r in report["per_n"]:
         assert r["paper"]["ci"][0] <= r["paper"]["cliffs_delta"] <= r["paper"]["ci"][1]
@@ -131,10 +155,19 @@ def test_generation_on_eight_devices_matches_one(fixtures):
 def test_bfloat16_generation(model, io):
     cfg, p = model
     kw = dict(condition_scale=1.0, temperature=0.0, return_logits=True)
-    t32, l32 = dalle.generate(cfg, p, io["input_ids"], io["attention_mask"],
-                              jax.random.PRNGKey(0), 64, **kw)  # fmt: skip
-    t16, l16 = dalle.generate(cfg, p, io["input_ids"], io["attention_mask"],
-                              jax.random.PRNGKey(0), 64, dtype=jnp.bfloat16, **kw)  # fmt: skip
+    t32, l32 = dalle.generate(
+        cfg, p, io["input_ids"], io["attention_mask"], jax.random.PRNGKey(0), 64, **kw
+    )
+    t16, l16 = dalle.generate(
+        cfg,
+        p,
+        io["input_ids"],
+        io["attention_mask"],
+        jax.random.PRNGKey(0),
+        64,
+        dtype=jnp.bfloat16,
+        **kw,
+    )
     assert t16.shape == t32.shape and l16.dtype == jnp.float32
     np.testing.assert_allclose(l16[:, 0], l32[:, 0], atol=0.05)  # first step: same inputs
 
@@ -150,8 +183,9 @@ def test_prompt_dataset_written_and_resumed(fixtures, tmp_path):
     from cortex_jax.checkpoints import load_vqgan
 
     vq = load_vqgan(fixtures / "vqgan_jax_tiny")  # 64 codes, like the tiny DalleBart
-    ds = dalle.write_prompt_dataset(sample, prompts, 5, tmp_path / "d", shard_size=4,
-                                    decode=vq.decode_code, png_per_prompt=3)  # fmt: skip
+    ds = dalle.write_prompt_dataset(
+        sample, prompts, 5, tmp_path / "d", shard_size=4, decode=vq.decode_code, png_per_prompt=3
+    )
     assert (tmp_path / "d" / "samples.png").stat().st_size > 0
     tokens, labels, _ = ds.arrays()
     assert tokens.shape == (10, 4, 4) and tokens.dtype == np.uint16 and int(tokens.max()) < 64

@@ -71,12 +71,14 @@ def test_import_reference_indices_and_npy(tmp_path):
         "\n".join(["filename,label"] + [f"img{i}.npy,{i % 2}" for i in range(3)]) + "\n"
     )
     a = data.import_reference(tmp_path / "with.csv", tmp_path / "a", ["x", "y"], "ref")
-    b = data.import_reference(tmp_path / "without.csv", tmp_path / "b", ["x", "y"], "ref",
-                              codebook=codebook)  # fmt: skip
+    b = data.import_reference(
+        tmp_path / "without.csv", tmp_path / "b", ["x", "y"], "ref", codebook=codebook
+    )
     np.testing.assert_array_equal(a.arrays()[0], ids)
     np.testing.assert_array_equal(b.arrays()[0], ids)
     np.testing.assert_array_equal(a.arrays()[1], [0, 1, 0])
     (tmp_path / "img1.npy").unlink()
     with pytest.raises(FileNotFoundError, match="img1.npy"):
-        data.import_reference(tmp_path / "without.csv", tmp_path / "c", ["x", "y"], "ref",
-                              codebook=codebook)  # fmt: skip
+        data.import_reference(
+            tmp_path / "without.csv", tmp_path / "c", ["x", "y"], "ref", codebook=codebook
+        )

@@ -28,9 +28,21 @@ def _one_line_error(r, *needles):
 
 
 def test_explain_sample_writes_report_and_figures(tmp_path):
-    r = _run("explain.sample", "--concept", "red-circle,blue-star", "--per-concept", "12",
-             "--test-per-concept", "6", "--truth-per-concept", "6", "--n-samples", "4",
-             "--out", str(tmp_path))  # fmt: skip
+    r = _run(
+        "explain.sample",
+        "--concept",
+        "red-circle,blue-star",
+        "--per-concept",
+        "12",
+        "--test-per-concept",
+        "6",
+        "--truth-per-concept",
+        "6",
+        "--n-samples",
+        "4",
+        "--out",
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["concept_names"].values()) == {"red-circle", "blue-star"}
@@ -51,9 +63,21 @@ def test_explain_sample_errors():
 
 def test_explain_codebook_and_edit(tmp_path):
     out = tmp_path / "cb"
-    r = _run("explain.codebook", "--concept", "blue-star", "--from-concept", "red-star",
-             "--steps", "20", "--log-every", "10", "--n-images", "2",
-             "--out", str(out))  # fmt: skip
+    r = _run(
+        "explain.codebook",
+        "--concept",
+        "blue-star",
+        "--from-concept",
+        "red-star",
+        "--steps",
+        "20",
+        "--log-every",
+        "10",
+        "--n-images",
+        "2",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     info = json.loads((out / "tokens.json").read_text())
     assert info["target"] == "blue-star" and len(info["images"]) == 2
@@ -63,28 +87,53 @@ def test_explain_codebook_and_edit(tmp_path):
     assert (out / "progression.png").exists() and (out / "table.md").exists()
     png = tmp_path / "in.png"
     Image.fromarray(to_uint8(world.render(["red-star"], seed=1).pixels)[0]).save(png)
-    r = _run("explain.edit", "--image", str(png), "--tokens", str(out / "tokens.json"),
-             "--out", str(tmp_path / "edited.png"))  # fmt: skip
+    r = _run(
+        "explain.edit",
+        "--image",
+        str(png),
+        "--tokens",
+        str(out / "tokens.json"),
+        "--out",
+        str(tmp_path / "edited.png"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert Image.open(tmp_path / "edited.png").size[0] > 64
 
 
 def test_explain_codebook_errors(tmp_path):
-    _one_line_error(_run("explain.codebook", "--concept", "goldfinch"), "ImageNet concept",
-                    "--vqgan")  # fmt: skip
-    _one_line_error(_run("explain.codebook", "--concept", "blue-star", "--region", "6:9,0:2"),
-                    "outside the 8x8")  # fmt: skip
-    _one_line_error(_run("explain.codebook", "--concept", "blue-star", "--from-image",
-                         str(tmp_path / "missing.png")), "missing.png")  # fmt: skip
+    _one_line_error(
+        _run("explain.codebook", "--concept", "goldfinch"), "ImageNet concept", "--vqgan"
+    )
+    _one_line_error(
+        _run("explain.codebook", "--concept", "blue-star", "--region", "6:9,0:2"), "outside the 8x8"
+    )
+    _one_line_error(
+        _run(
+            "explain.codebook",
+            "--concept",
+            "blue-star",
+            "--from-image",
+            str(tmp_path / "missing.png"),
+        ),
+        "missing.png",
+    )
 
 
 @pytest.mark.slow
 def test_train_iem_toy_smoke(tmp_path):
-    r = _run("train.iem", "--config", "configs/iem_ce.py:variant=toy", "--workdir",
-             str(tmp_path / "w"), "--config.train.epochs=1",
-             f"--config.data.train={tmp_path / 'train'}", f"--config.data.val={tmp_path / 'val'}",
-             "--config.data.train_per_class=10", "--config.data.val_per_class=10",
-             "--config.train.batch_size=28")  # fmt: skip
+    r = _run(
+        "train.iem",
+        "--config",
+        "configs/iem_ce.py:variant=toy",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--config.train.epochs=1",
+        f"--config.data.train={tmp_path / 'train'}",
+        f"--config.data.val={tmp_path / 'val'}",
+        "--config.data.train_per_class=10",
+        "--config.data.val_per_class=10",
+        "--config.train.batch_size=28",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads((tmp_path / "w/iem/config.json").read_text())
     assert meta["iem"]["arch"] == "ce" and len(meta["class_names"]) == 14
@@ -107,22 +156,65 @@ def test_explain_codebook_with_real_format_models(tmp_path, fixtures):
     png = tmp_path / "bird.png"
     Image.fromarray(to_uint8(world.render(["red-star"], seed=1).pixels)[0]).save(png)
     out = tmp_path / "out"
-    r = _run("explain.codebook", "--concept", "goldfinch", "--vqgan", vq, "--iem-checkpoint",
-             str(ckpt), "--from-image", str(png), "--steps", "4", "--log-every", "2",
-             "--out", str(out))  # fmt: skip
+    r = _run(
+        "explain.codebook",
+        "--concept",
+        "goldfinch",
+        "--vqgan",
+        vq,
+        "--iem-checkpoint",
+        str(ckpt),
+        "--from-image",
+        str(png),
+        "--steps",
+        "4",
+        "--log-every",
+        "2",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     info = json.loads((out / "tokens.json").read_text())
     assert info["target"] == "goldfinch" and len(info["images"][0]["tokens_final"]) == 16
-    _one_line_error(_run("explain.codebook", "--concept", "crane", "--vqgan", vq,
-                         "--iem-checkpoint", str(ckpt)), "ambiguous", "134", "517")  # fmt: skip
-    _one_line_error(_run("explain.codebook", "--concept", "red-circle", "--vqgan", vq,
-                         "--iem-checkpoint", str(ckpt)), "toy-world concept")  # fmt: skip
+    _one_line_error(
+        _run(
+            "explain.codebook", "--concept", "crane", "--vqgan", vq, "--iem-checkpoint", str(ckpt)
+        ),
+        "ambiguous",
+        "134",
+        "517",
+    )
+    _one_line_error(
+        _run(
+            "explain.codebook",
+            "--concept",
+            "red-circle",
+            "--vqgan",
+            vq,
+            "--iem-checkpoint",
+            str(ckpt),
+        ),
+        "toy-world concept",
+    )
 
 
 @pytest.mark.slow
 def test_explain_bias_finds_the_known_bias(tmp_path):
-    r = _run("explain.bias", "--neutral", "circle", "--per-concept", "300", "--neutral-images",
-             "300", "--n-samples", "8", "--epochs", "4", "--out", str(tmp_path))  # fmt: skip
+    r = _run(
+        "explain.bias",
+        "--neutral",
+        "circle",
+        "--per-concept",
+        "300",
+        "--neutral-images",
+        "300",
+        "--n-samples",
+        "8",
+        "--epochs",
+        "4",
+        "--out",
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["true_share_a"] == 0.8
@@ -146,9 +238,23 @@ def test_explain_bias_finds_the_known_bias(tmp_path):
 def test_explain_bias_verdict_covers_the_mixture_of_an_overlapping_pair(tmp_path, share):
     # red-square and red-cross share colour and preferred background (water): their token sets
     # occur on each other's images, the case the verdict must stay unbiased in.
-    r = _run("explain.bias", "--pair", "red-square,red-cross", "--mix", str(share),
-             "--per-concept", "300", "--neutral-images", "300", "--n-samples", "8", "--epochs",
-             "4", "--out", str(tmp_path))  # fmt: skip
+    r = _run(
+        "explain.bias",
+        "--pair",
+        "red-square,red-cross",
+        "--mix",
+        str(share),
+        "--per-concept",
+        "300",
+        "--neutral-images",
+        "300",
+        "--n-samples",
+        "8",
+        "--epochs",
+        "4",
+        "--out",
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["true_share_a"] == share
@@ -174,19 +280,48 @@ def _tiny_bart_tokenizer(folder):
 @pytest.mark.slow
 def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures):
     tok = _tiny_bart_tokenizer(tmp_path / "tok")
-    tiny = ["--dalle", str(fixtures / "dallebart_tiny" / "scan"), "--tokenizer", str(tok),
-            "--vqgan", str(fixtures / "vqgan_jax_tiny"), "--pair", "a white doctor|a black doctor",
-            "--per-concept", "40", "--n-samples", "2", "--epochs", "1"]  # fmt: skip
-    r = _run("explain.bias", *tiny, "--neutral", "a doctor", "--neutral-images", "30",
-             "--out", str(tmp_path / "out"))  # fmt: skip
+    tiny = [
+        "--dalle",
+        str(fixtures / "dallebart_tiny" / "scan"),
+        "--tokenizer",
+        str(tok),
+        "--vqgan",
+        str(fixtures / "vqgan_jax_tiny"),
+        "--pair",
+        "a white doctor|a black doctor",
+        "--per-concept",
+        "40",
+        "--n-samples",
+        "2",
+        "--epochs",
+        "1",
+    ]
+    r = _run(
+        "explain.bias",
+        *tiny,
+        "--neutral",
+        "a doctor",
+        "--neutral-images",
+        "30",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["concept_a"] == "a white doctor"
     assert [r["n"] for r in report["per_n"]] == [5, 10]
     assert (tmp_path / "out" / "neutral_tokens.png").exists()
     assert "judge_share_a" not in report  # no pixel judge outside the toy world
-    r = _run("explain.bias", *tiny, "--mix", "0.25", "--neutral-images", "32",
-             "--out", str(tmp_path / "mix"))  # fmt: skip
+    r = _run(
+        "explain.bias",
+        *tiny,
+        "--mix",
+        "0.25",
+        "--neutral-images",
+        "32",
+        "--out",
+        str(tmp_path / "mix"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "mix" / "report.json").read_text())
     assert report["neutral"] == "mix:0.25" and report["true_share_a"] == 0.25
@@ -194,5 +329,6 @@ def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures):
         "Designed share of `a white doctor` in `mix:0.25`: 0.25"
         in (tmp_path / "mix" / "report.md").read_text()
     )
-    _one_line_error(_run("explain.bias", "--dalle", str(fixtures / "dallebart_tiny" / "scan")),
-                    "--tokenizer")  # fmt: skip
+    _one_line_error(
+        _run("explain.bias", "--dalle", str(fixtures / "dallebart_tiny" / "scan")), "--tokenizer"
+    )

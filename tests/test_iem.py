@@ -17,8 +17,12 @@ def test_imagenet_size_parameter_count(arch):
     cfg = iem.IEMConfig(arch, 1000)
     v = jax.eval_shape(lambda: iem.init_variables(cfg, jax.random.PRNGKey(0), 16, 256))
     assert count_params(v["params"])[0] == IMAGENET_PARAMS[arch]
-    out = jax.eval_shape(iem.predict_fn(cfg), v["params"], v["batch_stats"],
-                         jax.ShapeDtypeStruct((4, 16, 16, 256), jnp.float32))  # fmt: skip
+    out = jax.eval_shape(
+        iem.predict_fn(cfg),
+        v["params"],
+        v["batch_stats"],
+        jax.ShapeDtypeStruct((4, 16, 16, 256), jnp.float32),
+    )
     assert out.shape == (4, 1000)
 
 

@@ -39,7 +39,10 @@ def test_tokenizer_reproduces_maskgit(fx, io):
     cfg = json.loads((fx / "config.json").read_text())["vqvae"]
     assert tok.config.channel_multipliers == tuple(cfg["channel_multipliers"])
     assert (tok.config.filters, tok.config.num_res_blocks, tok.config.codebook_size) == (
-        cfg["filters"], cfg["num_res_blocks"], cfg["codebook_size"])  # fmt: skip
+        cfg["filters"],
+        cfg["num_res_blocks"],
+        cfg["codebook_size"],
+    )
     assert tok.config.image_size == 32 and tok.grid_size == 8  # from the config.json beside it
     np.testing.assert_array_equal(np.asarray(tok.codebook), io["codebook"])
     # The project's pixels are in [-1, 1]: x = 2·(MaskGIT's [0, 1] pixels) − 1.
@@ -56,7 +59,12 @@ def test_tokenizer_reproduces_maskgit(fx, io):
 def test_transformer_and_parallel_decode_reproduce_maskgit(model, io):
     c = model.transformer_config
     assert (c.vocab_size, c.hidden_size, c.num_layers, c.num_heads, c.num_classes) == (
-        75, 32, 2, 4, 10)  # fmt: skip
+        75,
+        32,
+        2,
+        4,
+        10,
+    )
     logits = np.asarray(maskgit.transformer_logits(c, model.transformer_params, io["seq"]))
     np.testing.assert_allclose(logits, io["logits"], atol=2e-5)
 
@@ -125,29 +133,78 @@ def test_generate_iem_tis_and_selection_end_to_end(fx, tmp_path):
     meta = json.loads((tmp_path / "train" / "meta.json").read_text())
     assert meta["vqgm"] == "maskgit" and meta["codebook_size"] == 64
     assert meta["sampling"] == {"num_iter": 8, "choice_temperature": 4.5}
-    _run("train.iem", "--config", "configs/iem_ce.py:variant=toy", f"--config.vqgan={fx}",
-         "--config.n_classes=10", f"--config.data.train={tmp_path / 'train'}",
-         f"--config.data.val={tmp_path / 'val'}", "--config.data.generate_if_missing=False",
-         "--config.train.epochs=2", "--config.train.batch_size=16",
-         "--workdir", str(tmp_path / "iem"))  # fmt: skip
+    _run(
+        "train.iem",
+        "--config",
+        "configs/iem_ce.py:variant=toy",
+        f"--config.vqgan={fx}",
+        "--config.n_classes=10",
+        f"--config.data.train={tmp_path / 'train'}",
+        f"--config.data.val={tmp_path / 'val'}",
+        "--config.data.generate_if_missing=False",
+        "--config.train.epochs=2",
+        "--config.train.batch_size=16",
+        "--workdir",
+        str(tmp_path / "iem"),
+    )
     cfg, v, names = checkpoints.read_iem_folder(tmp_path / "iem" / "iem")
     predict = lambda e: iem.predict_fn(cfg)(v["params"], v["batch_stats"], e)
     vq = load_vqgan(fx)
     toks, labels, _ = data.TokenDataset.open(tmp_path / "val").arrays()
-    scores = tis.token_importance(predict, vq.embed(toks[:8]), labels[:8], jax.random.PRNGKey(0),
-                                  n_samples=4)  # fmt: skip
+    scores = tis.token_importance(
+        predict, vq.embed(toks[:8]), labels[:8], jax.random.PRNGKey(0), n_samples=4
+    )
     assert scores.shape == (8, 8, 8) and np.isfinite(np.asarray(scores)).all()
-    _run("explain.codebook", "--concept", "class3", "--vqgan", str(fx), "--iem-checkpoint",
-         str(tmp_path / "iem" / "iem"), "--from-index", "0", "--dataset", str(tmp_path / "val"),
-         "--steps", "10", "--log-every", "5", "--out", str(tmp_path / "edit"))  # fmt: skip
+    _run(
+        "explain.codebook",
+        "--concept",
+        "class3",
+        "--vqgan",
+        str(fx),
+        "--iem-checkpoint",
+        str(tmp_path / "iem" / "iem"),
+        "--from-index",
+        "0",
+        "--dataset",
+        str(tmp_path / "val"),
+        "--steps",
+        "10",
+        "--log-every",
+        "5",
+        "--out",
+        str(tmp_path / "edit"),
+    )
     info = json.loads((tmp_path / "edit" / "tokens.json").read_text())
     assert info["target"] == "class3" and len(info["images"][0]["tokens_final"]) == 16
     assert max(info["images"][0]["tokens_final"]) < 64
-    _run("explain.codebook", "--table5", "--vqgan", str(fx), "--iem-checkpoint",
-         str(tmp_path / "iem" / "iem"), "--dataset", str(tmp_path / "val"), "--classifier",
-         "random:resnet18:10:8", "--classifier-size", "32", "--pairs", "class0:class1",
-         "--n-images", "2", "--steps", "10", "--log-every", "5", "--maskgit", str(fx),
-         "--maskgit-iter", "8", "--out", str(tmp_path / "t5"))  # fmt: skip
+    _run(
+        "explain.codebook",
+        "--table5",
+        "--vqgan",
+        str(fx),
+        "--iem-checkpoint",
+        str(tmp_path / "iem" / "iem"),
+        "--dataset",
+        str(tmp_path / "val"),
+        "--classifier",
+        "random:resnet18:10:8",
+        "--classifier-size",
+        "32",
+        "--pairs",
+        "class0:class1",
+        "--n-images",
+        "2",
+        "--steps",
+        "10",
+        "--log-every",
+        "5",
+        "--maskgit",
+        str(fx),
+        "--maskgit-iter",
+        "8",
+        "--out",
+        str(tmp_path / "t5"),
+    )
     t5 = json.loads((tmp_path / "t5" / "table5.json").read_text())["table"]
     assert {"maskgit_edit/final", "token_selection/final"} <= set(t5)
     assert 0 < t5["maskgit_edit/final"]["tokens_changed"] <= 16  # the centre 4×4 at most

@@ -26,7 +26,10 @@ def test_config_paper_settings_and_workdir_override():
     assert c.settings == "paper" and c.train.optimizer == "adam_step"
     te = imagenet_config.get_config("iem=te")
     assert (te.train.optimizer, te.train.learning_rate, te.train.weight_decay) == (
-        "adamw_cosine", 1e-3, 1e-4)  # fmt: skip
+        "adamw_cosine",
+        1e-3,
+        1e-4,
+    )
     assert te.model.attention_dropout == 0.2 and te.train.dtype == "bfloat16"
     authors = imagenet_config.get_config("iem=te,settings=authors")
     assert authors.train.batch_size == 512 and "attention_dropout" not in authors.model
@@ -36,7 +39,9 @@ def test_config_paper_settings_and_workdir_override():
 
     toy_te = iem_base.get_config("te", "variant=toy")  # what the shipped toy TE was trained with
     assert toy_te.settings == "toy" and (toy_te.train.learning_rate, toy_te.train.batch_size) == (
-        5e-4, 128)  # fmt: skip
+        5e-4,
+        128,
+    )
     c.workdir = "/data/run1"  # every path follows the workdir
     assert c.vqgan == "/data/run1/models/vqgan" and c.data.train == "/data/run1/tokens/train"
     assert c.iem_workdir == "/data/run1/iem_ce"
@@ -64,8 +69,9 @@ def test_missing_checkpoint_names_what_to_download():
 
 
 def _run(*args, env):
-    r = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True,
-                       env=env)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, env=env
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
@@ -74,11 +80,14 @@ def _run(*args, env):
 def test_runlocal_dry_run_on_8_devices_writes_every_artefact(tmp_path):
     """generate → train IEM (CE, RE, TE) → TIS/T_concept/masking → Table 5 → tables, each the
     documented command, with 8 fake devices; then a restart rewrites only what was deleted."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")  # fmt: skip
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
     w = tmp_path / "run"
-    cfg = lambda extra="": [f"--config=configs/imagenet.py:runlocal{extra}",
-                            f"--config.workdir={w}"]  # fmt: skip
+    cfg = lambda extra="": [
+        f"--config=configs/imagenet.py:runlocal{extra}",
+        f"--config.workdir={w}",
+    ]
     _run("train.generate", *cfg(), env=env)
     for split, n in (("train", 132), ("val", 44), ("test", 44)):
         ds = data.TokenDataset.open(w / "tokens" / split)
@@ -131,8 +140,15 @@ def test_runlocal_dry_run_on_8_devices_writes_every_artefact(tmp_path):
     r = _run("explain.report", *cfg(), env=env)
     text = (w / "tables.md").read_text()
     assert r.stdout.strip() == text.strip()
-    for needle in ("Table 1", "| CE |", "| TE |", "CORTEX CE", "frequency baseline",
-                   "token_selection/final", "53.07"):  # fmt: skip
+    for needle in (
+        "Table 1",
+        "| CE |",
+        "| TE |",
+        "CORTEX CE",
+        "frequency baseline",
+        "token_selection/final",
+        "53.07",
+    ):
         assert needle in text, needle
     assert "| CORTEX RE | not run" in text  # explain.sample ran for CE only
     tables = json.loads((w / "tables.json").read_text())

@@ -29,8 +29,20 @@ def _run(*args):
 
 @pytest.mark.slow
 def test_cortex_tokens_beat_the_baselines_on_the_toy_world(tmp_path):
-    _run("explain.sample", "--all", "--per-concept", "40", "--test-per-concept", "20",
-         "--truth-per-concept", "20", "--n-samples", "8", "--out", str(tmp_path))  # fmt: skip
+    _run(
+        "explain.sample",
+        "--all",
+        "--per-concept",
+        "40",
+        "--test-per-concept",
+        "20",
+        "--truth-per-concept",
+        "20",
+        "--n-samples",
+        "8",
+        "--out",
+        str(tmp_path),
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     s, p = report["summary"], report["ground_truth_precision"]
     # Masking CORTEX's concept tokens hurts the judge far more, with fewer tokens masked.
@@ -45,8 +57,18 @@ def test_cortex_tokens_beat_the_baselines_on_the_toy_world(tmp_path):
 
 @pytest.mark.slow
 def test_token_selection_beats_embedding_optimisation_like_for_like(tmp_path):
-    _run("explain.codebook", "--table5", "--n-images", "2", "--steps", "200", "--log-every",
-         "50", "--out", str(tmp_path))  # fmt: skip
+    _run(
+        "explain.codebook",
+        "--table5",
+        "--n-images",
+        "2",
+        "--steps",
+        "200",
+        "--log-every",
+        "50",
+        "--out",
+        str(tmp_path),
+    )
     t = json.loads((tmp_path / "table5.json").read_text())["table"]
     ts, eo = t["token_selection_from_image/final"], t["embedding_optimisation/final"]
     assert ts["delta_judge_target"] > eo["delta_judge_target"] + 0.1

@@ -179,7 +179,7 @@ def test_pair_study_does_not_depend_on_how_images_are_batched():
     halves = [
         codebook_level.pair_study(
             *args, base[s], src[s], tgt[s], mask, cfg, 3, image_ids=np.arange(4)[s]
-        )  # fmt: skip
+        )
         for s in (slice(0, 1), slice(1, 4))
     ]
     for row, cols in whole["table"].items():

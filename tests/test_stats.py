@@ -15,8 +15,11 @@ def test_cliffs_delta_matches_double_loop_with_ties(seed):
     rng = np.random.default_rng(seed)
     x, y = rng.integers(0, 6, 57), rng.integers(1, 7, 43)  # many ties
     assert stats.cliffs_delta(x, y) == pytest.approx(_direct(x, y), abs=1e-12)
-    halved = (sum(a > b for a in x for b in y) + 0.5 * sum(a == b for a in x for b in y)
-              - len(x) * len(y) / 2) / (len(x) * len(y))  # fmt: skip
+    halved = (
+        sum(a > b for a in x for b in y)
+        + 0.5 * sum(a == b for a in x for b in y)
+        - len(x) * len(y) / 2
+    ) / (len(x) * len(y))
     assert stats.cliffs_delta_halved(x, y) == pytest.approx(halved, abs=1e-12)
 
 
@@ -24,7 +27,11 @@ def test_extremes_and_labels():
     assert stats.cliffs_delta([5, 6], [1, 2, 3]) == 1.0
     assert stats.cliffs_delta([1], [1]) == 0.0
     assert [stats.magnitude(d) for d in (0.1, -0.2, 0.4, 0.9)] == [
-        "negligible", "small", "medium", "large"]  # fmt: skip
+        "negligible",
+        "small",
+        "medium",
+        "large",
+    ]
     with pytest.raises(ValueError, match="non-empty"):
         stats.cliffs_delta([], [1])
 

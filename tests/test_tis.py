@@ -29,8 +29,9 @@ def test_logit_objective_is_the_weight_slice():
     got = tis.token_importance(predict, e, y, jax.random.PRNGKey(1), n_samples=7, objective="logit")
     want = np.abs(W[:, np.asarray(y)].T.reshape(B, M, M, D)).max(-1)  # ∇ logit_y = W[:, y]
     np.testing.assert_allclose(got, want, rtol=1e-5)
-    signed = tis.token_importance(predict, e, y, jax.random.PRNGKey(1), n_samples=7,
-                                  objective="logit", signed=True)  # fmt: skip
+    signed = tis.token_importance(
+        predict, e, y, jax.random.PRNGKey(1), n_samples=7, objective="logit", signed=True
+    )
     np.testing.assert_allclose(signed, W[:, np.asarray(y)].T.reshape(B, M, M, D).max(-1), rtol=1e-5)
 
 
@@ -57,8 +58,9 @@ def _tanh_model(x):
     return jnp.tanh(x.reshape(x.shape[0], -1)) @ jnp.asarray(V, jnp.float32)
 
 
-def _smoothgrad_reference(e, y, rng, n, alpha, *, abs_first=False, batch_sigma=False,
-                          shared_noise=False):  # fmt: skip
+def _smoothgrad_reference(
+    e, y, rng, n, alpha, *, abs_first=False, batch_sigma=False, shared_noise=False
+):
     """SmoothGrad of softmax(tanh(u) @ V)_y in float64 NumPy, with its gradient in closed form:
     ∇_u p_y = (V @ p_y (e_y − p)) ⊙ (1 − tanh² u). The noise is the documented draw for image id i,
     copy s: normal(fold_in(fold_in(rng, i), s)) · σ_i. The keyword switches build the wrong
@@ -88,8 +90,11 @@ def test_smoothgrad_against_an_independent_numpy_reference():
     # Images with very different value ranges, so a batch-wide σ differs from the per-image one.
     e = jnp.concatenate([_e(11)[:1], _e(12, scale=6.0)[:1], _e(13, scale=0.3)[:1]])
     y, rng = np.array([2, 0, 5]), jax.random.PRNGKey(21)
-    got = np.asarray(tis.token_importance(_tanh_model, e, jnp.asarray(y), rng, n_samples=12,
-                                          alpha=0.2, samples_per_chunk=5))  # fmt: skip
+    got = np.asarray(
+        tis.token_importance(
+            _tanh_model, e, jnp.asarray(y), rng, n_samples=12, alpha=0.2, samples_per_chunk=5
+        )
+    )
     want = _smoothgrad_reference(e, y, rng, 12, 0.2)
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-8)
     # The test can tell the faithful estimator from its usual mistakes: each differs by far more
@@ -184,8 +189,14 @@ def test_score_dataset_shards_and_resumes(tmp_path):
     from tests.helpers import tiny
 
     ds = tiny.make_dataset(tmp_path / "d", 100, 0)
-    lin = functools.partial(linear, w=jnp.asarray(np.random.default_rng(1).standard_normal(
-        (tiny.GRID * tiny.GRID * tiny.D, tiny.N_CLASSES)).astype(np.float32)))  # fmt: skip
+    lin = functools.partial(
+        linear,
+        w=jnp.asarray(
+            np.random.default_rng(1)
+            .standard_normal((tiny.GRID * tiny.GRID * tiny.D, tiny.N_CLASSES))
+            .astype(np.float32)
+        ),
+    )
     cfg = sample_level.SampleLevelConfig(n_samples=3, batch=16, objective="logit")
     files = sample_level.score_dataset(lin, tiny.codebook(), ds, str(tmp_path / "tis"), cfg)
     assert len(files) == 3

@@ -18,8 +18,11 @@ def _one_line(e: Exception) -> str:
 
 def test_a_well_formed_file_reads_exactly(tmp_path):
     data = np.arange(24, dtype=np.float32)
-    tensors = {"w": ("0", np.float32, 2, (3, 4), (4, 1), 24), "t": ("0", np.float32, 1, (4, 3),
-               (1, 4), 24), "s": ("1", np.int64, 0, (), (), 1)}  # fmt: skip
+    tensors = {
+        "w": ("0", np.float32, 2, (3, 4), (4, 1), 24),
+        "t": ("0", np.float32, 1, (4, 3), (1, 4), 24),
+        "s": ("1", np.int64, 0, (), (), 1),
+    }
     path = torchzip.write(tmp_path / "ok.ckpt", tensors, {"0": data, "1": np.array([7])})
     sd = checkpoints.read_torch_file(path)
     np.testing.assert_array_equal(sd["w"], data[2:14].reshape(3, 4))
@@ -30,24 +33,37 @@ def test_a_well_formed_file_reads_exactly(tmp_path):
 @pytest.mark.parametrize(
     "spec, storages, needle",
     [
-        (("0", np.float32, 0, (4, 4), (4, 1), 8), {"0": np.zeros(8, np.float32)},
-         "tensor 'w' (size (4, 4), stride (4, 1), offset 0) reads element 15 of storage '0'"),
+        (
+            ("0", np.float32, 0, (4, 4), (4, 1), 8),
+            {"0": np.zeros(8, np.float32)},
+            "tensor 'w' (size (4, 4), stride (4, 1), offset 0) reads element 15 of storage '0'",
+        ),
         (("0", np.float32, 9, (2,), (1,), 8), {"0": np.zeros(8, np.float32)}, "reads element 10"),
         (("0", np.float32, 0, (3,), (5,), 8), {"0": np.zeros(8, np.float32)}, "reads element 10"),
-        (("7", np.float32, 0, (2,), (1,), 2), {"0": np.zeros(2, np.float32)},
-         "storage '7' is referenced but archive/data/7 is missing"),
-        (("0", np.float32, 0, (2, 2), (1,), 4), {"0": np.zeros(4, np.float32)},
-         "size (2, 2) but stride (1,)"),
-        (("0", np.float32, 0, (2**30, 2**30), (1, 1), 4), {"0": np.zeros(4, np.float32)},
-         "reads element 2147483646"),  # what segfaulted as_strided before
-        (("0", np.float32, -1, (2,), (1,), 4), {"0": np.zeros(4, np.float32)},
-         "has offset -1"),
-        (("0", np.float32, 0, (2,), (-1,), 4), {"0": np.zeros(4, np.float32)},
-         "stride (-1,)"),
-        (("0", np.float32, 0, (2,), (1,), 4), {"0": np.zeros(5, np.uint8)},
-         "not a whole number of float32 items"),
+        (
+            ("7", np.float32, 0, (2,), (1,), 2),
+            {"0": np.zeros(2, np.float32)},
+            "storage '7' is referenced but archive/data/7 is missing",
+        ),
+        (
+            ("0", np.float32, 0, (2, 2), (1,), 4),
+            {"0": np.zeros(4, np.float32)},
+            "size (2, 2) but stride (1,)",
+        ),
+        (
+            ("0", np.float32, 0, (2**30, 2**30), (1, 1), 4),
+            {"0": np.zeros(4, np.float32)},
+            "reads element 2147483646",
+        ),  # what segfaulted as_strided before
+        (("0", np.float32, -1, (2,), (1,), 4), {"0": np.zeros(4, np.float32)}, "has offset -1"),
+        (("0", np.float32, 0, (2,), (-1,), 4), {"0": np.zeros(4, np.float32)}, "stride (-1,)"),
+        (
+            ("0", np.float32, 0, (2,), (1,), 4),
+            {"0": np.zeros(5, np.uint8)},
+            "not a whole number of float32 items",
+        ),
     ],
-)  # fmt: skip
+)
 def test_out_of_bounds_and_missing_storages_are_refused(tmp_path, spec, storages, needle):
     path = torchzip.write(tmp_path / "bad.ckpt", {"w": spec}, storages)
     with pytest.raises(ValueError) as e:
@@ -79,8 +95,11 @@ _dims = st.lists(st.integers(0, 6), min_size=0, max_size=3)
 )
 def test_fuzz_sizes_strides_offsets(tmp_path, n, size, stride, offset, numel):
     storage = np.arange(n, dtype=np.float32) + 1  # no zeros: data from elsewhere would show
-    path = torchzip.write(tmp_path / "f.ckpt", {"w": ("0", np.float32, offset, tuple(size),
-                          tuple(stride), numel)}, {"0": storage})  # fmt: skip
+    path = torchzip.write(
+        tmp_path / "f.ckpt",
+        {"w": ("0", np.float32, offset, tuple(size), tuple(stride), numel)},
+        {"0": storage},
+    )
     try:
         out = checkpoints.read_torch_file(path)["w"]
     except ValueError as e:

@@ -87,8 +87,9 @@ def test_bfloat16_generation_keeps_images_recognisable(vqgm, judge, tmp_path):
     from cortex_jax.generate import generate_dataset
 
     n = len(world.CONCEPTS)
-    ds = generate_dataset(vqgm, range(n), 12, tmp_path / "bf16", 2024, TOY_SAMPLING, 64,
-                          dtype="bfloat16")  # fmt: skip
+    ds = generate_dataset(
+        vqgm, range(n), 12, tmp_path / "bf16", 2024, TOY_SAMPLING, 64, dtype="bfloat16"
+    )
     assert ds.meta["sampling"]["dtype"] == "bfloat16"
     tokens, labels, _ = ds.arrays()
     assert tokens.max() < vqgm.vqgan.config.n_embed
@@ -106,8 +107,18 @@ def _run(*args):
 
 def test_generate_cli_writes_dataset_and_resumes(tmp_path):
     out = tmp_path / "gen"
-    args = ("train.generate", "--classes", "red-circle,circle", "--per-class", "6",
-            "--shard-size", "4", "--out", str(out), "--png")  # fmt: skip
+    args = (
+        "train.generate",
+        "--classes",
+        "red-circle,circle",
+        "--per-class",
+        "6",
+        "--shard-size",
+        "4",
+        "--out",
+        str(out),
+        "--png",
+    )
     r = _run(*args)
     assert r.returncode == 0, r.stderr
     ds = data.TokenDataset.open(out)
@@ -126,8 +137,17 @@ def test_generate_cli_writes_dataset_and_resumes(tmp_path):
 
 def test_generate_cli_encoded_and_errors(tmp_path):
     out = tmp_path / "enc"
-    r = _run("train.generate", "--source", "encoded", "--classes", "blue-star",
-             "--per-class", "3", "--out", str(out))  # fmt: skip
+    r = _run(
+        "train.generate",
+        "--source",
+        "encoded",
+        "--classes",
+        "blue-star",
+        "--per-class",
+        "3",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     assert data.TokenDataset.open(out).masks is not None
     r = _run("train.generate", "--classes", "blue-stra", "--out", str(tmp_path / "x"))

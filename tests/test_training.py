@@ -72,8 +72,12 @@ def test_best_checkpoint_has_lowest_validation_loss(datasets, tmp_path):
 
 
 def test_eight_fake_devices_match_one(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "tests/helpers/multidevice.py"), "re"],
-                       capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tests/helpers/multidevice.py"), "re"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(out["losses_8"], out["losses_1"], rtol=1e-5, atol=1e-6)
@@ -94,9 +98,16 @@ def test_two_processes_agree(tmp_path):
     tiny.make_dataset(tmp_path / "val", 48, 1)
     port = str(_free_port())
     script = str(REPO / "tests/helpers/multiprocess.py")
-    procs = [subprocess.Popen([sys.executable, script, str(i), port, str(tmp_path)], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, str(i), port, str(tmp_path)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
@@ -107,8 +118,12 @@ def test_two_processes_agree(tmp_path):
 
 
 def test_dataset_tis_on_eight_devices_matches_one():
-    r = subprocess.run([sys.executable, str(REPO / "tests/helpers/multidevice.py"), "tis"],
-                       capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tests/helpers/multidevice.py"), "tis"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["scale"] > 0 and out["max_diff"] <= 2e-3 * out["scale"]  # float16 storage
@@ -134,16 +149,32 @@ def test_two_processes_write_their_own_generation_shards(tmp_path):
 
     port = str(_free_port())
     script = str(REPO / "tests/helpers/multiprocess.py")
-    procs = [subprocess.Popen([sys.executable, script, str(i), port, str(tmp_path), "generate"],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, str(i), port, str(tmp_path), "generate"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
-    single = generate_dataset(toy.load_toy_vqgm(), [0, 5, 14], 6, tmp_path / "single", seed=3,
-                              sample_config=toy.TOY_SAMPLING, shard_size=4)  # fmt: skip
-    written = [sorted(p.name[6:11] for p in (tmp_path / f"gen{i}").glob("shard-*.labels.npy"))
-               for i in range(2)]  # fmt: skip
+    single = generate_dataset(
+        toy.load_toy_vqgm(),
+        [0, 5, 14],
+        6,
+        tmp_path / "single",
+        seed=3,
+        sample_config=toy.TOY_SAMPLING,
+        shard_size=4,
+    )
+    written = [
+        sorted(p.name[6:11] for p in (tmp_path / f"gen{i}").glob("shard-*.labels.npy"))
+        for i in range(2)
+    ]
     assert written == [["00000", "00002", "00004"], ["00001", "00003"]]  # shard s → process s % 2
     for i in range(2):
         for name in written[i]:

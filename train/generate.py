@@ -44,8 +44,11 @@ _NUM_ITER = flags.DEFINE_integer("num-iter", 12, "--model maskgit: parallel deco
 _CHOICE_T = flags.DEFINE_float(
     "choice-temperature", 4.5, "--model maskgit: confidence-masking temperature (released: 4.5)."
 )
-_N_HEAD = flags.DEFINE_integer("n-head", None, "Attention heads of that checkpoint, if its "
-                               "configs/*-project.yaml is not beside checkpoints/.")  # fmt: skip
+_N_HEAD = flags.DEFINE_integer(
+    "n-head",
+    None,
+    "Attention heads of that checkpoint, if its configs/*-project.yaml is not beside checkpoints/.",
+)
 _CLASSES = flags.DEFINE_string(
     "classes",
     "all",
@@ -95,9 +98,11 @@ def main(argv):
             default = IMAGENET_SAMPLING
         elif _MODEL.value == "maskgit":
             if not _CHECKPOINT.value:
-                raise ValueError("--model maskgit needs --checkpoint DIR: the folder holding "
-                                 "MaskGIT's tokenizer_imagenet256_checkpoint and "
-                                 "maskgit_imagenet256_checkpoint (docs/maskgit.md)")  # fmt: skip
+                raise ValueError(
+                    "--model maskgit needs --checkpoint DIR: the folder holding "
+                    "MaskGIT's tokenizer_imagenet256_checkpoint and "
+                    "maskgit_imagenet256_checkpoint (docs/maskgit.md)"
+                )
             vqgm, default = maskgit.load_maskgit(_CHECKPOINT.value), None
         elif _MODEL.value == "toy":
             vqgm, default = toy.load_toy_vqgm(), toy.TOY_SAMPLING
@@ -112,8 +117,10 @@ def main(argv):
         else:
             class_ids = [vqgm.class_id(c.strip()) for c in _CLASSES.value.split(",") if c.strip()]
         if not class_ids:  # before anything is written: an empty dataset would block the folder
-            raise ValueError(f"--classes {_CLASSES.value!r} names no class; expected 'all', "
-                             "'concepts' or comma-separated class names")  # fmt: skip
+            raise ValueError(
+                f"--classes {_CLASSES.value!r} names no class; expected 'all', "
+                "'concepts' or comma-separated class names"
+            )
         if _PER_CLASS.value <= 0:
             raise ValueError(f"--per-class {_PER_CLASS.value}; expected a positive number")
         errors.writable_folder(_OUT.value)
@@ -124,15 +131,26 @@ def main(argv):
                 if _MODEL.value in ("imagenet", "maskgit"):
                     raise ValueError("--source encoded needs the toy world's procedural images")
                 ds = toy.write_encoded_dataset(
-                    vqgm.vqgan, class_ids, _PER_CLASS.value, _OUT.value, _SEED.value,
-                    _SHARD_SIZE.value, progress,
-                )  # fmt: skip
+                    vqgm.vqgan,
+                    class_ids,
+                    _PER_CLASS.value,
+                    _OUT.value,
+                    _SEED.value,
+                    _SHARD_SIZE.value,
+                    progress,
+                )
             elif _MODEL.value == "maskgit":
                 sc = maskgit.SampleConfig(_NUM_ITER.value, _CHOICE_T.value)
                 ds = generate_dataset(
-                    vqgm, class_ids, _PER_CLASS.value, _OUT.value, _SEED.value, sc,
-                    _SHARD_SIZE.value, progress,
-                )  # fmt: skip
+                    vqgm,
+                    class_ids,
+                    _PER_CLASS.value,
+                    _OUT.value,
+                    _SEED.value,
+                    sc,
+                    _SHARD_SIZE.value,
+                    progress,
+                )
             else:
                 d = default
                 sc = SampleConfig(
@@ -141,16 +159,23 @@ def main(argv):
                     _TOP_P.value,
                 )
                 ds = generate_dataset(
-                    vqgm, class_ids, _PER_CLASS.value, _OUT.value, _SEED.value, sc,
-                    _SHARD_SIZE.value, progress,
-                )  # fmt: skip
+                    vqgm,
+                    class_ids,
+                    _PER_CLASS.value,
+                    _OUT.value,
+                    _SEED.value,
+                    sc,
+                    _SHARD_SIZE.value,
+                    progress,
+                )
         if _PNG.value:
             tokens, labels, _ = ds.arrays()
             first = np.concatenate([np.flatnonzero(labels == c)[:8] for c in class_ids])
             images = np.asarray(vqgm.decode(tokens[first]))
             names = [vqgm.class_names[c] for c in class_ids]
-            png = save_grid(Path(_OUT.value) / "samples.png", images, min(8, _PER_CLASS.value),
-                            names, scale=3)  # fmt: skip
+            png = save_grid(
+                Path(_OUT.value) / "samples.png", images, min(8, _PER_CLASS.value), names, scale=3
+            )
             print(f"wrote {png}")
     print(f"wrote {len(ds)} token grids to {_OUT.value}")
 

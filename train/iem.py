@@ -33,9 +33,14 @@ def _dataset(folder: str, per_class: int, seed: int, config) -> data.TokenDatase
         n = config.n_classes * per_class
         with tqdm(total=n, desc=f"generate {folder}", unit="img") as bar:
             generate_dataset(
-                vqgm, range(config.n_classes), per_class, folder, seed, toy.TOY_SAMPLING,
+                vqgm,
+                range(config.n_classes),
+                per_class,
+                folder,
+                seed,
+                toy.TOY_SAMPLING,
                 progress=lambda k: bar.update(k - bar.n),
-            )  # fmt: skip
+            )
     return data.TokenDataset.open(folder)
 
 
@@ -53,11 +58,13 @@ def run(config, workdir: Path) -> dict:
         def progress(step, total, m):
             bar.total = total
             bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{m['loss']:.3f}", img_s=f"{m['images_per_s']:.0f}",
-                            refresh=False)  # fmt: skip
+            bar.set_postfix(
+                loss=f"{m['loss']:.3f}", img_s=f"{m['images_per_s']:.0f}", refresh=False
+            )
 
-        _, best = training.train_and_evaluate(model_config, tcfg, train_ds, val_ds, vq.codebook,
-                                              workdir, progress, fresh=_FRESH.value)  # fmt: skip
+        _, best = training.train_and_evaluate(
+            model_config, tcfg, train_ds, val_ds, vq.codebook, workdir, progress, fresh=_FRESH.value
+        )
     trainer = training.Trainer(model_config, tcfg, vq.codebook, train_ds.tokens[0].shape[1], 1)
     state = training.restore_best(trainer, workdir)
     if jax.process_index() == 0:
@@ -73,13 +80,16 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     config = _CONFIG.value
-    workdir = Path(_WORKDIR.value or config.get("iem_workdir")
-                   or f"runs/iem_{config.arch}_{config.variant}")  # fmt: skip
+    workdir = Path(
+        _WORKDIR.value or config.get("iem_workdir") or f"runs/iem_{config.arch}_{config.variant}"
+    )
     with errors.one_line_errors():
         best = run(config, workdir)
     if best:
-        print(f"best validation (step {best['step']}): loss {best['val_loss']:.4f}, "
-              f"top-1 {best['val_top1']:.2%}, top-5 {best['val_top5']:.2%}")  # fmt: skip
+        print(
+            f"best validation (step {best['step']}): loss {best['val_loss']:.4f}, "
+            f"top-1 {best['val_top1']:.2%}, top-5 {best['val_top5']:.2%}"
+        )
     print(f"wrote {workdir / 'iem'}")
 
 

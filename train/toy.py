@@ -77,9 +77,13 @@ def build(config, workdir: Path) -> dict:
         per_class = config.prior_data_per_class
         with tqdm(total=n_classes * per_class, desc="encode prior data") as bar:
             ds = write_encoded_dataset(
-                vq, range(n_classes), per_class, workdir / "prior_data", seed=config.seed + 2,
+                vq,
+                range(n_classes),
+                per_class,
+                workdir / "prior_data",
+                seed=config.seed + 2,
                 progress=lambda n: bar.update(n - bar.n),
-            )  # fmt: skip
+            )
         tokens, labels, _ = ds.arrays()
         bar, cb = _bar(config.prior.steps, "prior")
         pcfg = recipe.PriorTrainConfig(**config.prior, seed=config.seed + 3)

@@ -363,8 +363,9 @@ def reconstruction_recognition(
     vq: VQGAN, judge: Callable[[Array], Array], per_concept: int, seed: int
 ) -> float:
     """Share of VQGAN reconstructions of procedural concept images the judge recognises."""
-    b = world.render_balanced(per_concept * len(world.CONCEPTS), seed,
-                              [c.name for c in world.CONCEPTS])  # fmt: skip
+    b = world.render_balanced(
+        per_concept * len(world.CONCEPTS), seed, [c.name for c in world.CONCEPTS]
+    )
     rec, _ = vq.reconstruct(b.pixels)
     pred = np.argmax(np.asarray(judge(np.clip(np.asarray(rec), -1, 1))), -1)
     return float(np.mean(pred == b.labels))

@@ -50,8 +50,14 @@ def tis_check():
     tokens, labels, _ = ds.arrays()
     e = jax.device_put(tiny.codebook()[tokens.astype(np.int32)], jax.devices()[0])
     want = tis.token_importance(predict, e, labels, jax.random.PRNGKey(0), 4)
-    print(json.dumps({"max_diff": float(np.abs(got.astype(np.float32) - want).max()),
-                      "scale": float(np.abs(want).max())}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "max_diff": float(np.abs(got.astype(np.float32) - want).max()),
+                "scale": float(np.abs(want).max()),
+            }
+        )
+    )
 
 
 def dalle_check():
@@ -62,9 +68,18 @@ def dalle_check():
     cfg, p = dalle.read_dallebart_folder(fx / "scan")
     io = dict(np.load(fx / "io.npz"))
     rep = lambda a: np.repeat(a, 3, 0)  # batch 6: padded to 8 on 8 devices
-    toks = dalle.generate(cfg, p, rep(io["input_ids"]), rep(io["attention_mask"]),
-                          jax.random.PRNGKey(3), 64, 10.0, rep(io["input_ids_uncond"]),
-                          rep(io["attention_mask_uncond"]), top_k=8)  # fmt: skip
+    toks = dalle.generate(
+        cfg,
+        p,
+        rep(io["input_ids"]),
+        rep(io["attention_mask"]),
+        jax.random.PRNGKey(3),
+        64,
+        10.0,
+        rep(io["input_ids_uncond"]),
+        rep(io["attention_mask_uncond"]),
+        top_k=8,
+    )
     print(json.dumps({"devices": len(jax.devices()), "tokens": np.asarray(toks).tolist()}))
 
 
@@ -75,8 +90,13 @@ def cin_check():
     fx = Path(sys.argv[2])
     params = cin.convert_taming_gpt_state_dict(dict(np.load(fx / "state_dict.npz")))
     cfg = cin.infer_gpt_config(params, n_head=2, n_classes=10)
-    toks = cin.sample(cfg, params, [0, 1, 2, 3, 4, 5], jax.random.PRNGKey(1),
-                      cin.SampleConfig(temperature=1.0, top_k=8))  # fmt: skip
+    toks = cin.sample(
+        cfg,
+        params,
+        [0, 1, 2, 3, 4, 5],
+        jax.random.PRNGKey(1),
+        cin.SampleConfig(temperature=1.0, top_k=8),
+    )
     print(json.dumps({"devices": len(jax.devices()), "tokens": np.asarray(toks).tolist()}))
 
 
@@ -103,8 +123,10 @@ def main():
     ds = tiny.make_dataset(Path(tempfile.mkdtemp()), 160, 0)
     l8, p8 = run(sharding.data_mesh(), ds, arch)
     l1, p1 = run(Mesh(np.asarray(jax.devices()[:1]), (sharding.DATA_AXIS,)), ds, arch)
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(
-        jax.tree_util.tree_leaves(p8), jax.tree_util.tree_leaves(p1), strict=True))  # fmt: skip
+    diff = max(
+        float(np.abs(a - b).max())
+        for a, b in zip(jax.tree_util.tree_leaves(p8), jax.tree_util.tree_leaves(p1), strict=True)
+    )
     print(json.dumps({"losses_8": l8, "losses_1": l1, "max_param_diff": diff}))
 
 

@@ -23,8 +23,15 @@ def generate(folder: Path):
     from cortex_jax.generate import generate_dataset
 
     out = folder / f"gen{jax.process_index()}"
-    generate_dataset(toy.load_toy_vqgm(), [0, 5, 14], 6, out, seed=3,
-                     sample_config=toy.TOY_SAMPLING, shard_size=4)  # fmt: skip
+    generate_dataset(
+        toy.load_toy_vqgm(),
+        [0, 5, 14],
+        6,
+        out,
+        seed=3,
+        sample_config=toy.TOY_SAMPLING,
+        shard_size=4,
+    )
 
 
 def main():
@@ -38,9 +45,14 @@ def main():
         return
     train, val = data.TokenDataset.open(folder / "train"), data.TokenDataset.open(folder / "val")
     state, _ = training.train_and_evaluate(
-        tiny.model_config(), tiny.train_config(), train, val, tiny.codebook(), folder / "work",
+        tiny.model_config(),
+        tiny.train_config(),
+        train,
+        val,
+        tiny.codebook(),
+        folder / "work",
         stop_after=6,
-    )  # fmt: skip
+    )
     flat = jax.tree_util.tree_flatten_with_path(training.to_numpy_tree(state.params))[0]
     np.savez(folder / f"params_{pid}.npz", **{jax.tree_util.keystr(k): v for k, v in flat})
     jax.distributed.shutdown()

@@ -29,8 +29,9 @@ def codebook() -> np.ndarray:
 
 
 def model_config(arch: str = "ce") -> iem.IEMConfig:
-    return iem.IEMConfig(arch, N_CLASSES, width=32, depth=1, hidden=32, heads=2, mlp=32,
-                         se_hidden=4)  # fmt: skip
+    return iem.IEMConfig(
+        arch, N_CLASSES, width=32, depth=1, hidden=32, heads=2, mlp=32, se_hidden=4
+    )
 
 
 def train_config(**kw) -> training.TrainConfig:
