@@ -184,8 +184,12 @@ def test_pair_study_does_not_depend_on_how_images_are_batched():
     ]
     for row, cols in whole["table"].items():
         for k, v in cols.items():
-            if k == "judge_target_top1":
-                continue
+            if k in ("judge_target_top1", "delta_judge_target_per_token"):
+                continue  # a share of images and a ratio of means: not additive over halves
             mean = (halves[0]["table"][row][k] + 3 * halves[1]["table"][row][k]) / 4
             assert v == pytest.approx(mean, abs=1e-5), (row, k)
     assert set(whole["table"]) >= {"random_tokens/start", "token_selection_from_image/final"}
+    for cols in whole["table"].values():
+        if cols["tokens_changed"]:
+            ratio = cols["delta_judge_target"] / cols["tokens_changed"]
+            assert cols["delta_judge_target_per_token"] == pytest.approx(ratio)
