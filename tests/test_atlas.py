@@ -131,15 +131,17 @@ def test_a_person_clicks_through_the_atlas_in_a_real_browser(site, tmp_path):
         page.goto((site / "index.html").as_uri())
         rows = page.locator("#concepts tbody tr")
         assert rows.count() == 3
+        expect = sync_api.expect  # assertions that wait (navigation, lazy images, layout)
         page.fill("#search", "star")  # the filter hides red-circle
-        sync_api.expect(rows.nth(0)).to_be_hidden()
-        assert [r.is_visible() for r in rows.all()] == [False, True, True]
+        expect(rows.nth(0)).to_be_hidden()
+        expect(rows.nth(1)).to_be_visible()
+        expect(rows.nth(2)).to_be_visible()
         page.fill("#search", "")
-        page.click("text=blue-star")
-        page.wait_for_load_state("load")
-        assert page.title() == "blue-star" and page.locator("#tokens .card").count() >= 1
+        with page.expect_navigation():
+            page.click("text=blue-star")
+        expect(page).to_have_title("blue-star")
+        expect(page.locator("#tokens .card").first).to_be_visible()
         heat, boxes = page.locator("#shots img.heat").first, page.locator("#shots img.boxes").first
-        expect = sync_api.expect  # waits for lazy images to load and lay out
         expect(boxes).to_be_visible()
         expect(heat).to_be_hidden()
         page.click("#toggle")
