@@ -139,25 +139,16 @@ def main(argv):
                     _SHARD_SIZE.value,
                     progress,
                 )
-            elif _MODEL.value == "maskgit":
-                sc = maskgit.SampleConfig(_NUM_ITER.value, _CHOICE_T.value)
-                ds = generate_dataset(
-                    vqgm,
-                    class_ids,
-                    _PER_CLASS.value,
-                    _OUT.value,
-                    _SEED.value,
-                    sc,
-                    _SHARD_SIZE.value,
-                    progress,
-                )
             else:
-                d = default
-                sc = SampleConfig(
-                    d.temperature if _TEMPERATURE.value is None else _TEMPERATURE.value,
-                    d.top_k if _TOP_K.value is None else _TOP_K.value,
-                    _TOP_P.value,
-                )
+                if _MODEL.value == "maskgit":
+                    sc = maskgit.SampleConfig(_NUM_ITER.value, _CHOICE_T.value)
+                else:
+                    d = default
+                    sc = SampleConfig(
+                        d.temperature if _TEMPERATURE.value is None else _TEMPERATURE.value,
+                        d.top_k if _TOP_K.value is None else _TOP_K.value,
+                        _TOP_P.value,
+                    )
                 ds = generate_dataset(
                     vqgm,
                     class_ids,
