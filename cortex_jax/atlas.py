@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from cortex_jax import figures
-from cortex_jax.viz import grid_image
+from cortex_jax.viz import grid_image, to_uint8
 
 Decode = Callable[[np.ndarray], np.ndarray]  # token grids (B, m, m) → pixels in [−1, 1]
 THUMBNAIL = 128  # pixels a side, at most, of the images on concept pages
@@ -154,7 +154,9 @@ def _concept_pages(
     toks, labels = arrays["test_tokens"].astype(np.int64), arrays["test_labels"]
     tis = arrays["test_tis"]
     shown = np.concatenate([np.flatnonzero(labels == c)[:n_show] for c in concepts]).astype(int)
-    dec = np.concatenate([_u8(decode(toks[shown[i : i + 64]])) for i in range(0, len(shown), 64)])
+    dec = np.concatenate(
+        [to_uint8(decode(toks[shown[i : i + 64]])) for i in range(0, len(shown), 64)]
+    )
     px = np.zeros((len(toks), *dec.shape[1:]), np.uint8)  # only the shown images are decoded
     px[shown] = dec
     b, m = toks.shape[0], toks.shape[1]
@@ -214,7 +216,9 @@ def _concept_pages(
                     )
             if t not in decoded and rank < n_portraits:
                 alone = np.asarray(decode(np.full((1, m, m), t, np.int32)))[0]
-                _png(out / "img" / "tokens" / f"{t}.png", _resize(_u8(alone), thumb // 2), scale)
+                _png(
+                    out / "img" / "tokens" / f"{t}.png", _resize(to_uint8(alone), thumb // 2), scale
+                )
                 decoded[t] = f"../img/tokens/{t}.png"
             alone_img = (
                 f'<img src="{decoded[t]}" alt="token {t} decoded alone" loading="lazy">'
@@ -282,10 +286,6 @@ def _resize(pixels_u8: np.ndarray, side: int) -> np.ndarray:
     if pixels_u8.shape[0] <= side:
         return pixels_u8
     return np.asarray(Image.fromarray(pixels_u8).resize((side, side), Image.BILINEAR))
-
-
-def _u8(pixels: np.ndarray) -> np.ndarray:
-    return (np.clip((np.asarray(pixels, np.float32) + 1) / 2, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def _sample_section(
