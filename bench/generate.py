@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import matmul_peak, report, time_fn
-from cortex_jax import cin
+from cortex_jax.models import cin
 
 
 def flops_per_token(c: cin.GPTConfig) -> float:

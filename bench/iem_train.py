@@ -13,7 +13,9 @@ import jax
 import numpy as np
 
 from bench.common import flops_of, matmul_peak, report, time_fn
-from cortex_jax import iem, sharding, training
+from cortex_jax.core import sharding
+from cortex_jax.experiments import training
+from cortex_jax.models import iem
 
 
 def bench_arch(arch: str, batch_per_device: int, dtype: str, peak: float) -> dict:

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench.common import flops_of, matmul_peak, report, time_fn
-from cortex_jax import iem, selection
+from cortex_jax.method import selection
+from cortex_jax.models import iem
 
 
 def bench(arch: str, batch: int, steps: int, peak: float) -> dict:

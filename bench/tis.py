@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import flops_of, matmul_peak, report, time_fn
-from cortex_jax import iem, tis
+from cortex_jax.method import tis
+from cortex_jax.models import iem
 
 
 def bench_arch(arch: str, batch: int, n_samples: int, chunk: int, peak: float) -> dict:

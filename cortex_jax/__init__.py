@@ -17,14 +17,19 @@ docs/architecture.md says where everything lives.
 
 from cortex_jax import toy
 from cortex_jax.api import VQGMLike, decode_tokens, embed, token_dataset, train_iem
-from cortex_jax.bias import AuditConfig, run_audit
-from cortex_jax.bias import analyse as audit_counts
-from cortex_jax.checkpoints import load_vqgan, save_vqgan
-from cortex_jax.iem import IEMConfig
-from cortex_jax.maskgit import load_maskgit
-from cortex_jax.selection import SelectionConfig, optimize_embedding, region_mask, select_tokens
-from cortex_jax.tis import concept_tokens, frequency_baseline, image_tokens, token_importance
-from cortex_jax.training import TrainConfig
+from cortex_jax.experiments.bias import AuditConfig, run_audit
+from cortex_jax.experiments.training import TrainConfig
+from cortex_jax.io.folders import save_vqgan
+from cortex_jax.io.sources import load_maskgit, load_vqgan
+from cortex_jax.method.audit import analyse as audit_counts
+from cortex_jax.method.selection import (
+    SelectionConfig,
+    optimize_embedding,
+    region_mask,
+    select_tokens,
+)
+from cortex_jax.method.tis import concept_tokens, frequency_baseline, image_tokens, token_importance
+from cortex_jax.models.iem import IEMConfig
 
 __all__ = [
     "AuditConfig",

@@ -5,7 +5,7 @@ A VQGM is explained through its codebook and its decoder only (`VQGMLike`): E is
 rows on the token grid, the IEM reads E, TIS differentiates the IEM in E, selection searches the
 codebook, and the decoder turns grids back into pixels for evaluation and figures. Anything with
 those attributes works, whatever built it; `encode` (pixels → ids) and `sample_tokens` (class ids
-→ grids) are optional, used by the commands that start from images or generate their own data.
+→ grids) are optional, used by the commands that start from images or generate their own shards.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 import numpy as np
 
-from cortex_jax import data, iem, training
+from cortex_jax.experiments import training
+from cortex_jax.io import shards
+from cortex_jax.models import iem
 
 Array = jax.Array
 Predict = Callable[[Array], Array]  # E (B, m, m, d) → logits (B, classes)
@@ -65,7 +67,7 @@ def token_dataset(
     class_names: Sequence[str],
     codebook_size: int,
     name: str = "user",
-) -> data.TokenDataset:
+) -> shards.TokenDataset:
     """Writes (tokens (N, m, m), labels (N,)) as a one-shard token dataset and opens it."""
     tokens = np.asarray(tokens)
     meta = {
@@ -75,15 +77,15 @@ def token_dataset(
         "codebook_size": int(codebook_size),
         "source": "arrays",
     }
-    data.write_meta(folder, meta)
-    data.write_shard(folder, 0, tokens, np.asarray(labels))
-    return data.TokenDataset.open(folder)
+    shards.write_meta(folder, meta)
+    shards.write_shard(folder, 0, tokens, np.asarray(labels))
+    return shards.TokenDataset.open(folder)
 
 
 def train_iem(
     model: VQGMLike,
-    train: data.TokenDataset,
-    val: data.TokenDataset,
+    train: shards.TokenDataset,
+    val: shards.TokenDataset,
     workdir: str | os.PathLike,
     iem_config: iem.IEMConfig | None = None,
     train_config: training.TrainConfig | None = None,

@@ -18,8 +18,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cortex_jax import atlas, errors
-from cortex_jax.checkpoints import load_vqgan
+from cortex_jax.core import errors
+from cortex_jax.figures import atlas
+from cortex_jax.io.sources import load_vqgan
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A recipe config (configs/imagenet.py[:runlocal,iem=…]): its workdir's atlas."

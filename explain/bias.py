@@ -27,9 +27,15 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from cortex_jax import bias, errors, evaluate, figures, stats, toy
+from cortex_jax import toy
+from cortex_jax.core import errors
+from cortex_jax.experiments import bias
+from cortex_jax.figures import plots
+from cortex_jax.io import sources
+from cortex_jax.io.images import save_grid
+from cortex_jax.method import audit, evaluate, stats
+from cortex_jax.models import dalle
 from cortex_jax.toy import world
-from cortex_jax.viz import save_grid
 
 _NEUTRAL = flags.DEFINE_string("neutral", "circle", "Neutral class (toy: circle, star, square).")
 _PAIR = flags.DEFINE_string("pair", None, "A,B: the two concepts (default: the toy world's pair).")
@@ -102,16 +108,15 @@ def _judge_share(neutral_tokens, decode, a: str, b: str) -> dict:
 
 def _dallebart():
     """The same on DalleBart prompts."""
-    from cortex_jax import checkpoints, dalle
 
     if not _TOKENIZER.value:
         raise ValueError("--dalle needs --tokenizer DIR with the BART tokenizer files")
     if not _PAIR.value or "|" not in _PAIR.value:
         raise ValueError('--dalle needs --pair "prompt A|prompt B" and --neutral "prompt"')
     a, b = _two(_PAIR.value, "|")
-    cfg, params = dalle.load_dallebart(_DALLE.value)
-    tok = dalle.load_tokenizer(_TOKENIZER.value)
-    vq = checkpoints.load_vqgan(_VQGAN.value)
+    cfg, params = sources.load_dallebart(_DALLE.value)
+    tok = sources.load_bart_tokenizer(_TOKENIZER.value)
+    vq = sources.load_vqgan(_VQGAN.value)
     sample = dalle.prompt_sampler(
         cfg, params, lambda t: tok(t)["input_ids"], vq.config.n_embed, condition_scale=_SCALE.value
     )
@@ -157,9 +162,9 @@ def run(out: Path) -> dict:
     (out / "report.md").write_text(bias.report_markdown(report, cfg.neutral))
     neu, sets = arrays["neutral_tokens"], arrays["sets"]
     for n, top in sets.items():
-        figures.count_histograms(
+        plots.count_histograms(
             out / f"counts_n{n}",
-            {a: bias.count_tokens(neu, top[0]), b: bias.count_tokens(neu, top[1])},
+            {a: audit.count_tokens(neu, top[0]), b: audit.count_tokens(neu, top[1])},
             f"{neutral}: T_concept tokens per image (n={n}, k={cfg.k})",
             "T_concept tokens per neutral image",
         )

@@ -27,22 +27,14 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from PIL import Image
 
-from cortex_jax import (
-    checkpoints,
-    classifier,
-    codebook_level,
-    data,
-    errors,
-    iem,
-    imagenet,
-    maskgit,
-    recipe,
-    selection,
-    sharding,
-    toy,
-)
+from cortex_jax import toy
+from cortex_jax.core import errors, imagenet, sharding
+from cortex_jax.experiments import codebook_level, recipe
+from cortex_jax.io import folders, shards, sources
+from cortex_jax.io.images import grid_image, read_image, to_uint8
+from cortex_jax.method import selection
+from cortex_jax.models import iem, maskgit
 from cortex_jax.toy import world
-from cortex_jax.viz import grid_image, read_image, to_uint8
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A recipe config (configs/imagenet.py[:runlocal]): run its Table 5 step."
@@ -89,8 +81,8 @@ def _models():
         return toy.load_toy_vqgm().vqgan, predict, [c.name for c in world.CONCEPTS], True
     if _IEM_CKPT.value is None or _VQGAN.value == "toy":
         raise ValueError("a real model needs both --vqgan SOURCE and --iem-checkpoint FOLDER")
-    vq = checkpoints.load_vqgan(_VQGAN.value)
-    cfg, v, meta = checkpoints.read_iem_folder(_IEM_CKPT.value)
+    vq = sources.load_vqgan(_VQGAN.value)
+    cfg, v, meta = folders.read_iem_folder(_IEM_CKPT.value)
     predict = functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"])
     return vq, predict, list(meta["class_names"]), False
 
@@ -113,7 +105,7 @@ def _resolve(name: str, names: list[str], is_toy: bool) -> int:
         if name in toy_names:
             raise ValueError(f"{name!r} is a toy-world concept: drop --vqgan/--iem-checkpoint")
         return imagenet.resolve(name)
-    from cortex_jax.vqgm import resolve_name
+    from cortex_jax.models.vqgm import resolve_name
 
     return resolve_name(name, names, "IEM class")
 
@@ -127,7 +119,7 @@ def _start(vq, names, is_toy):
     if _FROM_INDEX.value is not None:
         if not _DATASET.value:
             raise ValueError("--from-index needs --dataset DIR (a token dataset)")
-        tokens, labels, _ = data.TokenDataset.open(_DATASET.value).arrays()
+        tokens, labels, _ = shards.TokenDataset.open(_DATASET.value).arrays()
         i = _FROM_INDEX.value
         if not 0 <= i < len(tokens):
             raise ValueError(f"--from-index {i} is outside the dataset's 0..{len(tokens) - 1}")
@@ -230,7 +222,7 @@ def _table5_bases(vq, names, is_toy, idx):
             "--table5 with real models needs --dataset DIR (test token grids) and --classifier "
             "(a torchvision .pth, a classifier folder or random:ARCH)"
         )
-    tokens, labels, _ = data.TokenDataset.open(_DATASET.value).arrays()
+    tokens, labels, _ = shards.TokenDataset.open(_DATASET.value).arrays()
     vq.check_indices(tokens)
     base, src, tgt = [], [], []
     for s_id, t_id in idx:
@@ -240,7 +232,7 @@ def _table5_bases(vq, names, is_toy, idx):
         base.append(tokens[rows].astype(np.int32))
         src += [s_id] * len(rows)
         tgt += [t_id] * len(rows)
-    _, _, probs = classifier.load_classifier(_CLASSIFIER.value, _CLASSIFIER_SIZE.value)
+    _, _, probs = sources.load_classifier(_CLASSIFIER.value, _CLASSIFIER_SIZE.value)
     return np.concatenate(base), np.asarray(src), np.asarray(tgt), probs
 
 
@@ -261,7 +253,7 @@ def table5(out: Path) -> dict:
     mask = selection.region_mask(vq.grid_size, _REGION.value or "center")
     editors = {}
     if _MASKGIT.value:
-        mg = maskgit.load_maskgit(_MASKGIT.value)
+        mg = sources.load_maskgit(_MASKGIT.value)
         if mg.vqgan.config != vq.config or not np.array_equal(mg.vqgan.codebook, vq.codebook):
             raise ValueError(
                 "--maskgit's tokenizer is not the --vqgan the IEM reads; pass "

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
-from cortex_jax import checkpoints, errors
-from cortex_jax.viz import read_image, save_grid
+from cortex_jax.core import errors
+from cortex_jax.io import sources
+from cortex_jax.io.images import read_image, save_grid
 
 _IMAGE = flags.DEFINE_string("image", None, "Image to edit (PNG/JPEG).")
 _TOKENS = flags.DEFINE_string("tokens", None, "tokens.json written by explain.codebook.")
@@ -64,7 +65,7 @@ def edit() -> Path:
         raise ValueError(f"--out {out} is a folder; expected the PNG file to write")
     errors.writable_folder(out.parent)
     positions, toks = _token_set(Path(_TOKENS.value), _INDEX.value, _BEST.value)
-    vq = checkpoints.load_vqgan(_VQGAN.value)
+    vq = sources.load_vqgan(_VQGAN.value)
     size = vq.config.resolution
     px = read_image(_IMAGE.value, size)
     ids = np.array(vq.encode(px))

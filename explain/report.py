@@ -12,7 +12,8 @@ import sys
 from absl import app, logging
 from ml_collections import config_flags
 
-from cortex_jax import errors, recipe
+from cortex_jax.core import errors
+from cortex_jax.experiments import recipe
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/imagenet.py[:runlocal]")
 

@@ -22,9 +22,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from cortex_jax import errors, evaluate, figures, recipe, sample_level, sharding, toy
+from cortex_jax import toy
+from cortex_jax.core import errors, sharding
+from cortex_jax.experiments import recipe, sample_level
+from cortex_jax.figures import plots
+from cortex_jax.io.images import save_grid
+from cortex_jax.method import evaluate
 from cortex_jax.toy import world
-from cortex_jax.viz import save_grid
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A recipe config (configs/imagenet.py[:runlocal,iem=…]), not the toy world."
@@ -123,7 +127,7 @@ def run(out: Path) -> dict:
         out / "top_tokens.png", px[shown], 8, [names[c] for c in concepts], scale=4, boxes=boxes
     )
     curve = report["image_level_curve"]
-    figures.masking_curve(
+    plots.masking_curve(
         out / "image_level_curve",
         curve["n"],
         {

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from cortex_jax import bias, stats
+from cortex_jax.experiments import bias
+from cortex_jax.method import audit, stats
 
 
 def _counts(kind: str, is_a: np.ndarray, rng, setting: str) -> np.ndarray:
@@ -50,7 +51,7 @@ def test_verdict_interval_covers_the_true_share_at_its_nominal_rate(setting, sha
     sims, covered, lean, raw_share = 300, 0, 0, []
     for i in range(sims):
         neutral, ref_a, ref_b = _audit(share_a, rng, setting)
-        v = bias.audit_share(neutral, ref_a, ref_b, n_boot=999, seed=i)
+        v = audit.audit_share(neutral, ref_a, ref_b, n_boot=999, seed=i)
         covered += v["ci"][0] <= share_a <= v["ci"][1]
         lean += v["lean"] != "none"
         raw_share.append(neutral[:, 0].mean() / neutral.sum(1).mean())
@@ -67,7 +68,7 @@ def test_verdict_interval_covers_the_true_share_at_its_nominal_rate(setting, sha
 def test_verdict_recovers_the_share_where_sets_leak_and_the_paper_statistic_does_not():
     rng = np.random.default_rng(7)
     neutral, ref_a, ref_b = _audit(0.5, rng, "heavy", n_neutral=4000, n_ref=2000)
-    rep = bias.analyse(neutral, ref_a, ref_b, n_boot=999)
+    rep = audit.analyse(neutral, ref_a, ref_b, n_boot=999)
     assert rep["verdict"]["share_a"] == pytest.approx(0.5, abs=0.04)
     assert rep["verdict"]["lean"] == "none"
     assert rep["paper"]["ci"][1] < 0 or rep["paper"]["ci"][0] > 0  # δ calls even data biased
@@ -83,7 +84,7 @@ def test_checks_flag_a_neutral_class_that_is_no_mixture_of_the_two():
     rng = np.random.default_rng(3)
     _, ref_a, ref_b = _audit(0.5, rng, "leaky", n_ref=400)
     neutral = np.stack([1 + rng.poisson(3.0, 800), rng.binomial(20, 0.35, 800)], 1)
-    rep = bias.analyse(neutral, ref_a, ref_b, n_boot=999)
+    rep = audit.analyse(neutral, ref_a, ref_b, n_boot=999)
     assert not rep["checks"]["sets_agree"]
 
 
@@ -92,10 +93,10 @@ def test_no_contrast_gives_no_share_and_no_lean():
     same = lambda: rng.poisson(3, (100, 2))
     ref_a = same()
     ref_b = ref_a + np.array([[2, 0]])  # A's tokens commoner on B's images: c_A − c_B is higher
-    v = bias.audit_share(same(), ref_a, ref_b, n_boot=200)
+    v = audit.audit_share(same(), ref_a, ref_b, n_boot=200)
     assert np.isnan(v["share_a"]) and v["lean"] == "none"
     with pytest.raises(ValueError, match=r"ref_b counts have shape \(3,\)"):
-        bias.audit_share(same(), ref_a, np.zeros(3))
+        audit.audit_share(same(), ref_a, np.zeros(3))
 
 
 @pytest.mark.slow
@@ -143,7 +144,7 @@ def test_paired_permutation_test_holds_its_size_and_has_power():
 
 def test_paper_statistic_fields():
     x, y = np.array([3, 4, 5, 6, 1]), np.array([1, 2, 2, 3, 1])
-    p = bias.paper_statistic(x, y, n_boot=200, seed=0)
+    p = audit.paper_statistic(x, y, n_boot=200, seed=0)
     assert p["cliffs_delta"] == pytest.approx(stats.cliffs_delta(x, y))
     assert p["cliffs_delta_halved"] == pytest.approx(p["cliffs_delta"] / 2)
     assert p["mean_a"] == 3.8 and p["mean_b"] == 1.8 and p["ci"][0] <= p["ci"][1]

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cortex_jax import data, errors, training
+from cortex_jax.core import errors
+from cortex_jax.experiments import training
+from cortex_jax.io import shards
+from cortex_jax.io.images import read_image
 from cortex_jax.toy import load_toy_vqgm
-from cortex_jax.viz import read_image
 from tests.helpers import tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +50,7 @@ def dataset(tmp_path):
 
 
 def _rewrite(folder: Path, kind: str, array) -> Path:
-    path = data.shard_path(folder, 1, kind)
+    path = shards.shard_path(folder, 1, kind)
     np.save(path, array)
     return path
 
@@ -66,25 +68,25 @@ def _rewrite(folder: Path, kind: str, array) -> Path:
     ],
 )
 def test_a_damaged_shard_is_named_when_the_dataset_opens(dataset, kind, make, needle):
-    original = np.load(data.shard_path(dataset, 1, kind))
+    original = np.load(shards.shard_path(dataset, 1, kind))
     path = _rewrite(dataset, kind, make(original))
     with pytest.raises(ValueError) as e:
-        data.TokenDataset.open(dataset)
+        shards.TokenDataset.open(dataset)
     assert needle in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
 
 
 def test_truncated_and_flipped_files_are_named(dataset):
-    path = data.shard_path(dataset, 0, "tokens")
+    path = shards.shard_path(dataset, 0, "tokens")
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])  # what "mmap length is greater than file size" was
     with pytest.raises(ValueError, match=f"{path} is damaged or not a .npy array"):
-        data.TokenDataset.open(dataset)
+        shards.TokenDataset.open(dataset)
     path.write_bytes(b"\x93NUMPX" + raw[6:])  # a flipped magic byte
     with pytest.raises(ValueError, match="is damaged or not a .npy array"):
-        data.TokenDataset.open(dataset)
+        shards.TokenDataset.open(dataset)
     (dataset / "meta.json").write_text('{"class_names": ["a", "b"], "vqgm": ')
     with pytest.raises(ValueError, match=r"meta.json is not valid JSON .*damaged"):
-        data.TokenDataset.open(dataset)
+        shards.TokenDataset.open(dataset)
 
 
 def test_labels_beyond_the_iem_classes_refuse_to_train(tmp_path):
@@ -167,7 +169,7 @@ def test_pixels_are_checked_at_the_boundary(vq):
 
 
 def test_ids_outside_the_codebook_are_refused_before_a_jitted_decode(vq):
-    from cortex_jax import recipe
+    from cortex_jax.experiments import recipe
 
     decode = recipe._decoder(vq, 4)
     ids = np.zeros((2, 8, 8), np.int32)
@@ -220,15 +222,15 @@ def test_read_image_refuses_broken_files_in_one_line(tmp_path, monkeypatch):
 def test_atomic_writes_respect_the_umask(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
-    data.atomic_write_bytes(tmp_path / "f.json", b"{}")
+    shards.atomic_write_bytes(tmp_path / "f.json", b"{}")
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~mask
     out = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import os; os.umask(0o002); from cortex_jax import data; "
+            "import os; os.umask(0o002); from cortex_jax.io import shards; "
             "from pathlib import Path; p = Path(os.environ['P']); "
-            "data.atomic_write_bytes(p, b'x'); print(oct(p.stat().st_mode & 0o777))",
+            "shards.atomic_write_bytes(p, b'x'); print(oct(p.stat().st_mode & 0o777))",
         ],
         env={**os.environ, "P": str(tmp_path / "g.bin"), "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -249,20 +251,20 @@ def test_stale_temp_files_are_cleaned_and_live_ones_kept(tmp_path):
     }
     for n in names.values():
         (tmp_path / n).write_bytes(b"partial")
-    old = time.time() - 2 * data.STALE_AFTER_S
+    old = time.time() - 2 * shards.STALE_AFTER_S
     os.utime(tmp_path / names["other_old"], (old, old))
-    data.write_meta(tmp_path, {"class_names": ["a"], "vqgm": "x"})  # a writer starts here
+    shards.write_meta(tmp_path, {"class_names": ["a"], "vqgm": "x"})  # a writer starts here
     left = {p.name for p in tmp_path.glob(".*.tmp")}
     assert left == {names["live"], names["other_new"]}
 
 
 def test_dataset_creation_is_exclusive(tmp_path):
-    data.write_meta(tmp_path / "d", {"class_names": ["a"], "vqgm": "x", "seed": 0})
-    data.write_meta(tmp_path / "d", {"class_names": ["a"], "vqgm": "x", "seed": 0})  # same: ok
+    shards.write_meta(tmp_path / "d", {"class_names": ["a"], "vqgm": "x", "seed": 0})
+    shards.write_meta(tmp_path / "d", {"class_names": ["a"], "vqgm": "x", "seed": 0})  # same: ok
     with pytest.raises(ValueError, match=r"already holds a different dataset .*\['seed'\]"):
-        data.write_meta(tmp_path / "d", {"class_names": ["a"], "vqgm": "x", "seed": 1})
+        shards.write_meta(tmp_path / "d", {"class_names": ["a"], "vqgm": "x", "seed": 1})
     with pytest.raises(FileExistsError):
-        data.atomic_write_bytes(tmp_path / "d" / "meta.json", b"{}", exclusive=True)
+        shards.atomic_write_bytes(tmp_path / "d" / "meta.json", b"{}", exclusive=True)
     assert json.loads((tmp_path / "d" / "meta.json").read_text())["seed"] == 0
     assert not list((tmp_path / "d").glob(".*.tmp"))
 
@@ -436,10 +438,10 @@ def test_readme_training_flow_and_the_class_mismatch(tmp_path):
 @pytest.mark.slow
 def test_from_index_with_a_label_the_iem_lacks(tmp_path):
     names = [f"class{i}" for i in range(17)]
-    data.write_meta(
+    shards.write_meta(
         tmp_path / "d", {"class_names": names, "vqgm": "toy", "grid_size": 8, "codebook_size": 512}
     )
-    data.write_shard(tmp_path / "d", 0, np.zeros((2, 8, 8), np.uint16), np.array([3, 15]))
+    shards.write_shard(tmp_path / "d", 0, np.zeros((2, 8, 8), np.uint16), np.array([3, 15]))
     _one_line_error(
         _run(
             "explain.codebook",

@@ -5,15 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cortex_jax import cin
+from cortex_jax.io import convert
+from cortex_jax.models import cin
 
 
 @pytest.fixture(scope="module")
 def fixture_model(fixtures):
     d = fixtures / "taming_cin_tiny"
     sd = dict(np.load(d / "state_dict.npz"))
-    params = cin.convert_taming_gpt_state_dict(sd)
-    config = cin.infer_gpt_config(params, n_head=2, n_classes=10)
+    params = convert.convert_taming_gpt_state_dict(sd)
+    config = convert.infer_gpt_config(params, n_head=2, n_classes=10)
     return config, params, dict(np.load(d / "io.npz"))
 
 

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from cortex_jax import checkpoints
+from cortex_jax.io import sources
+from cortex_jax.models import cin
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,11 +34,10 @@ def run_dir(tmp_path, fixtures):
 
 def test_cin_checkpoint_loads_both_models(run_dir, fixtures):
     names = [f"class{i}" for i in range(10)]
-    vqgm = checkpoints.load_cin_vqgm(run_dir / "checkpoints" / "last.ckpt", names)
+    vqgm = sources.load_cin_vqgm(run_dir / "checkpoints" / "last.ckpt", names)
     assert vqgm.gpt_config.n_head == 2  # read from configs/*-project.yaml
     assert vqgm.grid_size == 4 and vqgm.vqgan.config.n_embed == 64
     io = dict(np.load(fixtures / "taming_cin_tiny" / "io.npz"))
-    from cortex_jax import cin
 
     greedy = cin.sample(
         vqgm.gpt_config,
@@ -49,16 +49,16 @@ def test_cin_checkpoint_loads_both_models(run_dir, fixtures):
     np.testing.assert_array_equal(greedy, io["greedy_tokens"])
     px = vqgm.decode(vqgm.sample_tokens([1, 2], jax.random.PRNGKey(0)))
     assert px.shape == (2, 8, 8, 3)  # the f2 tiny VQGAN on a 4×4 grid
-    same = checkpoints.load_cin_vqgm(run_dir, names)  # the run folder itself
+    same = sources.load_cin_vqgm(run_dir, names)  # the run folder itself
     np.testing.assert_array_equal(same.vqgan.codebook, vqgm.vqgan.codebook)
 
 
 def test_cin_checkpoint_errors(run_dir, tmp_path):
     (run_dir / "configs" / "2021-project.yaml").unlink()
     with pytest.raises(ValueError, match="attention heads is not stored"):
-        checkpoints.load_cin_vqgm(run_dir / "checkpoints" / "last.ckpt", ["a"] * 10)
+        sources.load_cin_vqgm(run_dir / "checkpoints" / "last.ckpt", ["a"] * 10)
     with pytest.raises(FileNotFoundError, match="no checkpoints/last.ckpt in the run folder"):
-        checkpoints.load_cin_vqgm(tmp_path / "configs", ["a"] * 10)
+        sources.load_cin_vqgm(tmp_path / "configs", ["a"] * 10)
     r = subprocess.run(
         [sys.executable, "-m", "train.generate", "--model", "imagenet"],
         cwd=REPO,

@@ -8,7 +8,8 @@ converts); their state dicts are saved with torch.save and read back without tor
 import numpy as np
 import pytest
 
-from cortex_jax import classifier
+from cortex_jax.io import folders, sources
+from cortex_jax.models import classifier
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -100,7 +101,7 @@ def test_torchvision_state_dict_reproduces_torch_probabilities(tmp_path, block, 
     net = _reference(block, layers)
     path = tmp_path / "resnet.pth"
     torch.save(net.state_dict(), path)
-    cfg, _, probs = classifier.load_classifier(path, image_size=64)
+    cfg, _, probs = sources.load_classifier(path, image_size=64)
     assert cfg == classifier.ResNetConfig(kind, layers, 8, 7, 64)
     px = np.random.default_rng(0).uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32)
     mean = np.array(classifier.IMAGENET_MEAN, np.float32)
@@ -117,25 +118,25 @@ def test_preprocess_resizes_and_normalises_like_torchvision():
     want = (0.75 - np.array(classifier.IMAGENET_MEAN)) / np.array(classifier.IMAGENET_STD)
     assert x.shape == (2, 32, 32, 3)
     np.testing.assert_allclose(x, np.broadcast_to(want, x.shape), atol=1e-6)
-    cfg, _, probs = classifier.load_classifier("random:resnet18:5:8", image_size=32)
+    cfg, _, probs = sources.load_classifier("random:resnet18:5:8", image_size=32)
     assert cfg.layers == (2, 2, 2, 2) and cfg.n_classes == 5 and cfg.width == 8
     out = probs(np.random.default_rng(1).uniform(-1, 1, (2, 48, 48, 3)).astype(np.float32))
     assert out.shape == (2, 5) and np.allclose(out.sum(1), 1, atol=1e-5)
 
 
 def test_folder_round_trip_and_clear_errors(tmp_path):
-    cfg, variables, probs = classifier.load_classifier("random:resnet18:4:8", image_size=32)
-    classifier.save_classifier(tmp_path / "clf", cfg, variables)
-    cfg2, _, probs2 = classifier.load_classifier(tmp_path / "clf")
+    cfg, variables, probs = sources.load_classifier("random:resnet18:4:8", image_size=32)
+    folders.save_classifier(tmp_path / "clf", cfg, variables)
+    cfg2, _, probs2 = sources.load_classifier(tmp_path / "clf")
     assert cfg2 == cfg
     px = np.zeros((1, 32, 32, 3), np.float32)
     np.testing.assert_allclose(probs2(px), probs(px), atol=1e-6)
     with pytest.raises(FileNotFoundError, match="classifier not found: 'nope.pth'"):
-        classifier.load_classifier("nope.pth")
+        sources.load_classifier("nope.pth")
     with pytest.raises(ValueError, match="unknown classifier architecture 'resnet7'"):
-        classifier.load_classifier("random:resnet7")
+        sources.load_classifier("random:resnet7")
     sd = _reference(_Basic, (1, 1, 1, 1)).state_dict()
     sd.pop("layer1.0.bn2.running_var")
     torch.save(sd, tmp_path / "broken.pth")
     with pytest.raises(ValueError, match="lacks parameter layer1_0/bn2/var"):
-        classifier.load_classifier(tmp_path / "broken.pth", image_size=32)
+        sources.load_classifier(tmp_path / "broken.pth", image_size=32)

@@ -15,8 +15,11 @@ taming_model = pytest.importorskip(
 )
 taming_quantize = pytest.importorskip("taming.modules.vqvae.quantize")
 
-from cortex_jax.checkpoints import convert_taming_state_dict, infer_taming_config  # noqa: E402
-from cortex_jax.vqgan import VQGAN  # noqa: E402
+from cortex_jax.io.convert import (  # noqa: E402
+    convert_taming_state_dict,
+    infer_taming_config,  # noqa: E402
+)
+from cortex_jax.models.vqgan import VQGAN  # noqa: E402
 
 DDCONFIG = dict(
     double_z=False,

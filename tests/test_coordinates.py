@@ -7,9 +7,9 @@ patches and the red boxes of the figures."""
 import jax.numpy as jnp
 import numpy as np
 
-from cortex_jax import evaluate, tis
+from cortex_jax.io.images import grid_image
+from cortex_jax.method import evaluate, tis
 from cortex_jax.toy import load_toy_vqgm, world
-from cortex_jax.viz import grid_image
 
 CX, CY = 7.0, 23.0  # x (column) 7, y (row) 23 of 32: token row 5, column 1 on the 8×8 grid
 

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cortex_jax import bias, dalle
+from cortex_jax.experiments import bias, generate
+from cortex_jax.io import folders
+from cortex_jax.models import dalle
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,7 @@ def io(fixtures):
 
 @pytest.fixture(scope="module", params=["scan", "noscan"])
 def model(request, fixtures):
-    return dalle.read_dallebart_folder(fixtures / "dallebart_tiny" / request.param)
+    return folders.read_dallebart_folder(fixtures / "dallebart_tiny" / request.param)
 
 
 def test_fixture_logits(model, io):
@@ -81,7 +83,7 @@ OPTIONS = Path(__file__).parent / "data" / "dallebart_options"
 def test_option_variants_match_the_original(case, io):
     """rmsnorm/preln/FFN/bias, cogview/head scale/cosine attention, subln, swinv2/swin positions/
     sinkhorn: logits from dalle-mini 0.1.5 itself (tests/data/make_dallebart_options.py)."""
-    cfg, p = dalle.read_dallebart_folder(OPTIONS / case)
+    cfg, p = folders.read_dallebart_folder(OPTIONS / case)
     ref = dict(np.load(OPTIONS / case / "io.npz"))
     lg = dalle.logits(cfg, p, io["input_ids"], io["attention_mask"], io["decoder_input_ids"])
     lu = dalle.logits(
@@ -120,7 +122,7 @@ def test_unsupported_options_refused(fixtures):
 
 @pytest.mark.slow
 def test_audit_runs_end_to_end_on_tiny_dallebart(fixtures, tmp_path):
-    cfg, p = dalle.read_dallebart_folder(fixtures / "dallebart_tiny" / "scan")
+    cfg, p = folders.read_dallebart_folder(fixtures / "dallebart_tiny" / "scan")
     words = {}
 
     def tokenize(text):  # stand-in for BartTokenizerFast: one id per word, 4..99
@@ -173,17 +175,17 @@ def test_bfloat16_generation(model, io):
 
 
 def test_prompt_dataset_written_and_resumed(fixtures, tmp_path):
-    from cortex_jax import data
+    from cortex_jax.io import shards
 
-    cfg, p = dalle.read_dallebart_folder(fixtures / "dallebart_tiny" / "scan")
+    cfg, p = folders.read_dallebart_folder(fixtures / "dallebart_tiny" / "scan")
     words = {}
     tokenize = lambda t: [0] + [words.setdefault(w, 4 + len(words)) for w in t.split()] + [2]
     sample = dalle.prompt_sampler(cfg, p, tokenize, n_image_codes=64, batch=4)
     prompts = ["a red circle", "a blue circle"]
-    from cortex_jax.checkpoints import load_vqgan
+    from cortex_jax.io.sources import load_vqgan
 
     vq = load_vqgan(fixtures / "vqgan_jax_tiny")  # 64 codes, like the tiny DalleBart
-    ds = dalle.write_prompt_dataset(
+    ds = generate.write_prompt_dataset(
         sample, prompts, 5, tmp_path / "d", shard_size=4, decode=vq.decode_code, png_per_prompt=3
     )
     assert (tmp_path / "d" / "samples.png").stat().st_size > 0
@@ -193,6 +195,6 @@ def test_prompt_dataset_written_and_resumed(fixtures, tmp_path):
     before = (tmp_path / "d" / "shard-00001.tokens.npy").read_bytes()
     for kind in ("tokens", "labels"):
         (tmp_path / "d" / f"shard-00001.{kind}.npy").unlink()
-    dalle.write_prompt_dataset(sample, prompts, 5, tmp_path / "d", shard_size=4)
+    generate.write_prompt_dataset(sample, prompts, 5, tmp_path / "d", shard_size=4)
     assert (tmp_path / "d" / "shard-00001.tokens.npy").read_bytes() == before
-    assert data.TokenDataset.open(tmp_path / "d").meta["vqgm"] == "dallebart"
+    assert shards.TokenDataset.open(tmp_path / "d").meta["vqgm"] == "dallebart"

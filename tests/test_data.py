@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cortex_jax import data
+from cortex_jax.io import shards
 from tests.helpers import tiny
 
 
@@ -20,10 +20,10 @@ def test_roundtrip_and_compact_format(ds):
 
 
 def test_reader_deterministic_epochs_cover_all(ds):
-    r = data.BatchReader(ds, 20, seed=3)
+    r = shards.BatchReader(ds, 20, seed=3)
     assert r.steps_per_epoch == 5
     epoch0 = np.concatenate([r.batch(s)[1] for s in range(5)])
-    again = np.concatenate([data.BatchReader(ds, 20, seed=3).batch(s)[1] for s in range(5)])
+    again = np.concatenate([shards.BatchReader(ds, 20, seed=3).batch(s)[1] for s in range(5)])
     np.testing.assert_array_equal(epoch0, again)
     _, labels, _ = ds.arrays()
     np.testing.assert_array_equal(np.sort(epoch0), np.sort(labels))  # each row once an epoch
@@ -32,29 +32,29 @@ def test_reader_deterministic_epochs_cover_all(ds):
 
 
 def test_reader_resumes_mid_epoch_and_splits_processes(ds):
-    full = data.BatchReader(ds, 20, seed=1)
-    resumed = data.BatchReader(ds, 20, seed=1)
+    full = shards.BatchReader(ds, 20, seed=1)
+    resumed = shards.BatchReader(ds, 20, seed=1)
     np.testing.assert_array_equal(full.batch(7)[0], resumed.batch(7)[0])
-    halves = [data.BatchReader(ds, 20, 1, True, p, 2).batch(7) for p in range(2)]
+    halves = [shards.BatchReader(ds, 20, 1, True, p, 2).batch(7) for p in range(2)]
     np.testing.assert_array_equal(np.concatenate([h[0] for h in halves]), full.batch(7)[0])
     np.testing.assert_array_equal(np.concatenate([h[1] for h in halves]), full.batch(7)[1])
 
 
 def test_reader_rejects_bad_batches(ds):
     with pytest.raises(ValueError, match="divisible by the 3 processes"):
-        data.BatchReader(ds, 20, process_count=3)
+        shards.BatchReader(ds, 20, process_count=3)
     with pytest.raises(ValueError, match="exceeds the 100 examples"):
-        data.BatchReader(ds, 128)
+        shards.BatchReader(ds, 128)
 
 
 def test_existing_dataset_with_other_meta_refused(ds):
     with pytest.raises(ValueError, match="already holds a different dataset"):
-        data.write_meta(ds.folder, {**ds.meta, "source": "other"})
+        shards.write_meta(ds.folder, {**ds.meta, "source": "other"})
 
 
 def test_open_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="meta.json"):
-        data.TokenDataset.open(tmp_path / "nothing")
+        shards.TokenDataset.open(tmp_path / "nothing")
 
 
 def test_import_reference_indices_and_npy(tmp_path):
@@ -70,8 +70,8 @@ def test_import_reference_indices_and_npy(tmp_path):
     (tmp_path / "without.csv").write_text(
         "\n".join(["filename,label"] + [f"img{i}.npy,{i % 2}" for i in range(3)]) + "\n"
     )
-    a = data.import_reference(tmp_path / "with.csv", tmp_path / "a", ["x", "y"], "ref")
-    b = data.import_reference(
+    a = shards.import_reference(tmp_path / "with.csv", tmp_path / "a", ["x", "y"], "ref")
+    b = shards.import_reference(
         tmp_path / "without.csv", tmp_path / "b", ["x", "y"], "ref", codebook=codebook
     )
     np.testing.assert_array_equal(a.arrays()[0], ids)
@@ -79,6 +79,6 @@ def test_import_reference_indices_and_npy(tmp_path):
     np.testing.assert_array_equal(a.arrays()[1], [0, 1, 0])
     (tmp_path / "img1.npy").unlink()
     with pytest.raises(FileNotFoundError, match="img1.npy"):
-        data.import_reference(
+        shards.import_reference(
             tmp_path / "without.csv", tmp_path / "c", ["x", "y"], "ref", codebook=codebook
         )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cortex_jax import evaluate
+from cortex_jax.method import evaluate
 
 
 def test_black_out_exact_patches():

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cortex_jax.io import folders
+from cortex_jax.io.images import to_uint8
 from cortex_jax.toy import world
-from cortex_jax.viz import to_uint8
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,12 +147,13 @@ def test_explain_codebook_with_real_format_models(tmp_path, fixtures):
     """--vqgan FOLDER + --iem-checkpoint FOLDER of a 1000-class IEM: ImageNet names resolve."""
     import jax
 
-    from cortex_jax import checkpoints, iem, imagenet
+    from cortex_jax.core import imagenet
+    from cortex_jax.models import iem
 
     cfg = iem.IEMConfig("ce", 1000, width=8, depth=1, hidden=16)
     v = iem.init_variables(cfg, jax.random.PRNGKey(0), 16, 32)  # vqgan_jax_tiny: 16×16, d 32
     names = [c.name for c in imagenet.classes()]
-    ckpt = checkpoints.write_iem_folder(tmp_path / "iem", cfg, v, names, "vqgan_jax_tiny")
+    ckpt = folders.write_iem_folder(tmp_path / "iem", cfg, v, names, "vqgan_jax_tiny")
     vq = str(fixtures / "vqgan_jax_tiny")
     png = tmp_path / "bird.png"
     Image.fromarray(to_uint8(world.render(["red-star"], seed=1).pixels)[0]).save(png)

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cortex_jax import iem
-from cortex_jax.vqgan import count_params
+from cortex_jax.models import iem
+from cortex_jax.models.vqgan import count_params
 
 # Parameters at ImageNet size (1000 classes, E 16×16×256), counted with jax.eval_shape.
 IMAGENET_PARAMS = {"ce": 72_160_232, "re": 30_843_048, "te": 39_671_272}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cortex_jax import imagenet
+from cortex_jax.core import imagenet
 
 
 def test_thousand_classes_in_order():

@@ -1,7 +1,6 @@
-"""The house's layers (docs/architecture.md): module-level imports inside cortex_jax run from
-higher layers to lower ones only, algorithms receive models as callables (they import no model
-module), and the library never imports the entry points. Imports inside functions are not
-checked (the known exception: `checkpoints` ↔ `cin`/`vqgm`, issue 15)."""
+"""The house's layers (docs/architecture.md), read from the tree: every import of ours inside
+cortex_jax, at module level or inside a function, runs along an allowed arrow; the models and the
+method touch no files; the library never imports the entry points."""
 
 import ast
 from pathlib import Path
@@ -9,54 +8,111 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "cortex_jax"
-LAYERS = {  # higher numbers may import lower ones
-    0: {"errors", "viz", "figures", "imagenet", "sharding", "data"},  # utilities
-    1: {"vqgan", "cin", "maskgit", "dalle", "iem", "classifier", "vqgm"},  # models: no files
-    2: {"checkpoints", "training", "generate"},  # io: model folders, checkpoints, shards
-    3: {"tis", "selection", "evaluate", "stats"},  # the method: arrays and callables
-    4: {"sample_level", "codebook_level", "bias", "recipe", "atlas", "toy"},  # experiments
-    5: {"api", "__init__"},  # the public API
+# layer -> the layers it may import (itself included). `api` is the package's top (__init__, api).
+ALLOWED = {
+    "core": {"core"},
+    "models": {"core", "models"},
+    "method": {"core", "method"},
+    "io": {"core", "models", "io"},
+    "figures": {"core", "io", "figures"},
+    "experiments": {"core", "models", "method", "io", "figures", "experiments"},
+    "toy": {"core", "models", "method", "io", "figures", "experiments", "toy"},
+    "api": {"core", "models", "method", "io", "figures", "experiments", "toy", "api"},
 }
-LAYER = {m: n for n, mods in LAYERS.items() for m in mods}
-METHOD = LAYERS[3]
+# what a module that touches no files must not import
+FILE_MODULES = {"os", "pathlib", "json", "msgpack", "pickle", "zipfile", "shutil", "PIL", "io"}
+FILE_CALLS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "msgpack_restore"}
 
 
-def _imports(path: Path) -> set[str]:
-    out = set()
-    for node in ast.parse(path.read_text()).body:  # module level only
-        if isinstance(node, ast.ImportFrom) and node.module:
-            parts = node.module.split(".")
-            if parts[0] in ("explain", "train"):
-                out.add(parts[0])
-            elif parts[0] == "cortex_jax":
-                out |= {a.name for a in node.names} if len(parts) == 1 else {parts[1]}
-        elif isinstance(node, ast.Import):
-            out |= {
-                a.name.split(".")[0] for a in node.names if a.name.startswith(("explain", "train"))
-            }
-    return out
+def layer_of(path: Path) -> str:
+    rel = path.relative_to(PKG)
+    return "api" if len(rel.parts) == 1 else rel.parts[0]
 
 
-MODULES = sorted(p for p in PKG.glob("*.py")) + [PKG / "toy" / "__init__.py"]
+def _ours(node: ast.AST) -> list[str]:
+    """The dotted cortex_jax modules (or 'explain'/'train') an import statement names."""
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        parts = node.module.split(".")
+        if parts[0] in ("explain", "train"):
+            return [parts[0]]
+        if parts[0] == "cortex_jax":
+            if len(parts) == 1:
+                return [f"cortex_jax.{a.name}" for a in node.names]
+            return [node.module]
+    if isinstance(node, ast.Import):
+        return [
+            a.name for a in node.names if a.name.split(".")[0] in ("cortex_jax", "explain", "train")
+        ]
+    return []
 
 
-def test_every_module_has_a_layer():
-    names = {p.stem for p in PKG.glob("*.py")} | {"toy"}
-    assert names == set(LAYER), names ^ set(LAYER)
+def _target_layer(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "cortex_jax" or len(parts) == 1:
+        return None
+    return parts[1] if parts[1] in ALLOWED and parts[1] != "api" else "api"
+
+
+MODULES = sorted(PKG.rglob("*.py"))
+
+
+def test_every_module_lives_in_a_layer():
+    for p in MODULES:
+        assert layer_of(p) in ALLOWED, p
+    flat = {p.stem for p in PKG.glob("*.py")}
+    assert flat == {"__init__", "api"}, f"modules outside the layers: {flat - {'__init__', 'api'}}"
+
+
+def _imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        for name in _ours(node):
+            yield node.lineno, name
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
+def test_imports_run_along_the_arrows(path):
+    me = layer_of(path)
+    for line, name in _imports(path):
+        assert name.split(".")[0] not in ("explain", "train"), (
+            f"{path.name}:{line} imports the entry point {name}"
+        )
+        target = _target_layer(name)
+        if target is not None:
+            assert target in ALLOWED[me], f"{path.relative_to(PKG)}:{line} ({me}) imports {name}"
 
 
 @pytest.mark.parametrize(
     "path",
-    MODULES,
-    ids=lambda p: p.stem if p.stem != "__init__" or p.parent == PKG else p.parent.name,
+    [p for p in MODULES if layer_of(p) in ("models", "method")],
+    ids=lambda p: str(p.relative_to(PKG)),
 )
-def test_imports_run_downwards(path):
-    me = "toy" if path.parent.name == "toy" else path.stem
-    for name in _imports(path):
-        assert name not in ("explain", "train"), f"{me} imports the entry point {name}"
-        if name in LAYER:
-            assert LAYER[name] <= LAYER[me], (
-                f"{me} (layer {LAYER[me]}) imports {name} (layer {LAYER[name]})"
+def test_models_and_method_touch_no_files(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bad = {a.name.split(".")[0] for a in node.names} & FILE_MODULES
+            assert not bad, f"{path.name}:{node.lineno} imports {bad}"
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            assert node.module.split(".")[0] not in FILE_MODULES, (
+                f"{path.name}:{node.lineno} imports from {node.module}"
             )
-            if me in METHOD:
-                assert name not in LAYERS[1], f"the algorithm {me} imports the model {name}"
+            assert not (
+                node.module == "flax" and any(a.name == "serialization" for a in node.names)
+            )
+        elif isinstance(node, ast.Call):
+            f = node.func
+            name = (
+                f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            )
+            assert name not in FILE_CALLS, f"{path.name}:{node.lineno} calls {name}"
+
+
+def test_the_checker_sees_a_wrong_arrow_and_a_file(tmp_path):
+    """The rules above bite: a method module importing a model, and a model reading a file."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from cortex_jax.models import iem\n    return open('x')\n")
+    names = [n for _, n in _imports(bad)]
+    assert names == ["cortex_jax.models"]
+    assert _target_layer(names[0]) not in ALLOWED["method"]
+    calls = [n.func.id for n in ast.walk(ast.parse(bad.read_text())) if isinstance(n, ast.Call)]
+    assert set(calls) & FILE_CALLS

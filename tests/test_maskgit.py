@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cortex_jax import maskgit
-from cortex_jax.checkpoints import load_vqgan
+from cortex_jax.io import folders, sources
+from cortex_jax.io.sources import load_vqgan
+from cortex_jax.models import maskgit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ def io(fx):
 
 @pytest.fixture(scope="module")
 def model(fx):
-    return maskgit.load_maskgit(fx)
+    return sources.load_maskgit(fx)
 
 
 def test_tokenizer_reproduces_maskgit(fx, io):
@@ -101,18 +102,18 @@ def test_generation_on_eight_devices_matches_one(fx):
 
 def test_bad_input_is_refused_in_one_line(fx, model, tmp_path):
     with pytest.raises(ValueError, match="not a MaskGIT tokenizer parameter tree"):
-        maskgit.load_tokenizer(fx / "maskgit_checkpoint")
+        sources.load_maskgit_tokenizer(fx / "maskgit_checkpoint")
     (tmp_path / "junk_checkpoint").write_bytes(b"\x00\x01garbage")
     with pytest.raises(ValueError, match="is not a MaskGIT checkpoint"):
-        maskgit.read_params(tmp_path / "junk_checkpoint", "tokenizer")
+        sources.read_maskgit_params(tmp_path / "junk_checkpoint", "tokenizer")
     with pytest.raises(ValueError, match=r"class id 10 is outside the model's 10 classes"):
         model.sample_tokens([0, 10], jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="token id 64"):
         model.edit_tokens(np.full((1, 8, 8), 64), np.ones((8, 8), bool), 0, jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match=r"grid is 16x16 at image_size 64"):
-        maskgit.load_maskgit(fx, image_size=64)
+        sources.load_maskgit(fx, image_size=64)
     with pytest.raises(FileNotFoundError, match="no MaskGIT tokenizer checkpoint"):
-        maskgit.load_maskgit(tmp_path)
+        sources.load_maskgit(tmp_path)
     with pytest.raises(ValueError, match=r"pixels span 0..1; expected \[-1, 1\]|pixels span"):
         model.vqgan.encode(np.full((1, 32, 32, 3), 3.0, np.float32))
 
@@ -125,7 +126,9 @@ def _run(*args):
 
 @pytest.mark.slow
 def test_generate_iem_tis_and_selection_end_to_end(fx, tmp_path):
-    from cortex_jax import checkpoints, data, iem, tis
+    from cortex_jax.io import shards
+    from cortex_jax.method import tis
+    from cortex_jax.models import iem
 
     gen = ["train.generate", "--model", "maskgit", "--checkpoint", str(fx), "--num-iter", "8"]
     _run(*gen, "--per-class", "12", "--out", str(tmp_path / "train"))
@@ -147,10 +150,10 @@ def test_generate_iem_tis_and_selection_end_to_end(fx, tmp_path):
         "--workdir",
         str(tmp_path / "iem"),
     )
-    cfg, v, names = checkpoints.read_iem_folder(tmp_path / "iem" / "iem")
+    cfg, v, names = folders.read_iem_folder(tmp_path / "iem" / "iem")
     predict = lambda e: iem.predict_fn(cfg)(v["params"], v["batch_stats"], e)
     vq = load_vqgan(fx)
-    toks, labels, _ = data.TokenDataset.open(tmp_path / "val").arrays()
+    toks, labels, _ = shards.TokenDataset.open(tmp_path / "val").arrays()
     scores = tis.token_importance(
         predict, vq.embed(toks[:8]), labels[:8], jax.random.PRNGKey(0), n_samples=4
     )

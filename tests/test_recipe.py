@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from configs import imagenet as imagenet_config
-from cortex_jax import data, recipe
+from cortex_jax.experiments import recipe
+from cortex_jax.io import shards
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,7 +91,7 @@ def test_runlocal_dry_run_on_8_devices_writes_every_artefact(tmp_path):
     ]
     _run("train.generate", *cfg(), env=env)
     for split, n in (("train", 132), ("val", 44), ("test", 44)):
-        ds = data.TokenDataset.open(w / "tokens" / split)
+        ds = shards.TokenDataset.open(w / "tokens" / split)
         tokens, labels, _ = ds.arrays()
         assert tokens.shape == (n, 16, 16) and tokens.max() < 64
         assert sorted(set(labels.tolist())) == list(range(10, 21))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cortex_jax import selection
+from cortex_jax.method import selection
 
 M, K, D, C = 4, 12, 3, 2
 CODEBOOK = np.random.default_rng(0).standard_normal((K, D)).astype(np.float32)
@@ -166,7 +166,7 @@ def test_scan_and_python_loops_agree():
 
 
 def test_pair_study_does_not_depend_on_how_images_are_batched():
-    from cortex_jax import codebook_level
+    from cortex_jax.experiments import codebook_level
 
     base = _base(4)
     mask = selection.region_mask(M, "1:3,1:3")

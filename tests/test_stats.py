@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cortex_jax import stats
+from cortex_jax.method import stats
 
 
 def _direct(x, y):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cortex_jax import tis
+from cortex_jax.method import tis
 
 B, M, D, C = 3, 4, 5, 6
 W = np.random.default_rng(0).standard_normal((M * M * D, C)).astype(np.float32)
@@ -185,7 +185,7 @@ def test_frequency_baseline_against_numpy():
 
 
 def test_score_dataset_shards_and_resumes(tmp_path):
-    from cortex_jax import sample_level
+    from cortex_jax.experiments import sample_level
     from tests.helpers import tiny
 
     ds = tiny.make_dataset(tmp_path / "d", 100, 0)
@@ -213,7 +213,8 @@ def test_score_dataset_shards_and_resumes(tmp_path):
 def test_stored_scores_give_the_same_image_tokens_as_computed_ones(tmp_path):
     """On the shipped toy world (CE, probability objective), T_image read back from the stored
     shards equals T_image of the float32 scores for every image; a float16 store would not."""
-    from cortex_jax import sample_level, toy
+    from cortex_jax import toy
+    from cortex_jax.experiments import sample_level
 
     vqgm = toy.load_toy_vqgm()
     _, _, predict = toy.load_toy_iem("ce")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cortex_jax import checkpoints
+from cortex_jax.io import torch_pickle
 from tests.helpers import torchzip
 
 
@@ -24,7 +24,7 @@ def test_a_well_formed_file_reads_exactly(tmp_path):
         "s": ("1", np.int64, 0, (), (), 1),
     }
     path = torchzip.write(tmp_path / "ok.ckpt", tensors, {"0": data, "1": np.array([7])})
-    sd = checkpoints.read_torch_file(path)
+    sd = torch_pickle.read_torch_file(path)
     np.testing.assert_array_equal(sd["w"], data[2:14].reshape(3, 4))
     np.testing.assert_array_equal(sd["t"], data[1:13].reshape(3, 4).T)  # a transposed view
     assert sd["s"].shape == () and int(sd["s"]) == 7
@@ -67,17 +67,17 @@ def test_a_well_formed_file_reads_exactly(tmp_path):
 def test_out_of_bounds_and_missing_storages_are_refused(tmp_path, spec, storages, needle):
     path = torchzip.write(tmp_path / "bad.ckpt", {"w": spec}, storages)
     with pytest.raises(ValueError) as e:
-        checkpoints.read_torch_file(path)
+        torch_pickle.read_torch_file(path)
     assert needle in _one_line(e.value) and str(path) in str(e.value)
 
 
 def test_a_file_that_is_not_a_pickle_gets_one_line(tmp_path):
     path = torchzip.write(tmp_path / "junk.ckpt", {}, {}, pickle_bytes=b"this is not a pickle")
     with pytest.raises(ValueError, match="is not a readable torch checkpoint"):
-        checkpoints.read_torch_file(path)
+        torch_pickle.read_torch_file(path)
     (tmp_path / "plain.ckpt").write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match="is not a torch zip checkpoint"):
-        checkpoints.read_torch_file(tmp_path / "plain.ckpt")
+        torch_pickle.read_torch_file(tmp_path / "plain.ckpt")
 
 
 _dims = st.lists(st.integers(0, 6), min_size=0, max_size=3)
@@ -101,7 +101,7 @@ def test_fuzz_sizes_strides_offsets(tmp_path, n, size, stride, offset, numel):
         {"0": storage},
     )
     try:
-        out = checkpoints.read_torch_file(path)["w"]
+        out = torch_pickle.read_torch_file(path)["w"]
     except ValueError as e:
         _one_line(e)
         return
@@ -135,6 +135,6 @@ def test_fuzz_truncated_and_corrupted_archives(tmp_path, cut, flip, byte):
     path = tmp_path / "c.ckpt"
     path.write_bytes(bytes(raw))
     try:  # whatever the damage: a result, or one line; never another exception or a crash
-        checkpoints.read_torch_file(path)
+        torch_pickle.read_torch_file(path)
     except ValueError as e:
         _one_line(e)

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from cortex_jax import data
+from cortex_jax.io import shards
+from cortex_jax.models.vqgan import count_params
 from cortex_jax.toy import (
     TOY_SAMPLING,
     WEIGHTS_DIR,
@@ -18,7 +19,6 @@ from cortex_jax.toy import (
     world,
     write_encoded_dataset,
 )
-from cortex_jax.vqgan import count_params
 
 # Measured 87.7 % (train.toy report, 700 samples); broken sampling would sit near chance (7 %).
 RECOGNITION_THRESHOLD = 0.8
@@ -84,7 +84,7 @@ def test_generated_images_recognised(vqgm, judge):
 
 
 def test_bfloat16_generation_keeps_images_recognisable(vqgm, judge, tmp_path):
-    from cortex_jax.generate import generate_dataset
+    from cortex_jax.experiments.generate import generate_dataset
 
     n = len(world.CONCEPTS)
     ds = generate_dataset(
@@ -121,7 +121,7 @@ def test_generate_cli_writes_dataset_and_resumes(tmp_path):
     )
     r = _run(*args)
     assert r.returncode == 0, r.stderr
-    ds = data.TokenDataset.open(out)
+    ds = shards.TokenDataset.open(out)
     tokens, labels, masks = ds.arrays()
     assert tokens.shape == (12, 8, 8) and tokens.dtype == np.uint16 and masks is None
     assert list(labels) == [0] * 6 + [world.class_id("circle")] * 6
@@ -149,7 +149,7 @@ def test_generate_cli_encoded_and_errors(tmp_path):
         str(out),
     )
     assert r.returncode == 0, r.stderr
-    assert data.TokenDataset.open(out).masks is not None
+    assert shards.TokenDataset.open(out).masks is not None
     r = _run("train.generate", "--classes", "blue-stra", "--out", str(tmp_path / "x"))
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith("error: unknown toy class 'blue-stra'")

@@ -10,7 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from cortex_jax import data, sharding, training
+from cortex_jax.core import sharding
+from cortex_jax.experiments import training
+from cortex_jax.io import shards
 from tests.helpers import tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +28,7 @@ def datasets(tmp_path_factory):
 def test_tiny_iem_overfits_a_batch(arch, datasets):
     cfg = tiny.train_config(learning_rate=3e-3)
     trainer = training.Trainer(tiny.model_config(arch), cfg, tiny.codebook(), tiny.GRID, 10)
-    batch = sharding.global_batch(trainer.mesh, data.BatchReader(datasets[0], 16).batch(0))
+    batch = sharding.global_batch(trainer.mesh, shards.BatchReader(datasets[0], 16).batch(0))
     state = trainer.init_state()
     losses = []
     for _ in range(60):
@@ -132,7 +134,7 @@ def test_dataset_tis_on_eight_devices_matches_one():
 def test_bfloat16_compute_learns(datasets):
     cfg = tiny.train_config(dtype="bfloat16", learning_rate=3e-3)
     trainer = training.Trainer(tiny.model_config("ce"), cfg, tiny.codebook(), tiny.GRID, 10)
-    batch = sharding.global_batch(trainer.mesh, data.BatchReader(datasets[0], 16).batch(0))
+    batch = sharding.global_batch(trainer.mesh, shards.BatchReader(datasets[0], 16).batch(0))
     state = trainer.init_state()
     losses = []
     for _ in range(40):
@@ -145,7 +147,7 @@ def test_bfloat16_compute_learns(datasets):
 @pytest.mark.slow
 def test_two_processes_write_their_own_generation_shards(tmp_path):
     from cortex_jax import toy
-    from cortex_jax.generate import generate_dataset
+    from cortex_jax.experiments.generate import generate_dataset
 
     port = str(_free_port())
     script = str(REPO / "tests/helpers/multiprocess.py")

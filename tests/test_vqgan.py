@@ -9,20 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cortex_jax import checkpoints
-from cortex_jax.checkpoints import (
-    convert_taming_state_dict,
-    infer_taming_config,
-    load_vqgan,
-    read_state_dict,
-    save_vqgan,
-)
-from cortex_jax.vqgan import (
+from cortex_jax.core.trees import flatten_paths
+from cortex_jax.io import folders, torch_pickle
+from cortex_jax.io.convert import convert_taming_state_dict, infer_taming_config
+from cortex_jax.io.folders import save_vqgan
+from cortex_jax.io.sources import load_vqgan
+from cortex_jax.io.torch_pickle import read_state_dict
+from cortex_jax.models.vqgan import (
     PRESETS,
     VQGAN,
     VQGANConfig,
     count_params,
-    flatten_paths,
     init_params,
     param_shapes,
 )
@@ -153,7 +150,7 @@ def test_missing_parameter_named(fixtures):
     params = convert_taming_state_dict(sd)
     del params["decoder"]["conv_out"]
     with pytest.raises(ValueError, match="lacks parameter decoder/conv_out/bias"):
-        checkpoints.check_params(params, infer_taming_config(convert_taming_state_dict(sd), 32))
+        folders.check_params(params, infer_taming_config(convert_taming_state_dict(sd), 32))
 
 
 def test_missing_files_named(tmp_path):
@@ -267,7 +264,7 @@ def test_ckpt_read_without_torch_matches(fixtures, tmp_path, jax_io):
     ckpt = {"state_dict": state, "global_step": 7, "epoch": 1, "extra": extra}
     path = tmp_path / "last.ckpt"
     torch.save(ckpt, path)
-    raw = checkpoints.read_torch_file(path)
+    raw = torch_pickle.read_torch_file(path)
     assert raw["global_step"] == 7
     np.testing.assert_array_equal(raw["extra"]["noncontig"], np.arange(12.0).reshape(3, 4).T)
     np.testing.assert_array_equal(raw["extra"]["bf16"].astype(np.float32), [1.5, -2.0])

@@ -17,10 +17,14 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from cortex_jax import checkpoints, errors, imagenet, maskgit, recipe, sharding, toy
-from cortex_jax.cin import SampleConfig
-from cortex_jax.generate import generate_dataset
-from cortex_jax.viz import save_grid
+from cortex_jax import toy
+from cortex_jax.core import errors, imagenet, sharding
+from cortex_jax.experiments import recipe
+from cortex_jax.experiments.generate import generate_dataset
+from cortex_jax.io import sources
+from cortex_jax.io.images import save_grid
+from cortex_jax.models import maskgit
+from cortex_jax.models.cin import SampleConfig
 
 # The authors' ImageNet sampling (taming's sample_fast.py defaults).
 IMAGENET_SAMPLING = SampleConfig(temperature=1.0, top_k=250, top_p=1.0)
@@ -94,7 +98,7 @@ def main(argv):
                     "logs/2021-04-03T19-39-50_cin_transformer/checkpoints/last.ckpt"
                 )
             names = [c.name for c in imagenet.classes()]
-            vqgm = checkpoints.load_cin_vqgm(_CHECKPOINT.value, names, _N_HEAD.value)
+            vqgm = sources.load_cin_vqgm(_CHECKPOINT.value, names, _N_HEAD.value)
             default = IMAGENET_SAMPLING
         elif _MODEL.value == "maskgit":
             if not _CHECKPOINT.value:
@@ -103,7 +107,7 @@ def main(argv):
                     "MaskGIT's tokenizer_imagenet256_checkpoint and "
                     "maskgit_imagenet256_checkpoint (docs/maskgit.md)"
                 )
-            vqgm, default = maskgit.load_maskgit(_CHECKPOINT.value), None
+            vqgm, default = sources.load_maskgit(_CHECKPOINT.value), None
         elif _MODEL.value == "toy":
             vqgm, default = toy.load_toy_vqgm(), toy.TOY_SAMPLING
         else:

@@ -16,8 +16,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from cortex_jax import checkpoints, data, errors, iem, sharding, toy, training
-from cortex_jax.generate import generate_dataset
+from cortex_jax import toy
+from cortex_jax.core import errors, sharding
+from cortex_jax.experiments import training
+from cortex_jax.experiments.generate import generate_dataset
+from cortex_jax.io import folders, shards, sources
+from cortex_jax.models import iem
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/iem_{ce,re,te}.py:variant=…")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Defaults to runs/iem_<arch>_<variant>.")
@@ -27,8 +31,8 @@ _FRESH = flags.DEFINE_bool(
 flags.mark_flag_as_required("config")
 
 
-def _dataset(folder: str, per_class: int, seed: int, config) -> data.TokenDataset:
-    if not Path(folder, data.META_NAME).exists() and config.data.generate_if_missing:
+def _dataset(folder: str, per_class: int, seed: int, config) -> shards.TokenDataset:
+    if not Path(folder, shards.META_NAME).exists() and config.data.generate_if_missing:
         vqgm = toy.load_toy_vqgm()
         n = config.n_classes * per_class
         with tqdm(total=n, desc=f"generate {folder}", unit="img") as bar:
@@ -41,14 +45,14 @@ def _dataset(folder: str, per_class: int, seed: int, config) -> data.TokenDatase
                 toy.TOY_SAMPLING,
                 progress=lambda k: bar.update(k - bar.n),
             )
-    return data.TokenDataset.open(folder)
+    return shards.TokenDataset.open(folder)
 
 
 def run(config, workdir: Path) -> dict:
     sharding.maybe_initialize_distributed()
     train_ds = _dataset(config.data.train, config.data.get("train_per_class", 0), 0, config)
     val_ds = _dataset(config.data.val, config.data.get("val_per_class", 0), 1, config)
-    vq = checkpoints.load_vqgan(config.vqgan)
+    vq = sources.load_vqgan(config.vqgan)
     model_config = iem.IEMConfig(config.arch, config.n_classes, **config.model)
     tcfg = training.TrainConfig(**config.train)
     errors.writable_folder(workdir, "--workdir")
@@ -72,7 +76,7 @@ def run(config, workdir: Path) -> dict:
             {"params": state.params, "batch_stats": state.batch_stats}
         )
         names = train_ds.class_names[: config.n_classes]
-        checkpoints.write_iem_folder(workdir / "iem", model_config, variables, names, config.vqgan)
+        folders.write_iem_folder(workdir / "iem", model_config, variables, names, config.vqgan)
     return best
 
 

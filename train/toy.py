@@ -16,11 +16,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from cortex_jax import checkpoints, errors
-from cortex_jax.cin import SampleConfig
-from cortex_jax.toy import load_toy_judge, load_toy_vqgm, recipe, world, write_encoded_dataset
+from cortex_jax.core import errors
+from cortex_jax.io import folders
+from cortex_jax.io.images import save_grid
+from cortex_jax.models.cin import SampleConfig
+from cortex_jax.toy import load_toy_judge, load_toy_vqgm, train, world, write_encoded_dataset
 from cortex_jax.toy.judge import JudgeConfig
-from cortex_jax.viz import save_grid
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", str(Path(__file__).resolve().parents[1] / "configs" / "toy.py"), "Build config."
@@ -42,7 +43,7 @@ def _bar(total: int, desc: str):
 def _stage(name: str, out: Path, fn) -> dict:
     """Runs fn() → (save(folder), stats) unless `out` holds a finished model; returns its stats."""
     stats_file = out / "stats.json"
-    if (out / checkpoints.WEIGHTS_NAME).exists() and stats_file.exists():
+    if (out / folders.WEIGHTS_NAME).exists() and stats_file.exists():
         print(f"{name}: found {out}, skipping")
     else:
         t0 = time.time()
@@ -58,21 +59,21 @@ def build(config, workdir: Path) -> dict:
 
     def vqgan_stage():
         bar, cb = _bar(config.vqgan.steps, "vqgan")
-        vq, s = recipe.train_vqgan(
-            recipe.VQTrainConfig(**config.vqgan, seed=config.seed), progress=cb
+        vq, s = train.train_vqgan(
+            train.VQTrainConfig(**config.vqgan, seed=config.seed), progress=cb
         )
         bar.close()
-        return (lambda out: checkpoints.save_vqgan(vq, out)), s
+        return (lambda out: folders.save_vqgan(vq, out)), s
 
     def judge_stage():
         bar, cb = _bar(config.judge.steps, "judge")
-        jcfg = recipe.JudgeTrainConfig(**config.judge, seed=config.seed + 1)
-        params, s = recipe.train_judge(jcfg, progress=cb)
+        jcfg = train.JudgeTrainConfig(**config.judge, seed=config.seed + 1)
+        params, s = train.train_judge(jcfg, progress=cb)
         bar.close()
-        return (lambda out: checkpoints.write_model_folder(out, JudgeConfig().to_dict(), params)), s
+        return (lambda out: folders.write_model_folder(out, JudgeConfig().to_dict(), params)), s
 
     def prior_stage():
-        vq = checkpoints.read_vqgan_folder(workdir / "vqgan")
+        vq = folders.read_vqgan_folder(workdir / "vqgan")
         n_classes = len(world.CLASS_NAMES)
         per_class = config.prior_data_per_class
         with tqdm(total=n_classes * per_class, desc="encode prior data") as bar:
@@ -86,10 +87,10 @@ def build(config, workdir: Path) -> dict:
             )
         tokens, labels, _ = ds.arrays()
         bar, cb = _bar(config.prior.steps, "prior")
-        pcfg = recipe.PriorTrainConfig(**config.prior, seed=config.seed + 3)
-        gcfg, params, s = recipe.train_prior(pcfg, tokens, labels, vq.config.n_embed, progress=cb)
+        pcfg = train.PriorTrainConfig(**config.prior, seed=config.seed + 3)
+        gcfg, params, s = train.train_prior(pcfg, tokens, labels, vq.config.n_embed, progress=cb)
         bar.close()
-        return (lambda out: checkpoints.write_model_folder(out, gcfg.to_dict(), params)), s
+        return (lambda out: folders.write_model_folder(out, gcfg.to_dict(), params)), s
 
     stats = {
         name: _stage(name, workdir / name, fn)
@@ -98,16 +99,16 @@ def build(config, workdir: Path) -> dict:
 
     vqgm, judge = load_toy_vqgm(workdir), load_toy_judge(workdir)
     sc = SampleConfig(**config.sample)
-    rec = recipe.recognition(vqgm, judge, config.eval_per_class, config.seed + 4, sc)
+    rec = train.recognition(vqgm, judge, config.eval_per_class, config.seed + 4, sc)
     names = [c.name for c in world.CONCEPTS]
     per_row = 8
     toks = vqgm.sample_tokens(np.repeat(np.arange(len(names)), per_row), jax.random.PRNGKey(7), sc)
     save_grid(workdir / "samples.png", np.asarray(vqgm.decode(toks)), per_row, names, scale=3)
     report = {
         "stats": stats,
-        "vqgan_eval": recipe.evaluate_vqgan(vqgm.vqgan, seed=config.seed + 5),
+        "vqgan_eval": train.evaluate_vqgan(vqgm.vqgan, seed=config.seed + 5),
         "generated_recognised_by_judge": rec,
-        "reconstructions_recognised_by_judge": recipe.reconstruction_recognition(
+        "reconstructions_recognised_by_judge": train.reconstruction_recognition(
             vqgm.vqgan, judge, config.eval_per_class, config.seed + 6
         ),
         "sampling": dict(config.sample),

@@ -16,12 +16,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cortex_jax import checkpoints, data, iem
-from cortex_jax.cin import SampleConfig
+from cortex_jax.io import folders, shards
+from cortex_jax.models import iem
+from cortex_jax.models.cin import SampleConfig
+from cortex_jax.models.vqgan import VQGAN
+from cortex_jax.models.vqgm import ClassConditionalVQGM
 from cortex_jax.toy import world
 from cortex_jax.toy.judge import JudgeConfig, PixelJudge
-from cortex_jax.vqgan import VQGAN
-from cortex_jax.vqgm import ClassConditionalVQGM
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # Sampling settings the shipped prior was evaluated with (configs/toy.py `sample`).
@@ -31,14 +32,14 @@ TOY_SAMPLING = SampleConfig(temperature=0.8, top_k=20, top_p=1.0)
 def load_toy_vqgm(weights: str | os.PathLike = WEIGHTS_DIR) -> ClassConditionalVQGM:
     """The toy VQGAN + prior from `weights` (the shipped copy by default)."""
     weights = Path(weights)
-    vq = checkpoints.read_vqgan_folder(weights / "vqgan")
-    gcfg, gparams = checkpoints.read_gpt_folder(weights / "prior")
+    vq = folders.read_vqgan_folder(weights / "vqgan")
+    gcfg, gparams = folders.read_gpt_folder(weights / "prior")
     return ClassConditionalVQGM("toy", vq, gcfg, gparams, world.CLASS_NAMES)
 
 
 def load_toy_judge(weights: str | os.PathLike = WEIGHTS_DIR) -> Callable[[jax.Array], jax.Array]:
     """pixels (B, 32, 32, 3) in [-1, 1] → concept probabilities (B, 14), jitted."""
-    raw, params = checkpoints.read_model_folder(Path(weights) / "judge", "pixel judge")
+    raw, params = folders.read_model_folder(Path(weights) / "judge", "pixel judge")
     model = PixelJudge(JudgeConfig.from_dict(raw))
     fn = jax.jit(lambda x: jax.nn.softmax(model.apply({"params": params}, x), -1))
     return lambda x: fn(np.asarray(x, np.float32))
@@ -48,7 +49,7 @@ def load_toy_iem(arch: str = "ce", weights: str | os.PathLike = WEIGHTS_DIR):
     """The shipped toy IEM: (config, variables {'params', 'batch_stats'}, predict E → logits)."""
     if arch not in iem.ARCHITECTURES:
         raise ValueError(f"unknown IEM {arch!r}; expected one of {', '.join(iem.ARCHITECTURES)}")
-    config, variables, _ = checkpoints.read_iem_folder(Path(weights) / f"iem_{arch}")
+    config, variables, _ = folders.read_iem_folder(Path(weights) / f"iem_{arch}")
     predict = functools.partial(
         iem.predict_fn(config), variables["params"], variables["batch_stats"]
     )
@@ -73,7 +74,7 @@ def write_encoded_dataset(
     seed: int = 0,
     shard_size: int = 256,
     progress: Callable[[int], None] = lambda n: None,
-) -> data.TokenDataset:
+) -> shards.TokenDataset:
     """Procedural images of each class through the VQGAN encoder, with ground-truth masks.
 
     Labels are the class asked for; for neutral classes the concept actually drawn is not
@@ -83,7 +84,7 @@ def write_encoded_dataset(
         raise ValueError(f"per_class={per_class}; expected a positive number of images per class")
     names = [world.CLASS_NAMES[c] for c in class_ids]
     order = np.repeat(np.arange(len(names)), per_class)
-    data.write_meta(
+    shards.write_meta(
         out,
         {
             "class_names": list(world.CLASS_NAMES),
@@ -99,7 +100,7 @@ def write_encoded_dataset(
     )
     for s, start in enumerate(range(0, len(order), shard_size)):
         chunk = [names[i] for i in order[start : start + shard_size]]
-        if not data.shard_done(out, s):
-            data.write_shard(out, s, *encode_procedural(vqgan, chunk, seed * 1_000_003 + s))
+        if not shards.shard_done(out, s):
+            shards.write_shard(out, s, *encode_procedural(vqgan, chunk, seed * 1_000_003 + s))
         progress(start + len(chunk))
-    return data.TokenDataset.open(out)
+    return shards.TokenDataset.open(out)

@@ -18,14 +18,17 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from cortex_jax import data, sharding, training  # noqa: E402
+from cortex_jax.core import sharding  # noqa: E402
+from cortex_jax.experiments import training  # noqa: E402
+from cortex_jax.io import convert, folders, shards, sources  # noqa: E402
+from cortex_jax.models import cin, dalle, maskgit  # noqa: E402
 from tests.helpers import tiny  # noqa: E402
 
 
 def run(mesh, ds, arch):
     cfg = tiny.train_config()
     trainer = training.Trainer(tiny.model_config(arch), cfg, tiny.codebook(), tiny.GRID, 10, mesh)
-    reader = data.BatchReader(ds, cfg.batch_size, seed=0)
+    reader = shards.BatchReader(ds, cfg.batch_size, seed=0)
     state, losses = trainer.init_state(), []
     for step in range(5):
         state, m = trainer.train_step(state, *sharding.global_batch(mesh, reader.batch(step)))
@@ -37,7 +40,9 @@ def tis_check():
     """score_dataset on 8 devices vs token_importance on one, same global noise keys."""
     import functools
 
-    from cortex_jax import iem, sample_level, tis
+    from cortex_jax.experiments import sample_level
+    from cortex_jax.method import tis
+    from cortex_jax.models import iem
 
     ds = tiny.make_dataset(Path(tempfile.mkdtemp()), 100, 0)
     cfg = tiny.model_config("re")
@@ -62,10 +67,9 @@ def tis_check():
 
 def dalle_check():
     """Sampled, super-conditioned DalleBart tokens (printed), on however many devices."""
-    from cortex_jax import dalle
 
     fx = Path(sys.argv[2])
-    cfg, p = dalle.read_dallebart_folder(fx / "scan")
+    cfg, p = folders.read_dallebart_folder(fx / "scan")
     io = dict(np.load(fx / "io.npz"))
     rep = lambda a: np.repeat(a, 3, 0)  # batch 6: padded to 8 on 8 devices
     toks = dalle.generate(
@@ -85,11 +89,10 @@ def dalle_check():
 
 def cin_check():
     """Sampled cin tokens for a batch of 6 classes (printed), on however many devices."""
-    from cortex_jax import cin
 
     fx = Path(sys.argv[2])
-    params = cin.convert_taming_gpt_state_dict(dict(np.load(fx / "state_dict.npz")))
-    cfg = cin.infer_gpt_config(params, n_head=2, n_classes=10)
+    params = convert.convert_taming_gpt_state_dict(dict(np.load(fx / "state_dict.npz")))
+    cfg = convert.infer_gpt_config(params, n_head=2, n_classes=10)
     toks = cin.sample(
         cfg,
         params,
@@ -102,9 +105,8 @@ def cin_check():
 
 def maskgit_check():
     """MaskGIT-sampled tokens for 6 classes (printed), on however many devices."""
-    from cortex_jax import maskgit
 
-    vqgm = maskgit.load_maskgit(Path(sys.argv[2]))
+    vqgm = sources.load_maskgit(Path(sys.argv[2]))
     toks = vqgm.sample_tokens([0, 1, 2, 3, 4, 9], jax.random.PRNGKey(1), maskgit.SampleConfig(8))
     print(json.dumps({"devices": len(jax.devices()), "tokens": np.asarray(toks).tolist()}))
 

@@ -12,7 +12,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from cortex_jax import data, training  # noqa: E402
+from cortex_jax.experiments import training  # noqa: E402
+from cortex_jax.io import shards
 from tests.helpers import tiny  # noqa: E402
 
 
@@ -20,7 +21,7 @@ def generate(folder: Path):
     """Both processes run the same generation; each into its own folder, so the test can see
     which shards each one wrote."""
     from cortex_jax import toy
-    from cortex_jax.generate import generate_dataset
+    from cortex_jax.experiments.generate import generate_dataset
 
     out = folder / f"gen{jax.process_index()}"
     generate_dataset(
@@ -43,7 +44,10 @@ def main():
         generate(folder)
         jax.distributed.shutdown()
         return
-    train, val = data.TokenDataset.open(folder / "train"), data.TokenDataset.open(folder / "val")
+    train, val = (
+        shards.TokenDataset.open(folder / "train"),
+        shards.TokenDataset.open(folder / "val"),
+    )
     state, _ = training.train_and_evaluate(
         tiny.model_config(),
         tiny.train_config(),

@@ -5,12 +5,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cortex_jax import data, iem, training
+from cortex_jax.experiments import training
+from cortex_jax.io import shards
+from cortex_jax.models import iem
 
 N_CLASSES, GRID, K, D = 4, 4, 32, 8
 
 
-def make_dataset(folder: Path, n: int, seed: int) -> data.TokenDataset:
+def make_dataset(folder: Path, n: int, seed: int) -> shards.TokenDataset:
     """Class c puts token 8c+j (j random in 0..7) in the top row: learnable, not trivial."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, N_CLASSES, n).astype(np.int32)
@@ -18,10 +20,10 @@ def make_dataset(folder: Path, n: int, seed: int) -> data.TokenDataset:
     tokens[:, 0, :] = 8 * labels[:, None] + rng.integers(0, 8, (n, GRID))
     names = [f"c{i}" for i in range(N_CLASSES)]
     meta = {"class_names": names, "vqgm": "tiny", "grid_size": GRID, "codebook_size": K}
-    data.write_meta(folder, {**meta, "source": "synthetic"})
+    shards.write_meta(folder, {**meta, "source": "synthetic"})
     for s, start in enumerate(range(0, n, 40)):
-        data.write_shard(folder, s, tokens[start : start + 40], labels[start : start + 40])
-    return data.TokenDataset.open(folder)
+        shards.write_shard(folder, s, tokens[start : start + 40], labels[start : start + 40])
+    return shards.TokenDataset.open(folder)
 
 
 def codebook() -> np.ndarray:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cortex_jax import cin, data, maskgit
-from cortex_jax.maskgit import MaskGITVQGM
-from cortex_jax.vqgm import ClassConditionalVQGM
+from cortex_jax.io import shards
+from cortex_jax.models import cin, maskgit
+from cortex_jax.models.maskgit import MaskGITVQGM
+from cortex_jax.models.vqgm import ClassConditionalVQGM
 
 
 def write_sampled(
@@ -28,23 +30,23 @@ def write_sampled(
     seed: int = 0,
     shard_size: int = 256,
     progress: Callable[[int], None] = lambda n: None,
-) -> data.TokenDataset:
+) -> shards.TokenDataset:
     """The shard loop shared by every generator: `sample(labels, rng) -> (n, m, m)` token grids
     for shard s with rng = fold_in(seed, s). Shard s belongs to process s mod P, which writes it
     atomically; finished shards are skipped, so a restart resumes. With several processes the
     returned dataset holds the shards finished so far (the others' may still be running)."""
     if len(labels_all) == 0:  # refuse before writing: a stub meta.json would block the folder
         raise ValueError("no images to generate (an empty class selection)")
-    data.write_meta(out, {**meta, "seed": seed, "shard_size": shard_size, "source": "generated"})
+    shards.write_meta(out, {**meta, "seed": seed, "shard_size": shard_size, "source": "generated"})
     base = jax.random.PRNGKey(seed)
     for s, start in enumerate(range(0, len(labels_all), shard_size)):
         labels = labels_all[start : start + shard_size]
         mine = s % jax.process_count() == jax.process_index()  # each process its own shards
-        if mine and not data.shard_done(out, s):
+        if mine and not shards.shard_done(out, s):
             tokens = np.asarray(sample(labels, jax.random.fold_in(base, s)))
-            data.write_shard(out, s, tokens, labels)
+            shards.write_shard(out, s, tokens, labels)
         progress(start + len(labels))
-    return data.TokenDataset.open(out)
+    return shards.TokenDataset.open(out)
 
 
 def generate_dataset(
@@ -57,7 +59,7 @@ def generate_dataset(
     shard_size: int = 256,
     progress: Callable[[int], None] = lambda n: None,
     dtype: str = "float32",
-) -> data.TokenDataset:
+) -> shards.TokenDataset:
     """Samples `per_class` token grids for each class id into `out`; returns the dataset.
     `dtype`: the transformer's compute type ("float32" or "bfloat16"), recorded in meta.json.
 
@@ -80,3 +82,50 @@ def generate_dataset(
     compute = jnp.dtype(dtype)
     sample = lambda labels, rng: vqgm.sample_tokens(labels, rng, sample_config, compute)
     return write_sampled(sample, labels_all, out, meta, seed, shard_size, progress)
+
+
+def write_prompt_dataset(
+    sample,
+    prompts: list[str],
+    per_prompt: int,
+    out: str | os.PathLike,
+    seed: int = 0,
+    shard_size: int = 256,
+    progress=lambda n: None,
+    decode=None,
+    png_per_prompt: int = 8,
+):
+    """Token dataset of `per_prompt` images per prompt (label = prompt index), in the IEM format,
+    from a `prompt_sampler`; resumable by shard like every generator here. With `decode` (token
+    grids → pixels in [-1, 1]) also OUT/samples.png: the first `png_per_prompt` images a prompt."""
+
+    labels_all = np.repeat(np.arange(len(prompts), dtype=np.int32), per_prompt)
+
+    def by_labels(labels, rng):
+        base = int(jax.random.randint(rng, (), 0, 2**30))
+        grids = None
+        for lab in np.unique(labels):
+            idx = np.flatnonzero(labels == lab)
+            g = sample(prompts[lab], len(idx), base + int(lab))
+            if grids is None:
+                grids = np.zeros((len(labels), *g.shape[1:]), np.int64)
+            grids[idx] = g
+        return grids
+
+    meta = {"class_names": list(prompts), "vqgm": "dallebart", "per_class": per_prompt}
+    ds = write_sampled(by_labels, labels_all, out, meta, seed, shard_size, progress)
+    if decode is not None:
+        from cortex_jax.io.images import save_grid
+
+        tokens, labels, _ = ds.arrays()
+        k = min(png_per_prompt, per_prompt)
+        first = np.concatenate([np.flatnonzero(labels == i)[:k] for i in range(len(prompts))])
+        px = np.clip(np.asarray(decode(tokens[first].astype(np.int32))), -1, 1)
+        save_grid(
+            Path(out) / "samples.png",
+            px,
+            k,
+            [p[:14] for p in prompts],
+            scale=max(1, 128 // px.shape[1]),
+        )
+    return ds

@@ -17,31 +17,26 @@ is refused, as dalle-mini refuses it. Checked against outputs of the original co
 Generation: the decoder runs one position at a time with cached keys/values in a jitted
 `lax.scan`, super-conditioned with the empty prompt (logits = uncond + scale·(cond − uncond)),
 top-k / top-p / temperature, and **ids ≥ the VQGAN codebook size are masked** (the original
-samples them). Text ids come from transformers' BartTokenizerFast (`load_tokenizer(folder)`,
-the files of the dalle-mini repo); dalle-mini's text normalisation needs extra downloads and is
-not applied here: pass already normalised prompts (lower case, plain ASCII) for the released
-models.
-"""
+samples them). Text ids come from transformers' BartTokenizerFast
+(`io.sources.load_bart_tokenizer(folder)`, the files of the dalle-mini repo); dalle-mini's text
+normalisation needs extra downloads and is not applied here: pass already normalised prompts
+(lower case, plain ASCII) for the released models."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import re
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
-from cortex_jax.cin import filter_logits
-from cortex_jax.sharding import split_over_local_devices
+from cortex_jax.core.sharding import split_over_local_devices
+from cortex_jax.models.cin import filter_logits
 
 Array = jax.Array
+
 
 _POSITIONS = ("normformer", "preln", "postln", "cogview", "swinv2", "subln")
 
@@ -116,11 +111,6 @@ _ACT = {
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# Building blocks over parameter dicts
-# ---------------------------------------------------------------------------------------------
-
-
 def _norm(cfg: DalleBartConfig, p: dict, x: Array) -> Array:
     x32 = x.astype(jnp.float32)
     if cfg.ln_type == "rmsnorm":
@@ -163,6 +153,8 @@ _PRE = {
     "encoder": ("normformer", "cogview", "preln", "subln"),
     "decoder": ("normformer", "cogview", "preln"),
 }
+
+
 _POST = ("normformer", "swinv2", "cogview")
 
 
@@ -334,11 +326,6 @@ def superconditioned(cond: Array, uncond: Array, scale: float) -> Array:
     return uncond + scale * (cond - uncond)
 
 
-# ---------------------------------------------------------------------------------------------
-# Generation with a KV cache
-# ---------------------------------------------------------------------------------------------
-
-
 def generate(
     cfg: DalleBartConfig,
     params: dict,
@@ -443,67 +430,6 @@ def _generate_fn(cfg, n_codes, scale, super_cond, temperature, top_k, top_p):
     return _GENERATORS[key]
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-
-def _layer_list(layers: dict, prefix: str) -> list[dict]:
-    """Per-layer trees from either layout: '…Layers' (stacked on axis 0) or '…Layer_{i}'."""
-    if f"{prefix}s" in layers:
-        stacked = layers[f"{prefix}s"]
-        n = jax.tree_util.tree_leaves(stacked)[0].shape[0]
-        return [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked) for i in range(n)]
-    keys = sorted(
-        (k for k in layers if re.fullmatch(f"{prefix}_\\d+", k)),
-        key=lambda k: int(k.rsplit("_", 1)[1]),
-    )
-    return [layers[k] for k in keys]
-
-
-def read_dallebart_folder(folder: str | os.PathLike) -> tuple[DalleBartConfig, dict]:
-    """dalle-mini's config.json + flax_model.msgpack, scanned or per layer."""
-    folder = Path(folder)
-    cfg_path, w_path = folder / "config.json", folder / "flax_model.msgpack"
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"DalleBart file not found: {p}")
-    cfg = DalleBartConfig.from_dict(json.loads(cfg_path.read_text()))
-    params = serialization.msgpack_restore(w_path.read_bytes())
-    n = {"encoder": cfg.encoder_layers, "decoder": cfg.decoder_layers}
-    for part, prefix in (("encoder", "FlaxBartEncoderLayer"), ("decoder", "FlaxBartDecoderLayer")):
-        layers = _layer_list(params["model"][part]["layers"], prefix)
-        if len(layers) != n[part]:
-            raise ValueError(
-                f"{w_path}: {part} has {len(layers)} layers but config.json says {n[part]}"
-            )
-        params["model"][part]["layers"] = layers
-    emb = params["model"]["decoder"]["embed_tokens"]["embedding"]
-    if emb.shape[0] != cfg.image_vocab_size + 1:
-        raise ValueError(
-            f"{w_path}: decoder embedding has {emb.shape[0]} rows; expected "
-            f"image_vocab_size + 1 = {cfg.image_vocab_size + 1}"
-        )
-    return cfg, jax.tree_util.tree_map(jnp.asarray, params)
-
-
-def load_dallebart(source: str | os.PathLike) -> tuple[DalleBartConfig, dict]:
-    """A local folder, or a Hugging Face repo id (dalle-mini/dalle-mini, dalle-mini/dalle-mega)."""
-    path = Path(source)
-    if path.is_dir():
-        return read_dallebart_folder(path)
-    from cortex_jax.checkpoints import hub_folder
-
-    return read_dallebart_folder(hub_folder(str(source)))
-
-
-def load_tokenizer(folder: str | os.PathLike):
-    """BartTokenizerFast from a folder holding the dalle-mini repo's tokenizer files."""
-    from transformers import BartTokenizerFast
-
-    return BartTokenizerFast.from_pretrained(str(folder))
-
-
 def prompt_sampler(
     cfg: DalleBartConfig,
     params: dict,
@@ -552,51 +478,3 @@ def prompt_sampler(
         return np.concatenate(out)
 
     return sample
-
-
-def write_prompt_dataset(
-    sample,
-    prompts: list[str],
-    per_prompt: int,
-    out: str | os.PathLike,
-    seed: int = 0,
-    shard_size: int = 256,
-    progress=lambda n: None,
-    decode=None,
-    png_per_prompt: int = 8,
-):
-    """Token dataset of `per_prompt` images per prompt (label = prompt index), in the IEM format,
-    from a `prompt_sampler`; resumable by shard like every generator here. With `decode` (token
-    grids → pixels in [-1, 1]) also OUT/samples.png: the first `png_per_prompt` images a prompt."""
-    from cortex_jax.generate import write_sampled
-
-    labels_all = np.repeat(np.arange(len(prompts), dtype=np.int32), per_prompt)
-
-    def by_labels(labels, rng):
-        base = int(jax.random.randint(rng, (), 0, 2**30))
-        grids = None
-        for lab in np.unique(labels):
-            idx = np.flatnonzero(labels == lab)
-            g = sample(prompts[lab], len(idx), base + int(lab))
-            if grids is None:
-                grids = np.zeros((len(labels), *g.shape[1:]), np.int64)
-            grids[idx] = g
-        return grids
-
-    meta = {"class_names": list(prompts), "vqgm": "dallebart", "per_class": per_prompt}
-    ds = write_sampled(by_labels, labels_all, out, meta, seed, shard_size, progress)
-    if decode is not None:
-        from cortex_jax.viz import save_grid
-
-        tokens, labels, _ = ds.arrays()
-        k = min(png_per_prompt, per_prompt)
-        first = np.concatenate([np.flatnonzero(labels == i)[:k] for i in range(len(prompts))])
-        px = np.clip(np.asarray(decode(tokens[first].astype(np.int32))), -1, 1)
-        save_grid(
-            Path(out) / "samples.png",
-            px,
-            k,
-            [p[:14] for p in prompts],
-            scale=max(1, 128 // px.shape[1]),
-        )
-    return ds

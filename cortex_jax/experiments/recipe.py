@@ -27,21 +27,15 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cortex_jax import (
-    checkpoints,
-    cin,
-    classifier,
-    codebook_level,
-    data,
-    iem,
-    imagenet,
-    sample_level,
-    selection,
-)
-from cortex_jax.generate import generate_dataset
-from cortex_jax.vqgan import VQGAN, VQGANConfig
-from cortex_jax.vqgan import init_params as vqgan_init_params
-from cortex_jax.vqgm import ClassConditionalVQGM
+from cortex_jax.core import imagenet
+from cortex_jax.experiments import codebook_level, sample_level
+from cortex_jax.experiments.generate import generate_dataset
+from cortex_jax.io import folders, shards, sources
+from cortex_jax.method import selection
+from cortex_jax.models import cin, iem
+from cortex_jax.models.vqgan import VQGAN, VQGANConfig
+from cortex_jax.models.vqgan import init_params as vqgan_init_params
+from cortex_jax.models.vqgm import ClassConditionalVQGM
 
 SPLITS = ("train", "val", "test")
 
@@ -123,12 +117,12 @@ def load_vqgm(config) -> ClassConditionalVQGM:
             "conditional'), unpack it so that checkpoints/last.ckpt and configs/ sit side by "
             "side, and pass --config.checkpoint=PATH/checkpoints/last.ckpt"
         )
-    return checkpoints.load_cin_vqgm(config.checkpoint, names, config.n_head or None)
+    return sources.load_cin_vqgm(config.checkpoint, names, config.n_head or None)
 
 
 def write_pngs(
     decode: Callable[[np.ndarray], np.ndarray],
-    dataset: data.TokenDataset,
+    dataset: shards.TokenDataset,
     folder: str | Path,
     batch: int = 32,
 ) -> int:
@@ -158,8 +152,8 @@ def generate(config, progress: Callable[[str, int, int], None] = lambda s, n, t:
     """Step 1: the VQGAN to models/vqgan, then the train/val/test token splits (and test PNGs)."""
     g = config.generate
     vqgm = load_vqgm(config)
-    if jax.process_index() == 0 and not Path(config.vqgan, checkpoints.CONFIG_NAME).exists():
-        checkpoints.save_vqgan(vqgm.vqgan, config.vqgan)
+    if jax.process_index() == 0 and not Path(config.vqgan, folders.CONFIG_NAME).exists():
+        folders.save_vqgan(vqgm.vqgan, config.vqgan)
     ids = class_ids(g.classes)
     sampling = cin.SampleConfig(g.temperature, g.top_k, g.top_p)
     out = {}
@@ -180,7 +174,7 @@ def generate(config, progress: Callable[[str, int, int], None] = lambda s, n, t:
         out[split] = len(ds)
     if g.test_png:
         _sync("test-tokens")
-        test = data.TokenDataset.open(config.data.test)
+        test = shards.TokenDataset.open(config.data.test)
         decode = lambda t: np.clip(np.asarray(vqgm.decode(t)), -1, 1)
         out["test_png"] = write_pngs(decode, test, Path(config.data.test) / "png")
     _sync("generate")
@@ -196,7 +190,7 @@ def load_iem(config, arch: str | None = None):
             f"IEM not found: {folder}; train it first: python -m train.iem --config "
             f"configs/imagenet.py:iem={arch}"
         )
-    cfg, v, meta = checkpoints.read_iem_folder(folder)
+    cfg, v, meta = folders.read_iem_folder(folder)
     return cfg, functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"]), meta
 
 
@@ -222,7 +216,7 @@ def _batched(probs: Callable[[np.ndarray], np.ndarray], batch: int):
 
 def _atomic_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data.atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    shards.atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _merge_chunks(chunks: list[tuple[dict, int]]) -> dict:
@@ -261,9 +255,9 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
     then concept- and image-level masking of the test split scored by the classifier."""
     s = config.sample
     out = Path(config.workdir) / f"sample_{config.arch}"
-    vq = checkpoints.load_vqgan(config.vqgan)
+    vq = sources.load_vqgan(config.vqgan)
     _, predict, meta = load_iem(config)
-    train = data.TokenDataset.open(config.data.train)
+    train = shards.TokenDataset.open(config.data.train)
     cfg = sample_level.SampleLevelConfig(
         n=s.n,
         k=s.k,
@@ -288,8 +282,8 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
     ex_tis = np.concatenate(
         [np.load(out / "tis" / f"tis-{i:05d}.npy") for i in range(len(train.tokens))]
     ).astype(np.float32)
-    te_tok, te_lab, _ = data.TokenDataset.open(config.data.test).arrays()
-    _, _, probs = classifier.load_classifier(config.classifier, config.classifier_size)
+    te_tok, te_lab, _ = shards.TokenDataset.open(config.data.test).arrays()
+    _, _, probs = sources.load_classifier(config.classifier, config.classifier_size)
     probs = _batched(probs, s.batch)
     decode = _decoder(vq, s.batch)
     concepts = [c for c in class_ids(config.generate.classes) if (te_lab == c).any()]
@@ -337,9 +331,9 @@ def codebook_level_step(config) -> dict | None:
     out = Path(config.workdir) / "table5"
     if jax.process_index() != 0:
         return None
-    vq = checkpoints.load_vqgan(config.vqgan)
+    vq = sources.load_vqgan(config.vqgan)
     _, predict, _ = load_iem(config)
-    te_tok, te_lab, _ = data.TokenDataset.open(config.data.test).arrays()
+    te_tok, te_lab, _ = shards.TokenDataset.open(config.data.test).arrays()
     src, tgt, base = [], [], []
     for s_id, t_id in c.pairs:
         rows = np.flatnonzero(te_lab == s_id)[: c.images_per_pair]
@@ -352,7 +346,7 @@ def codebook_level_step(config) -> dict | None:
         src += [s_id] * len(rows)
         tgt += [t_id] * len(rows)
     base, src, tgt = np.concatenate(base), np.asarray(src), np.asarray(tgt)
-    _, _, probs = classifier.load_classifier(config.edit_classifier, config.classifier_size)
+    _, _, probs = sources.load_classifier(config.edit_classifier, config.classifier_size)
     probs = _batched(probs, c.batch)
     scfg = selection.SelectionConfig(
         steps=c.steps, learning_rate=c.learning_rate, log_every=c.log_every
@@ -493,7 +487,7 @@ def tables(config, archs: Sequence[str] = ("ce", "re", "te")) -> tuple[dict, str
     text = "\n".join(md) + "\n"
     if jax.process_index() == 0:
         _atomic_json(w / "tables.json", result)
-        data.atomic_write_bytes(w / "tables.md", text.encode())
+        shards.atomic_write_bytes(w / "tables.md", text.encode())
     return result, text
 
 

@@ -21,40 +21,32 @@ checkpoints' parameter trees.
 - `MaskGITVQGM` samples token grids for class ids (batched, one key per image, data-parallel over
   local devices) and edits regions (re-mask, re-decode for a target class: MaskGIT's own editing).
 
-Checkpoints are read as MaskGIT writes them, `flax.serialization.to_bytes({"params": …})`, with
-no TensorFlow; the architecture is read off the tree's shapes (the image size and activation,
-which weights do not show, come from a MaskGIT config.json beside the file, the `…256…` in the
-released file names, or the caller).
-"""
+`infer_tokenizer_config` and `infer_transformer_config` read the architecture off a parameter
+tree's shapes; the checkpoint files themselves are read by `cortex_jax.io.sources`
+(`load_maskgit_tokenizer`, `load_maskgit`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-import re
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
-from cortex_jax import sharding
-from cortex_jax.vqgan import VQGAN
+from cortex_jax.core import sharding
+from cortex_jax.models.vqgan import VQGAN
 
 Array = jax.Array
+
+
 MASK_TOKEN_ID = -1
+
+
 _LN_EPS = 1e-12  # BERT's layer norm epsilon, as MaskGIT's transformer
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenizer
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,11 +248,6 @@ def infer_tokenizer_config(params: dict, **overrides: Any) -> TokenizerConfig:
     return TokenizerConfig(**(fields | overrides))
 
 
-# ---------------------------------------------------------------------------------------------
-# Bidirectional transformer
-# ---------------------------------------------------------------------------------------------
-
-
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """MaskGIT's transformer: vocab = codebook_size + classes + 1 (the last row is [MASK]).
@@ -401,11 +388,6 @@ def transformer_logits(config: TransformerConfig, params: dict, ids: Array) -> A
     return BidirectionalTransformer(config).apply({"params": params}, ids)
 
 
-# ---------------------------------------------------------------------------------------------
-# Parallel decoding
-# ---------------------------------------------------------------------------------------------
-
-
 def mask_schedule(ratio: Array, method: str = "cosine") -> Array:
     """MaskGIT's mask ratio for the share `ratio` of iterations done (cosine: cos(π/2·r))."""
     if method == "cosine":
@@ -460,11 +442,6 @@ def parallel_decode(
     return final
 
 
-# ---------------------------------------------------------------------------------------------
-# The generative model
-# ---------------------------------------------------------------------------------------------
-
-
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
     """MaskGIT sampling: iterations and the confidence-masking temperature (released: 4.5)."""
@@ -500,7 +477,7 @@ class MaskGITVQGM:
         return self.vqgan.grid_size
 
     def class_id(self, name: str) -> int:
-        from cortex_jax.vqgm import resolve_name
+        from cortex_jax.models.vqgm import resolve_name
 
         return resolve_name(name, self.class_names, f"{self.name} class")
 
@@ -575,103 +552,3 @@ class MaskGITVQGM:
     def decode(self, tokens: Any) -> Array:
         """(B, m, m) tokens → pixels (B, H, W, 3) clipped to [−1, 1]."""
         return jnp.clip(self.vqgan.decode_code(tokens), -1.0, 1.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoint files
-# ---------------------------------------------------------------------------------------------
-
-
-def read_params(path: str | Path, what: str) -> dict:
-    """The params tree of a MaskGIT checkpoint file (msgpack of {"params": …})."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MaskGIT {what} checkpoint not found: {path}")
-    try:
-        state = serialization.msgpack_restore(path.read_bytes())
-    except Exception as e:  # msgpack raises many types on foreign bytes
-        raise ValueError(
-            f"{path} is not a MaskGIT checkpoint (msgpack of {{'params': ...}}): {type(e).__name__}"
-        ) from None
-    if not isinstance(state, dict) or not isinstance(state.get("params"), dict):
-        raise ValueError(f"{path} holds no 'params' tree; expected a MaskGIT checkpoint")
-    return state["params"]
-
-
-def is_tokenizer_file(path: str | Path) -> bool:
-    """Whether `path` is a MaskGIT tokenizer checkpoint (sniffed without reading it all)."""
-    path = Path(path)
-    if not path.is_file() or path.suffix in (".json", ".ckpt", ".pt", ".pth", ".npz"):
-        return False
-    with path.open("rb") as f:
-        head = f.read(64)  # msgpack: {"params": {"decoder" | "encoder" | "quantizer": …
-    return head[1:8] == b"\xa6params" and any(k in head for k in (b"coder", b"quantizer"))
-
-
-def _sidecar_options(path: Path) -> dict[str, Any]:
-    """Image size and activation from a MaskGIT config.json beside the file, or the `…256…` of
-    the released names (tokenizer_imagenet256_checkpoint)."""
-    opts: dict[str, Any] = {}
-    m = re.search(r"(\d+)_checkpoint$", path.name)
-    if m:
-        opts["image_size"] = int(m.group(1))
-    cfg = path.parent / "config.json"
-    if cfg.is_file():
-        try:
-            raw = json.loads(cfg.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raw = {}
-        if isinstance(raw, dict) and isinstance(raw.get("vqvae"), dict):
-            if "image_size" in raw:
-                opts["image_size"] = int(raw["image_size"])
-            if raw["vqvae"].get("activation_fn") in ("swish", "relu"):
-                opts["activation"] = raw["vqvae"]["activation_fn"]
-    return opts
-
-
-def find_checkpoint(folder: Path, kind: Literal["tokenizer", "maskgit"]) -> Path:
-    """The tokenizer or transformer checkpoint file in a folder of released MaskGIT files."""
-    hits = sorted(p for p in folder.glob(f"{kind}_*checkpoint") if p.is_file())
-    hits += [p for p in [folder / f"{kind}_checkpoint"] if p.is_file() and p not in hits]
-    if not hits:
-        raise FileNotFoundError(
-            f"no MaskGIT {kind} checkpoint in {folder}; expected e.g. "
-            f"{kind}_imagenet256_checkpoint (docs/maskgit.md says where to get it)"
-        )
-    return hits[0]
-
-
-def load_tokenizer(path: str | Path, **overrides: Any) -> MaskGITTokenizer:
-    """MaskGIT's tokenizer from its checkpoint file or a folder holding it; `overrides` set
-    TokenizerConfig fields the weights do not show (image_size, activation)."""
-    path = Path(path)
-    if path.is_dir():
-        path = find_checkpoint(path, "tokenizer")
-    params = read_params(path, "tokenizer")
-    config = infer_tokenizer_config(params, **(_sidecar_options(path) | overrides))
-    params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
-    return MaskGITTokenizer(config, params)
-
-
-def load_maskgit(
-    folder: str | Path,
-    class_names: Sequence[str] | None = None,
-    tokenizer: str | Path | None = None,
-    transformer: str | Path | None = None,
-    **overrides: Any,
-) -> MaskGITVQGM:
-    """The tokenizer + transformer from a folder holding MaskGIT's checkpoint files (or the two
-    paths). Class names default to ImageNet's for 1000 classes, class0… otherwise."""
-    folder = Path(folder)
-    tok = load_tokenizer(tokenizer or find_checkpoint(folder, "tokenizer"), **overrides)
-    tparams = read_params(transformer or find_checkpoint(folder, "maskgit"), "transformer")
-    tcfg = infer_transformer_config(tparams, tok.config.codebook_size)
-    if class_names is None:
-        if tcfg.num_classes == 1000:
-            from cortex_jax import imagenet
-
-            class_names = [c.name for c in imagenet.classes()]
-        else:
-            class_names = [f"class{i}" for i in range(tcfg.num_classes)]
-    tparams = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tparams)
-    return MaskGITVQGM("maskgit", tok, tcfg, tparams, tuple(class_names))

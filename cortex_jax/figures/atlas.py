@@ -18,7 +18,7 @@ no network and no CDN: plain HTML, one CSS file, one small script, PNG thumbnail
   over-represented concept's tokens boxed.
 
 Concept pages are separate files and images load lazily, so 1000 concepts stay browsable; the
-site's size is about 30 KB a concept plus the figures.
+site's size is about 30 KB a concept plus the plots.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cortex_jax import figures
-from cortex_jax.viz import grid_image, to_uint8
+from cortex_jax.figures import plots
+from cortex_jax.io.images import grid_image, to_uint8
 
 Decode = Callable[[np.ndarray], np.ndarray]  # token grids (B, m, m) → pixels in [−1, 1]
 THUMBNAIL = 128  # pixels a side, at most, of the images on concept pages
@@ -361,7 +361,7 @@ def _sample_section(
     )
     c = report["image_level_curve"]
     zeros = [0.0] * len(c["n"])  # reports written before standard errors were kept
-    curve = figures.masking_curve(
+    curve = plots.masking_curve(
         out / "figures" / "image_level_curve",
         c["n"],
         {

@@ -1,8 +1,9 @@
 """Class-conditional autoregressive transformer over VQGAN tokens (taming's `cin_transformer`).
 
 A minGPT over the sequence [class token, z_0, …, z_{N-1}] (raster order), ported to Flax so that
-the real ImageNet checkpoint converts into it (`convert_taming_gpt_state_dict`), and used as the
-toy world's prior. Parameter names mirror the torch ones with `x.N` → `x_N` (`blocks_3/mlp_0`).
+the real ImageNet checkpoint converts into it (`io.convert.convert_taming_gpt_state_dict`), and
+used as the toy world's prior. Parameter names mirror the torch ones with `x.N` → `x_N`
+(`blocks_3/mlp_0`).
 
 Conditioning layout is a config field: taming's Labelator makes the class id itself the token id
 (`class_offset=0`, classes share rows of the image vocabulary); the toy world gives classes their
@@ -10,14 +11,11 @@ own ids after the codebook (`class_offset=K`, `vocab_size=K + n_classes`). Sampl
 id ≥ `image_vocab_size`.
 
 Generation runs the whole token loop as one `lax.scan` with a key/value cache, batched; with
-`temperature=0` it is greedy and equals the argmax of teacher-forced logits step by step.
-"""
+`temperature=0` it is greedy and equals the argmax of teacher-forced logits step by step."""
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -25,9 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cortex_jax.sharding import split_over_local_devices
+from cortex_jax.core.sharding import split_over_local_devices
 
 Array = jax.Array
+
+
 PRNGKey = jax.Array
 
 
@@ -291,54 +291,3 @@ def sample(
     toks, lgs = _SAMPLERS[key](params, ids, rng)
     toks, lgs = toks[:b], lgs[:b]
     return (toks, lgs) if return_logits else toks
-
-
-# ---------------------------------------------------------------------------------------------
-# taming checkpoints
-# ---------------------------------------------------------------------------------------------
-
-
-def convert_taming_gpt_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict:
-    """Net2NetTransformer / minGPT state dict (prefix `transformer.` optional) → GPT params.
-
-    Linear (out, in) → Dense kernel (in, out); LayerNorm weight → scale; the causal-mask buffers
-    are checked to be lower-triangular and dropped.
-    """
-    from cortex_jax.checkpoints import unflatten_paths
-
-    flat: dict[str, np.ndarray] = {}
-    for key, value in state_dict.items():
-        k = key.removeprefix("transformer.")
-        if key.startswith(("first_stage_model.", "cond_stage_model.")):
-            continue
-        value = np.asarray(value)
-        if k.endswith("attn.mask"):
-            t = value.shape[-1]
-            if not np.array_equal(value.reshape(t, t) != 0, np.tril(np.ones((t, t), bool))):
-                raise ValueError(f"{key} is not a causal mask; n_unmasked > 0 is not supported")
-            continue
-        k = re.sub(r"\.(\d+)", r"_\1", k)
-        parts = k.split(".")
-        leaf = parts.pop()
-        if k == "pos_emb":
-            flat["pos_emb"] = value
-        elif parts == ["tok_emb"] and leaf == "weight":
-            flat["tok_emb/embedding"] = value
-        elif leaf == "weight" and value.ndim == 2:
-            flat["/".join([*parts, "kernel"])] = value.T
-        elif leaf == "weight" and value.ndim == 1:
-            flat["/".join([*parts, "scale"])] = value
-        elif leaf == "bias":
-            flat["/".join([*parts, "bias"])] = value
-        else:
-            raise ValueError(f"unexpected minGPT parameter {key} with shape {value.shape}")
-    return unflatten_paths(flat)
-
-
-def infer_gpt_config(params: Mapping[str, Any], n_head: int, **kwargs) -> GPTConfig:
-    """Reads vocab, width, depth and block size off the tensors; n_head is not stored."""
-    vocab, n_embd = np.shape(params["tok_emb"]["embedding"])
-    block = np.shape(params["pos_emb"])[1]
-    n_layer = sum(1 for k in params if k.startswith("blocks_"))
-    kwargs.setdefault("image_vocab_size", vocab)
-    return GPTConfig(vocab, block, n_layer, n_head, n_embd, **kwargs)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from cortex_jax import selection
+from cortex_jax.method import selection
 
 Decode = Callable[[np.ndarray], np.ndarray]
 Editor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cortex_jax import evaluate, tis
+from cortex_jax.method import evaluate, tis
 
 Array = jax.Array
 
@@ -200,7 +200,7 @@ def save_test_arrays(folder, arrays: dict) -> None:
     are decoded from the tokens when needed)."""
     from pathlib import Path
 
-    from cortex_jax import data
+    from cortex_jax.io import shards
 
     buf = io.BytesIO()
     np.savez_compressed(
@@ -209,7 +209,7 @@ def save_test_arrays(folder, arrays: dict) -> None:
         test_labels=np.asarray(arrays["test_labels"], np.int32),
         test_tis=np.asarray(arrays["test_tis"], np.float32),
     )
-    data.atomic_write_bytes(Path(folder) / "arrays.npz", buf.getvalue())
+    shards.atomic_write_bytes(Path(folder) / "arrays.npz", buf.getvalue())
 
 
 def score_dataset(
@@ -233,11 +233,12 @@ def score_dataset(
     """
     from pathlib import Path
 
-    from cortex_jax import data, sharding
+    from cortex_jax.core import sharding
+    from cortex_jax.io import shards
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data.clean_stale_temps(out_dir)  # a kill between write and rename leaves one behind
+    shards.clean_stale_temps(out_dir)  # a kill between write and rename leaves one behind
     local = jax.local_devices()
     mesh = jax.sharding.Mesh(np.asarray(local), (sharding.DATA_AXIS,))
     spec = sharding.batch_sharded(mesh)
@@ -266,7 +267,7 @@ def score_dataset(
                 predict, e, y, rng, cfg.n_samples, cfg.alpha, objective=cfg.objective, image_ids=ids
             )
             scores.append(np.asarray(sc, np.float32)[: len(t) - pad])
-        data.atomic_save_npy(path, np.concatenate(scores))
+        shards.atomic_save_npy(path, np.concatenate(scores))
         written.append(str(path))
         done += len(labels)
         progress(done)

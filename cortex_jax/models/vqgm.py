@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cortex_jax import cin
-from cortex_jax.vqgan import VQGAN
+from cortex_jax.models import cin
+from cortex_jax.models.vqgan import VQGAN
 
 Array = jax.Array
 

@@ -11,15 +11,14 @@ Caveats:
 - `dtype` is the compute dtype; parameters stay float32. The nearest-codebook search always runs in
   float32 so token ids do not depend on the compute dtype.
 - Any square image whose side is a multiple of the downsampling factor is accepted; attention
-  placement follows `config.resolution`, as in the original code.
-"""
+  placement follows `config.resolution`, as in the original code."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -28,7 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
+
+
 Params = Mapping[str, Any]
+
 
 # Keys that vqgan-jax / transformers write into config.json but that are not model options.
 _IGNORED_CONFIG_KEYS = frozenset(
@@ -122,6 +124,7 @@ PRESETS: dict[str, VQGANConfig] = {
     # taming-transformers `vqgan_imagenet_f16_1024`.
     "imagenet_f16_1024": VQGANConfig(n_embed=1024),
 }
+
 
 # Where each preset's weights live on the Hugging Face hub (vqgan-jax format).
 PRESET_REPOS: dict[str, str] = {"imagenet_f16_16384": "dalle-mini/vqgan_imagenet_f16_16384"}
@@ -542,6 +545,20 @@ class VQGAN:
         """Token ids (B, m·m) → pixels."""
         return self.decode(self.embed(indices))
 
+    def decode_pixels(self, indices: Any, batch: int | None = None) -> np.ndarray:
+        """Token ids (B, m, m) or (B, m·m) → pixels (B, H, W, 3) clipped to [-1, 1], as numpy,
+        `batch` grids at a time (all at once when None). The ids are checked first."""
+        indices = np.asarray(indices, np.int32)
+        self.check_indices(indices)
+        step = batch or max(len(indices), 1)
+        parts = [
+            np.clip(np.asarray(self.decode_code(indices[i : i + step])), -1, 1)
+            for i in range(0, len(indices), step)
+        ]
+        if not parts:
+            raise ValueError("no token grids to decode")
+        return np.concatenate(parts)
+
     def reconstruct(self, pixels: Any) -> tuple[Array, Array]:
         """Pixels → (reconstructed pixels, token ids)."""
         idx = self.encode(pixels)
@@ -552,15 +569,3 @@ def count_params(tree: Any) -> tuple[int, int]:
     """(number of scalars, number of leaves) of a parameter tree or its ShapeDtypeStructs."""
     leaves = jax.tree_util.tree_leaves(tree)
     return int(sum(math.prod(x.shape) for x in leaves)), len(leaves)
-
-
-def flatten_paths(tree: Mapping[str, Any], prefix: Sequence[str] = ()) -> dict[str, Any]:
-    """{'a/b/c': leaf} for a nested dict."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        path = (*prefix, str(k))
-        if isinstance(v, Mapping):
-            out.update(flatten_paths(v, path))
-        else:
-            out["/".join(path)] = v
-    return out

@@ -22,12 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cortex_jax.cin import GPT, GPTConfig, SampleConfig, training_sequence
-from cortex_jax.cin import init_params as gpt_init_params
+from cortex_jax.models.cin import GPT, GPTConfig, SampleConfig, training_sequence
+from cortex_jax.models.cin import init_params as gpt_init_params
+from cortex_jax.models.vqgan import VQGAN, VQGANConfig, VQModule, init_params, nearest_codes
+from cortex_jax.models.vqgm import ClassConditionalVQGM
 from cortex_jax.toy import world
 from cortex_jax.toy.judge import JudgeConfig, PixelJudge, blur
-from cortex_jax.vqgan import VQGAN, VQGANConfig, VQModule, init_params, nearest_codes
-from cortex_jax.vqgm import ClassConditionalVQGM
 
 Array = jax.Array
 Progress = Callable[[int, dict[str, float]], None]

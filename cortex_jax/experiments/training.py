@@ -29,7 +29,9 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from cortex_jax import data, iem, sharding
+from cortex_jax.core import sharding
+from cortex_jax.io import shards
+from cortex_jax.models import iem
 
 Array = jax.Array
 TOPK = (1, 3, 5, 10)
@@ -179,7 +181,7 @@ class Trainer:
             **topk_correct(logits, labels),
         }
 
-    def evaluate(self, state: TrainState, reader: data.BatchReader) -> dict[str, float]:
+    def evaluate(self, state: TrainState, reader: shards.BatchReader) -> dict[str, float]:
         """Loss and top-k accuracy over the whole split (one pass, last partial batch dropped)."""
         tot: dict[str, float] = {}
         for s in range(reader.steps_per_epoch):
@@ -217,8 +219,8 @@ RUN_NAME = "run.json"
 def run_fingerprint(
     model_config: iem.IEMConfig,
     cfg: TrainConfig,
-    train_ds: data.TokenDataset,
-    val_ds: data.TokenDataset,
+    train_ds: shards.TokenDataset,
+    val_ds: shards.TokenDataset,
     codebook: Any,
 ) -> dict[str, Any]:
     """What determines a training run's numbers: the model, the training settings (checkpoint
@@ -240,7 +242,7 @@ def run_fingerprint(
     )
 
 
-def _check_data(model_config: iem.IEMConfig, codebook: Any, *datasets: data.TokenDataset):
+def _check_data(model_config: iem.IEMConfig, codebook: Any, *datasets: shards.TokenDataset):
     k = int(np.shape(codebook)[0])
     for ds in datasets:
         top = max(int(np.max(lab)) for lab in ds.labels if len(lab))
@@ -289,7 +291,7 @@ def _claim_workdir(workdir: Path, fingerprint: dict, fresh: bool) -> None:
                     "(their settings cannot be checked)",
                     stacklevel=3,
                 )
-            data.atomic_write_bytes(run_file, json.dumps(fingerprint, indent=2).encode())
+            shards.atomic_write_bytes(run_file, json.dumps(fingerprint, indent=2).encode())
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
@@ -326,8 +328,8 @@ def _first_non_finite(losses: list[tuple[int, Array]]) -> None:
 def train_and_evaluate(
     model_config: iem.IEMConfig,
     cfg: TrainConfig,
-    train_ds: data.TokenDataset,
-    val_ds: data.TokenDataset,
+    train_ds: shards.TokenDataset,
+    val_ds: shards.TokenDataset,
     codebook: Any,
     workdir: str | Path,
     progress: Callable[[int, int, dict[str, float]], None] = lambda step, total, m: None,
@@ -346,9 +348,9 @@ def train_and_evaluate(
     _check_data(model_config, codebook, train_ds, val_ds)
     _claim_workdir(workdir, run_fingerprint(model_config, cfg, train_ds, val_ds, codebook), fresh)
     pi, pc = jax.process_index(), jax.process_count()
-    train_reader = data.BatchReader(train_ds, cfg.batch_size, cfg.seed, True, pi, pc)
+    train_reader = shards.BatchReader(train_ds, cfg.batch_size, cfg.seed, True, pi, pc)
     val_batch = min(cfg.batch_size, (len(val_ds) // pc) * pc)
-    val_reader = data.BatchReader(val_ds, val_batch, 0, False, pi, pc)
+    val_reader = shards.BatchReader(val_ds, val_batch, 0, False, pi, pc)
     spe = train_reader.steps_per_epoch
     total = cfg.epochs * spe
     grid = train_ds.tokens[0].shape[1]

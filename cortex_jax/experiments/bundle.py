@@ -1,0 +1,187 @@
+"""The models an experiment uses, as one bundle of callables (`Models`).
+
+Every experiment takes a frozen config and a `Models`. The toy world (`cortex_jax.toy.models`),
+the ImageNet recipe (`recipe.models`), real model files (`from_files`) and a user's own VQGM
+(`from_vqgm`) each only *build* one; nothing downstream knows which built it.
+
+Shapes: token grids are int (B, m, m); E is (B, m, m, d); pixels are float (B, H, W, 3) in
+[-1, 1]; probabilities are (B, C).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from cortex_jax.core import imagenet
+from cortex_jax.io import folders, sources
+from cortex_jax.models import iem
+from cortex_jax.models.vqgan import VQGAN
+from cortex_jax.models.vqgm import resolve_name
+
+Array = jax.Array
+Decode = Callable[[np.ndarray], np.ndarray]  # token grids (B, m, m) → pixels (B, H, W, 3)
+Predict = Callable[[Array], Array]  # E (B, m, m, d) → IEM logits (B, C)
+Classifier = Callable[[np.ndarray], Any]  # pixels (B, H, W, 3) → probabilities (B, C)
+Sample = Callable[[np.ndarray, int], np.ndarray]  # class ids (B,), seed → token grids (B, m, m)
+PromptSample = Callable[[str, int, int], np.ndarray]  # name or prompt, n, seed → (n, m, m)
+Encode = Callable[[np.ndarray], np.ndarray]  # pixels (B, H, W, 3) → token grids (B, m, m)
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+    """What an experiment may call. Only `codebook`, `decode` and `class_names` are always
+    there; an experiment asks for the rest with `require` and names what is missing.
+
+    Attributes:
+      codebook: (K, d) token embeddings; E = codebook[grids].
+      decode: token grids → pixels in [-1, 1] (any batch size; batched inside).
+      class_names: the IEM's classes (and the generator's class ids), in order.
+      grid_size: m (None when unknown: experiments then read it off the grids they get).
+      predict: the IEM, E → logits over `class_names`.
+      classifier: the independent pixel classifier (the toy world's judge, a ResNet), pixels →
+        probabilities over `class_names`.
+      classifier_name: how reports name it.
+      sample: the generator, (class ids, seed) → token grids.
+      sample_prompt: a generator by name or prompt, (text, n, seed) → grids (a text-to-image
+        model); by default `sample` with `resolve`.
+      encode: pixels → token grids (the VQGAN encoder), for experiments that start from images.
+      resolve: a concept name → class id, raising with close matches.
+      name: the VQGM's name, for reports.
+    """
+
+    codebook: np.ndarray
+    decode: Decode
+    class_names: tuple[str, ...]
+    grid_size: int | None = None
+    predict: Predict | None = None
+    classifier: Classifier | None = None
+    classifier_name: str = "classifier"
+    sample: Sample | None = None
+    sample_prompt: PromptSample | None = None
+    encode: Encode | None = None
+    resolve: Callable[[str], int] | None = None
+    name: str = "vqgm"
+
+    def require(self, *fields: str, what: str = "this experiment") -> None:
+        """Raises one line naming the callables `what` needs and the bundle lacks."""
+        missing = [f for f in fields if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"{what} needs {', '.join(missing)}; the {self.name} bundle has none")
+
+    def class_id(self, name: str) -> int:
+        """A concept name → its class id (close matches in the error)."""
+        if self.resolve is not None:
+            return self.resolve(name)
+        return resolve_name(name, self.class_names, "concept")
+
+    def sample_named(self, name: str, n: int, seed: int) -> np.ndarray:
+        """n token grids of the concept (or prompt) `name`, (n, m, m)."""
+        if self.sample_prompt is not None:
+            return np.asarray(self.sample_prompt(name, n, seed))
+        self.require("sample", what=f"generating images of {name!r}")
+        return np.asarray(self.sample(np.full(n, self.class_id(name)), seed))
+
+    def embed(self, grids: np.ndarray) -> np.ndarray:
+        """E (B, m, m, d) of token grids, the ids checked against the codebook."""
+        t = np.asarray(grids)
+        if t.ndim != 3 or not np.issubdtype(t.dtype, np.integer):
+            raise ValueError(
+                f"token grids have shape {t.shape} / dtype {t.dtype}; expected (B, m, m)"
+            )
+        k = len(self.codebook)
+        if t.size and (t.min() < 0 or t.max() >= k):
+            raise ValueError(f"token ids span {t.min()}..{t.max()}; the codebook has {k} rows")
+        return np.asarray(self.codebook)[t]
+
+
+def batched(fn: Callable[[np.ndarray], Any], batch: int | None) -> Callable[[np.ndarray], Any]:
+    """fn applied `batch` rows at a time (all at once when None), results concatenated."""
+    if batch is None:
+        return fn
+    return lambda x: np.concatenate(
+        [np.asarray(fn(x[i : i + batch])) for i in range(0, len(x), batch)]
+    )
+
+
+def _vqgan_encoder(vq: VQGAN) -> Encode:
+    m = vq.grid_size
+    return lambda px: np.asarray(vq.encode(px)).reshape(-1, m, m).astype(np.int32)
+
+
+def load_predict(folder: str | os.PathLike) -> tuple[Predict, dict[str, Any]]:
+    """An IEM folder written by train.iem → (predict E → logits, its meta)."""
+    cfg, v, meta = folders.read_iem_folder(folder)
+    return functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"]), meta
+
+
+def from_files(
+    vqgan: str | os.PathLike,
+    iem_folder: str | os.PathLike | None = None,
+    classifier: str | None = None,
+    classifier_size: int = 224,
+    decode_batch: int | None = None,
+    classifier_batch: int | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Models:
+    """A bundle from model files: the VQGAN (any `load_vqgan` source), optionally an IEM folder
+    (its class names become the bundle's) and a pixel classifier (any `load_classifier` source).
+    A 1000-class bundle resolves ImageNet names, indices and synsets."""
+    vq = sources.load_vqgan(vqgan)
+    predict, names = None, list(class_names or [])
+    if iem_folder is not None:
+        predict, meta = load_predict(iem_folder)
+        names = list(meta["class_names"])
+    probs = None
+    if classifier is not None:
+        _, _, probs = sources.load_classifier(classifier, classifier_size)
+        probs = batched(probs, classifier_batch)
+    imagenet_names = len(names) == len(imagenet.classes())
+    return Models(
+        codebook=np.asarray(vq.codebook),
+        decode=functools.partial(vq.decode_pixels, batch=decode_batch),
+        class_names=tuple(names),
+        grid_size=vq.grid_size,
+        predict=predict,
+        classifier=probs,
+        classifier_name=str(classifier),
+        encode=_vqgan_encoder(vq),
+        resolve=imagenet.resolve if imagenet_names else None,
+        name=str(vqgan),
+    )
+
+
+def from_vqgm(
+    model: Any,
+    class_names: Sequence[str],
+    predict: Predict | None = None,
+    classifier: Classifier | None = None,
+    sample: Sample | None = None,
+    name: str = "user",
+) -> Models:
+    """A bundle of any model with `codebook` (K, d) and `decode(E) -> pixels` (`cx.VQGMLike`);
+    its optional `encode(pixels) -> ids` is used when present."""
+    cb = np.asarray(model.codebook)
+    proto = Models(cb, lambda g: g, tuple(class_names))
+
+    def decode(grids: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(model.decode(proto.embed(np.asarray(grids)))), -1, 1)
+
+    encode = None
+    if hasattr(model, "encode"):
+        encode = lambda px: np.asarray(model.encode(px)).astype(np.int32)  # noqa: E731
+    return dataclasses.replace(
+        proto,
+        decode=decode,
+        predict=predict,
+        classifier=classifier,
+        sample=sample,
+        encode=encode,
+        name=name,
+    )

@@ -1,0 +1,369 @@
+"""Every `load_*`: a model from wherever people keep it.
+
+- `load_vqgan(source)`: `"toy"` (shipped in the package), a preset (`"imagenet_f16_16384"`,
+  from its Hugging Face repo), a vqgan-jax folder, a repo id (a cache hit works offline; a miss
+  offline raises one line naming the repo, the cache folder and the manual fix), a
+  taming-transformers checkpoint (Lightning `.ckpt` read without torch, `.pt`/`.pth` state
+  dict, `.npz`; the architecture inferred from the shapes unless given) or MaskGIT's tokenizer
+  checkpoint (file or folder).
+- `load_cin_vqgm(checkpoint, class_names)`: taming's class-conditional Net2NetTransformer (GPT +
+  first-stage VQGAN from one file).
+- `load_maskgit_tokenizer`, `load_maskgit`: MaskGIT's msgpack checkpoints, read without
+  TensorFlow, the architecture inferred from the shapes (image size from the file name or a
+  config.json beside it).
+- `load_dallebart(source)` and `load_bart_tokenizer(folder)`: DalleBart and its text tokenizer.
+- `load_classifier(source)`: a torchvision ResNet `.pth` or our classifier folder.
+
+Caveat: torch's legacy (pre-1.6, non-zip) serialization is not read; re-save such a file with a
+current torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from cortex_jax.io import folders, torch_pickle
+from cortex_jax.io.convert import (
+    convert_taming_state_dict,
+    convert_torchvision_state_dict,
+    infer_resnet_config,
+    infer_taming_config,
+)
+from cortex_jax.io.folders import (
+    _REPO_ID,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    _as_float32_tree,
+    check_params,
+    hub_folder,
+    read_dallebart_folder,
+    read_vqgan_folder,
+)
+from cortex_jax.io.torch_pickle import read_state_dict
+from cortex_jax.models.classifier import ResNetConfig, init_variables, probabilities_fn
+from cortex_jax.models.dalle import DalleBartConfig
+from cortex_jax.models.maskgit import (
+    MaskGITTokenizer,
+    MaskGITVQGM,
+    infer_tokenizer_config,
+    infer_transformer_config,
+)
+from cortex_jax.models.vqgan import PRESET_REPOS, PRESETS, VQGAN, VQGANConfig
+
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # cortex_jax/
+
+
+# Models shipped inside the package, by name → folder in vqgan-jax format.
+PACKAGED_VQGANS: dict[str, Path] = {"toy": _PACKAGE_DIR / "toy" / "weights" / "vqgan"}
+
+
+def read_taming_checkpoint(
+    path: str | os.PathLike,
+    config: VQGANConfig | None = None,
+    dtype: Any = jnp.float32,
+    resolution: int = 256,
+) -> VQGAN:
+    """A taming-transformers VQGAN checkpoint, converted to the vqgan-jax layout."""
+    params = convert_taming_state_dict(read_state_dict(path))
+    config = config or infer_taming_config(params, resolution)
+    check_params(params, config, source=str(path))
+    return VQGAN(config, _as_float32_tree(params), dtype)
+
+
+_TAMING_SUFFIXES = (".ckpt", ".pt", ".pth", ".npz")
+
+
+def load_vqgan(
+    source: str | os.PathLike,
+    *,
+    dtype: Any = jnp.float32,
+    config: VQGANConfig | str | None = None,
+) -> VQGAN:
+    """Loads a VQGAN from a name, folder, Hugging Face repo id or taming checkpoint.
+
+    Args:
+      source: `"toy"`, a preset name (see `vqgan.PRESETS`), a vqgan-jax folder, a Hugging Face
+        repo id, a taming `.ckpt`/`.pt`/`.pth`/`.npz` file, or MaskGIT's tokenizer checkpoint
+        (the file, or a folder holding tokenizer_*checkpoint; see cortex_jax.models.maskgit).
+      dtype: compute dtype, jnp.float32 (default) or jnp.bfloat16.
+      config: for taming checkpoints, the architecture (a VQGANConfig or preset name); inferred
+        from the tensor shapes when omitted.
+    """
+    if isinstance(config, str):
+        if config not in PRESETS:
+            raise ValueError(f"unknown VQGAN preset {config!r}; expected one of {sorted(PRESETS)}")
+        config = PRESETS[config]
+    name = str(source)
+    if name in PACKAGED_VQGANS:
+        folder = PACKAGED_VQGANS[name]
+        if not (folder / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(
+                f"packaged VQGAN {name!r} is missing from {folder}; rebuild it with "
+                f"`python -m train.toy` or reinstall cortex-jax"
+            )
+        return read_vqgan_folder(folder, dtype)
+    if name in PRESETS:
+        if name not in PRESET_REPOS:
+            raise ValueError(
+                f"preset {name!r} has no known weights location; pass a folder or checkpoint "
+                f"with config={name!r}"
+            )
+        name = PRESET_REPOS[name]
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / WEIGHTS_NAME).is_file() and list(path.glob("tokenizer_*checkpoint")):
+            return load_maskgit_tokenizer(path)  # a folder of MaskGIT's released files
+        return read_vqgan_folder(path, dtype)
+    if path.suffix in _TAMING_SUFFIXES:
+        return read_taming_checkpoint(path, config, dtype)
+    if is_maskgit_tokenizer_file(path):
+        return load_maskgit_tokenizer(path)
+    if path.exists():
+        raise ValueError(
+            f"{path} is neither a vqgan-jax folder, a taming checkpoint "
+            f"({', '.join(_TAMING_SUFFIXES)}) nor a MaskGIT tokenizer checkpoint"
+        )
+    if _REPO_ID.match(name) and not name.startswith((".", "/", "~")):
+        return read_vqgan_folder(hub_folder(name), dtype)
+    raise FileNotFoundError(
+        f"VQGAN source {name!r} not found: expected 'toy', a preset {sorted(PRESETS)}, an existing "
+        f"folder with {CONFIG_NAME} + {WEIGHTS_NAME}, a Hugging Face repo id (owner/name), or a "
+        f"taming checkpoint file"
+    )
+
+
+def _n_head_from_project_yaml(ckpt: Path) -> int | None:
+    """n_head from the run's configs/*-project.yaml next to checkpoints/ (taming's layout)."""
+    for yaml in sorted(ckpt.parent.parent.glob("configs/*project.yaml")):
+        m = re.search(r"transformer_config:.*?n_head:\s*(\d+)", yaml.read_text(), re.S)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def load_cin_vqgm(
+    checkpoint: str | os.PathLike,
+    class_names: list[str],
+    n_head: int | None = None,
+    dtype: Any = jnp.float32,
+):
+    """taming's class-conditional Net2NetTransformer checkpoint (e.g. the ImageNet
+    cin_transformer `last.ckpt`, or its run folder) → ClassConditionalVQGM: the GPT
+    (`transformer.*`) and its first-stage VQGAN (`first_stage_model.*`) from the one file,
+    read without torch.
+
+    n_head is not stored in the tensors: pass it, or keep taming's run layout
+    (`<run>/checkpoints/last.ckpt` + `<run>/configs/*-project.yaml`) so it is read from there.
+    """
+    from cortex_jax.io.convert import convert_taming_gpt_state_dict, infer_gpt_config
+    from cortex_jax.models.vqgm import ClassConditionalVQGM
+
+    path = Path(checkpoint)
+    if path.is_dir():  # a taming run folder: <run>/checkpoints/last.ckpt
+        found = [p for p in (path / "checkpoints" / "last.ckpt", path / "last.ckpt") if p.is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"no checkpoints/last.ckpt in the run folder {path}; expected taming's layout "
+                f"<run>/checkpoints/last.ckpt + <run>/configs/*-project.yaml"
+            )
+        path = found[0]
+    sd = read_state_dict(path)
+    gpt_sd = {k: v for k, v in sd.items() if k.startswith("transformer.")}
+    vq_sd = {
+        k.removeprefix("first_stage_model."): v
+        for k, v in sd.items()
+        if k.startswith("first_stage_model.")
+    }
+    if not gpt_sd or not vq_sd:
+        raise ValueError(
+            f"{path} lacks {'transformer.*' if not gpt_sd else 'first_stage_model.*'} weights; "
+            f"expected a taming Net2NetTransformer (cin_transformer) checkpoint"
+        )
+    n_head = n_head or _n_head_from_project_yaml(path)
+    if n_head is None:
+        raise ValueError(
+            f"the number of attention heads is not stored in {path.name}; pass n_head (the "
+            f"released ImageNet cin_transformer: read transformer_config.params.n_head from its "
+            f"configs/*-project.yaml)"
+        )
+    gparams = convert_taming_gpt_state_dict(gpt_sd)
+    gcfg = infer_gpt_config(gparams, n_head=n_head, n_classes=len(class_names))
+    vparams = convert_taming_state_dict(vq_sd)
+    m = math.isqrt(gcfg.block_size)
+    probe = infer_taming_config(vparams, resolution=256)
+    # the nominal resolution makes the VQGAN's grid match the prior's block (m × m tokens)
+    vcfg = infer_taming_config(vparams, resolution=m * probe.downsample_factor)
+    check_params(vparams, vcfg, source=str(path))
+    vq = VQGAN(vcfg, _as_float32_tree(vparams), dtype)
+    return ClassConditionalVQGM("imagenet", vq, gcfg, _as_float32_tree(gparams), tuple(class_names))
+
+
+def read_maskgit_params(path: str | Path, what: str) -> dict:
+    """The params tree of a MaskGIT checkpoint file (msgpack of {"params": …})."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MaskGIT {what} checkpoint not found: {path}")
+    try:
+        state = serialization.msgpack_restore(path.read_bytes())
+    except Exception as e:  # msgpack raises many types on foreign bytes
+        raise ValueError(
+            f"{path} is not a MaskGIT checkpoint (msgpack of {{'params': ...}}): {type(e).__name__}"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("params"), dict):
+        raise ValueError(f"{path} holds no 'params' tree; expected a MaskGIT checkpoint")
+    return state["params"]
+
+
+def is_maskgit_tokenizer_file(path: str | Path) -> bool:
+    """Whether `path` is a MaskGIT tokenizer checkpoint (sniffed without reading it all)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix in (".json", ".ckpt", ".pt", ".pth", ".npz"):
+        return False
+    with path.open("rb") as f:
+        head = f.read(64)  # msgpack: {"params": {"decoder" | "encoder" | "quantizer": …
+    return head[1:8] == b"\xa6params" and any(k in head for k in (b"coder", b"quantizer"))
+
+
+def _sidecar_options(path: Path) -> dict[str, Any]:
+    """Image size and activation from a MaskGIT config.json beside the file, or the `…256…` of
+    the released names (tokenizer_imagenet256_checkpoint)."""
+    opts: dict[str, Any] = {}
+    m = re.search(r"(\d+)_checkpoint$", path.name)
+    if m:
+        opts["image_size"] = int(m.group(1))
+    cfg = path.parent / "config.json"
+    if cfg.is_file():
+        try:
+            raw = json.loads(cfg.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raw = {}
+        if isinstance(raw, dict) and isinstance(raw.get("vqvae"), dict):
+            if "image_size" in raw:
+                opts["image_size"] = int(raw["image_size"])
+            if raw["vqvae"].get("activation_fn") in ("swish", "relu"):
+                opts["activation"] = raw["vqvae"]["activation_fn"]
+    return opts
+
+
+def find_maskgit_checkpoint(folder: Path, kind: Literal["tokenizer", "maskgit"]) -> Path:
+    """The tokenizer or transformer checkpoint file in a folder of released MaskGIT files."""
+    hits = sorted(p for p in folder.glob(f"{kind}_*checkpoint") if p.is_file())
+    hits += [p for p in [folder / f"{kind}_checkpoint"] if p.is_file() and p not in hits]
+    if not hits:
+        raise FileNotFoundError(
+            f"no MaskGIT {kind} checkpoint in {folder}; expected e.g. "
+            f"{kind}_imagenet256_checkpoint (docs/maskgit.md says where to get it)"
+        )
+    return hits[0]
+
+
+def load_maskgit_tokenizer(path: str | Path, **overrides: Any) -> MaskGITTokenizer:
+    """MaskGIT's tokenizer from its checkpoint file or a folder holding it; `overrides` set
+    TokenizerConfig fields the weights do not show (image_size, activation)."""
+    path = Path(path)
+    if path.is_dir():
+        path = find_maskgit_checkpoint(path, "tokenizer")
+    params = read_maskgit_params(path, "tokenizer")
+    config = infer_tokenizer_config(params, **(_sidecar_options(path) | overrides))
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+    return MaskGITTokenizer(config, params)
+
+
+def load_maskgit(
+    folder: str | Path,
+    class_names: Sequence[str] | None = None,
+    tokenizer: str | Path | None = None,
+    transformer: str | Path | None = None,
+    **overrides: Any,
+) -> MaskGITVQGM:
+    """The tokenizer + transformer from a folder holding MaskGIT's checkpoint files (or the two
+    paths). Class names default to ImageNet's for 1000 classes, class0… otherwise."""
+    folder = Path(folder)
+    tok = load_maskgit_tokenizer(
+        tokenizer or find_maskgit_checkpoint(folder, "tokenizer"), **overrides
+    )
+    tparams = read_maskgit_params(
+        transformer or find_maskgit_checkpoint(folder, "maskgit"), "transformer"
+    )
+    tcfg = infer_transformer_config(tparams, tok.config.codebook_size)
+    if class_names is None:
+        if tcfg.num_classes == 1000:
+            from cortex_jax.core import imagenet
+
+            class_names = [c.name for c in imagenet.classes()]
+        else:
+            class_names = [f"class{i}" for i in range(tcfg.num_classes)]
+    tparams = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tparams)
+    return MaskGITVQGM("maskgit", tok, tcfg, tparams, tuple(class_names))
+
+
+def load_dallebart(source: str | os.PathLike) -> tuple[DalleBartConfig, dict]:
+    """A local folder, or a Hugging Face repo id (dalle-mini/dalle-mini, dalle-mini/dalle-mega)."""
+    path = Path(source)
+    if path.is_dir():
+        return read_dallebart_folder(path)
+    from cortex_jax.io.folders import hub_folder
+
+    return read_dallebart_folder(hub_folder(str(source)))
+
+
+def load_bart_tokenizer(folder: str | os.PathLike):
+    """BartTokenizerFast from a folder holding the dalle-mini repo's tokenizer files."""
+    from transformers import BartTokenizerFast
+
+    return BartTokenizerFast.from_pretrained(str(folder))
+
+
+def _check_classifier(config: ResNetConfig, variables, source) -> None:
+    from cortex_jax.io.folders import check_params
+
+    want = jax.eval_shape(lambda: init_variables(config))
+    for col in ("params", "batch_stats"):
+        check_params(variables.get(col, {}), want[col], f"{source} ({col})")
+
+
+def load_classifier(
+    source: str | os.PathLike, image_size: int = 224
+) -> tuple[ResNetConfig, dict, Callable[[np.ndarray], np.ndarray]]:
+    """(config, variables, probabilities) from a torchvision `.pth`/`.pt` state dict, a folder
+    written by `save_classifier`, or 'random:ARCH[:n_classes[:width]]'."""
+
+    s = str(source)
+    if s.startswith("random:"):
+        parts = s.split(":")[1:]
+        kw = {"image_size": image_size}
+        if len(parts) > 1:
+            kw["n_classes"] = int(parts[1])
+        if len(parts) > 2:
+            kw["width"] = int(parts[2])
+        config = ResNetConfig.named(parts[0], **kw)
+        variables = init_variables(config)
+        return config, variables, probabilities_fn(config, variables)
+    path = Path(s)
+    if path.is_dir():
+        cfg_dict, variables = folders.read_model_folder(path, "classifier")
+        config = ResNetConfig.from_dict(cfg_dict)
+    elif path.is_file():
+        sd = torch_pickle.read_state_dict(path)
+        config = infer_resnet_config(sd, image_size)
+        variables = convert_torchvision_state_dict(sd)
+    else:
+        raise FileNotFoundError(
+            f"classifier not found: {s!r}; expected a torchvision ResNet state dict (e.g. "
+            "resnet50-0676ba61.pth from download.pytorch.org/models), a folder written by "
+            "save_classifier, or random:resnet18"
+        )
+    _check_classifier(config, variables, s)
+    variables = jax.tree.map(jnp.asarray, variables)
+    return config, variables, probabilities_fn(config, variables)

@@ -1,0 +1,7 @@
+"""The method: pure functions of arrays and callables (`predict`, `decode`, `classifier`).
+
+tis (SmoothGrad token importance, T_image, T_concept), selection (codebook-level token selection
+and its baseline), evaluate (counterfactual masking), stats (effect sizes, paired intervals and
+tests, the mixture share), audit (the bias audit's statistics). Imports: core only; no model,
+no file.
+"""
