@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -55,9 +54,7 @@ def main(argv):
                 f"--out {sample}` first (or pass --sample DIR)"
             )
         errors.writable_folder(Path(out).parent, "--out")
-        vq = load_vqgan(vqgan)
-        decode = lambda t: np.clip(np.asarray(vq.decode_code(np.asarray(t))), -1, 1)
-        info = atlas.build_atlas(out, sample, decode, edit, table5, bias)
+        info = atlas.build_atlas(out, sample, load_vqgan(vqgan).decode_pixels, edit, table5, bias)
     print(f"wrote {info['index']} ({info['concepts']} concepts, {info['bytes'] / 1e6:.1f} MB)")
 
 

@@ -19,22 +19,14 @@ with the over-represented concept's tokens boxed).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import jax
-import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
 from cortex_jax import toy
 from cortex_jax.core import errors
-from cortex_jax.experiments import bias
-from cortex_jax.figures import plots
-from cortex_jax.io import sources
-from cortex_jax.io.images import save_grid
-from cortex_jax.method import audit, evaluate, stats
-from cortex_jax.models import dalle
+from cortex_jax.experiments import bias, bundle
 from cortex_jax.toy import world
 
 _NEUTRAL = flags.DEFINE_string("neutral", "circle", "Neutral class (toy: circle, star, square).")
@@ -65,8 +57,8 @@ def _two(text: str, sep: str) -> tuple[str, str]:
 
 
 def _toy():
-    """(sample, codebook, decode, A, B, neutral, true share of A) on the toy world."""
-    vqgm = toy.load_toy_vqgm()
+    """(bundle, A, B, neutral, true share of A) on the toy world."""
+    models = toy.models()
     neutral = _NEUTRAL.value
     if _PAIR.value:
         a, b = _two(_PAIR.value, ",")
@@ -79,49 +71,20 @@ def _toy():
             )
         a, b = pairs[neutral]
     for name in (a, b, neutral):
-        vqgm.class_id(name)  # unknown names fail here with close matches
-
-    def sample(name, n, seed):
-        ids = np.full(n, vqgm.class_id(name))
-        return np.asarray(vqgm.sample_tokens(ids, jax.random.PRNGKey(seed), toy.TOY_SAMPLING))
-
+        models.class_id(name)  # unknown names fail here with close matches
     share = world.true_share(neutral, a) if neutral in world.CLASS_NAMES else None
-    return sample, np.asarray(vqgm.vqgan.codebook), vqgm.decode, a, b, neutral, share
-
-
-def _judge_share(neutral_tokens, decode, a: str, b: str) -> dict:
-    """Toy world: the share of neutral images the pixel judge sees as A rather than B (what the
-    generator actually produced), with a 95 % Wilson interval."""
-    names = [c.name for c in world.CONCEPTS]
-    judge = toy.load_toy_judge()
-    px = np.concatenate(
-        [
-            np.asarray(decode(neutral_tokens[i : i + 250]))
-            for i in range(0, len(neutral_tokens), 250)
-        ]
-    )
-    p = np.asarray(judge(px))
-    k, n = int((p[:, names.index(a)] > p[:, names.index(b)]).sum()), len(p)
-    lo, hi = stats.wilson_interval(k, n)
-    return {"share_a": k / n, "ci95": [lo, hi], "images": n}
+    return models, a, b, neutral, share
 
 
 def _dallebart():
     """The same on DalleBart prompts."""
-
     if not _TOKENIZER.value:
         raise ValueError("--dalle needs --tokenizer DIR with the BART tokenizer files")
     if not _PAIR.value or "|" not in _PAIR.value:
         raise ValueError('--dalle needs --pair "prompt A|prompt B" and --neutral "prompt"')
     a, b = _two(_PAIR.value, "|")
-    cfg, params = sources.load_dallebart(_DALLE.value)
-    tok = sources.load_bart_tokenizer(_TOKENIZER.value)
-    vq = sources.load_vqgan(_VQGAN.value)
-    sample = dalle.prompt_sampler(
-        cfg, params, lambda t: tok(t)["input_ids"], vq.config.n_embed, condition_scale=_SCALE.value
-    )
-    decode = lambda t: np.clip(np.asarray(vq.decode_code(np.asarray(t))), -1, 1)
-    return sample, np.asarray(vq.codebook), decode, a, b, _NEUTRAL.value, None
+    models = bundle.from_dallebart(_DALLE.value, _TOKENIZER.value, _VQGAN.value, _SCALE.value)
+    return models, a, b, _NEUTRAL.value, None
 
 
 def run(out: Path) -> dict:
@@ -134,10 +97,7 @@ def run(out: Path) -> dict:
         if value < (10 if flag == "--per-concept" else 2 if flag == "--neutral-images" else 1):
             raise ValueError(f"{flag} {value} is too small")
     errors.writable_folder(out)
-    sample, codebook, decode, a, b, neutral, share = _dallebart() if _DALLE.value else _toy()
-    if _MIX.value is not None:  # a neutral class of known composition: A and B images mixed
-        neutral, share = f"mix:{_MIX.value:g}", _MIX.value
-        sample = bias.mixture_sampler(sample, neutral, a, b, share)
+    models, a, b, neutral, share = _dallebart() if _DALLE.value else _toy()
     cfg = bias.AuditConfig(
         per_concept=_PER_CONCEPT.value,
         neutral=_NEUTRAL_IMAGES.value,
@@ -151,37 +111,7 @@ def run(out: Path) -> dict:
             bar.set_description(stage)
             bar.update(1)
 
-        report = bias.run_audit(
-            sample, codebook, a, b, neutral, out / "work", cfg, progress=progress
-        )
-    arrays = report.pop("arrays")
-    report["true_share_a"] = share
-    if not _DALLE.value:
-        report["judge_share_a"] = _judge_share(arrays["neutral_tokens"], decode, a, b)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / "report.md").write_text(bias.report_markdown(report, cfg.neutral))
-    neu, sets = arrays["neutral_tokens"], arrays["sets"]
-    for n, top in sets.items():
-        plots.count_histograms(
-            out / f"counts_n{n}",
-            {a: audit.count_tokens(neu, top[0]), b: audit.count_tokens(neu, top[1])},
-            f"{neutral}: T_concept tokens per image (n={n}, k={cfg.k})",
-            "T_concept tokens per neutral image",
-        )
-    np.savez_compressed(
-        out / "arrays.npz",
-        neutral_tokens=neu,
-        **{f"set_a_n{n}": t[0] for n, t in sets.items()},
-        **{f"set_b_n{n}": t[1] for n, t in sets.items()},
-    )
-    n0 = min(sets)
-    r0 = next(r for r in report["per_n"] if r["n"] == n0)
-    over = 0 if not r0["verdict"]["share_a"] < 0.5 else 1  # NaN (no contrast): A's tokens
-    shown = neu[:16]
-    boxes = evaluate.token_id_mask(shown, sets[n0][over])
-    px = np.asarray(decode(shown))
-    save_grid(out / "neutral_tokens.png", px, 8, scale=max(1, 128 // px.shape[1]), boxes=boxes)
-    return report
+        return bias.audit(models, a, b, neutral, cfg, out, _MIX.value, share, progress)
 
 
 def main(argv):

@@ -15,7 +15,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from cortex_jax.core import errors
-from cortex_jax.io import sources
+from cortex_jax.experiments import bundle, codebook_level
 from cortex_jax.io.images import read_image, save_grid
 
 _IMAGE = flags.DEFINE_string("image", None, "Image to edit (PNG/JPEG).")
@@ -65,22 +65,10 @@ def edit() -> Path:
         raise ValueError(f"--out {out} is a folder; expected the PNG file to write")
     errors.writable_folder(out.parent)
     positions, toks = _token_set(Path(_TOKENS.value), _INDEX.value, _BEST.value)
-    vq = sources.load_vqgan(_VQGAN.value)
-    size = vq.config.resolution
-    px = read_image(_IMAGE.value, size)
-    ids = np.array(vq.encode(px))
-    if positions.size and positions.max() >= ids.shape[1]:
-        raise ValueError(f"tokens.json positions reach {positions.max()}, beyond this VQGAN's grid")
-    if toks.size and toks.max() >= vq.config.n_embed:
-        raise ValueError(
-            f"tokens.json holds token id {toks.max()}, outside this VQGAN's codebook "
-            f"[0, {vq.config.n_embed})"
-        )
-    ids[0, positions] = toks
-    pair = np.concatenate(
-        [np.asarray(vq.decode_code(np.array(vq.encode(px)))), vq.decode_code(ids)]
-    )
-    return save_grid(out, np.clip(pair, -1, 1), 2, scale=max(1, 256 // size))
+    models = bundle.from_files(_VQGAN.value)
+    px = read_image(_IMAGE.value, models.image_size)
+    pair = codebook_level.apply_tokens(models, px, positions, toks)
+    return save_grid(out, pair, 2, scale=max(1, 256 // models.image_size))
 
 
 def main(argv):

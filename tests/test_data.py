@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from cortex_jax.experiments import generate
 from cortex_jax.io import shards
 from tests.helpers import tiny
 
@@ -70,8 +71,8 @@ def test_import_reference_indices_and_npy(tmp_path):
     (tmp_path / "without.csv").write_text(
         "\n".join(["filename,label"] + [f"img{i}.npy,{i % 2}" for i in range(3)]) + "\n"
     )
-    a = shards.import_reference(tmp_path / "with.csv", tmp_path / "a", ["x", "y"], "ref")
-    b = shards.import_reference(
+    a = generate.import_reference(tmp_path / "with.csv", tmp_path / "a", ["x", "y"], "ref")
+    b = generate.import_reference(
         tmp_path / "without.csv", tmp_path / "b", ["x", "y"], "ref", codebook=codebook
     )
     np.testing.assert_array_equal(a.arrays()[0], ids)
@@ -79,6 +80,26 @@ def test_import_reference_indices_and_npy(tmp_path):
     np.testing.assert_array_equal(a.arrays()[1], [0, 1, 0])
     (tmp_path / "img1.npy").unlink()
     with pytest.raises(FileNotFoundError, match="img1.npy"):
-        shards.import_reference(
+        generate.import_reference(
             tmp_path / "without.csv", tmp_path / "c", ["x", "y"], "ref", codebook=codebook
         )
+
+
+def test_import_reference_snaps_exactly_where_the_plain_expansion_cannot(tmp_path):
+    """Rows far from the origin and close to each other: ‖r‖² + ‖c‖² − 2r·c in float32 loses
+    the differences, the snap (selection.nearest_rows) does not."""
+    rng = np.random.default_rng(1)
+    codebook = (1e3 + 1e-2 * rng.standard_normal((64, 8))).astype(np.float32)
+    ids = rng.integers(0, 64, (2, 4, 4))
+    lines = ["filename,label"]
+    for i in range(2):
+        np.save(tmp_path / f"e{i}.npy", codebook[ids[i]].transpose(2, 0, 1))
+        lines.append(f"e{i}.npy,{i}")
+    (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+    flat = codebook[ids.reshape(-1)]
+    plain = ((flat**2).sum(1, keepdims=True) + (codebook**2).sum(1) - 2 * flat @ codebook.T).argmin(
+        1
+    )
+    assert (plain != ids.reshape(-1)).any()  # the case is hard for the expansion
+    ds = generate.import_reference(tmp_path / "r.csv", tmp_path / "o", ["x", "y"], "ref", codebook)
+    np.testing.assert_array_equal(ds.arrays()[0], ids)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,8 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from cortex_jax.experiments import training
+from cortex_jax.experiments.bundle import Models
+from cortex_jax.figures import plots
 from cortex_jax.io import shards
-from cortex_jax.method import tis
+from cortex_jax.io.images import save_grid
+from cortex_jax.method import evaluate, stats, tis
 from cortex_jax.method.audit import analyse, count_tokens
 from cortex_jax.models import iem
 
@@ -119,23 +124,9 @@ def run_audit(
     predict = functools.partial(iem.predict_fn(mcfg), state.params, state.batch_stats)
 
     progress("TIS and T_concept")
-    cb = jnp.asarray(codebook)
-    scores = []
-    for i in range(0, len(tr_tok), 256):
-        t = jnp.asarray(tr_tok[i : i + 256], jnp.int32)
-        scores.append(
-            np.asarray(
-                tis.token_importance(
-                    predict,
-                    cb[t],
-                    tr_lab[i : i + 256],
-                    jax.random.PRNGKey(cfg.seed),
-                    cfg.n_samples,
-                    image_ids=jnp.arange(i, i + t.shape[0]),
-                )
-            )
-        )
-    scores = np.concatenate(scores)
+    scores = tis.token_importance_batched(
+        predict, codebook, tr_tok, tr_lab, jax.random.PRNGKey(cfg.seed), cfg.n_samples, batch=256
+    )
 
     progress("count on neutral images")
     va_a, va_b = va_tok[va_lab == 0], va_tok[va_lab == 1]
@@ -150,7 +141,7 @@ def run_audit(
             np.stack([count_tokens(g, top[0]), count_tokens(g, top[1])], 1)
             for g in (neu, va_a, va_b)
         ]
-        res = analyse(*both, cfg.n_boot, cfg.seed)
+        res = analyse(both[0], both[1], both[2], cfg.n_boot, cfg.seed)
         per_n.append({"n": n, **res, "tokens_a": top[0].tolist(), "tokens_b": top[1].tolist()})
     return {
         "concept_a": concept_a,
@@ -245,3 +236,73 @@ def report_markdown(report: dict, n_neutral: int) -> str:
             f"the generator produced): {j['share_a']:.3f} [{lo:.3f}, {hi:.3f}].",
         ]
     return "\n".join(rows) + "\n"
+
+
+def judge_share(models: Models, neutral_tokens: np.ndarray, a: str, b: str) -> dict:
+    """The share of neutral images the bundle's pixel classifier sees as A rather than B (what
+    the generator actually produced), with a 95 % Wilson interval."""
+    names = list(models.class_names)
+    (classifier,) = models.require("classifier", what="the judged share")
+    p = np.asarray(classifier(np.asarray(models.decode(neutral_tokens))))
+    k, n = int((p[:, names.index(a)] > p[:, names.index(b)]).sum()), len(p)
+    lo, hi = stats.wilson_interval(k, n)
+    return {"share_a": k / n, "ci95": [lo, hi], "images": n}
+
+
+def audit(
+    models: Models,
+    concept_a: str,
+    concept_b: str,
+    neutral: str,
+    cfg: AuditConfig,
+    out: str | os.PathLike,
+    mix: float | None = None,
+    true_share: float | None = None,
+    progress: Callable[[str], None] = lambda stage: None,
+) -> dict:
+    """The bias audit of `neutral` between two concepts on the bundle's generator
+    (`sample_named`), and its files: OUT/report.json (`per_n`: verdict, paper, leak, checks per
+    n), OUT/report.md, OUT/counts_n{N}.* (histograms of per-image counts), OUT/arrays.npz and
+    OUT/neutral_tokens.png (neutral images with the over-represented concept's tokens boxed).
+
+    `mix` audits an exact mixture of generated A and B images with that share of A instead of
+    the neutral class (a control of known composition; `true_share` is then `mix`). When the
+    bundle has a pixel classifier whose classes include A and B, the report adds the share of
+    neutral images it sees as A (`judge_share_a`)."""
+    out = Path(out)
+    sample: Sampler = models.sample_named
+    if mix is not None:
+        neutral, true_share = f"mix:{mix:g}", mix
+        sample = mixture_sampler(sample, neutral, concept_a, concept_b, mix)
+    report = run_audit(
+        sample, models.codebook, concept_a, concept_b, neutral, out / "work", cfg, progress=progress
+    )
+    arrays = report.pop("arrays")
+    report["true_share_a"] = true_share
+    neu, sets = arrays["neutral_tokens"], arrays["sets"]
+    judged = models.classifier is not None and {concept_a, concept_b} <= set(models.class_names)
+    if judged:
+        report["judge_share_a"] = judge_share(models, neu, concept_a, concept_b)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "report.md").write_text(report_markdown(report, cfg.neutral))
+    for n, top in sets.items():
+        plots.count_histograms(
+            out / f"counts_n{n}",
+            {concept_a: count_tokens(neu, top[0]), concept_b: count_tokens(neu, top[1])},
+            f"{neutral}: T_concept tokens per image (n={n}, k={cfg.k})",
+            "T_concept tokens per neutral image",
+        )
+    np.savez_compressed(
+        out / "arrays.npz",
+        neutral_tokens=neu,
+        **{f"set_a_n{n}": t[0] for n, t in sets.items()},
+        **{f"set_b_n{n}": t[1] for n, t in sets.items()},
+    )
+    n0 = min(sets)
+    r0 = next(r for r in report["per_n"] if r["n"] == n0)
+    over = 0 if not r0["verdict"]["share_a"] < 0.5 else 1  # NaN (no contrast): A's tokens
+    shown = neu[:16]
+    boxes = evaluate.token_id_mask(shown, sets[n0][over])
+    px = np.asarray(models.decode(shown))
+    save_grid(out / "neutral_tokens.png", px, 8, scale=max(1, 128 // px.shape[1]), boxes=boxes)
+    return report

@@ -21,7 +21,7 @@ import numpy as np
 
 from cortex_jax.core import imagenet
 from cortex_jax.io import folders, sources
-from cortex_jax.models import iem
+from cortex_jax.models import dalle, iem
 from cortex_jax.models.vqgan import VQGAN
 from cortex_jax.models.vqgm import resolve_name
 
@@ -44,7 +44,8 @@ class Models:
       decode: token grids → pixels in [-1, 1] (any batch size; batched inside).
       class_names: the IEM's classes (and the generator's class ids), in order.
       grid_size: m (None when unknown: experiments then read it off the grids they get).
-      predict: the IEM, E → logits over `class_names`.
+      image_size: the decoded images' side in pixels (what `encode` expects), when known.
+      predict: the IEM, E → logits over `class_names`; `predict_name` (ce, re, te) for reports.
       classifier: the independent pixel classifier (the toy world's judge, a ResNet), pixels →
         probabilities over `class_names`.
       classifier_name: how reports name it.
@@ -60,7 +61,9 @@ class Models:
     decode: Decode
     class_names: tuple[str, ...]
     grid_size: int | None = None
+    image_size: int | None = None
     predict: Predict | None = None
+    predict_name: str = "iem"
     classifier: Classifier | None = None
     classifier_name: str = "classifier"
     sample: Sample | None = None
@@ -69,11 +72,12 @@ class Models:
     resolve: Callable[[str], int] | None = None
     name: str = "vqgm"
 
-    def require(self, *fields: str, what: str = "this experiment") -> None:
-        """Raises one line naming the callables `what` needs and the bundle lacks."""
+    def require(self, *fields: str, what: str = "this experiment") -> tuple[Any, ...]:
+        """The callables `what` needs, in order; raises one line naming those the bundle lacks."""
         missing = [f for f in fields if getattr(self, f) is None]
         if missing:
             raise ValueError(f"{what} needs {', '.join(missing)}; the {self.name} bundle has none")
+        return tuple(getattr(self, f) for f in fields)
 
     def class_id(self, name: str) -> int:
         """A concept name → its class id (close matches in the error)."""
@@ -85,8 +89,8 @@ class Models:
         """n token grids of the concept (or prompt) `name`, (n, m, m)."""
         if self.sample_prompt is not None:
             return np.asarray(self.sample_prompt(name, n, seed))
-        self.require("sample", what=f"generating images of {name!r}")
-        return np.asarray(self.sample(np.full(n, self.class_id(name)), seed))
+        (sample,) = self.require("sample", what=f"generating images of {name!r}")
+        return np.asarray(sample(np.full(n, self.class_id(name)), seed))
 
     def embed(self, grids: np.ndarray) -> np.ndarray:
         """E (B, m, m, d) of token grids, the ids checked against the codebook."""
@@ -148,11 +152,14 @@ def from_files(
         decode=functools.partial(vq.decode_pixels, batch=decode_batch),
         class_names=tuple(names),
         grid_size=vq.grid_size,
+        image_size=vq.config.resolution,
         predict=predict,
         classifier=probs,
         classifier_name=str(classifier),
         encode=_vqgan_encoder(vq),
-        resolve=imagenet.resolve if imagenet_names else None,
+        resolve=imagenet.resolve
+        if imagenet_names
+        else functools.partial(resolve_name, names=names, what="IEM class"),
         name=str(vqgan),
     )
 
@@ -175,7 +182,7 @@ def from_vqgm(
 
     encode = None
     if hasattr(model, "encode"):
-        encode = lambda px: np.asarray(model.encode(px)).astype(np.int32)  # noqa: E731
+        encode = lambda px: np.asarray(model.encode(px)).astype(np.int32)
     return dataclasses.replace(
         proto,
         decode=decode,
@@ -184,4 +191,35 @@ def from_vqgm(
         sample=sample,
         encode=encode,
         name=name,
+    )
+
+
+def from_dallebart(
+    dallebart: str | os.PathLike,
+    tokenizer: str | os.PathLike,
+    vqgan: str | os.PathLike = "imagenet_f16_16384",
+    condition_scale: float = 10.0,
+) -> Models:
+    """A text-to-image bundle: DalleBart (folder or repo id) samples `(prompt, n, seed)` with
+    super-conditioning, its BART tokenizer files read the prompts, the VQGAN decodes. No IEM
+    and no classifier: the bias audit trains its own IEM."""
+    cfg, params = sources.load_dallebart(dallebart)
+    tok = sources.load_bart_tokenizer(tokenizer)
+    vq = sources.load_vqgan(vqgan)
+    sample = dalle.prompt_sampler(
+        cfg,
+        params,
+        lambda t: tok(t)["input_ids"],
+        vq.config.n_embed,
+        condition_scale=condition_scale,
+    )
+    return Models(
+        codebook=np.asarray(vq.codebook),
+        decode=vq.decode_pixels,
+        class_names=(),
+        grid_size=vq.grid_size,
+        image_size=vq.config.resolution,
+        sample_prompt=sample,
+        encode=_vqgan_encoder(vq),
+        name=str(dallebart),
     )

@@ -15,11 +15,19 @@ authors' random start.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
+from PIL import Image
 
+from cortex_jax.experiments.bundle import Models
+from cortex_jax.io.images import grid_image, to_uint8
+from cortex_jax.io.shards import atomic_write_bytes
 from cortex_jax.method import selection
 
 Decode = Callable[[np.ndarray], np.ndarray]
@@ -37,30 +45,19 @@ def progression(decode: Decode, base: np.ndarray, result: selection.SelectionRes
     return np.asarray(decode(np.stack(grids)))
 
 
-def pair_study(
-    predict: selection.Predict,
-    decode: Decode,
-    classifier: Callable[[np.ndarray], np.ndarray],
-    codebook: np.ndarray,
+def _study_batch(
+    models: Models,
     base: np.ndarray,
     sources: np.ndarray,
     targets: np.ndarray,
     mask: np.ndarray,
     cfg: selection.SelectionConfig,
-    seed: int = 0,
-    image_ids: np.ndarray | None = None,
-    editors: Mapping[str, Editor] | None = None,
+    seed: int,
+    image_ids: np.ndarray | None,
+    editors: Mapping[str, Editor],
 ) -> dict:
-    """Table 5: ΔP_orig and ΔP_target (mean over images) for token selection (from random tokens,
-    the authors' start, and from the image's own), the embedding baseline and the random-token
-    control, from the IEM (softmax of its logits) and from `classifier` on decoded images, at the
-    final step and at the best logged step (by IEM f_target). `image_ids` (B,): global ids that
-    seed each image's init and Gumbel noise (default 0..B−1), so that results do not depend on
-    how images are batched. `editors` add rows for other editing methods, each a function
-    (base, sources, targets, mask) → edited grids (for example MaskGIT's own re-mask and
-    re-decode, `maskgit.MaskGITVQGM.edit_tokens`). Every row also reports how many tokens an image
-    had changed and ΔP_target (judge) per changed token, so methods that change different
-    numbers of tokens compare fairly."""
+    predict, classifier = models.require("predict", "classifier", what="the Table 5 pair study")
+    codebook, decode = models.codebook, models.decode
     rows = np.arange(len(base))
     iem_probs = jax.jit(lambda e: jax.nn.softmax(predict(e), -1))
 
@@ -74,7 +71,7 @@ def pair_study(
             "iem_target": p_iem[rows, targets],
             "judge_orig": p_judge[rows, sources],
             "judge_target": p_judge[rows, targets],
-        }, float(np.mean(p_judge.argmax(-1) == targets))
+        }, p_judge.argmax(-1) == targets
 
     before, _ = measure(base)
     key = jax.random.PRNGKey(seed)
@@ -92,21 +89,72 @@ def pair_study(
     for name, res in runs.items():
         for which in ("final", "best"):
             edits[f"{name}/{which}"] = res.edited(base, which)
-    for name, edit in (editors or {}).items():
+    for name, edit in editors.items():
         edits[f"{name}/final"] = np.asarray(edit(base, sources, targets, mask))
     table = {}
     for row_name, grids in edits.items():
         after, top1 = measure(grids)
         row = {f"delta_{k}": float(np.mean(after[k] - before[k])) for k in after}
         changed = float(np.mean((np.asarray(grids) != base).reshape(len(base), -1).sum(1)))
-        per_token = row["delta_judge_target"] / changed if changed else float("nan")
         table[row_name] = row | {
-            "judge_target_top1": top1,
+            "judge_target_top1": float(np.mean(top1)),
             "tokens_changed": changed,
-            "delta_judge_target_per_token": per_token,
         }
+    return {"before": {k: float(np.mean(v)) for k, v in before.items()}, "table": table}
+
+
+def pair_study(
+    models: Models,
+    base: np.ndarray,
+    sources: np.ndarray,
+    targets: np.ndarray,
+    mask: np.ndarray,
+    cfg: selection.SelectionConfig,
+    seed: int = 0,
+    image_ids: np.ndarray | None = None,
+    editors: Mapping[str, Editor] | None = None,
+    batch: int | None = None,
+) -> dict:
+    """Table 5: ΔP_orig and ΔP_target (mean over images) for token selection (from random tokens,
+    the authors' start, and from the image's own), the embedding baseline and the random-token
+    control, from the IEM (softmax of the bundle's `predict`) and from its `classifier` on
+    decoded images, at the final step and at the best logged step (by IEM f_target).
+
+    base (B, m, m) token grids with sources (B,) and targets (B,) class ids; mask (m, m) the
+    region that may change. `image_ids` (B,): global ids that seed each image's init and Gumbel
+    noise (default 0..B−1), so results do not depend on how images are batched; `batch` images
+    are optimised at a time (all at once when None) and the means merged over batches.
+    `editors` add rows for other editing methods, each (base, sources, targets, mask) → edited
+    grids (for example MaskGIT's own re-mask and re-decode, `MaskGITVQGM.edit_tokens`). Every
+    row also reports how many tokens an image had changed and ΔP_target (judge) per changed
+    token (a ratio of the two means), so methods that change different numbers of tokens
+    compare fairly."""
+    models.require("predict", "classifier", what="the Table 5 pair study")  # before any work
+    base, sources, targets = np.asarray(base), np.asarray(sources), np.asarray(targets)
+    ids = np.arange(len(base)) if image_ids is None else np.asarray(image_ids)
+    step = batch or max(len(base), 1)
+    parts, weights = [], []
+    for i in range(0, len(base), step):
+        sl = slice(i, i + step)
+        parts.append(
+            _study_batch(
+                models, base[sl], sources[sl], targets[sl], mask, cfg, seed, ids[sl], editors or {}
+            )
+        )
+        weights.append(len(base[sl]))
+    w = np.asarray(weights, np.float64)
+
+    def mean(values):  # over images: batches weighted by their size (one batch: as it is)
+        return float(values[0]) if len(values) == 1 else float(np.dot(w, values) / w.sum())
+
+    table = {}
+    for row, cols in parts[0]["table"].items():
+        merged = {k: mean([p["table"][row][k] for p in parts]) for k in cols}
+        changed = merged["tokens_changed"]
+        per_token = merged["delta_judge_target"] / changed if changed else float("nan")
+        table[row] = merged | {"delta_judge_target_per_token": per_token}
     return {
-        "before": {k: float(np.mean(v)) for k, v in before.items()},
+        "before": {k: mean([p["before"][k] for p in parts]) for k in parts[0]["before"]},
         "table": table,
         "n_images": int(len(base)),
         "region_tokens": int(mask.sum()),
@@ -120,3 +168,268 @@ def pairs_from(names: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[t
         ia, ib = list(names).index(a), list(names).index(b)
         out += [(ia, ib), (ib, ia)]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiments: a codebook-level edit, and the Table 5 pair study, each writing its files
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EditConfig:
+    """A codebook-level edit: the optimisation (`selection`), the region ('r0:r1,c0:c1',
+    'center', 'full'; None: the start's default) and the seed of the init and Gumbel noise."""
+
+    selection: selection.SelectionConfig = selection.SelectionConfig()
+    region: str | None = None
+    seed: int = 0
+
+
+def start_from_image(models: Models, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """(grids (1, m, m), sources [-1], 'center') of an image (1, H, W, 3) in [-1, 1]."""
+    (encode,) = models.require("encode", what="starting from an image")
+    grids = np.asarray(encode(pixels)).astype(np.int32)
+    return grids.reshape(len(grids), *grids.shape[-2:]), np.array([-1]), "center"
+
+
+def start_from_dataset(
+    models: Models, tokens: np.ndarray, labels: np.ndarray, index: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(grids (1, m, m), sources [label], 'center') of grid `index` of a token dataset."""
+    if not 0 <= index < len(tokens):
+        raise ValueError(f"--from-index {index} is outside the dataset's 0..{len(tokens) - 1}")
+    if labels[index] >= len(models.class_names):
+        raise ValueError(
+            f"--from-index {index} has label {labels[index]}, which the IEM's "
+            f"{len(models.class_names)} classes do not include"
+        )
+    grids = np.asarray(tokens[index : index + 1], np.int32)
+    models.embed(grids)  # ids checked against the codebook
+    return grids, np.asarray(labels[index : index + 1]), "center"
+
+
+def start_from_concept(
+    models: Models, concept: int, n_images: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(grids (n, m, m), sources, 'center') generated for `concept`."""
+    (sample,) = models.require("sample", what="starting from generated images")
+    ids = np.full(n_images, concept)
+    return np.asarray(sample(ids, seed)), ids, "center"
+
+
+def start_from_codebook(models: Models) -> tuple[np.ndarray, np.ndarray, str]:
+    """(one zero grid, sources [-1], 'full'): the whole grid from random logits, a pure
+    codebook-level explanation."""
+    if models.grid_size is None:
+        raise ValueError("a start from the codebook alone needs the bundle's grid_size")
+    m = models.grid_size
+    return np.zeros((1, m, m), np.int32), np.array([-1]), "full"
+
+
+def edit(
+    models: Models,
+    target: int,
+    start: tuple[np.ndarray, np.ndarray, str],
+    cfg: EditConfig,
+    out: str | os.PathLike,
+) -> dict:
+    """Searches the codebook for the tokens that make the IEM see class `target` inside the
+    region of each start grid (`start_from_*`), then writes OUT/tokens.json (T_codebook per
+    image, final and best step), OUT/progression.png and .gif (the decoded edit, the paper's
+    Figure 5) and OUT/table.md (f_orig / f_target before and after). Returns tokens.json's
+    content. Nothing is written until everything is computed."""
+    (predict,) = models.require("predict", what="a codebook-level edit")
+    base, sources, default_region = start
+    mask = selection.region_mask(base.shape[1], cfg.region or default_region)
+    src = np.where(sources < 0, target, sources)  # no source concept: track the target twice
+    res = selection.select_tokens(
+        predict,
+        models.codebook,
+        base,
+        mask,
+        target,
+        src,
+        jax.random.PRNGKey(cfg.seed),
+        cfg.selection,
+    )
+    frames = progression(models.decode, base, res, 0)
+    strip = grid_image(frames, len(frames), scale=max(1, 128 // frames.shape[1]))
+    big = [
+        Image.fromarray(f).resize((256, 256), Image.Resampling.NEAREST) for f in to_uint8(frames)
+    ]
+    names = models.class_names
+    info = {
+        "target": names[target],
+        "region_positions": res.positions.tolist(),
+        "images": [
+            {
+                "source": names[s] if s >= 0 else None,
+                "tokens_final": res.tokens[i].tolist(),
+                "tokens_best": res.best_tokens[i].tolist(),
+                "f_target": {
+                    "before": float(res.start_f_target[i]),
+                    "final": float(res.f_target[i, -1]),
+                    "best": float(res.f_target[i].max()),
+                },
+                "f_original": {
+                    "before": float(res.start_f_original[i]),
+                    "final": float(res.f_original[i, -1]),
+                },
+            }
+            for i, s in enumerate(sources)
+        ],
+        "config": {
+            "steps": cfg.selection.steps,
+            "lr": cfg.selection.learning_rate,
+            "objective": cfg.selection.objective,
+        },
+    }
+    lines = [
+        "| image | f_orig before | f_orig after | f_target before | f_target after |",
+        "|---|---|---|---|---|",
+    ]
+    for i, im in enumerate(info["images"]):
+        fo, ft = im["f_original"], im["f_target"]
+        lines.append(
+            f"| {i} | {fo['before']:.3f} | {fo['final']:.3f} | {ft['before']:.3f} | "
+            f"{ft['final']:.3f} |"
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    strip.save(out / "progression.png")
+    big[0].save(out / "progression.gif", save_all=True, append_images=big[1:], duration=400, loop=0)
+    (out / "tokens.json").write_text(json.dumps(info, indent=2) + "\n")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    return info
+
+
+def apply_tokens(
+    models: Models, pixels: np.ndarray, positions: np.ndarray, tokens: np.ndarray
+) -> np.ndarray:
+    """An edit applied to an image (1, H, W, 3): its grid with `tokens` written at the flat
+    `positions` (row-major), decoded beside the unedited grid: pixels (2, H, W, 3)."""
+    (encode,) = models.require("encode", what="applying tokens to an image")
+    grid = np.array(encode(pixels), np.int32)
+    m = grid.shape[-1]
+    flat = grid.reshape(len(grid), -1).copy()
+    if positions.size and positions.max() >= flat.shape[1]:
+        raise ValueError(f"tokens.json positions reach {positions.max()}, beyond this VQGAN's grid")
+    k = len(models.codebook)
+    if tokens.size and tokens.max() >= k:
+        raise ValueError(
+            f"tokens.json holds token id {tokens.max()}, outside this VQGAN's codebook [0, {k})"
+        )
+    flat[0, positions] = tokens
+    edited = flat.reshape(len(grid), m, m)
+    return np.concatenate([models.decode(grid), models.decode(edited)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Table5Config:
+    """The Table 5 pair study: the optimisation (`selection`), the images per directed pair,
+    the region, the seed and the images optimised at a time (`batch`; None: all at once)."""
+
+    selection: selection.SelectionConfig = selection.SelectionConfig()
+    images_per_pair: int = 4
+    region: str = "center"
+    seed: int = 0
+    batch: int | None = None
+
+    def __post_init__(self):
+        if self.images_per_pair < 1:
+            raise ValueError(f"images_per_pair={self.images_per_pair}; expected at least 1")
+
+
+def pair_bases(
+    models: Models,
+    pairs: Sequence[tuple[int, int]],
+    per_pair: int,
+    seed: int,
+    dataset: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base grids, sources, targets) for directed (source, target) class pairs: the first
+    `per_pair` grids of each source class in `dataset` (tokens, labels), or `per_pair` grids the
+    bundle's generator makes for it (seed `seed`) when no dataset is given."""
+    if dataset is None:
+        (sample,) = models.require("sample", what="the pair study without a dataset")
+        src = np.repeat([s for s, _ in pairs], per_pair)
+        tgt = np.repeat([t for _, t in pairs], per_pair)
+        return np.asarray(sample(src, seed)), src, tgt
+    tokens, labels = dataset
+    grids: list[np.ndarray] = []
+    src_ids: list[int] = []
+    tgt_ids: list[int] = []
+    for s_id, t_id in pairs:
+        rows = np.flatnonzero(labels == s_id)[:per_pair]
+        if not len(rows):
+            raise ValueError(
+                f"the dataset has no images of {models.class_names[s_id]!r} (class {s_id}) for "
+                f"the pair {s_id}→{t_id}; generate that class first"
+            )
+        grids.append(np.asarray(tokens[rows], np.int32))
+        src_ids += [s_id] * len(rows)
+        tgt_ids += [t_id] * len(rows)
+    base = np.concatenate(grids)
+    models.embed(base)  # ids checked against the codebook
+    return base, np.asarray(src_ids), np.asarray(tgt_ids)
+
+
+def table5_markdown(result: dict, notes: Sequence[str] = ()) -> str:
+    """table5.md: one row per method, then the notes."""
+    rows = [
+        "| method | tokens changed | ΔP_orig (judge) | ΔP_target (judge) | ΔP_target per token "
+        "| judge top-1 = target | ΔP_orig (IEM) | ΔP_target (IEM) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k, v in result["table"].items():
+        rows.append(
+            f"| {k} | {v['tokens_changed']:.1f} | {v['delta_judge_orig']:+.3f} | "
+            f"{v['delta_judge_target']:+.3f} | {v['delta_judge_target_per_token']:+.4f} | "
+            f"{v['judge_target_top1']:.1%} | {v['delta_iem_orig']:+.3f} | "
+            f"{v['delta_iem_target']:+.3f} |"
+        )
+    rows += [
+        "",
+        "Like for like: token_selection_from_image vs embedding_optimisation (both start "
+        "from the image's own tokens). token_selection starts from random tokens, as the "
+        "authors; random_tokens/start is that start without optimisation.",
+    ]
+    for note in notes:
+        rows += ["", note]
+    return "\n".join(rows) + "\n"
+
+
+def table5(
+    models: Models,
+    pairs: Sequence[tuple[int, int]],
+    cfg: Table5Config,
+    out: str | os.PathLike,
+    dataset: tuple[np.ndarray, np.ndarray] | None = None,
+    editors: Mapping[str, Editor] | None = None,
+    notes: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
+    """The Table 5 experiment for directed (source, target) class pairs (`pair_bases`, then
+    `pair_study`): writes OUT/table5.json (with `extra` merged in) and OUT/table5.md, and
+    returns the result. Image ids are global (0..B−1 in pair order), so `cfg.batch` does not
+    change the result."""
+    base, src, tgt = pair_bases(models, pairs, cfg.images_per_pair, cfg.seed, dataset)
+    mask = selection.region_mask(base.shape[1], cfg.region)
+    result = pair_study(
+        models,
+        base,
+        src,
+        tgt,
+        mask,
+        cfg.selection,
+        cfg.seed,
+        image_ids=np.arange(len(base)),
+        editors=editors,
+        batch=cfg.batch,
+    )
+    result |= dict(extra or {})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "table5.json", (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write_bytes(out / "table5.md", table5_markdown(result, notes).encode())
+    return result

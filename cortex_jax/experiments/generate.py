@@ -7,16 +7,19 @@ restarted run writes the same bytes as an uninterrupted one and only the missing
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cortex_jax.io import shards
+from cortex_jax.method.selection import nearest_rows
 from cortex_jax.models import cin, maskgit
 from cortex_jax.models.maskgit import MaskGITVQGM
 from cortex_jax.models.vqgm import ClassConditionalVQGM
@@ -58,7 +61,7 @@ def generate_dataset(
     sample_config: cin.SampleConfig | maskgit.SampleConfig = cin.SampleConfig(),
     shard_size: int = 256,
     progress: Callable[[int], None] = lambda n: None,
-    dtype: str = "float32",
+    dtype: Literal["float32", "bfloat16"] = "float32",
 ) -> shards.TokenDataset:
     """Samples `per_class` token grids for each class id into `out`; returns the dataset.
     `dtype`: the transformer's compute type ("float32" or "bfloat16"), recorded in meta.json.
@@ -68,7 +71,7 @@ def generate_dataset(
     if per_class <= 0:
         raise ValueError(f"per_class={per_class}; expected a positive number of images per class")
     labels_all = np.repeat(np.asarray(class_ids, np.int32), per_class)
-    meta = {
+    meta: dict[str, Any] = {
         "class_names": list(vqgm.class_names),
         "vqgm": vqgm.name,
         "grid_size": vqgm.grid_size,
@@ -78,9 +81,12 @@ def generate_dataset(
         "sampling": dataclasses.asdict(sample_config),
     }
     if dtype != "float32":  # older datasets have no key: float32
-        meta["sampling"]["dtype"] = dtype
+        meta["sampling"] = {**meta["sampling"], "dtype": dtype}
     compute = jnp.dtype(dtype)
-    sample = lambda labels, rng: vqgm.sample_tokens(labels, rng, sample_config, compute)
+
+    def sample(labels: np.ndarray, rng: jax.Array) -> np.ndarray:
+        return np.asarray(vqgm.sample_tokens(labels, rng, sample_config, compute))  # type: ignore[arg-type]
+
     return write_sampled(sample, labels_all, out, meta, seed, shard_size, progress)
 
 
@@ -129,3 +135,75 @@ def write_prompt_dataset(
             scale=max(1, 128 // px.shape[1]),
         )
     return ds
+
+
+def _parse_indices(text: str) -> list[int]:
+    return [int(t) for t in text.replace("[", " ").replace("]", " ").replace(",", " ").split()]
+
+
+def import_reference(
+    csv_path: str | os.PathLike,
+    out: str | os.PathLike,
+    class_names: Sequence[str],
+    vqgm: str,
+    codebook: np.ndarray | None = None,
+    npy_folder: str | os.PathLike | None = None,
+    shard_size: int = 65536,
+) -> shards.TokenDataset:
+    """Converts the authors' layout (a CSV of `filename,label[,indices]` + one float32 .npy E
+    (d, m, m) per image) into a token dataset.
+
+    Token ids come from the `indices` column when the CSV has one; otherwise each .npy (in
+    `npy_folder`, default: next to the CSV) is snapped to its nearest `codebook` row, which is
+    exact since E is made of codebook rows.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"reference CSV not found: {csv_path}")
+    with csv_path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise ValueError(f"{csv_path} has no data rows; expected a header and filename,label rows")
+    header = [h.strip().lower() for h in rows[0]]
+    col_indices = header.index("indices") if "indices" in header else None
+    col_label = header.index("label") if "label" in header else 1
+    folder = Path(npy_folder) if npy_folder else csv_path.parent
+    if col_indices is None and codebook is None:
+        raise ValueError(f"{csv_path} has no 'indices' column; pass the VQGAN codebook to snap E")
+    cb = None if codebook is None else jnp.asarray(codebook, jnp.float32)
+    tokens, labels = [], []
+    for row in rows[1:]:
+        labels.append(int(row[col_label]))
+        if col_indices is not None:
+            ids = np.asarray(_parse_indices(row[col_indices]))
+        else:
+            path = folder / row[0]
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"embedding file listed in {csv_path.name} not found: {path}"
+                )
+            e = np.load(path).astype(np.float32)  # (d, m, m) channels-first
+            assert cb is not None  # checked above: no indices column needs the codebook
+            ids = np.asarray(nearest_rows(jnp.asarray(e.reshape(e.shape[0], -1).T), cb))
+        m = int(round(len(ids) ** 0.5))
+        if m * m != len(ids):
+            raise ValueError(f"{row[0]}: {len(ids)} token ids do not form a square grid")
+        tokens.append(ids.reshape(m, m))
+    tok = np.stack(tokens)
+    lab = np.asarray(labels, np.int32)
+    if lab.min() < 0 or lab.max() >= len(class_names):
+        raise ValueError(
+            f"labels span {lab.min()}..{lab.max()}; expected 0..{len(class_names) - 1}"
+        )
+    meta = {
+        "class_names": list(class_names),
+        "vqgm": vqgm,
+        "grid_size": int(tok.shape[1]),
+        "codebook_size": None if cb is None else int(cb.shape[0]),
+        "source": "reference",
+        "imported_from": str(csv_path),
+    }
+    shards.write_meta(out, meta)
+    for s, start in enumerate(range(0, len(tok), shard_size)):
+        shards.write_shard(out, s, tok[start : start + shard_size], lab[start : start + shard_size])
+    return shards.TokenDataset.open(out)

@@ -21,6 +21,7 @@ import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -29,8 +30,10 @@ from tqdm import tqdm
 
 from cortex_jax.core import imagenet
 from cortex_jax.experiments import codebook_level, sample_level
+from cortex_jax.experiments.bundle import Models, batched
 from cortex_jax.experiments.generate import generate_dataset
 from cortex_jax.io import folders, shards, sources
+from cortex_jax.io.images import to_uint8
 from cortex_jax.method import selection
 from cortex_jax.models import cin, iem
 from cortex_jax.models.vqgan import VQGAN, VQGANConfig
@@ -45,7 +48,9 @@ class StageBars:
     (throughput and ETA included; shown on process 0 only). Use as a context manager."""
 
     def __init__(self, prefix: str = "", unit: str = "img"):
-        self.prefix, self.unit, self.bar, self.stage = prefix, unit, None, None
+        self.prefix, self.unit = prefix, unit
+        self.bar: tqdm | None = None
+        self.stage: str | None = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage != self.stage:
@@ -57,7 +62,8 @@ class StageBars:
                 unit=self.unit,
                 disable=jax.process_index() != 0,
             )
-        self.bar.update(done - self.bar.n)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -137,7 +143,7 @@ def write_pngs(
         for j in range(0, len(todo) if mine else 0, batch):
             rows = todo[j : j + batch]
             px = np.asarray(decode(np.asarray(toks[rows], np.int32)))
-            u8 = np.clip(np.round((px + 1) * 127.5), 0, 255).astype(np.uint8)
+            u8 = to_uint8(px)
             for i, img in zip(rows, u8, strict=True):
                 path = folder / f"{start + i:07d}.png"
                 tmp = path.with_suffix(".png.tmp")
@@ -146,6 +152,10 @@ def write_pngs(
                 written += 1
         start += len(toks)
     return written
+
+
+def _split_progress(progress: Callable[[str, int, int], None], split: str, total: int, n: int):
+    progress(split, n, total)
 
 
 def generate(config, progress: Callable[[str, int, int], None] = lambda s, n, t: None) -> dict:
@@ -168,14 +178,14 @@ def generate(config, progress: Callable[[str, int, int], None] = lambda s, n, t:
             g.seed + i,
             sampling,
             g.shard_size,
-            lambda n, split=split, total=total: progress(split, n, total),
+            functools.partial(_split_progress, progress, split, total),
             g.dtype,
         )
         out[split] = len(ds)
     if g.test_png:
         _sync("test-tokens")
         test = shards.TokenDataset.open(config.data.test)
-        decode = lambda t: np.clip(np.asarray(vqgm.decode(t)), -1, 1)
+        decode = functools.partial(vqgm.vqgan.decode_pixels, batch=32)
         out["test_png"] = write_pngs(decode, test, Path(config.data.test) / "png")
     _sync("generate")
     return out
@@ -194,24 +204,24 @@ def load_iem(config, arch: str | None = None):
     return cfg, functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"]), meta
 
 
-def _decoder(vq: VQGAN, batch: int):
-    dec = jax.jit(vq.decode_code)
-
-    def decode(tokens):
-        vq.check_indices(tokens)  # under jit an id outside the codebook would decode to NaN
-        tokens = np.asarray(tokens, np.int32)
-        return np.concatenate(
-            [
-                np.clip(np.asarray(dec(tokens[i : i + batch])), -1, 1)
-                for i in range(0, len(tokens), batch)
-            ]
-        )
-
-    return decode
-
-
-def _batched(probs: Callable[[np.ndarray], np.ndarray], batch: int):
-    return lambda px: np.concatenate([probs(px[i : i + batch]) for i in range(0, len(px), batch)])
+def models(config, classifier: str, batch: int, arch: str | None = None) -> Models:
+    """The recipe's bundle for one step: the VQGAN at config.vqgan (decoding `batch` grids at a
+    time), the IEM train.iem wrote for `arch`, and the pixel classifier `classifier` (batched)."""
+    vq = sources.load_vqgan(config.vqgan)
+    _, predict, meta = load_iem(config, arch)
+    _, _, probs = sources.load_classifier(classifier, config.classifier_size)
+    return Models(
+        codebook=np.asarray(vq.codebook),
+        decode=functools.partial(vq.decode_pixels, batch=batch),
+        class_names=tuple(meta["class_names"]),
+        grid_size=vq.grid_size,
+        predict=predict,
+        predict_name=arch or config.arch,
+        classifier=batched(probs, batch),
+        classifier_name=str(classifier),
+        resolve=imagenet.resolve,
+        name="imagenet",
+    )
 
 
 def _atomic_json(path: Path, obj) -> None:
@@ -255,8 +265,7 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
     then concept- and image-level masking of the test split scored by the classifier."""
     s = config.sample
     out = Path(config.workdir) / f"sample_{config.arch}"
-    vq = sources.load_vqgan(config.vqgan)
-    _, predict, meta = load_iem(config)
+    bundle = models(config, config.classifier, s.batch)
     train = shards.TokenDataset.open(config.data.train)
     cfg = sample_level.SampleLevelConfig(
         n=s.n,
@@ -268,8 +277,8 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
         seed=s.seed,
     )
     sample_level.score_dataset(
-        predict,
-        vq.codebook,
+        bundle.require("predict")[0],
+        bundle.codebook,
         train,
         out / "tis",
         cfg,
@@ -283,9 +292,6 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
         [np.load(out / "tis" / f"tis-{i:05d}.npy") for i in range(len(train.tokens))]
     ).astype(np.float32)
     te_tok, te_lab, _ = shards.TokenDataset.open(config.data.test).arrays()
-    _, _, probs = sources.load_classifier(config.classifier, config.classifier_size)
-    probs = _batched(probs, s.batch)
-    decode = _decoder(vq, s.batch)
     concepts = [c for c in class_ids(config.generate.classes) if (te_lab == c).any()]
     chunks, parts = [], []
     for j in range(0, len(concepts), s.concepts_per_chunk):
@@ -294,10 +300,7 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
         sel = np.isin(te_lab, chunk)
         ex = np.isin(ex_lab, chunk)  # T_concept of a class reads only that class's images
         rep = sample_level.run(
-            decode,
-            predict,
-            probs,
-            np.asarray(vq.codebook),
+            bundle,
             chunk,
             (ex_tok[ex], ex_lab[ex]),
             (te_tok[sel], te_lab[sel]),
@@ -311,7 +314,7 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
     report.update(
         iem=config.arch,
         classifier=str(config.classifier),
-        concept_names={int(c): meta["class_names"][c] for c in concepts},
+        concept_names={int(c): bundle.class_names[c] for c in concepts},
     )
     sample_level.save_test_arrays(
         out,
@@ -328,69 +331,35 @@ def codebook_level_step(config) -> dict | None:
     """Step 4 (Table 5): token selection vs embedding optimisation on test images of each
     source class toward its target, scored by the IEM and by config.edit_classifier."""
     c = config.codebook
-    out = Path(config.workdir) / "table5"
     if jax.process_index() != 0:
         return None
-    vq = sources.load_vqgan(config.vqgan)
-    _, predict, _ = load_iem(config)
+    bundle = models(config, config.edit_classifier, c.batch)
     te_tok, te_lab, _ = shards.TokenDataset.open(config.data.test).arrays()
-    src, tgt, base = [], [], []
-    for s_id, t_id in c.pairs:
-        rows = np.flatnonzero(te_lab == s_id)[: c.images_per_pair]
-        if len(rows) == 0:
-            raise ValueError(
-                f"no test images of class {s_id} for the pair {s_id}→{t_id}; "
-                "generate it (config.generate.classes)"
-            )
-        base.append(te_tok[rows].astype(np.int32))
-        src += [s_id] * len(rows)
-        tgt += [t_id] * len(rows)
-    base, src, tgt = np.concatenate(base), np.asarray(src), np.asarray(tgt)
-    _, _, probs = sources.load_classifier(config.edit_classifier, config.classifier_size)
-    probs = _batched(probs, c.batch)
-    scfg = selection.SelectionConfig(
-        steps=c.steps, learning_rate=c.learning_rate, log_every=c.log_every
+    cfg = codebook_level.Table5Config(
+        selection.SelectionConfig(
+            steps=c.steps, learning_rate=c.learning_rate, log_every=c.log_every
+        ),
+        images_per_pair=c.images_per_pair,
+        region=c.region,
+        seed=c.seed,
+        batch=c.batch,
     )
-    mask = selection.region_mask(vq.grid_size, c.region)
-    decode = _decoder(vq, c.batch)
-    parts = []
-    for i in range(0, len(base), c.batch):
-        sl = slice(i, i + c.batch)
-        study = codebook_level.pair_study(
-            predict,
-            decode,
-            probs,
-            vq.codebook,
-            base[sl],
-            src[sl],
-            tgt[sl],
-            mask,
-            scfg,
-            c.seed,
-            image_ids=np.arange(len(base))[sl],
-        )
-        parts.append(study)
-    w = np.array([p["n_images"] for p in parts], np.float64)
-    mean = lambda values: float(np.dot(w, values) / w.sum())  # weighted by images per batch
-    result = {
-        "before": {k: mean([p["before"][k] for p in parts]) for k in parts[0]["before"]},
-        "table": {
-            row: {k: mean([p["table"][row][k] for p in parts]) for k in cols}
-            for row, cols in parts[0]["table"].items()
-        },
-        "n_images": int(w.sum()),
-        "region_tokens": parts[0]["region_tokens"],
-        "pairs": [list(map(int, p)) for p in c.pairs],
-    }
-    _atomic_json(out / "table5.json", result)
-    return result
+    pairs = [(int(a), int(b)) for a, b in c.pairs]
+    return codebook_level.table5(
+        bundle,
+        pairs,
+        cfg,
+        Path(config.workdir) / "table5",
+        dataset=(te_tok, te_lab),
+        extra={"pairs": [list(p) for p in pairs]},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------------------------
 
-PAPER = {  # shared/REFERENCE.md
+PAPER: dict[str, dict[str, Any]] = {  # shared/REFERENCE.md
     "table1": {"ce": (53.07, 77.73), "re": (51.43, 76.00), "te": (48.71, 73.63)},
     "table2_tokens": {"ce": 42.2, "re": 40.6, "te": 45.6, "frequency": 64.2},
     "table2_resnet50": {"ce": -46.6, "frequency": -41.9},
@@ -472,8 +441,8 @@ def tables(config, archs: Sequence[str] = ("ce", "re", "te")) -> tuple[dict, str
         md.append("| not run | | | | |")
     else:
         for row, v in t5["table"].items():
-            paper = PAPER["table5"].get(row.split("/")[0])
-            paper_cell = f"{paper[0]:+.3f} / {paper[1]:+.3f}" if paper else "—"
+            ref = PAPER["table5"].get(row.split("/")[0])
+            paper_cell = f"{ref[0]:+.3f} / {ref[1]:+.3f}" if ref else "—"
             md.append(
                 f"| {row} | {v['delta_judge_orig']:+.3f} | {v['delta_judge_target']:+.3f} "
                 f"| {v['judge_target_top1']:.1%} | {paper_cell} |"

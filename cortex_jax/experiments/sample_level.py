@@ -15,14 +15,23 @@ masks) it also scores the precision of T_image and T_concept against the truth.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
+import json
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cortex_jax.experiments.bundle import Models, Sample
+from cortex_jax.figures import plots
+from cortex_jax.io import shards
+from cortex_jax.io.images import save_grid
 from cortex_jax.method import evaluate, tis
 
 Array = jax.Array
@@ -37,37 +46,27 @@ class SampleLevelConfig:
     k: int = 10
     n_samples: int = 20
     alpha: float = 0.2
-    objective: str = "probability"
+    objective: Literal["probability", "logit"] = "probability"
     curve_ns: tuple[int, ...] = (1, 2, 3, 5, 8, 12, 16)
     batch: int = 128
     seed: int = 0
 
 
-def scores_for(predict, codebook, tokens, labels, cfg: SampleLevelConfig, ids=None):
-    """TIS (N, m, m) for token grids, in batches; noise keyed by each image's global id `ids`
-    (N,) (default 0..N−1)."""
-    out = []
-    rng = jax.random.PRNGKey(cfg.seed)
-    cb = jnp.asarray(codebook)
-    all_ids = np.arange(len(tokens)) if ids is None else np.asarray(ids)
-    for i in range(0, len(tokens), cfg.batch):
-        t = jnp.asarray(tokens[i : i + cfg.batch], jnp.int32)
-        ids = jnp.asarray(all_ids[i : i + cfg.batch], jnp.int32)
-        out.append(
-            np.asarray(
-                tis.token_importance(
-                    predict,
-                    cb[t],
-                    jnp.asarray(labels[i : i + cfg.batch]),
-                    rng,
-                    cfg.n_samples,
-                    cfg.alpha,
-                    objective=cfg.objective,
-                    image_ids=ids,
-                )
-            )
-        )
-    return np.concatenate(out)
+def scores_for(predict, codebook, tokens, labels, cfg: SampleLevelConfig, ids=None) -> np.ndarray:
+    """TIS (N, m, m) float32 for token grids with cfg's SmoothGrad settings; noise keyed by each
+    image's global id `ids` (N,) (default 0..N−1)."""
+    return tis.token_importance_batched(
+        predict,
+        codebook,
+        tokens,
+        labels,
+        jax.random.PRNGKey(cfg.seed),
+        cfg.n_samples,
+        cfg.alpha,
+        objective=cfg.objective,
+        batch=cfg.batch,
+        image_ids=ids,
+    )
 
 
 def summarize(per_concept: dict) -> dict[str, float]:
@@ -80,17 +79,8 @@ def summarize(per_concept: dict) -> dict[str, float]:
     }
 
 
-def _decode_all(decode, tokens, batch):
-    return np.concatenate(
-        [np.asarray(decode(tokens[i : i + batch])) for i in range(0, len(tokens), batch)]
-    )
-
-
 def run(
-    decode: Callable[[np.ndarray], np.ndarray],
-    predict: Callable[[Array], Array],
-    classifier: evaluate.Classifier,
-    codebook: np.ndarray,
+    models: Models,
     concepts: Sequence[int],
     explain_set: tuple[np.ndarray, np.ndarray],
     test_set: tuple[np.ndarray, np.ndarray],
@@ -100,12 +90,17 @@ def run(
     explain_tis: np.ndarray | None = None,
     test_ids: np.ndarray | None = None,
 ) -> dict:
-    """Runs the experiment for `concepts` (IEM class ids). Sets are (tokens (N, m, m), labels)
+    """Runs the experiment for `concepts` (IEM class ids) with the bundle's `predict` (the IEM),
+    `classifier` (scores the masked images) and `decode`. Sets are (tokens (N, m, m), labels)
     and for the truth set also masks (N, m, m). `explain_tis` (N, m, m): TIS of the explanation
     split computed beforehand (e.g. by `score_dataset`), skipping that pass. `test_ids` (N_test,):
     global ids of the test images, which key their SmoothGrad noise and random baseline
     positions (default: len(explain split) + 0..N_test−1), so a test split evaluated in concept
     chunks gives each image the draws it gets in one pass."""
+    predict, classifier = models.require(
+        "predict", "classifier", what="the sample-level experiment"
+    )
+    codebook = models.codebook
     n_classes = int(max(concepts)) + 1
     k_size = codebook.shape[0]
     m = explain_set[0].shape[1]
@@ -124,7 +119,7 @@ def run(
     if test_ids is None:
         test_ids = len(ex_tok) + np.arange(len(te_tok))
     test_ids = np.asarray(test_ids)
-    te_px = _decode_all(decode, te_tok, cfg.batch)
+    te_px = np.asarray(models.decode(te_tok))
     per_concept = {}
     for c in concepts:
         sel = te_lab == c
@@ -166,7 +161,7 @@ def run(
             "image_cortex": evaluate.position_precision(np.asarray(pos), gt_mask),
             "image_random": evaluate.position_precision(rand, gt_mask),
         }
-        per = {"cortex": [], "frequency": [], "random": []}
+        per: dict[str, list[float]] = {"cortex": [], "frequency": [], "random": []}
         for c in concepts:
             sel = gt_lab == c
             if not sel.any():
@@ -198,10 +193,6 @@ def save_test_arrays(folder, arrays: dict) -> None:
     """FOLDER/arrays.npz: the test split's token grids, labels and float32 TIS (N, m, m), in the
     order of report.json's evaluation (what explain.atlas draws its concept pages from; pixels
     are decoded from the tokens when needed)."""
-    from pathlib import Path
-
-    from cortex_jax.io import shards
-
     buf = io.BytesIO()
     np.savez_compressed(
         buf,
@@ -216,7 +207,7 @@ def score_dataset(
     predict: Callable[[Array], Array],
     codebook: np.ndarray,
     dataset,
-    out: str,
+    out: str | os.PathLike,
     cfg: SampleLevelConfig = SampleLevelConfig(),
     progress: Callable[[int], None] = lambda n: None,
 ) -> list[str]:
@@ -231,18 +222,9 @@ def score_dataset(
     batch over its local devices; noise is keyed by global image index, so the result does not
     depend on the number of devices. Finished shards are skipped on restart.
     """
-    from pathlib import Path
-
-    from cortex_jax.core import sharding
-    from cortex_jax.io import shards
-
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     shards.clean_stale_temps(out_dir)  # a kill between write and rename leaves one behind
-    local = jax.local_devices()
-    mesh = jax.sharding.Mesh(np.asarray(local), (sharding.DATA_AXIS,))
-    spec = sharding.batch_sharded(mesh)
-    cb = jnp.asarray(codebook)
     offsets = np.cumsum([0] + [len(x) for x in dataset.labels])
     written, done = [], 0
     for s, (toks, labels) in enumerate(zip(dataset.tokens, dataset.labels, strict=True)):
@@ -251,24 +233,90 @@ def score_dataset(
             done += len(labels)
             progress(done)
             continue
-        scores = []
-        for i in range(0, len(labels), cfg.batch):
-            t = np.asarray(toks[i : i + cfg.batch], np.int32)
-            pad = (-len(t)) % len(local)  # equal rows per device
-            t = np.concatenate([t, np.zeros((pad, *t.shape[1:]), np.int32)])
-            y = np.concatenate(
-                [np.asarray(labels[i : i + cfg.batch], np.int32), np.zeros(pad, np.int32)]
-            )
-            ids = offsets[s] + i + np.arange(len(t))
-            e = jax.device_put(cb[jnp.asarray(t)], spec)
-            rng = jax.random.PRNGKey(cfg.seed)
-            y, ids = jax.device_put(y, spec), jax.device_put(ids, spec)
-            sc = tis.token_importance(
-                predict, e, y, rng, cfg.n_samples, cfg.alpha, objective=cfg.objective, image_ids=ids
-            )
-            scores.append(np.asarray(sc, np.float32)[: len(t) - pad])
-        shards.atomic_save_npy(path, np.concatenate(scores))
+        ids = offsets[s] + np.arange(len(labels))
+        scores = scores_for(predict, codebook, np.asarray(toks), np.asarray(labels), cfg, ids)
+        shards.atomic_save_npy(path, scores)
         written.append(str(path))
         done += len(labels)
         progress(done)
     return written
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """The sample-level study on a generator: `method` (the explanation's settings), images
+    generated per concept for T_concept (`per_concept`) and for the test split
+    (`test_per_concept`), test images shown per concept in top_tokens.png (`shown_per_concept`).
+    The explanation split is sampled with seed `method.seed`, the test split with seed + 1."""
+
+    method: SampleLevelConfig = SampleLevelConfig()
+    per_concept: int = 100
+    test_per_concept: int = 40
+    shown_per_concept: int = 8
+
+    def __post_init__(self):
+        for name in ("per_concept", "test_per_concept", "shown_per_concept"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
+        if self.method.n_samples < 1:
+            raise ValueError(f"n_samples={self.method.n_samples}; expected at least 1")
+
+
+def _generated(sample: Sample, concepts: Sequence[int], per: int, seed: int):
+    ids = np.repeat(np.asarray(concepts), per)
+    return np.asarray(sample(ids, seed)), ids.astype(np.int32)
+
+
+def study(
+    models: Models,
+    concepts: Sequence[int],
+    cfg: StudyConfig,
+    out: str | os.PathLike,
+    truth_set: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    progress: Callable[[str], None] = lambda stage: None,
+) -> dict:
+    """The sample-level study of `concepts` on images the bundle's generator makes: `run`, then
+    OUT/report.json (token sets, masking effects, image-level curve, ground-truth precision when
+    `truth_set` (tokens, labels, masks) is given), OUT/token_sets.csv, OUT/top_tokens.png (test
+    images with their top-n TIS positions boxed, the paper's Figure 3), OUT/image_level_curve.*
+    (Figure 4) and OUT/arrays.npz (what explain.atlas draws). Returns the report."""
+    (sample,) = models.require("sample", "predict", "classifier", what="the sample-level study")[:1]
+    out = Path(out)
+    names = models.class_names
+    m = cfg.method
+    explain_set = _generated(sample, concepts, cfg.per_concept, m.seed)
+    test_set = _generated(sample, concepts, cfg.test_per_concept, m.seed + 1)
+    report = run(models, concepts, explain_set, test_set, m, truth_set, progress)
+    arrays = report.pop("arrays")
+    report["iem"] = models.predict_name
+    report["concept_names"] = {c: names[c] for c in concepts}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    with (out / "token_sets.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["concept", "method", "rank", "token_id", "count"])
+        for c, row in report["concepts"].items():
+            for method in ("cortex", "frequency"):
+                for r, (t, n) in enumerate(zip(row[method], row[f"{method}_counts"], strict=True)):
+                    w.writerow([names[int(c)], method, r + 1, t, n])
+    labels, px, scores = arrays["test_labels"], arrays["test_pixels"], arrays["test_tis"]
+    per = cfg.shown_per_concept
+    shown = np.concatenate([np.flatnonzero(labels == c)[:per] for c in concepts])
+    top = np.argsort(-scores[shown].reshape(len(shown), -1), axis=1)[:, : m.n]
+    boxes = evaluate.positions_mask(top, scores.shape[1])
+    save_grid(
+        out / "top_tokens.png", px[shown], per, [names[c] for c in concepts], scale=4, boxes=boxes
+    )
+    curve = report["image_level_curve"]
+    plots.masking_curve(
+        out / "image_level_curve",
+        curve["n"],
+        {
+            "top-n TIS positions": (curve["tis"], curve["tis_se"]),
+            "n random positions": (curve["random"], curve["random_se"]),
+        },
+        f"Image level: {models.predict_name.upper()} IEM, {models.classifier_name}",
+        ylabel=f"{models.classifier_name} probability of the concept",
+    )
+    save_test_arrays(out, arrays)
+    return report

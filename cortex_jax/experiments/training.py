@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import flax.struct
 import jax
@@ -52,12 +53,12 @@ class TrainConfig:
 
     batch_size: int = 512
     epochs: int = 80
-    optimizer: str = "adam_step"
+    optimizer: Literal["adam_step", "adamw_cosine"] = "adam_step"
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     decay_every: int = 20
     warmup: float = 0.1
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16"] = "float32"
     eval_every: int = 0
     checkpoint_every: int = 0
     seed: int = 0
@@ -171,8 +172,11 @@ class Trainer:
 
     def _eval_step(self, state: TrainState, tokens: Array, labels: Array):
         e = self.codebook[tokens.astype(jnp.int32)]
-        logits = self.model.apply(
-            {"params": state.params, "batch_stats": state.batch_stats}, e, train=False
+        logits = cast(
+            Array,
+            self.model.apply(
+                {"params": state.params, "batch_stats": state.batch_stats}, e, train=False
+            ),
         )
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
         return {
@@ -403,7 +407,7 @@ def train_and_evaluate(
     return state, best_metrics
 
 
-def restore_best(trainer: Trainer, workdir: str | Path) -> TrainState:
+def restore_best(trainer: Trainer, workdir: str | os.PathLike) -> TrainState:
     """The lowest-validation-loss state saved under workdir/checkpoints/best."""
     _, best = _managers(Path(workdir), 1)
     step = best.best_step()

@@ -88,7 +88,7 @@ def _page(title: str, body: str, depth: int = 0) -> str:
 def _png(path: Path, pixels_u8: np.ndarray, scale: int = 1) -> None:
     img = Image.fromarray(pixels_u8)
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, optimize=True)
 
@@ -285,7 +285,7 @@ def _concept_pages(
 def _resize(pixels_u8: np.ndarray, side: int) -> np.ndarray:
     if pixels_u8.shape[0] <= side:
         return pixels_u8
-    return np.asarray(Image.fromarray(pixels_u8).resize((side, side), Image.BILINEAR))
+    return np.asarray(Image.fromarray(pixels_u8).resize((side, side), Image.Resampling.BILINEAR))
 
 
 def _sample_section(

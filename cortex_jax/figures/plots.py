@@ -25,7 +25,8 @@ def _save(fig, path: Path, header: Sequence[str], rows: Sequence[Sequence[object
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path.with_suffix(".png"), dpi=120)
-    fig.savefig(path.with_suffix(".svg"))
+    with plt.rc_context({"svg.hashsalt": "cortex-jax"}):  # the same figure, the same bytes
+        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
     plt.close(fig)
     with path.with_suffix(".csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -45,8 +46,8 @@ def masking_curve(
     """Mean ± 95 % band (1.96 standard errors over images) per series: {name: (means, ses)}."""
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     header, cols = ["n"], [list(ns)]
-    for name, (mean, se) in series.items():
-        mean, se = np.asarray(mean, float), np.asarray(se, float)
+    for name, (means, ses) in series.items():
+        mean, se = np.asarray(means, float), np.asarray(ses, float)
         ax.plot(ns, mean, marker="o", label=name)
         ax.fill_between(ns, mean - Z95 * se, mean + Z95 * se, alpha=0.2)
         header += [f"{name} mean", f"{name} se"]

@@ -170,7 +170,7 @@ def hub_folder(repo_id: str, filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_
 
     cached = [huggingface_hub.try_to_load_from_cache(repo_id, f) for f in filenames]
     if all(isinstance(p, str) for p in cached):
-        return Path(cached[0]).parent
+        return Path(str(cached[0])).parent
     offline = constants.HF_HUB_OFFLINE
     cause = "HF_HUB_OFFLINE is set"
     if not offline:

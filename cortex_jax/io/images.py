@@ -41,7 +41,7 @@ def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
             raise ValueError(f"{path}: refused as a possible decompression bomb ({e})") from None
         except (OSError, SyntaxError) as e:  # PIL raises SyntaxError for some broken headers
             raise ValueError(f"{path} is not a readable image ({e})") from None
-    rgb = rgb.resize((size, size), Image.BICUBIC)
+    rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
     return np.asarray(rgb, np.float32)[None] / 127.5 - 1
 
 
@@ -97,7 +97,9 @@ def grid_image(
     for i in range(n):
         r, c = divmod(i, per_row)
         x0, y0 = left + pad + c * (ws + pad), pad + r * (hs + pad)
-        canvas.paste(Image.fromarray(images[i]).resize((ws, hs), Image.NEAREST), (x0, y0))
+        canvas.paste(
+            Image.fromarray(images[i]).resize((ws, hs), Image.Resampling.NEAREST), (x0, y0)
+        )
         if boxes is not None:
             p = (patch or h // boxes.shape[1]) * scale
             for by, bx in np.argwhere(boxes[i]):

@@ -19,7 +19,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ml_dtypes
 import numpy as np
@@ -127,7 +127,7 @@ def _materialise(obj: Any, name: str) -> Any:
     if isinstance(obj, _LazyTensor):
         return obj.build(name)
     if isinstance(obj, Mapping):
-        return type(obj)(
+        return cast(Any, type(obj))(
             (k, _materialise(v, f"{name}.{k}" if name else str(k))) for k, v in obj.items()
         )
     if isinstance(obj, (list, tuple)):

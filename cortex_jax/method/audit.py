@@ -64,12 +64,12 @@ def paper_statistic(counts_a: np.ndarray, counts_b: np.ndarray, n_boot: int, see
     }
 
 
-def _counts(neutral, ref_a, ref_b) -> list[np.ndarray]:
+def _counts(neutral, ref_a, ref_b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     out = [np.asarray(x, np.float64) for x in (neutral, ref_a, ref_b)]
     for name, x in zip(("neutral", "ref_a", "ref_b"), out, strict=True):
         if x.ndim != 2 or x.shape[1] != 2 or len(x) < 2:
             raise ValueError(f"{name} counts have shape {x.shape}; expected (images ≥ 2, 2)")
-    return out
+    return out[0], out[1], out[2]
 
 
 def _share(neutral, ref_a, ref_b, n_boot: int, seed: int) -> dict:

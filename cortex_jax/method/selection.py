@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 Array = jax.Array
 Predict = Callable[[Array], Array]
@@ -49,8 +50,8 @@ class SelectionConfig:
     tau: float = 1.0
     tau_final: float | None = None
     alpha: float = 0.0
-    objective: str = "logit"
-    init: str = "random"
+    objective: Literal["probability", "logit"] = "logit"
+    init: Literal["random", "image"] = "random"
     log_every: int = 50
 
     def __post_init__(self):
@@ -303,7 +304,7 @@ def _check(base_indices, mask, codebook, targets, sources):
 
 def select_tokens(
     predict: Predict,
-    codebook: Array,
+    codebook: ArrayLike,
     base_indices: np.ndarray,
     mask: np.ndarray,
     targets,
@@ -311,7 +312,7 @@ def select_tokens(
     rng: Array,
     cfg: SelectionConfig = SelectionConfig(),
     image_ids=None,
-    loop: str = "auto",
+    loop: Literal["auto", "scan", "python"] = "auto",
 ) -> SelectionResult:
     """Optimises the masked tokens of each base grid (B, m, m) toward its target concept.
 
@@ -386,7 +387,7 @@ def _embed_opt(predict, codebook, base, targets, sources, cfg: SelectionConfig, 
 
 def optimize_embedding(
     predict: Predict,
-    codebook: Array,
+    codebook: ArrayLike,
     base_indices: np.ndarray,
     mask: np.ndarray,
     targets,

@@ -28,6 +28,11 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
+
+from cortex_jax.core.sharding import split_over_local_devices
+
+Objective = Literal["probability", "logit"]  # f_y: the concept's probability, or its logit
 
 Array = jax.Array
 Predict = Callable[[Array], Array]  # E (B, m, m, d) → logits (B, classes)
@@ -82,12 +87,12 @@ def _tis(
 def token_importance(
     predict: Predict,
     embeddings: Array,
-    concepts: int | Array,
+    concepts: Array,
     rng: Array,
     n_samples: int = 20,
     alpha: float = 0.2,
     *,
-    objective: str = "probability",
+    objective: Objective = "probability",
     signed: bool = False,
     image_ids: Array | None = None,
     samples_per_chunk: int | None = None,
@@ -119,6 +124,45 @@ def token_importance(
     return _tis(predict, e, concepts, rng, ids, n_samples, float(alpha), objective, signed, chunk)
 
 
+def token_importance_batched(
+    predict: Predict,
+    codebook: ArrayLike,
+    tokens: np.ndarray,
+    labels: np.ndarray,
+    rng: Array,
+    n_samples: int = 20,
+    alpha: float = 0.2,
+    *,
+    objective: Literal["probability", "logit"] = "probability",
+    batch: int = 128,
+    image_ids: np.ndarray | None = None,
+) -> np.ndarray:
+    """TIS (N, m, m) float32 of token grids (N, m, m) with labels (N,), `batch` grids at a time,
+    each batch split over this host's devices (padded by repeating its last row, which is then
+    dropped). Noise is keyed by `image_ids` (N,) (default 0..N−1), so the scores do not depend
+    on the batch size or the number of devices. The one batched TIS loop every experiment uses."""
+    tokens = np.asarray(tokens, np.int32)
+    labels = np.asarray(labels, np.int32)
+    ids = np.arange(len(tokens)) if image_ids is None else np.asarray(image_ids)
+    if not len(tokens) == len(labels) == len(ids):
+        raise ValueError(
+            f"{len(tokens)} token grids, {len(labels)} labels and {len(ids)} image ids; "
+            "expected one of each per image"
+        )
+    cb = jnp.asarray(codebook)
+    out = []
+    for i in range(0, len(tokens), batch):
+        b, (t, y, g) = split_over_local_devices(
+            tokens[i : i + batch], labels[i : i + batch], ids[i : i + batch].astype(np.int32)
+        )
+        scores = token_importance(
+            predict, cb[t], y, rng, n_samples, alpha, objective=objective, image_ids=g
+        )
+        out.append(np.asarray(scores, np.float32)[:b])
+    m = tokens.shape[1:] if tokens.ndim == 3 else (0, 0)
+    return np.concatenate(out) if out else np.zeros((0, *m), np.float32)
+
+
 def image_tokens(tis: Array, indices: Array, n: int) -> tuple[Array, Array]:
     """T_image: the n highest-TIS positions per image, (B, n) flat positions (row·m + col) in
     descending order, and the token ids there (B, n)."""
@@ -145,8 +189,8 @@ def first_occurrences(token_ids: Array) -> Array:
 
 
 def token_counts(
-    token_ids: Array,
-    labels: Array,
+    token_ids: ArrayLike,
+    labels: ArrayLike,
     n_concepts: int,
     codebook_size: int,
     counting: Counting = "authors",
@@ -176,20 +220,20 @@ def top_tokens(counts: Array, k: int) -> tuple[list[np.ndarray], list[np.ndarray
     """
     if k < 1:
         raise ValueError(f"k={k}; expected at least 1 token per concept")
-    counts = np.asarray(counts)
-    order = np.lexsort((np.broadcast_to(np.arange(counts.shape[1]), counts.shape), -counts))
+    table = np.asarray(counts)
+    order = np.lexsort((np.broadcast_to(np.arange(table.shape[1]), table.shape), -table))
     ids_out, counts_out = [], []
-    for c in range(counts.shape[0]):
+    for c in range(table.shape[0]):
         top = order[c, :k]
-        top = top[counts[c, top] > 0]
+        top = top[table[c, top] > 0]
         ids_out.append(top.astype(np.int64))
-        counts_out.append(counts[c, top])
+        counts_out.append(table[c, top])
     return ids_out, counts_out
 
 
 def concept_tokens(
-    image_token_ids: Array,
-    labels: Array,
+    image_token_ids: ArrayLike,
+    labels: ArrayLike,
     n_concepts: int,
     codebook_size: int,
     k: int,
@@ -201,7 +245,7 @@ def concept_tokens(
 
 
 def frequency_baseline(
-    indices: Array, labels: Array, n_concepts: int, codebook_size: int, k: int
+    indices: ArrayLike, labels: ArrayLike, n_concepts: int, codebook_size: int, k: int
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The k most frequent token ids per concept over all positions (occurrences), without the
     IEM. Lists of (≤ k,) ids and counts, as `concept_tokens`."""

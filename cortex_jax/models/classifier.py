@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal, cast
 
 import flax.linen as nn
 import jax
@@ -32,7 +32,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # torchvision's depths per stage.
-_ARCHS = {
+_ARCHS: dict[str, tuple[Literal["basic", "bottleneck"], tuple[int, ...]]] = {
     "resnet18": ("basic", (2, 2, 2, 2)),
     "resnet34": ("basic", (3, 4, 6, 3)),
     "resnet50": ("bottleneck", (3, 4, 6, 3)),
@@ -46,7 +46,7 @@ class ResNetConfig:
     channels; 64 in torchvision), n_classes, image_size (the classifier's input side: pixels are
     resized to it, 224 for ImageNet)."""
 
-    block: str = "bottleneck"
+    block: Literal["basic", "bottleneck"] = "bottleneck"
     layers: tuple[int, ...] = (3, 4, 6, 3)
     width: int = 64
     n_classes: int = 1000
@@ -147,4 +147,4 @@ def probabilities_fn(config: ResNetConfig, variables) -> Callable[[np.ndarray], 
 
 def init_variables(config: ResNetConfig, seed: int = 0) -> dict:
     x = jnp.zeros((1, config.image_size, config.image_size, 3))
-    return ResNet(config).init(jax.random.PRNGKey(seed), x)
+    return cast(dict, ResNet(config).init(jax.random.PRNGKey(seed), x))

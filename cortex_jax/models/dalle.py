@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from cortex_jax.core.sharding import split_over_local_devices
 from cortex_jax.models.cin import filter_logits
@@ -329,13 +330,13 @@ def superconditioned(cond: Array, uncond: Array, scale: float) -> Array:
 def generate(
     cfg: DalleBartConfig,
     params: dict,
-    input_ids: Array,
-    attention_mask: Array,
+    input_ids: ArrayLike,
+    attention_mask: ArrayLike,
     rng: Array,
     n_image_codes: int,
     condition_scale: float = 10.0,
-    uncond_ids: Array | None = None,
-    uncond_mask: Array | None = None,
+    uncond_ids: ArrayLike | None = None,
+    uncond_mask: ArrayLike | None = None,
     temperature: float = 1.0,
     top_k: int | None = 50,
     top_p: float = 1.0,
@@ -365,8 +366,8 @@ def generate(
     rows = [input_ids, attention_mask] + (
         [uncond_ids, uncond_mask] if uncond_ids is not None else []
     )
-    b, rows = split_over_local_devices(*rows)
-    toks, lgs = fn(params, rows[0], rows[1], rng, *rows[2:])
+    b, placed = split_over_local_devices(*rows)
+    toks, lgs = fn(params, placed[0], placed[1], rng, *placed[2:])
     toks, lgs = toks[:b], lgs[:b]
     return (toks, lgs) if return_logits else toks
 

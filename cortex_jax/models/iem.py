@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, cast
 
 import flax.linen as nn
 import jax
@@ -49,7 +49,7 @@ class IEMConfig:
       and the shipped toy TE: 0).
     """
 
-    arch: str
+    arch: Literal["ce", "re", "te"]
     n_classes: int
     width: int = 512
     depth: int | None = None
@@ -75,6 +75,19 @@ class IEMConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    # depth, hidden and dropout once resolved (never None after __post_init__)
+    @property
+    def layers(self) -> int:
+        return int(self.depth)  # type: ignore[arg-type]
+
+    @property
+    def head_width(self) -> int:
+        return int(self.hidden)  # type: ignore[arg-type]
+
+    @property
+    def head_dropout(self) -> float:
+        return float(self.dropout)  # type: ignore[arg-type]
+
 
 def _bn(train: bool, name: str | None = None) -> nn.BatchNorm:
     # torch BatchNorm defaults: momentum 0.1 (flax 0.9), eps 1e-5.
@@ -86,10 +99,10 @@ def _head(x: Array, cfg: IEMConfig, train: bool, dtype: Any, layers: int) -> Arr
     bn_fc{j}, dropout after the first, then Dense to the classes (float32 logits). Called inside
     a compact `__call__`, so the layers belong to the calling module."""
     for j in range(1, layers + 1):
-        x = nn.Dense(cfg.hidden, dtype=dtype, name=f"fc{j}")(x)
+        x = nn.Dense(cfg.head_width, dtype=dtype, name=f"fc{j}")(x)
         x = nn.relu(_bn(train, f"bn_fc{j}")(x))
         if j == 1:
-            x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+            x = nn.Dropout(cfg.head_dropout, deterministic=not train)(x)
     return nn.Dense(cfg.n_classes, dtype=dtype, name="out")(x).astype(jnp.float32)
 
 
@@ -102,7 +115,7 @@ class CE(nn.Module):
         cfg = self.config
         x = e.astype(self.dtype)
         for stage in range(2):
-            for i in range(cfg.depth):
+            for i in range(cfg.layers):
                 x = nn.Conv(cfg.width, (3, 3), dtype=self.dtype, name=f"conv{stage}_{i}")(x)
                 x = nn.relu(_bn(train, f"bn{stage}_{i}")(x))
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -142,7 +155,7 @@ class RE(nn.Module):
         cfg = self.config
         x = e.astype(self.dtype)
         for stage in range(2):
-            for i in range(cfg.depth):
+            for i in range(cfg.layers):
                 x = SEBlock(
                     cfg.width,
                     2 if i == 0 else 1,
@@ -195,14 +208,14 @@ class TE(nn.Module):
         pos = self.param("pos", init, (1, h * w + 1, cfg.width))
         x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, cfg.width)).astype(x.dtype), x], 1)
         x = nn.Dropout(0.2, deterministic=not train)(x + pos.astype(x.dtype))
-        for i in range(cfg.depth):
+        for i in range(cfg.layers):
             x = _EncoderLayer(
                 cfg.width, cfg.heads, cfg.mlp, self.dtype, cfg.attention_dropout, name=f"layer{i}"
             )(x, train)
         x = nn.LayerNorm(dtype=self.dtype, name="ln_f")(x)[:, 0]
-        x = nn.Dense(cfg.hidden, dtype=self.dtype, name="fc1")(x)
+        x = nn.Dense(cfg.head_width, dtype=self.dtype, name="fc1")(x)
         x = nn.gelu(nn.LayerNorm(dtype=self.dtype, name="head_ln")(x), approximate=False)
-        x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+        x = nn.Dropout(cfg.head_dropout, deterministic=not train)(x)
         return nn.Dense(cfg.n_classes, dtype=self.dtype, name="out")(x).astype(jnp.float32)
 
 
@@ -226,6 +239,7 @@ def predict_fn(config: IEMConfig, dtype: Any = jnp.float32) -> Callable[..., Arr
     model = create_model(config, dtype)
 
     def predict(params, batch_stats, e: Array) -> Array:
-        return model.apply({"params": params, "batch_stats": batch_stats}, e, train=False)
+        out = model.apply({"params": params, "batch_stats": batch_stats}, e, train=False)
+        return cast(Array, out)
 
     return predict

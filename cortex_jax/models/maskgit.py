@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import flax.linen as nn
 import jax
@@ -237,7 +237,7 @@ def infer_tokenizer_config(params: dict, **overrides: Any) -> TokenizerConfig:
         int(np.shape(enc[f"ResBlock_{i * nrb}"]["Conv_1"]["kernel"])[-1] // filters)
         for i in range(levels)
     )
-    fields = dict(
+    fields: dict[str, Any] = dict(
         filters=int(filters),
         channel_multipliers=mults,
         num_res_blocks=nrb,
@@ -385,10 +385,10 @@ def infer_transformer_config(params: dict, codebook_size: int) -> TransformerCon
 
 def transformer_logits(config: TransformerConfig, params: dict, ids: Array) -> Array:
     """(B, L) ids → (B, L, vocab) logits of MaskGIT's transformer (deterministic)."""
-    return BidirectionalTransformer(config).apply({"params": params}, ids)
+    return cast(Array, BidirectionalTransformer(config).apply({"params": params}, ids))
 
 
-def mask_schedule(ratio: Array, method: str = "cosine") -> Array:
+def mask_schedule(ratio: Array, method: str = "cosine") -> Array:  # cosine|uniform|powN
     """MaskGIT's mask ratio for the share `ratio` of iterations done (cosine: cos(π/2·r))."""
     if method == "cosine":
         r = jnp.cos(math.pi / 2.0 * ratio)
@@ -409,7 +409,7 @@ def parallel_decode(
     choice_temperature: float = 4.5,
     start_iter: int = 0,
     mask_token_id: int = MASK_TOKEN_ID,
-    schedule: str = "cosine",
+    schedule: str = "cosine",  # see mask_schedule
 ) -> Array:
     """MaskGIT's iterative decoding: (B, L) ids with [MASK] → (B, num_iter, L), the sequence after
     each iteration. `logits_fn(ids) -> (B, L, K)` scores the codebook entries only."""
@@ -506,7 +506,7 @@ class MaskGITVQGM:
 
         return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None)), static_argnums=(2, 4))
 
-    def _run(self, seqs: np.ndarray, rng: Array, sc: SampleConfig, start_iter: int) -> Array:
+    def _run(self, seqs: np.ndarray, rng: Array, sc: SampleConfig, start_iter: int) -> np.ndarray:
         keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(len(seqs)))
         b, (s, k) = sharding.split_over_local_devices(np.asarray(seqs), np.asarray(keys))
         out = self._decode_one(s, k, sc.num_iter, float(sc.choice_temperature), start_iter)

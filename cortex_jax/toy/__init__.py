@@ -1,9 +1,11 @@
 """The toy world: a built-in, trained VQGM with ground truth, the default of every command.
 
-`load_toy_vqgm()` gives the shipped VQGAN + class-conditional prior, `load_toy_judge()` the
-independent pixel classifier, `write_encoded_dataset` the procedural images through the VQGAN
-encoder with their ground-truth token masks. `world` defines the concepts; `recipe` how the
-models are trained (`python -m train.toy` rebuilds them).
+`models(iem)` is the toy world's bundle for every experiment (`experiments.bundle.Models`): the
+shipped VQGAN and class-conditional prior, a shipped IEM and the independent pixel judge.
+`load_toy_vqgm()`, `load_toy_iem()` and `load_toy_judge()` give the pieces;
+`ground_truth(...)` and `write_encoded_dataset` the procedural images through the VQGAN encoder
+with their ground-truth token masks. `world` defines the concepts; `train` how the models are
+trained (`python -m train.toy` rebuilds them).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import jax
 import numpy as np
 
+from cortex_jax.core import imagenet
+from cortex_jax.experiments.bundle import Models
 from cortex_jax.io import folders, shards
 from cortex_jax.models import iem
 from cortex_jax.models.cin import SampleConfig
@@ -37,15 +42,15 @@ def load_toy_vqgm(weights: str | os.PathLike = WEIGHTS_DIR) -> ClassConditionalV
     return ClassConditionalVQGM("toy", vq, gcfg, gparams, world.CLASS_NAMES)
 
 
-def load_toy_judge(weights: str | os.PathLike = WEIGHTS_DIR) -> Callable[[jax.Array], jax.Array]:
+def load_toy_judge(weights: str | os.PathLike = WEIGHTS_DIR) -> Callable[[Any], jax.Array]:
     """pixels (B, 32, 32, 3) in [-1, 1] → concept probabilities (B, 14), jitted."""
     raw, params = folders.read_model_folder(Path(weights) / "judge", "pixel judge")
     model = PixelJudge(JudgeConfig.from_dict(raw))
-    fn = jax.jit(lambda x: jax.nn.softmax(model.apply({"params": params}, x), -1))
+    fn = jax.jit(lambda x: jax.nn.softmax(cast(jax.Array, model.apply({"params": params}, x)), -1))
     return lambda x: fn(np.asarray(x, np.float32))
 
 
-def load_toy_iem(arch: str = "ce", weights: str | os.PathLike = WEIGHTS_DIR):
+def load_toy_iem(arch: Literal["ce", "re", "te"] = "ce", weights: str | os.PathLike = WEIGHTS_DIR):
     """The shipped toy IEM: (config, variables {'params', 'batch_stats'}, predict E → logits)."""
     if arch not in iem.ARCHITECTURES:
         raise ValueError(f"unknown IEM {arch!r}; expected one of {', '.join(iem.ARCHITECTURES)}")
@@ -104,3 +109,64 @@ def write_encoded_dataset(
             shards.write_shard(out, s, *encode_procedural(vqgan, chunk, seed * 1_000_003 + s))
         progress(start + len(chunk))
     return shards.TokenDataset.open(out)
+
+
+CONCEPT_NAMES = tuple(c.name for c in world.CONCEPTS)  # the IEMs' and the judge's classes
+
+
+def resolve(name: str, vqgm: ClassConditionalVQGM | None = None) -> int:
+    """A toy class name → its id (concepts 0..13, then the neutral classes); an ImageNet name
+    gets a one-line hint to use real models, anything else the closest matches."""
+    if name in CONCEPT_NAMES:
+        return CONCEPT_NAMES.index(name)
+    try:
+        imagenet.resolve(name)
+    except ValueError:
+        return (vqgm or load_toy_vqgm()).class_id(name)  # raises with close matches
+    raise ValueError(
+        f"{name!r} is an ImageNet concept: it needs --vqgan imagenet_f16_16384 (or a VQGAN "
+        f"folder/checkpoint) and --iem-checkpoint FOLDER of an IEM trained with "
+        f"configs/iem_ce.py:variant=imagenet"
+    )
+
+
+def models(
+    iem_arch: Literal["ce", "re", "te"] = "ce", weights: str | os.PathLike = WEIGHTS_DIR
+) -> Models:
+    """The toy world as an experiment's bundle: the prior samples (class ids, seed) with
+    `TOY_SAMPLING`, the VQGAN decodes 128 grids at a time, `predict` is the shipped IEM
+    `iem_arch` (ce | re | te) and `classifier` the pixel judge."""
+    vqgm = load_toy_vqgm(weights)
+    _, _, predict = load_toy_iem(iem_arch, weights)
+    vq = vqgm.vqgan
+
+    def sample(class_ids: np.ndarray, seed: int) -> np.ndarray:
+        ids = np.asarray(class_ids)
+        return np.asarray(vqgm.sample_tokens(ids, jax.random.PRNGKey(seed), TOY_SAMPLING))
+
+    return Models(
+        codebook=np.asarray(vq.codebook),
+        decode=functools.partial(vq.decode_pixels, batch=128),
+        class_names=CONCEPT_NAMES,
+        grid_size=vq.grid_size,
+        image_size=vq.config.resolution,
+        predict=predict,
+        predict_name=iem_arch,
+        classifier=load_toy_judge(weights),
+        classifier_name="pixel judge",
+        sample=sample,
+        encode=lambda px: np.asarray(vq.encode(px)).reshape(-1, vq.grid_size, vq.grid_size),
+        resolve=functools.partial(resolve, vqgm=vqgm),
+        name="toy",
+    )
+
+
+def ground_truth(
+    concepts: Sequence[int], per_concept: int, seed: int, weights: str | os.PathLike = WEIGHTS_DIR
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Procedural images of each concept through the toy VQGAN encoder with their object masks:
+    (tokens (n, m, m), labels (n,), masks (n, m, m)), `per_concept` of each."""
+    vq = folders.read_vqgan_folder(Path(weights) / "vqgan")
+    return encode_procedural(
+        vq, [CONCEPT_NAMES[c] for c in concepts for _ in range(per_concept)], seed
+    )
