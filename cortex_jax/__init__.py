@@ -1,5 +1,7 @@
 """cortex-jax: explain vector-quantized generative models through their codebook tokens.
 
+The method, on arrays and callables:
+
     import cortex_jax as cx
 
     vq = cx.load_vqgan("toy")                       # or a vqgan-jax folder, a HF repo id, a
@@ -9,18 +11,55 @@
     _, ids = cx.image_tokens(scores, grids, n=5)                              # T_image
     sets, counts = cx.concept_tokens(ids, labels, n_classes, K, k=10)         # T_concept
     res = cx.select_tokens(predict, vq.codebook, grids, cx.region_mask(m), target, source, rng)
-    report = cx.run_audit(sample, vq.codebook, "A", "B", "neutral", "runs/audit")
+
+The experiments, on a `Models` bundle (they write their reports and figures):
+
+    models = cx.toy_models("ce")                    # or cx.models_of(your_vqgm, names, ...),
+                                                    # cx.models_from_files(vqgan, iem, classifier)
+    cx.sample_study(models, [0, 1], cx.StudyConfig(), "runs/sample")          # Table 2, Fig. 3–4
+    cx.edit(models, target, cx.start_from_concept(models, src, 4, 0), cx.EditConfig(), "runs/e")
+    cx.table5(models, [(0, 1), (1, 0)], cx.Table5Config(), "runs/table5")      # Table 5
+    cx.audit(models, "red-circle", "blue-circle", "circle", cx.AuditConfig(), "runs/audit")
 
 `docs/own_vqgm.py` explains a VQGM built outside this project end to end (tests run it);
 docs/architecture.md says where everything lives.
 """
 
 from cortex_jax import toy
-from cortex_jax.api import VQGMLike, decode_tokens, embed, token_dataset, train_iem
-from cortex_jax.experiments.bias import AuditConfig, run_audit
+from cortex_jax.api import token_dataset, train_iem
+from cortex_jax.experiments.bias import AuditConfig, audit, run_audit
+from cortex_jax.experiments.bundle import (
+    Models,
+    VQGMLike,
+    decode_tokens,
+    embed,
+)
+from cortex_jax.experiments.bundle import from_dallebart as models_from_dallebart
+from cortex_jax.experiments.bundle import from_files as models_from_files
+from cortex_jax.experiments.bundle import from_vqgm as models_of
+from cortex_jax.experiments.codebook_level import (
+    EditConfig,
+    Table5Config,
+    edit,
+    pair_study,
+    start_from_codebook,
+    start_from_concept,
+    start_from_dataset,
+    start_from_image,
+    table5,
+)
+from cortex_jax.experiments.sample_level import SampleLevelConfig, StudyConfig
+from cortex_jax.experiments.sample_level import run as sample_level
+from cortex_jax.experiments.sample_level import study as sample_study
 from cortex_jax.experiments.training import TrainConfig
 from cortex_jax.io.folders import save_vqgan
-from cortex_jax.io.sources import load_maskgit, load_vqgan
+from cortex_jax.io.sources import (
+    load_cin_vqgm,
+    load_classifier,
+    load_dallebart,
+    load_maskgit,
+    load_vqgan,
+)
 from cortex_jax.method.audit import analyse as audit_counts
 from cortex_jax.method.selection import (
     SelectionConfig,
@@ -28,30 +67,60 @@ from cortex_jax.method.selection import (
     region_mask,
     select_tokens,
 )
-from cortex_jax.method.tis import concept_tokens, frequency_baseline, image_tokens, token_importance
+from cortex_jax.method.tis import (
+    concept_tokens,
+    frequency_baseline,
+    image_tokens,
+    token_importance,
+    token_importance_batched,
+)
 from cortex_jax.models.iem import IEMConfig
+from cortex_jax.toy import models as toy_models
 
 __all__ = [
     "AuditConfig",
+    "EditConfig",
     "IEMConfig",
+    "Models",
+    "SampleLevelConfig",
     "SelectionConfig",
+    "StudyConfig",
+    "Table5Config",
     "TrainConfig",
     "VQGMLike",
+    "audit",
     "audit_counts",
     "concept_tokens",
     "decode_tokens",
+    "edit",
     "embed",
     "frequency_baseline",
     "image_tokens",
+    "load_cin_vqgm",
+    "load_classifier",
+    "load_dallebart",
     "load_maskgit",
     "load_vqgan",
+    "models_from_dallebart",
+    "models_from_files",
+    "models_of",
     "optimize_embedding",
+    "pair_study",
     "region_mask",
     "run_audit",
+    "sample_level",
+    "sample_study",
     "save_vqgan",
     "select_tokens",
+    "start_from_codebook",
+    "start_from_concept",
+    "start_from_dataset",
+    "start_from_image",
+    "table5",
     "token_dataset",
     "token_importance",
+    "token_importance_batched",
     "toy",
+    "toy_models",
     "train_iem",
 ]

@@ -14,50 +14,17 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
 
 import jax
 import numpy as np
 
 from cortex_jax.experiments import training
+from cortex_jax.experiments.bundle import VQGMLike
 from cortex_jax.io import shards
 from cortex_jax.models import iem
 
 Array = jax.Array
 Predict = Callable[[Array], Array]  # E (B, m, m, d) → logits (B, classes)
-
-
-@runtime_checkable
-class VQGMLike(Protocol):
-    """What cortex-jax needs of a vector-quantized generative model.
-
-    Attributes:
-      codebook: (K, d) array, the token embeddings; E = codebook[ids] on the (m, m) grid.
-      decode: E (B, m, m, d) → pixels (B, H, W, 3) in [-1, 1].
-    Optional (duck-typed where a command needs them): `encode(pixels) -> ids (B, m·m)` and
-    `sample_tokens(class_ids, rng) -> (B, m, m)` ids.
-    """
-
-    @property
-    def codebook(self) -> Any: ...
-
-    def decode(self, embedding: Any) -> Any: ...
-
-
-def embed(model: VQGMLike, tokens: np.ndarray) -> Array:
-    """E (B, m, m, d) of token grids (B, m, m): the model's codebook rows, checked in range."""
-    cb = np.asarray(model.codebook)
-    t = np.asarray(tokens)
-    if t.ndim != 3 or not np.issubdtype(t.dtype, np.integer):
-        raise ValueError(f"token grids have shape {t.shape} / dtype {t.dtype}; expected (B, m, m)")
-    if t.size and (t.min() < 0 or t.max() >= len(cb)):
-        raise ValueError(f"token ids span {t.min()}..{t.max()}; the codebook has {len(cb)} rows")
-    return jax.numpy.asarray(cb)[t]
-
-
-def decode_tokens(model: VQGMLike, tokens: np.ndarray) -> np.ndarray:
-    """Pixels (B, H, W, 3) of token grids, clipped to [-1, 1]."""
-    return np.clip(np.asarray(model.decode(embed(model, tokens))), -1, 1)
 
 
 def token_dataset(

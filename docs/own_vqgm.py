@@ -5,7 +5,10 @@ Nothing here is one of cortex-jax's models. "Your" VQGM is a codebook and a smal
 hold tokens 8c … 8c+7 in their top row, the rest is noise. cortex-jax needs only the codebook and
 the decoder (`cx.VQGMLike`), and should find that signal: an IEM learns the classes from E,
 TIS points at the top row, T_concept picks the class's own tokens, and codebook-level selection
-fills a region with tokens of the target class.
+fills a region with tokens of the target class. The last step runs one of the library's
+experiments (`cx.edit`, which writes tokens.json and the decoded progression) on a `cx.Models`
+bundle made of the same two callables and the IEM: the orchestration layer does not know, or
+need to know, whose model it is.
 """
 
 import sys
@@ -73,12 +76,18 @@ def main(out: Path) -> dict:
     )
     edited = res.edited(base)
     pixels = cx.decode_tokens(model, edited)
+
+    models = cx.models_of(model, names, predict=predict, grid_size=M)  # the experiments' bundle
+    start = (base, np.zeros(len(base), np.int64), "0:1,0:4")  # grids, their classes, the region
+    info = cx.edit(models, 3, start, cx.EditConfig(search, seed=1), out / "edit")
     return {
         "val_top1": best["val_top1"],
         "tis_share_on_the_signal_row": top_row_share,  # 0.25 if TIS were blind
         "t_concept_share_of_own_tokens": own,
         "selected_tokens_of_the_target": float(np.isin(res.tokens, np.arange(24, 32)).mean()),
         "edited_pixels_shape": list(pixels.shape),
+        "edit_f_target": [im["f_target"] for im in info["images"]],
+        "edit_files": sorted(p.name for p in (out / "edit").iterdir()),
     }
 
 

@@ -17,6 +17,21 @@ def test_every_public_name_is_there():
         assert getattr(cx, name) is not None, name
 
 
+def test_a_bundle_names_what_an_experiment_lacks():
+    class Tiny:
+        codebook = np.eye(3, dtype=np.float32)
+
+        def decode(self, e):
+            return e
+
+    models = cx.models_of(Tiny(), ["a", "b"])
+    np.testing.assert_array_equal(models.decode(np.array([[[2]]]))[0, 0, 0], [0, 0, 1])
+    with pytest.raises(ValueError, match="the Table 5 pair study needs predict, classifier"):
+        cx.pair_study(models, np.zeros((1, 1, 1), int), [0], [1], np.ones((1, 1), bool), None)
+    with pytest.raises(ValueError, match="generating images of 'a' needs sample"):
+        models.sample_named("a", 2, 0)
+
+
 def test_embed_checks_the_codebook_range():
     class Tiny:
         codebook = np.eye(3, dtype=np.float32)
@@ -41,3 +56,6 @@ def test_the_own_vqgm_example_finds_the_planted_signal(tmp_path):
     assert min(out["t_concept_share_of_own_tokens"]) >= 0.75  # each class's own tokens
     assert out["selected_tokens_of_the_target"] >= 0.5  # the edit writes the target's tokens
     assert out["edited_pixels_shape"] == [2, 16, 16, 3]
+    # the library's edit experiment on the user's bundle raises the target for both images
+    assert all(f["final"] > f["before"] for f in out["edit_f_target"])
+    assert out["edit_files"] == ["progression.gif", "progression.png", "table.md", "tokens.json"]

@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import numpy as np
@@ -32,6 +32,46 @@ Classifier = Callable[[np.ndarray], Any]  # pixels (B, H, W, 3) → probabilitie
 Sample = Callable[[np.ndarray, int], np.ndarray]  # class ids (B,), seed → token grids (B, m, m)
 PromptSample = Callable[[str, int, int], np.ndarray]  # name or prompt, n, seed → (n, m, m)
 Encode = Callable[[np.ndarray], np.ndarray]  # pixels (B, H, W, 3) → token grids (B, m, m)
+
+
+@runtime_checkable
+class VQGMLike(Protocol):
+    """What cortex-jax needs of a vector-quantized generative model.
+
+    Attributes:
+      codebook: (K, d) array, the token embeddings; E = codebook[ids] on the (m, m) grid.
+      decode: E (B, m, m, d) → pixels (B, H, W, 3) in [-1, 1].
+    Optional (duck-typed where a command needs them): `encode(pixels) -> ids (B, m·m)` and
+    `sample_tokens(class_ids, rng) -> (B, m, m)` ids.
+    """
+
+    @property
+    def codebook(self) -> Any: ...
+
+    def decode(self, embedding: Any) -> Any: ...
+
+
+def check_grids(grids: Any, codebook_size: int) -> np.ndarray:
+    """Token grids (B, m, m) as an integer array, or one line naming what is wrong."""
+    t = np.asarray(grids)
+    if t.ndim != 3 or not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"token grids have shape {t.shape} / dtype {t.dtype}; expected (B, m, m)")
+    if t.size and (t.min() < 0 or t.max() >= codebook_size):
+        raise ValueError(
+            f"token ids span {t.min()}..{t.max()}; the codebook has {codebook_size} rows"
+        )
+    return t
+
+
+def embed(model: VQGMLike, tokens: np.ndarray) -> Array:
+    """E (B, m, m, d) of token grids (B, m, m): the model's codebook rows, checked in range."""
+    cb = jax.numpy.asarray(model.codebook)
+    return cb[check_grids(tokens, cb.shape[0])]
+
+
+def decode_tokens(model: VQGMLike, tokens: np.ndarray) -> np.ndarray:
+    """Pixels (B, H, W, 3) of token grids, clipped to [-1, 1]."""
+    return np.clip(np.asarray(model.decode(embed(model, tokens))), -1, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,15 +134,7 @@ class Models:
 
     def embed(self, grids: np.ndarray) -> np.ndarray:
         """E (B, m, m, d) of token grids, the ids checked against the codebook."""
-        t = np.asarray(grids)
-        if t.ndim != 3 or not np.issubdtype(t.dtype, np.integer):
-            raise ValueError(
-                f"token grids have shape {t.shape} / dtype {t.dtype}; expected (B, m, m)"
-            )
-        k = len(self.codebook)
-        if t.size and (t.min() < 0 or t.max() >= k):
-            raise ValueError(f"token ids span {t.min()}..{t.max()}; the codebook has {k} rows")
-        return np.asarray(self.codebook)[t]
+        return np.asarray(self.codebook)[check_grids(grids, len(self.codebook))]
 
 
 def batched(fn: Callable[[np.ndarray], Any], batch: int | None) -> Callable[[np.ndarray], Any]:
@@ -165,27 +197,25 @@ def from_files(
 
 
 def from_vqgm(
-    model: Any,
+    model: VQGMLike,
     class_names: Sequence[str],
     predict: Predict | None = None,
     classifier: Classifier | None = None,
     sample: Sample | None = None,
+    grid_size: int | None = None,
     name: str = "user",
 ) -> Models:
-    """A bundle of any model with `codebook` (K, d) and `decode(E) -> pixels` (`cx.VQGMLike`);
+    """A bundle of any model with `codebook` (K, d) and `decode(E) -> pixels` (`VQGMLike`);
     its optional `encode(pixels) -> ids` is used when present."""
-    cb = np.asarray(model.codebook)
-    proto = Models(cb, lambda g: g, tuple(class_names))
-
-    def decode(grids: np.ndarray) -> np.ndarray:
-        return np.clip(np.asarray(model.decode(proto.embed(np.asarray(grids)))), -1, 1)
-
     encode = None
     if hasattr(model, "encode"):
-        encode = lambda px: np.asarray(model.encode(px)).astype(np.int32)
-    return dataclasses.replace(
-        proto,
-        decode=decode,
+        m_encode = model.encode
+        encode = lambda px: np.asarray(m_encode(px)).astype(np.int32)
+    return Models(
+        codebook=np.asarray(model.codebook),
+        decode=functools.partial(decode_tokens, model),
+        class_names=tuple(class_names),
+        grid_size=grid_size,
         predict=predict,
         classifier=classifier,
         sample=sample,
