@@ -44,7 +44,7 @@ def main(argv):
             _OUT.value,
         )
         bias = [Path(b) for b in _BIAS.value.split(",") if b.strip()]
-        if _CONFIG.value is not None:  # the ImageNet recipe's layout (cortex_jax/experiments/recipe.py)
+        if _CONFIG.value is not None:  # the ImageNet recipe's layout (experiments/recipe.py)
             w = Path(_CONFIG.value.workdir)
             sample, edit, table5, bias = w / f"sample_{_CONFIG.value.arch}", None, w / "table5", []
             vqgan, out = str(_CONFIG.value.vqgan), str(w / "atlas")

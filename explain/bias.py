@@ -8,13 +8,14 @@ Compares two concepts (`--pair red-circle,blue-circle`, by default the pair the 
 for `--neutral`) inside images of a neutral class: generate → binary IEM → TIS → T_concept for
 each n → per-image counts on the neutral images and on held-out images of each concept. The
 verdict is the share of A-like neutral images with its 95 % interval (linear unmixing of the
-counts against the held-out images; cortex_jax/method/audit.py says why and what it assumes); the paper's
-Cliff's δ on the raw counts, with a paired interval and p-value, is reported beside it. `--mix 0.5`
-audits an exact 50/50 mixture of A and B images instead of the neutral class: a control of known
-composition. On the toy world the pixel judge also measures the share of A the generator really
-produced. Writes OUT/report.json (`per_n`: verdict, paper, leak, checks per n), OUT/report.md,
-OUT/counts_n{N}.png (histograms of per-image counts) and OUT/neutral_tokens.png (neutral images
-with the over-represented concept's tokens boxed).
+counts against the held-out images; cortex_jax/method/audit.py says why and what it assumes);
+the paper's Cliff's δ on the raw counts, with a paired interval and p-value, is reported beside
+it. `--mix 0.5` audits an exact 50/50 mixture of A and B images instead of the neutral class:
+a control of known composition. On the toy world the pixel judge also measures the share of A
+the generator really produced. Writes OUT/report.json (`per_n`: verdict, paper, leak, checks
+per n), OUT/report.md, OUT/counts_n{N}.png (histograms of per-image counts) and
+OUT/neutral_tokens.png (neutral images with the over-represented concept's tokens boxed); the
+experiment is `cortex_jax.experiments.bias.audit`.
 """
 
 from __future__ import annotations
