@@ -10,10 +10,8 @@ those attributes works, whatever built it; `encode` (pixels → ids) and `sample
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -62,8 +60,4 @@ def train_iem(
     n_classes = len(train.class_names)
     mcfg = iem_config or iem.IEMConfig("ce", n_classes, width=64, depth=2, hidden=256)
     tcfg = train_config or training.TrainConfig(batch_size=32, epochs=8, decay_every=100)
-    _, best = training.train_and_evaluate(mcfg, tcfg, train, val, model.codebook, Path(workdir))
-    trainer = training.Trainer(mcfg, tcfg, model.codebook, train.tokens[0].shape[1], 1)
-    state = training.restore_best(trainer, workdir)
-    predict = functools.partial(iem.predict_fn(mcfg), state.params, state.batch_stats)
-    return predict, best
+    return training.fit_iem(mcfg, tcfg, train, val, model.codebook, workdir)

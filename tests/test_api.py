@@ -59,3 +59,19 @@ def test_the_own_vqgm_example_finds_the_planted_signal(tmp_path):
     # the library's edit experiment on the user's bundle raises the target for both images
     assert all(f["final"] > f["before"] for f in out["edit_f_target"])
     assert out["edit_files"] == ["progression.gif", "progression.png", "table.md", "tokens.json"]
+
+
+def test_frozen_configs_come_from_config_sections_by_field_name():
+    import ml_collections
+
+    from cortex_jax.core.configs import from_section
+    from cortex_jax.experiments.sample_level import SampleLevelConfig
+
+    section = ml_collections.ConfigDict(dict(n=7, k=3, curve_ns=[1, 2], concepts_per_chunk=5))
+    cfg = from_section(SampleLevelConfig, section, seed=4)
+    assert (cfg.n, cfg.k, cfg.curve_ns, cfg.seed) == (7, 3, (1, 2), 4)
+    assert cfg.n_samples == SampleLevelConfig().n_samples  # absent keys keep their defaults
+    with pytest.raises(ValueError, match="SampleLevelConfig has no field 'nn'"):
+        from_section(SampleLevelConfig, section, nn=1)
+    with pytest.raises(ValueError, match="steps"):  # the dataclass's own checks still run
+        from_section(cx.SelectionConfig, {"steps": 7, "log_every": 5})

@@ -20,7 +20,7 @@ from cortex_jax import toy
 from cortex_jax.core import errors, sharding
 from cortex_jax.experiments import training
 from cortex_jax.experiments.generate import generate_dataset
-from cortex_jax.io import folders, shards, sources
+from cortex_jax.io import shards, sources
 from cortex_jax.models import iem
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/iem_{ce,re,te}.py:variant=…")
@@ -66,17 +66,17 @@ def run(config, workdir: Path) -> dict:
                 loss=f"{m['loss']:.3f}", img_s=f"{m['images_per_s']:.0f}", refresh=False
             )
 
-        _, best = training.train_and_evaluate(
-            model_config, tcfg, train_ds, val_ds, vq.codebook, workdir, progress, fresh=_FRESH.value
+        _, best = training.fit_iem(
+            model_config,
+            tcfg,
+            train_ds,
+            val_ds,
+            vq.codebook,
+            workdir,
+            progress,
+            fresh=_FRESH.value,
+            vqgan=config.vqgan,
         )
-    trainer = training.Trainer(model_config, tcfg, vq.codebook, train_ds.tokens[0].shape[1], 1)
-    state = training.restore_best(trainer, workdir)
-    if jax.process_index() == 0:
-        variables = training.to_numpy_tree(
-            {"params": state.params, "batch_stats": state.batch_stats}
-        )
-        names = train_ds.class_names[: config.n_classes]
-        folders.write_iem_folder(workdir / "iem", model_config, variables, names, config.vqgan)
     return best
 
 

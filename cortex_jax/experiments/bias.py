@@ -12,7 +12,6 @@ are in `cortex_jax.method.audit`; `report_markdown` renders the report with the 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -116,12 +115,9 @@ def run_audit(
         batch_size=cfg.batch_size, epochs=cfg.epochs, decay_every=100, seed=cfg.seed
     )
     # fresh: the images were generated anew, so an earlier audit's IEM in workdir is not this one's
-    _, best = training.train_and_evaluate(
+    predict, best = training.fit_iem(
         mcfg, tcfg, train_ds, val_ds, codebook, workdir / "iem", fresh=True
     )
-    trainer = training.Trainer(mcfg, tcfg, codebook, tr_tok.shape[1], 1)
-    state = training.restore_best(trainer, workdir / "iem")
-    predict = functools.partial(iem.predict_fn(mcfg), state.params, state.batch_stats)
 
     progress("TIS and T_concept")
     scores = tis.token_importance_batched(

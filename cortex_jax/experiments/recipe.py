@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from cortex_jax.core import imagenet
+from cortex_jax.core.configs import from_section
 from cortex_jax.experiments import codebook_level, sample_level
 from cortex_jax.experiments.bundle import Models, batched
 from cortex_jax.experiments.generate import generate_dataset
@@ -267,15 +268,7 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
     out = Path(config.workdir) / f"sample_{config.arch}"
     bundle = models(config, config.classifier, s.batch)
     train = shards.TokenDataset.open(config.data.train)
-    cfg = sample_level.SampleLevelConfig(
-        n=s.n,
-        k=s.k,
-        n_samples=s.n_samples,
-        alpha=s.alpha,
-        curve_ns=tuple(s.curve_ns),
-        batch=s.batch,
-        seed=s.seed,
-    )
+    cfg = from_section(sample_level.SampleLevelConfig, s)
     sample_level.score_dataset(
         bundle.require("predict")[0],
         bundle.codebook,
@@ -335,14 +328,8 @@ def codebook_level_step(config) -> dict | None:
         return None
     bundle = models(config, config.edit_classifier, c.batch)
     te_tok, te_lab, _ = shards.TokenDataset.open(config.data.test).arrays()
-    cfg = codebook_level.Table5Config(
-        selection.SelectionConfig(
-            steps=c.steps, learning_rate=c.learning_rate, log_every=c.log_every
-        ),
-        images_per_pair=c.images_per_pair,
-        region=c.region,
-        seed=c.seed,
-        batch=c.batch,
+    cfg = from_section(
+        codebook_level.Table5Config, c, selection=from_section(selection.SelectionConfig, c)
     )
     pairs = [(int(a), int(b)) for a, b in c.pairs]
     return codebook_level.table5(

@@ -13,6 +13,7 @@ pure functions of (seed, step), so a resumed run equals an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from cortex_jax.core import sharding
-from cortex_jax.io import shards
+from cortex_jax.io import folders, shards
 from cortex_jax.models import iem
 
 Array = jax.Array
@@ -418,3 +419,32 @@ def restore_best(trainer: Trainer, workdir: str | os.PathLike) -> TrainState:
 
 def to_numpy_tree(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def fit_iem(
+    model_config: iem.IEMConfig,
+    cfg: TrainConfig,
+    train_ds: shards.TokenDataset,
+    val_ds: shards.TokenDataset,
+    codebook: Any,
+    workdir: str | os.PathLike,
+    progress: Callable[[int, int, dict[str, float]], None] = lambda step, total, m: None,
+    fresh: bool = False,
+    vqgan: str | None = None,
+) -> tuple[Callable[[Array], Array], dict[str, float]]:
+    """The IEM experiment: `train_and_evaluate` (resumable), then the best-validation state as
+    `predict(E) -> logits` with its validation metrics. With `vqgan` (the name of the VQGAN the
+    IEM reads), process 0 also writes WORKDIR/iem, the folder `read_iem_folder` and
+    `--iem-checkpoint` take, with the training set's first n_classes class names."""
+    workdir = Path(workdir)
+    _, best = train_and_evaluate(
+        model_config, cfg, train_ds, val_ds, codebook, workdir, progress, fresh=fresh
+    )
+    trainer = Trainer(model_config, cfg, codebook, train_ds.tokens[0].shape[1], 1)
+    state = restore_best(trainer, workdir)
+    if vqgan is not None and jax.process_index() == 0:
+        variables = to_numpy_tree({"params": state.params, "batch_stats": state.batch_stats})
+        names = train_ds.class_names[: model_config.n_classes]
+        folders.write_iem_folder(workdir / "iem", model_config, variables, names, vqgan)
+    predict = functools.partial(iem.predict_fn(model_config), state.params, state.batch_stats)
+    return predict, best
