@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -20,9 +19,8 @@ from tqdm import tqdm
 from cortex_jax import toy
 from cortex_jax.core import errors, imagenet, sharding
 from cortex_jax.experiments import recipe
-from cortex_jax.experiments.generate import generate_dataset
+from cortex_jax.experiments.generate import generate_dataset, save_samples
 from cortex_jax.io import sources
-from cortex_jax.io.images import save_grid
 from cortex_jax.models import maskgit
 from cortex_jax.models.cin import SampleConfig
 
@@ -164,13 +162,10 @@ def main(argv):
                     progress,
                 )
         if _PNG.value:
-            tokens, labels, _ = ds.arrays()
-            first = np.concatenate([np.flatnonzero(labels == c)[:8] for c in class_ids])
-            images = np.asarray(vqgm.decode(tokens[first]))
             names = [vqgm.class_names[c] for c in class_ids]
-            png = save_grid(
-                Path(_OUT.value) / "samples.png", images, min(8, _PER_CLASS.value), names, scale=3
-            )
+            per = min(8, _PER_CLASS.value)
+            path = Path(_OUT.value) / "samples.png"
+            png = save_samples(ds, vqgm.decode, path, class_ids, names, per, scale=3)
             print(f"wrote {png}")
     print(f"wrote {len(ds)} token grids to {_OUT.value}")
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cortex_jax.io import shards
+from cortex_jax.io.images import save_grid
 from cortex_jax.method.selection import nearest_rows
 from cortex_jax.models import cin, maskgit
 from cortex_jax.models.maskgit import MaskGITVQGM
@@ -121,20 +122,28 @@ def write_prompt_dataset(
     meta = {"class_names": list(prompts), "vqgm": "dallebart", "per_class": per_prompt}
     ds = write_sampled(by_labels, labels_all, out, meta, seed, shard_size, progress)
     if decode is not None:
-        from cortex_jax.io.images import save_grid
-
-        tokens, labels, _ = ds.arrays()
         k = min(png_per_prompt, per_prompt)
-        first = np.concatenate([np.flatnonzero(labels == i)[:k] for i in range(len(prompts))])
-        px = np.clip(np.asarray(decode(tokens[first].astype(np.int32))), -1, 1)
-        save_grid(
-            Path(out) / "samples.png",
-            px,
-            k,
-            [p[:14] for p in prompts],
-            scale=max(1, 128 // px.shape[1]),
-        )
+        names = [p[:14] for p in prompts]
+        save_samples(ds, decode, Path(out) / "samples.png", range(len(prompts)), names, k)
     return ds
+
+
+def save_samples(
+    dataset: shards.TokenDataset,
+    decode: Callable[[np.ndarray], Any],
+    path: str | os.PathLike,
+    class_ids: Sequence[int],
+    row_names: Sequence[str],
+    per_class: int = 8,
+    scale: int | None = None,
+) -> Path:
+    """PATH: the first `per_class` images of each class of a token dataset, decoded (pixels
+    clipped to [-1, 1]), one labelled row a class; `scale` defaults to about 128 px a side."""
+    tokens, labels, _ = dataset.arrays()
+    first = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in class_ids])
+    px = np.clip(np.asarray(decode(tokens[first].astype(np.int32))), -1, 1)
+    scale = scale or max(1, 128 // px.shape[1])
+    return save_grid(Path(path), px, per_class, list(row_names), scale=scale)
 
 
 def _parse_indices(text: str) -> list[int]:
