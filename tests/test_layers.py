@@ -116,3 +116,18 @@ def test_the_checker_sees_a_wrong_arrow_and_a_file(tmp_path):
     assert _target_layer(names[0]) not in ALLOWED["method"]
     calls = [n.func.id for n in ast.walk(ast.parse(bad.read_text())) if isinstance(n, ast.Call)]
     assert set(calls) & FILE_CALLS
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
+def test_modules_say_what_they_are_for_and_public_functions_are_typed(path):
+    tree = ast.parse(path.read_text())
+    doc = ast.get_docstring(tree)
+    assert doc and len(doc) > 40, f"{path.relative_to(PKG)} has no module docstring"
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+            args = node.args.args + node.args.kwonlyargs
+            untyped = [a.arg for a in args if a.annotation is None and a.arg not in ("self", "cls")]
+            assert not untyped, f"{path.name}:{node.lineno} {node.name}: untyped {untyped}"
+            assert node.returns is not None, (
+                f"{path.name}:{node.lineno} {node.name}: no return type"
+            )

@@ -34,7 +34,9 @@ Decode = Callable[[np.ndarray], np.ndarray]
 Editor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def progression(decode: Decode, base: np.ndarray, result: selection.SelectionResult, i: int = 0):
+def progression(
+    decode: Decode, base: np.ndarray, result: selection.SelectionResult, i: int = 0
+) -> np.ndarray:
     """Decoded images of image i: the original, then every logged step, (L + 1, H, W, 3)."""
     grids = [base[i]]
     flat = base[i].reshape(-1)

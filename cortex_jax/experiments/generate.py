@@ -92,16 +92,16 @@ def generate_dataset(
 
 
 def write_prompt_dataset(
-    sample,
-    prompts: list[str],
+    sample: Callable[[str, int, int], np.ndarray],
+    prompts: Sequence[str],
     per_prompt: int,
     out: str | os.PathLike,
     seed: int = 0,
     shard_size: int = 256,
-    progress=lambda n: None,
-    decode=None,
+    progress: Callable[[int], None] = lambda n: None,
+    decode: Callable[[np.ndarray], Any] | None = None,
     png_per_prompt: int = 8,
-):
+) -> shards.TokenDataset:
     """Token dataset of `per_prompt` images per prompt (label = prompt index), in the IEM format,
     from a `prompt_sampler`; resumable by shard like every generator here. With `decode` (token
     grids → pixels in [-1, 1]) also OUT/samples.png: the first `png_per_prompt` images a prompt."""

@@ -25,13 +25,14 @@ from typing import Any
 
 import jax
 import numpy as np
+from ml_collections import ConfigDict
 from PIL import Image
 from tqdm import tqdm
 
 from cortex_jax.core import imagenet
 from cortex_jax.core.configs import from_section
 from cortex_jax.experiments import codebook_level, sample_level
-from cortex_jax.experiments.bundle import Models, batched
+from cortex_jax.experiments.bundle import Models, Predict, batched
 from cortex_jax.experiments.generate import generate_dataset
 from cortex_jax.io import folders, shards, sources
 from cortex_jax.io.images import to_uint8
@@ -91,7 +92,7 @@ def class_ids(spec: str) -> list[int]:
     return [imagenet.resolve(s.strip()) for s in spec.split(",") if s.strip()]
 
 
-def random_vqgm(config, seed: int = 0) -> ClassConditionalVQGM:
+def random_vqgm(config: ConfigDict, seed: int = 0) -> ClassConditionalVQGM:
     """A VQGAN + cin transformer with random weights, shaped by config.random_vqgan/random_gpt:
     the runlocal stand-in for taming's checkpoint (ImageNet's 1000 class names, class tokens at
     ids 0..999 of the shared vocabulary, as in taming)."""
@@ -111,7 +112,7 @@ def random_vqgm(config, seed: int = 0) -> ClassConditionalVQGM:
     return ClassConditionalVQGM("imagenet-random", vq, gcfg, gparams, names)
 
 
-def load_vqgm(config) -> ClassConditionalVQGM:
+def load_vqgm(config: ConfigDict) -> ClassConditionalVQGM:
     """The generator: taming's cin checkpoint, or random weights when config.checkpoint is
     'random'."""
     if config.checkpoint == "random":
@@ -159,7 +160,9 @@ def _split_progress(progress: Callable[[str, int, int], None], split: str, total
     progress(split, n, total)
 
 
-def generate(config, progress: Callable[[str, int, int], None] = lambda s, n, t: None) -> dict:
+def generate(
+    config: ConfigDict, progress: Callable[[str, int, int], None] = lambda s, n, t: None
+) -> dict:
     """Step 1: the VQGAN to models/vqgan, then the train/val/test token splits (and test PNGs)."""
     g = config.generate
     vqgm = load_vqgm(config)
@@ -192,7 +195,9 @@ def generate(config, progress: Callable[[str, int, int], None] = lambda s, n, t:
     return out
 
 
-def load_iem(config, arch: str | None = None):
+def load_iem(
+    config: ConfigDict, arch: str | None = None
+) -> tuple[iem.IEMConfig, Predict, dict[str, Any]]:
     """(IEMConfig, predict E → logits, meta) of the IEM train.iem wrote for `arch`."""
     arch = arch or config.arch
     folder = Path(config.workdir) / f"iem_{arch}" / "iem"
@@ -205,7 +210,7 @@ def load_iem(config, arch: str | None = None):
     return cfg, functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"]), meta
 
 
-def models(config, classifier: str, batch: int, arch: str | None = None) -> Models:
+def models(config: ConfigDict, classifier: str, batch: int, arch: str | None = None) -> Models:
     """The recipe's bundle for one step: the VQGAN at config.vqgan (decoding `batch` grids at a
     time), the IEM train.iem wrote for `arch`, and the pixel classifier `classifier` (batched)."""
     vq = sources.load_vqgan(config.vqgan)
@@ -261,7 +266,9 @@ def _merge_chunks(chunks: list[tuple[dict, int]]) -> dict:
     }
 
 
-def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda s, n, t: None):
+def sample_level_step(
+    config: ConfigDict, progress: Callable[[str, int, int], None] = lambda s, n, t: None
+) -> dict | None:
     """Step 3 (Table 2): TIS over the training split (resumable float32 shards), T_concept,
     then concept- and image-level masking of the test split scored by the classifier."""
     s = config.sample
@@ -320,7 +327,7 @@ def sample_level_step(config, progress: Callable[[str, int, int], None] = lambda
     return report
 
 
-def codebook_level_step(config) -> dict | None:
+def codebook_level_step(config: ConfigDict) -> dict | None:
     """Step 4 (Table 5): token selection vs embedding optimisation on test images of each
     source class toward its target, scored by the IEM and by config.edit_classifier."""
     c = config.codebook
@@ -363,7 +370,7 @@ def _best_validation(workdir: Path) -> dict | None:
     return min(rows, key=lambda r: r["val_loss"]) if rows else None
 
 
-def tables(config, archs: Sequence[str] = ("ce", "re", "te")) -> tuple[dict, str]:
+def tables(config: ConfigDict, archs: Sequence[str] = ("ce", "re", "te")) -> tuple[dict, str]:
     """Step 5: the paper's Tables 1, 2 and 5 from the artefacts present (missing steps show as
     'not run'); returns (dict, markdown) and writes WORKDIR/tables.{json,md}."""
     w = Path(config.workdir)
@@ -447,7 +454,7 @@ def tables(config, archs: Sequence[str] = ("ce", "re", "te")) -> tuple[dict, str
     return result, text
 
 
-def n_images(config) -> dict[str, int]:
+def n_images(config: ConfigDict) -> dict[str, int]:
     """Images per split the config asks for (for ETAs and docs)."""
     n = len(class_ids(config.generate.classes))
     return {s: n * int(config.generate[s]) for s in SPLITS}

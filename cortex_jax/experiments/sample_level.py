@@ -20,13 +20,14 @@ import dataclasses
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from cortex_jax.experiments.bundle import Models, Sample
 from cortex_jax.figures import plots
@@ -52,7 +53,14 @@ class SampleLevelConfig:
     seed: int = 0
 
 
-def scores_for(predict, codebook, tokens, labels, cfg: SampleLevelConfig, ids=None) -> np.ndarray:
+def scores_for(
+    predict: Callable[[Array], Array],
+    codebook: ArrayLike,
+    tokens: np.ndarray,
+    labels: np.ndarray,
+    cfg: SampleLevelConfig,
+    ids: np.ndarray | None = None,
+) -> np.ndarray:
     """TIS (N, m, m) float32 for token grids with cfg's SmoothGrad settings; noise keyed by each
     image's global id `ids` (N,) (default 0..N−1)."""
     return tis.token_importance_batched(
@@ -189,7 +197,7 @@ def run(
     return report
 
 
-def save_test_arrays(folder, arrays: dict) -> None:
+def save_test_arrays(folder: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     """FOLDER/arrays.npz: the test split's token grids, labels and float32 TIS (N, m, m), in the
     order of report.json's evaluation (what explain.atlas draws its concept pages from; pixels
     are decoded from the tokens when needed)."""
@@ -205,8 +213,8 @@ def save_test_arrays(folder, arrays: dict) -> None:
 
 def score_dataset(
     predict: Callable[[Array], Array],
-    codebook: np.ndarray,
-    dataset,
+    codebook: ArrayLike,
+    dataset: shards.TokenDataset,
     out: str | os.PathLike,
     cfg: SampleLevelConfig = SampleLevelConfig(),
     progress: Callable[[int], None] = lambda n: None,

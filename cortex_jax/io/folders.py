@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,9 @@ def read_vqgan_folder(folder: str | os.PathLike, dtype: Any = jnp.float32) -> VQ
     return VQGAN(config, _as_float32_tree(params), dtype)
 
 
-def write_model_folder(folder: str | os.PathLike, config: Mapping[str, Any], params) -> Path:
+def write_model_folder(
+    folder: str | os.PathLike, config: Mapping[str, Any], params: Mapping[str, Any]
+) -> Path:
     """Writes config.json + flax_model.msgpack; each file appears whole or not at all."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,13 @@ def read_gpt_folder(folder: str | os.PathLike) -> tuple[GPTConfig, dict]:
     return config, _as_float32_tree(params)
 
 
-def write_iem_folder(folder, config: IEMConfig, variables, class_names, vqgan: str) -> Path:
+def write_iem_folder(
+    folder: str | os.PathLike,
+    config: IEMConfig,
+    variables: Mapping[str, Any],
+    class_names: Sequence[str],
+    vqgan: str,
+) -> Path:
     """An IEM as config.json (architecture, class names, the VQGAN it reads) + msgpack."""
     meta = {"iem": config.to_dict(), "class_names": list(class_names), "vqgan": vqgan}
     return write_model_folder(folder, meta, variables)
@@ -227,7 +235,9 @@ def read_dallebart_folder(folder: str | os.PathLike) -> tuple[DalleBartConfig, d
     return cfg, jax.tree_util.tree_map(jnp.asarray, params)
 
 
-def save_classifier(folder: str | os.PathLike, config: ResNetConfig, variables) -> Path:
+def save_classifier(
+    folder: str | os.PathLike, config: ResNetConfig, variables: Mapping[str, Any]
+) -> Path:
     """A folder (config.json + flax_model.msgpack) that `load_classifier` reads."""
 
     return write_model_folder(folder, config.to_dict(), jax.tree.map(np.asarray, variables))

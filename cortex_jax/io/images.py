@@ -10,6 +10,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -113,7 +114,13 @@ def grid_image(
     return canvas
 
 
-def save_grid(path: str | os.PathLike, images: np.ndarray, per_row: int, row_labels=None, **kw):
+def save_grid(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    per_row: int,
+    row_labels: Sequence[str] | None = None,
+    **kw: Any,
+) -> Path:
     """Writes `grid_image(...)` as a PNG; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

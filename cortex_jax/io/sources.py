@@ -60,6 +60,7 @@ from cortex_jax.models.maskgit import (
     infer_transformer_config,
 )
 from cortex_jax.models.vqgan import PRESET_REPOS, PRESETS, VQGAN, VQGANConfig
+from cortex_jax.models.vqgm import ClassConditionalVQGM
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # cortex_jax/
 
@@ -157,7 +158,7 @@ def load_cin_vqgm(
     class_names: list[str],
     n_head: int | None = None,
     dtype: Any = jnp.float32,
-):
+) -> ClassConditionalVQGM:
     """taming's class-conditional Net2NetTransformer checkpoint (e.g. the ImageNet
     cin_transformer `last.ckpt`, or its run folder) → ClassConditionalVQGM: the GPT
     (`transformer.*`) and its first-stage VQGAN (`first_stage_model.*`) from the one file,
@@ -167,7 +168,6 @@ def load_cin_vqgm(
     (`<run>/checkpoints/last.ckpt` + `<run>/configs/*-project.yaml`) so it is read from there.
     """
     from cortex_jax.io.convert import convert_taming_gpt_state_dict, infer_gpt_config
-    from cortex_jax.models.vqgm import ClassConditionalVQGM
 
     path = Path(checkpoint)
     if path.is_dir():  # a taming run folder: <run>/checkpoints/last.ckpt
@@ -318,7 +318,7 @@ def load_dallebart(source: str | os.PathLike) -> tuple[DalleBartConfig, dict]:
     return read_dallebart_folder(hub_folder(str(source)))
 
 
-def load_bart_tokenizer(folder: str | os.PathLike):
+def load_bart_tokenizer(folder: str | os.PathLike) -> Any:
     """BartTokenizerFast from a folder holding the dalle-mini repo's tokenizer files."""
     from transformers import BartTokenizerFast
 

@@ -95,7 +95,9 @@ def verdict(est: dict) -> dict:
     }
 
 
-def audit_share(neutral, ref_a, ref_b, n_boot: int = 2000, seed: int = 0) -> dict:
+def audit_share(
+    neutral: np.ndarray, ref_a: np.ndarray, ref_b: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> dict:
     """The verdict alone (see `analyse` for the arguments)."""
     return verdict(_share(*_counts(neutral, ref_a, ref_b), n_boot, seed))
 

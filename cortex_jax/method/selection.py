@@ -113,7 +113,9 @@ def _chosen_rows_bwd(res, g):
 _chosen_rows.defvjp(_chosen_rows_fwd, _chosen_rows_bwd)
 
 
-def embed_selection(codebook: Array, base_idx: Array, positions: Array, onehot: Array):
+def embed_selection(
+    codebook: Array, base_idx: Array, positions: Array, onehot: Array
+) -> tuple[Array, Array]:
     """E (1, m, m, d) of one grid base_idx (m, m) with the masked positions' rows chosen by
     `onehot` (M, K), and those rows (M, d).
 
@@ -307,11 +309,11 @@ def select_tokens(
     codebook: ArrayLike,
     base_indices: np.ndarray,
     mask: np.ndarray,
-    targets,
-    sources,
+    targets: ArrayLike,
+    sources: ArrayLike,
     rng: Array,
     cfg: SelectionConfig = SelectionConfig(),
-    image_ids=None,
+    image_ids: ArrayLike | None = None,
     loop: Literal["auto", "scan", "python"] = "auto",
 ) -> SelectionResult:
     """Optimises the masked tokens of each base grid (B, m, m) toward its target concept.
@@ -390,8 +392,8 @@ def optimize_embedding(
     codebook: ArrayLike,
     base_indices: np.ndarray,
     mask: np.ndarray,
-    targets,
-    sources,
+    targets: ArrayLike,
+    sources: ArrayLike,
     cfg: SelectionConfig = SelectionConfig(),
 ) -> SelectionResult:
     """The baseline: Adam on the masked rows of E itself (same loss and budget), snapped to the

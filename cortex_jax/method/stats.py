@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import scipy.stats
+from numpy.typing import ArrayLike
 
 # Romano et al. (2006) thresholds on |δ|.
 ROMANO = ((0.147, "negligible"), (0.33, "small"), (0.474, "medium"), (math.inf, "large"))
@@ -46,7 +47,7 @@ def _delta(x, y, axis: int = -1) -> np.ndarray:
     return 2 * u / (nx * ny) - 1
 
 
-def cliffs_delta(x, y, axis: int = -1) -> Any:
+def cliffs_delta(x: ArrayLike, y: ArrayLike, axis: int = -1) -> Any:
     """Standard Cliff's δ in [−1, 1] along `axis`: positive when x tends to exceed y.
 
     From the Mann–Whitney U of x (mid-ranks over the pooled sample: U = #[x > y] + ½#[x = y]),
@@ -56,7 +57,7 @@ def cliffs_delta(x, y, axis: int = -1) -> Any:
     return float(delta) if np.ndim(delta) == 0 else delta
 
 
-def cliffs_delta_halved(x, y) -> float:
+def cliffs_delta_halved(x: ArrayLike, y: ArrayLike) -> float:
     """The authors' variant: (#[x>y] + ½#[x=y] − n_x n_y / 2)/(n_x n_y) = δ/2, in [−0.5, 0.5]."""
     return cliffs_delta(x, y) / 2
 
@@ -81,7 +82,7 @@ def _interval(res) -> tuple[float, float]:
 
 
 def paired_delta_ci(
-    x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+    x: ArrayLike, y: ArrayLike, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of Cliff's δ(x, y) for paired samples: x[i] and y[i] come
     from the same unit (image) and are resampled together."""
@@ -99,7 +100,7 @@ def paired_delta_ci(
     return _interval(res)
 
 
-def paired_delta_test(x, y, n_resamples: int = 2000, seed: int = 0) -> float:
+def paired_delta_test(x: ArrayLike, y: ArrayLike, n_resamples: int = 2000, seed: int = 0) -> float:
     """Two-sided p-value of the sign-flip permutation test for paired samples: under the null,
     x[i] and y[i] are exchangeable within each unit (so the two marginals are equal); the
     statistic is Cliff's δ."""

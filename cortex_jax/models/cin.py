@@ -16,7 +16,7 @@ Generation runs the whole token loop as one `lax.scan` with a key/value cache, b
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
@@ -198,10 +198,12 @@ def training_sequence(config: GPTConfig, class_ids: Array, image_tokens: Array) 
     return jnp.concatenate([c, jnp.asarray(image_tokens, jnp.int32)], axis=1)[:, :-1]
 
 
-def logits(config: GPTConfig, params, class_ids: Array, image_tokens: Array, dtype=jnp.float32):
+def logits(
+    config: GPTConfig, params: Any, class_ids: Array, image_tokens: Array, dtype: Any = jnp.float32
+) -> Array:
     """Teacher-forced logits (B, N, vocab): logits[:, i] is the distribution of z_i."""
     seq = training_sequence(config, class_ids, image_tokens)
-    return GPT(config, dtype).apply({"params": params}, seq)
+    return cast(Array, GPT(config, dtype).apply({"params": params}, seq))
 
 
 def filter_logits(
@@ -269,13 +271,13 @@ _SAMPLERS: dict[tuple, Any] = {}
 
 def sample(
     config: GPTConfig,
-    params,
+    params: Any,
     class_ids: Any,
     rng: PRNGKey,
     sample_config: SampleConfig = SampleConfig(),
-    dtype=jnp.float32,
+    dtype: Any = jnp.float32,
     return_logits: bool = False,
-):
+) -> Any:  # ids (B, N), or (ids, logits (B, N, vocab)) with return_logits
     """Image tokens (B, N) for each class id, with a KV cache in one jitted `lax.scan`, the batch
     split over the local devices.
 

@@ -134,7 +134,9 @@ def preprocess(pixels: Array, image_size: int) -> Array:
     return (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
 
 
-def probabilities_fn(config: ResNetConfig, variables) -> Callable[[np.ndarray], np.ndarray]:
+def probabilities_fn(
+    config: ResNetConfig, variables: Mapping[str, Any]
+) -> Callable[[np.ndarray], np.ndarray]:
     """A jitted `evaluate.Classifier`: [-1, 1] pixels → softmax probabilities (numpy)."""
     model = ResNet(config)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -317,10 +318,17 @@ def decode_logits(
     return _head(cfg, params, _final(cfg, p, h, cfg.use_final_ln_decoder)).astype(jnp.float32)
 
 
-def logits(cfg, params, input_ids, attention_mask, decoder_input_ids) -> Array:
+def logits(
+    cfg: DalleBartConfig,
+    params: dict,
+    input_ids: ArrayLike,
+    attention_mask: ArrayLike,
+    decoder_input_ids: ArrayLike,
+) -> Array:
     """The model's forward pass, as dalle-mini's `model(...)` with train=False."""
-    enc = encode(cfg, params, input_ids, attention_mask)
-    return decode_logits(cfg, params, decoder_input_ids, enc, attention_mask)
+    ids, mask = jnp.asarray(input_ids), jnp.asarray(attention_mask)
+    enc = encode(cfg, params, ids, mask)
+    return decode_logits(cfg, params, jnp.asarray(decoder_input_ids), enc, mask)
 
 
 def superconditioned(cond: Array, uncond: Array, scale: float) -> Array:
@@ -342,7 +350,7 @@ def generate(
     top_p: float = 1.0,
     return_logits: bool = False,
     dtype: Any = jnp.float32,
-):
+) -> Any:  # ids (B, L), or (ids, logits) with return_logits
     """Image token ids (B, image_length) in [0, n_image_codes) for each prompt.
 
     Super-conditioning runs when condition_scale != 1 and uncond_ids (the empty prompt, e.g.
@@ -434,12 +442,12 @@ def _generate_fn(cfg, n_codes, scale, super_cond, temperature, top_k, top_p):
 def prompt_sampler(
     cfg: DalleBartConfig,
     params: dict,
-    tokenize,
+    tokenize: Callable[[str], Sequence[int]],
     n_image_codes: int,
     condition_scale: float = 10.0,
     top_k: int | None = 50,
     batch: int = 64,
-):
+) -> Callable[[str, int, int], np.ndarray]:
     """A `bias.Sampler` over text prompts: (prompt, n, seed) → token grids (n, m, m).
 
     tokenize(prompt) → list of BART ids with <s> … </s>; they are padded with 1 to

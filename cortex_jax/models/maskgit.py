@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import flax.linen as nn
@@ -402,7 +403,7 @@ def mask_schedule(ratio: Array, method: str = "cosine") -> Array:  # cosine|unif
 
 
 def parallel_decode(
-    logits_fn,
+    logits_fn: Callable[[Array], Array],
     inputs: Array,
     rng: Array,
     num_iter: int = 12,

@@ -50,7 +50,9 @@ def load_toy_judge(weights: str | os.PathLike = WEIGHTS_DIR) -> Callable[[Any], 
     return lambda x: fn(np.asarray(x, np.float32))
 
 
-def load_toy_iem(arch: Literal["ce", "re", "te"] = "ce", weights: str | os.PathLike = WEIGHTS_DIR):
+def load_toy_iem(
+    arch: Literal["ce", "re", "te"] = "ce", weights: str | os.PathLike = WEIGHTS_DIR
+) -> tuple[iem.IEMConfig, dict, Callable[[jax.Array], jax.Array]]:
     """The shipped toy IEM: (config, variables {'params', 'batch_stats'}, predict E → logits)."""
     if arch not in iem.ARCHITECTURES:
         raise ValueError(f"unknown IEM {arch!r}; expected one of {', '.join(iem.ARCHITECTURES)}")
