@@ -169,13 +169,12 @@ def test_pixels_are_checked_at_the_boundary(vq):
 
 
 def test_ids_outside_the_codebook_are_refused_before_a_jitted_decode(vq):
-    from cortex_jax.experiments import recipe
-
-    decode = recipe._decoder(vq, 4)
-    ids = np.zeros((2, 8, 8), np.int32)
-    ids[1, 2, 3] = 512
-    with pytest.raises(ValueError, match=r"token id 512 at index \(1, 2, 3\) is outside"):
-        decode(ids)
+    ids = np.zeros((6, 8, 8), np.int32)
+    ids[5, 2, 3] = 512  # in the second batch of 4: checked before any batch is decoded
+    with pytest.raises(ValueError, match=r"token id 512 at index \(5, 2, 3\) is outside"):
+        vq.decode_pixels(ids, batch=4)
+    px = vq.decode_pixels(ids[:5], batch=4)
+    assert px.shape == (5, 32, 32, 3) and px.min() >= -1 and px.max() <= 1
 
 
 def _png(path, array, mode=None):
