@@ -31,6 +31,14 @@ def test_a_bundle_names_what_an_experiment_lacks():
     with pytest.raises(ValueError, match="generating images of 'a' needs sample"):
         models.sample_named("a", 2, 0)
 
+    class WithEncoder(Tiny):
+        def encode(self, px):  # (B, m·m) row-major ids, as VQGAN.encode returns them
+            return np.arange(4)[None].repeat(len(px), 0)
+
+    grids, sources, region = cx.start_from_image(cx.models_of(WithEncoder(), ["a"]), np.zeros(1))
+    np.testing.assert_array_equal(grids, [[[0, 1], [2, 3]]])
+    assert sources.tolist() == [-1] and region == "center"
+
 
 def test_embed_checks_the_codebook_range():
     class Tiny:

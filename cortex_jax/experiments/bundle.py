@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -61,6 +62,17 @@ def check_grids(grids: Any, codebook_size: int) -> np.ndarray:
             f"token ids span {t.min()}..{t.max()}; the codebook has {codebook_size} rows"
         )
     return t
+
+
+def as_grids(ids: Any) -> np.ndarray:
+    """Token ids (B, m·m) row-major, or grids (B, m, m), as int32 grids (B, m, m)."""
+    a = np.asarray(ids)
+    if a.ndim == 2:
+        m = math.isqrt(a.shape[1])
+        if m * m != a.shape[1]:
+            raise ValueError(f"{a.shape[1]} token ids per image do not form a square grid")
+        a = a.reshape(len(a), m, m)
+    return a.astype(np.int32)
 
 
 def embed(model: VQGMLike, tokens: np.ndarray) -> Array:
@@ -147,8 +159,7 @@ def batched(fn: Callable[[np.ndarray], Any], batch: int | None) -> Callable[[np.
 
 
 def _vqgan_encoder(vq: VQGAN) -> Encode:
-    m = vq.grid_size
-    return lambda px: np.asarray(vq.encode(px)).reshape(-1, m, m).astype(np.int32)
+    return lambda px: as_grids(vq.encode(px))
 
 
 def load_predict(folder: str | os.PathLike) -> tuple[Predict, dict[str, Any]]:
@@ -210,7 +221,7 @@ def from_vqgm(
     encode = None
     if hasattr(model, "encode"):
         m_encode = model.encode
-        encode = lambda px: np.asarray(m_encode(px)).astype(np.int32)
+        encode = lambda px: as_grids(m_encode(px))
     return Models(
         codebook=np.asarray(model.codebook),
         decode=functools.partial(decode_tokens, model),

@@ -190,8 +190,7 @@ class EditConfig:
 def start_from_image(models: Models, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """(grids (1, m, m), sources [-1], 'center') of an image (1, H, W, 3) in [-1, 1]."""
     (encode,) = models.require("encode", what="starting from an image")
-    grids = np.asarray(encode(pixels)).astype(np.int32)
-    return grids.reshape(len(grids), *grids.shape[-2:]), np.array([-1]), "center"
+    return np.asarray(encode(pixels), np.int32), np.array([-1]), "center"
 
 
 def start_from_dataset(

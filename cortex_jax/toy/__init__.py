@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from cortex_jax.core import imagenet
-from cortex_jax.experiments.bundle import Models
+from cortex_jax.experiments.bundle import Models, as_grids
 from cortex_jax.io import folders, shards
 from cortex_jax.models import iem
 from cortex_jax.models.cin import SampleConfig
@@ -157,7 +157,7 @@ def models(
         classifier=load_toy_judge(weights),
         classifier_name="pixel judge",
         sample=sample,
-        encode=lambda px: np.asarray(vq.encode(px)).reshape(-1, vq.grid_size, vq.grid_size),
+        encode=lambda px: as_grids(vq.encode(px)),
         resolve=functools.partial(resolve, vqgm=vqgm),
         name="toy",
     )
