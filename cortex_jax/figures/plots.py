@@ -2,7 +2,8 @@
 bands where there is sampling uncertainty, and the figure's data beside it as CSV.
 
 Each function writes PATH.png, PATH.svg and PATH.csv for a PATH without suffix and returns the
-PNG's path. Image grids stay in `viz` (PIL).
+PNG's path; the SVG carries no date and fixed ids, so the same figure gives the same bytes.
+Image grids stay in `io.images` (PIL).
 """
 
 from __future__ import annotations
