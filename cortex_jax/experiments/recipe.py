@@ -5,8 +5,8 @@ Layout under `config.workdir`:
     models/vqgan/              the VQGAN (vqgan-jax format), written once by `generate`
     tokens/{train,val,test}/   uint16 token shards; tokens/test/png/ decoded test images
     iem_{ce,re,te}/            train.iem: metrics.jsonl, checkpoints/, iem/ (the best model)
-    sample_{arch}/             `sample_level`: tis/ (float32 per train shard), report.json
-    table5/                    `codebook_level`: table5.json
+    sample_{arch}/             `sample_level`: tis/ (float32 per train shard), report.json, arrays.npz
+    table5/                    `codebook_level.table5`: table5.json, table5.md
     tables.md, tables.json     `tables`: the paper's Tables 1, 2 and 5 side by side
 
 Every step resumes: finished shards (tokens, PNGs, TIS) are skipped, IEM training restarts from
