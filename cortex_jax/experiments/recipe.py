@@ -5,7 +5,7 @@ Layout under `config.workdir`:
     models/vqgan/              the VQGAN (vqgan-jax format), written once by `generate`
     tokens/{train,val,test}/   uint16 token shards; tokens/test/png/ decoded test images
     iem_{ce,re,te}/            train.iem: metrics.jsonl, checkpoints/, iem/ (the best model)
-    sample_{arch}/             `sample_level`: tis/ (float32 per train shard), report.json, arrays.npz
+    sample_{arch}/             `sample_level`: tis/ (float32 per shard), report.json, arrays.npz
     table5/                    `codebook_level.table5`: table5.json, table5.md
     tables.md, tables.json     `tables`: the paper's Tables 1, 2 and 5 side by side
 
