@@ -9,7 +9,6 @@ authors' loop is printed (see bench/tis.py).
 from __future__ import annotations
 
 import argparse
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +22,7 @@ from cortex_jax.models import iem
 def bench(arch: str, batch: int, steps: int, peak: float) -> dict:
     cfg = iem.IEMConfig(arch, 1000)
     v = iem.init_variables(cfg, jax.random.PRNGKey(0), 16, 256)
-    predict = functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"])
+    predict = iem.predictor(cfg, v)
     codebook = jax.random.normal(jax.random.PRNGKey(1), (16384, 256))
     base = jnp.asarray(np.random.default_rng(0).integers(0, 16384, (batch, 16, 16)), jnp.int32)
     mask = selection.region_mask(16)

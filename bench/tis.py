@@ -10,7 +10,6 @@ session to compare.
 from __future__ import annotations
 
 import argparse
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +22,7 @@ from cortex_jax.models import iem
 def bench_arch(arch: str, batch: int, n_samples: int, chunk: int, peak: float) -> dict:
     cfg = iem.IEMConfig(arch, 1000)
     v = iem.init_variables(cfg, jax.random.PRNGKey(0), 16, 256)
-    predict = functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"])
+    predict = iem.predictor(cfg, v)
     e = jax.random.normal(jax.random.PRNGKey(1), (batch, 16, 16, 256))
     y = jnp.arange(batch) % 1000
     rng, ids = jax.random.PRNGKey(2), jnp.arange(batch)

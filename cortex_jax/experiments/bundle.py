@@ -164,8 +164,8 @@ def _vqgan_encoder(vq: VQGAN) -> Encode:
 
 def load_predict(folder: str | os.PathLike) -> tuple[Predict, dict[str, Any]]:
     """An IEM folder written by train.iem → (predict E → logits, its meta)."""
-    cfg, v, meta = folders.read_iem_folder(folder)
-    return functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"]), meta
+    cfg, variables, meta = folders.read_iem_folder(folder)
+    return iem.predictor(cfg, variables), meta
 
 
 def from_files(

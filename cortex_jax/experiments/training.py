@@ -13,7 +13,6 @@ pure functions of (seed, step), so a resumed run equals an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -442,9 +441,10 @@ def fit_iem(
     )
     trainer = Trainer(model_config, cfg, codebook, train_ds.tokens[0].shape[1], 1)
     state = restore_best(trainer, workdir)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
     if vqgan is not None and jax.process_index() == 0:
-        variables = to_numpy_tree({"params": state.params, "batch_stats": state.batch_stats})
         names = train_ds.class_names[: model_config.n_classes]
-        folders.write_iem_folder(workdir / "iem", model_config, variables, names, vqgan)
-    predict = functools.partial(iem.predict_fn(model_config), state.params, state.batch_stats)
-    return predict, best
+        folders.write_iem_folder(
+            workdir / "iem", model_config, to_numpy_tree(variables), names, vqgan
+        )
+    return iem.predictor(model_config, variables), best

@@ -19,8 +19,9 @@ codebook-level optimisation can differentiate it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, cast
 
 import flax.linen as nn
@@ -243,3 +244,13 @@ def predict_fn(config: IEMConfig, dtype: Any = jnp.float32) -> Callable[..., Arr
         return cast(Array, out)
 
     return predict
+
+
+def predictor(
+    config: IEMConfig, variables: Mapping[str, Any], dtype: Any = jnp.float32
+) -> Callable[[Array], Array]:
+    """`predict(E) -> logits` closed over {'params', 'batch_stats'}: the callable every method
+    and experiment takes (a functools.partial, so hashable as jitted code needs it)."""
+    return functools.partial(
+        predict_fn(config, dtype), variables["params"], variables["batch_stats"]
+    )

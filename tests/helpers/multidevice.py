@@ -38,7 +38,6 @@ def run(mesh, ds, arch):
 
 def tis_check():
     """score_dataset on 8 devices vs token_importance on one, same global noise keys."""
-    import functools
 
     from cortex_jax.experiments import sample_level
     from cortex_jax.method import tis
@@ -47,7 +46,7 @@ def tis_check():
     ds = tiny.make_dataset(Path(tempfile.mkdtemp()), 100, 0)
     cfg = tiny.model_config("re")
     v = iem.init_variables(cfg, jax.random.PRNGKey(0), tiny.GRID, tiny.D)
-    predict = functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"])
+    predict = iem.predictor(cfg, v)
     out = Path(tempfile.mkdtemp())
     scfg = sample_level.SampleLevelConfig(n_samples=4, batch=16)
     sample_level.score_dataset(predict, tiny.codebook(), ds, str(out), scfg)
