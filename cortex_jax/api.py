@@ -34,17 +34,7 @@ def token_dataset(
     name: str = "user",
 ) -> shards.TokenDataset:
     """Writes (tokens (N, m, m), labels (N,)) as a one-shard token dataset and opens it."""
-    tokens = np.asarray(tokens)
-    meta = {
-        "class_names": list(class_names),
-        "vqgm": name,
-        "grid_size": int(tokens.shape[1]),
-        "codebook_size": int(codebook_size),
-        "source": "arrays",
-    }
-    shards.write_meta(folder, meta)
-    shards.write_shard(folder, 0, tokens, np.asarray(labels))
-    return shards.TokenDataset.open(folder)
+    return shards.write_arrays(folder, tokens, labels, class_names, codebook_size, name)
 
 
 def train_iem(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -69,19 +69,6 @@ def mixture_sampler(sample: Sampler, name: str, a: str, b: str, share_a: float) 
     return mixed
 
 
-def _write(folder: Path, tokens: np.ndarray, labels: np.ndarray, names: Sequence[str], k: int):
-    meta = {
-        "class_names": list(names),
-        "vqgm": "audit",
-        "grid_size": int(tokens.shape[1]),
-        "codebook_size": k,
-        "source": "generated",
-    }
-    shards.write_meta(folder, meta)
-    shards.write_shard(folder, 0, tokens, labels)
-    return shards.TokenDataset.open(folder)
-
-
 def run_audit(
     sample: Sampler,
     codebook: np.ndarray,
@@ -106,8 +93,10 @@ def run_audit(
     va_lab = np.repeat(np.array([0, 1], np.int32), n_val)
     names = [concept_a, concept_b]
     k = int(np.shape(codebook)[0])
-    train_ds = _write(workdir / "train", tr_tok, tr_lab, names, k)
-    val_ds = _write(workdir / "val", va_tok, va_lab, names, k)
+    train_ds = shards.write_arrays(
+        workdir / "train", tr_tok, tr_lab, names, k, "audit", "generated"
+    )
+    val_ds = shards.write_arrays(workdir / "val", va_tok, va_lab, names, k, "audit", "generated")
 
     progress("train binary IEM")
     mcfg = iem_config or iem.IEMConfig("ce", 2, width=64, depth=2, hidden=256)

@@ -27,7 +27,7 @@ from PIL import Image
 
 from cortex_jax.experiments.bundle import Models
 from cortex_jax.io.images import grid_image, to_uint8
-from cortex_jax.io.shards import atomic_write_bytes
+from cortex_jax.io.shards import atomic_write_bytes, atomic_write_json
 from cortex_jax.method import selection
 
 Decode = Callable[[np.ndarray], np.ndarray]
@@ -431,6 +431,6 @@ def table5(
     result |= dict(extra or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "table5.json", (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write_json(out / "table5.json", result)
     atomic_write_bytes(out / "table5.md", table5_markdown(result, notes).encode())
     return result

@@ -17,6 +17,7 @@ over a process's local devices; the small evaluation steps then run on process 0
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable, Sequence
@@ -32,12 +33,12 @@ from tqdm import tqdm
 from cortex_jax.core import imagenet
 from cortex_jax.core.configs import from_section
 from cortex_jax.experiments import codebook_level, sample_level
-from cortex_jax.experiments.bundle import Models, Predict, batched
+from cortex_jax.experiments.bundle import Models, from_files
 from cortex_jax.experiments.generate import generate_dataset
 from cortex_jax.io import folders, shards, sources
 from cortex_jax.io.images import to_uint8
 from cortex_jax.method import selection
-from cortex_jax.models import cin, iem
+from cortex_jax.models import cin
 from cortex_jax.models.vqgan import VQGAN, VQGANConfig
 from cortex_jax.models.vqgan import init_params as vqgan_init_params
 from cortex_jax.models.vqgm import ClassConditionalVQGM
@@ -195,10 +196,8 @@ def generate(
     return out
 
 
-def load_iem(
-    config: ConfigDict, arch: str | None = None
-) -> tuple[iem.IEMConfig, Predict, dict[str, Any]]:
-    """(IEMConfig, predict E → logits, meta) of the IEM train.iem wrote for `arch`."""
+def iem_folder(config: ConfigDict, arch: str | None = None) -> Path:
+    """WORKDIR/iem_{arch}/iem, the IEM train.iem wrote, or one line saying how to make it."""
     arch = arch or config.arch
     folder = Path(config.workdir) / f"iem_{arch}" / "iem"
     if not folder.exists():
@@ -206,33 +205,21 @@ def load_iem(
             f"IEM not found: {folder}; train it first: python -m train.iem --config "
             f"configs/imagenet.py:iem={arch}"
         )
-    cfg, v, meta = folders.read_iem_folder(folder)
-    return cfg, functools.partial(iem.predict_fn(cfg), v["params"], v["batch_stats"]), meta
+    return folder
 
 
 def models(config: ConfigDict, classifier: str, batch: int, arch: str | None = None) -> Models:
     """The recipe's bundle for one step: the VQGAN at config.vqgan (decoding `batch` grids at a
     time), the IEM train.iem wrote for `arch`, and the pixel classifier `classifier` (batched)."""
-    vq = sources.load_vqgan(config.vqgan)
-    _, predict, meta = load_iem(config, arch)
-    _, _, probs = sources.load_classifier(classifier, config.classifier_size)
-    return Models(
-        codebook=np.asarray(vq.codebook),
-        decode=functools.partial(vq.decode_pixels, batch=batch),
-        class_names=tuple(meta["class_names"]),
-        grid_size=vq.grid_size,
-        predict=predict,
-        predict_name=arch or config.arch,
-        classifier=batched(probs, batch),
-        classifier_name=str(classifier),
-        resolve=imagenet.resolve,
-        name="imagenet",
+    bundle = from_files(
+        config.vqgan,
+        iem_folder(config, arch),
+        classifier,
+        config.classifier_size,
+        decode_batch=batch,
+        classifier_batch=batch,
     )
-
-
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shards.atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    return dataclasses.replace(bundle, predict_name=arch or config.arch, name="imagenet")
 
 
 def _merge_chunks(chunks: list[tuple[dict, int]]) -> dict:
@@ -323,7 +310,7 @@ def sample_level_step(
             for k in ("test_tokens", "test_labels", "test_tis")
         },
     )
-    _atomic_json(out / "report.json", report)
+    shards.atomic_write_json(out / "report.json", report)
     return report
 
 
@@ -449,7 +436,7 @@ def tables(config: ConfigDict, archs: Sequence[str] = ("ce", "re", "te")) -> tup
     result = {"table1": t1, "table2": t2, "table5": t5, "paper": PAPER}
     text = "\n".join(md) + "\n"
     if jax.process_index() == 0:
-        _atomic_json(w / "tables.json", result)
+        shards.atomic_write_json(w / "tables.json", result)
         shards.atomic_write_bytes(w / "tables.md", text.encode())
     return result, text
 

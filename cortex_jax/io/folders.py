@@ -25,7 +25,7 @@ import numpy as np
 from flax import serialization
 
 from cortex_jax.core.trees import flatten_paths, unflatten_paths
-from cortex_jax.io.shards import atomic_write_bytes, clean_stale_temps
+from cortex_jax.io.shards import atomic_write_bytes, atomic_write_json, clean_stale_temps
 from cortex_jax.models.cin import GPTConfig
 from cortex_jax.models.cin import init_params as gpt_init_params
 from cortex_jax.models.classifier import ResNetConfig
@@ -122,7 +122,7 @@ def write_model_folder(
     atomic_write_bytes(
         folder / WEIGHTS_NAME, serialization.msgpack_serialize(unflatten_paths(flat))
     )
-    atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(dict(config), indent=2) + "\n").encode())
+    atomic_write_json(folder / CONFIG_NAME, dict(config))
     return folder
 
 

@@ -75,6 +75,13 @@ def atomic_write_bytes(path: Path, payload: bytes, exclusive: bool = False) -> N
         raise
 
 
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """PATH as indented JSON with a final newline, written atomically (parent made if needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -264,6 +271,29 @@ class TokenDataset:
         """All shards concatenated into memory: (tokens, labels, masks or None)."""
         masks = np.concatenate(self.masks) if self.masks is not None else None
         return np.concatenate(self.tokens), np.concatenate(self.labels), masks
+
+
+def write_arrays(
+    folder: str | os.PathLike,
+    tokens: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    codebook_size: int,
+    vqgm: str,
+    source: str = "arrays",
+) -> TokenDataset:
+    """Writes (tokens (N, m, m), labels (N,)) as a one-shard token dataset and opens it."""
+    tokens = np.asarray(tokens)
+    meta = {
+        "class_names": list(class_names),
+        "vqgm": vqgm,
+        "grid_size": int(tokens.shape[1]),
+        "codebook_size": int(codebook_size),
+        "source": source,
+    }
+    write_meta(folder, meta)
+    write_shard(folder, 0, tokens, np.asarray(labels))
+    return TokenDataset.open(folder)
 
 
 class BatchReader:
