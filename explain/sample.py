@@ -66,7 +66,7 @@ def run(out: Path) -> dict:
     if _TRUTH.value < 1:
         raise ValueError(f"--truth-per-concept {_TRUTH.value}; expected at least 1")
     errors.writable_folder(out)
-    truth = toy.ground_truth(concepts, _TRUTH.value, _SEED.value + 2)
+    truth = toy.ground_truth(models, concepts, _TRUTH.value, _SEED.value + 2)
     with tqdm(total=3, desc="explain.sample") as bar:
 
         def progress(stage):

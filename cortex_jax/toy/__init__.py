@@ -57,20 +57,17 @@ def load_toy_iem(
     if arch not in iem.ARCHITECTURES:
         raise ValueError(f"unknown IEM {arch!r}; expected one of {', '.join(iem.ARCHITECTURES)}")
     config, variables, _ = folders.read_iem_folder(Path(weights) / f"iem_{arch}")
-    predict = functools.partial(
-        iem.predict_fn(config), variables["params"], variables["batch_stats"]
-    )
+    predict = iem.predictor(config, variables)
     return config, variables, predict
 
 
 def encode_procedural(
-    vqgan: VQGAN, class_names: Sequence[str], seed: int
+    encode: Callable[[np.ndarray], np.ndarray], class_names: Sequence[str], seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Renders one image per name and encodes it: (tokens (n, m, m), labels, masks (n, m, m))."""
+    """Renders one image per name and encodes it (`encode`: pixels → grids (n, m, m), e.g. a
+    bundle's): (tokens (n, m, m), labels, masks (n, m, m))."""
     batch = world.render(class_names, seed)
-    m = vqgan.grid_size
-    toks = np.asarray(vqgan.encode(batch.pixels)).reshape(-1, m, m)
-    return toks, batch.labels, world.token_mask(batch.coverage)
+    return np.asarray(encode(batch.pixels)), batch.labels, world.token_mask(batch.coverage)
 
 
 def write_encoded_dataset(
@@ -89,6 +86,7 @@ def write_encoded_dataset(
     """
     if per_class <= 0:
         raise ValueError(f"per_class={per_class}; expected a positive number of images per class")
+    encode = lambda px: as_grids(vqgan.encode(px))
     names = [world.CLASS_NAMES[c] for c in class_ids]
     order = np.repeat(np.arange(len(names)), per_class)
     shards.write_meta(
@@ -108,7 +106,8 @@ def write_encoded_dataset(
     for s, start in enumerate(range(0, len(order), shard_size)):
         chunk = [names[i] for i in order[start : start + shard_size]]
         if not shards.shard_done(out, s):
-            shards.write_shard(out, s, *encode_procedural(vqgan, chunk, seed * 1_000_003 + s))
+            grids = encode_procedural(encode, chunk, seed * 1_000_003 + s)
+            shards.write_shard(out, s, *grids)
         progress(start + len(chunk))
     return shards.TokenDataset.open(out)
 
@@ -164,11 +163,10 @@ def models(
 
 
 def ground_truth(
-    concepts: Sequence[int], per_concept: int, seed: int, weights: str | os.PathLike = WEIGHTS_DIR
+    models: Models, concepts: Sequence[int], per_concept: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Procedural images of each concept through the toy VQGAN encoder with their object masks:
-    (tokens (n, m, m), labels (n,), masks (n, m, m)), `per_concept` of each."""
-    vq = folders.read_vqgan_folder(Path(weights) / "vqgan")
-    return encode_procedural(
-        vq, [CONCEPT_NAMES[c] for c in concepts for _ in range(per_concept)], seed
-    )
+    """Procedural images of each concept through the bundle's encoder (the toy VQGAN's) with
+    their object masks: (tokens (n, m, m), labels (n,), masks (n, m, m)), `per_concept` each."""
+    (encode,) = models.require("encode", what="the ground-truth split")
+    names = [CONCEPT_NAMES[c] for c in concepts for _ in range(per_concept)]
+    return encode_procedural(encode, names, seed)
