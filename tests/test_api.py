@@ -83,3 +83,10 @@ def test_frozen_configs_come_from_config_sections_by_field_name():
         from_section(SampleLevelConfig, section, nn=1)
     with pytest.raises(ValueError, match="steps"):  # the dataclass's own checks still run
         from_section(cx.SelectionConfig, {"steps": 7, "log_every": 5})
+
+
+def test_sample_level_configs_refuse_sizes_below_one():
+    with pytest.raises(ValueError, match="n_samples=0; expected at least 1"):
+        cx.SampleLevelConfig(n_samples=0)
+    with pytest.raises(ValueError, match="test_per_concept=0; expected at least 1"):
+        cx.StudyConfig(test_per_concept=0)

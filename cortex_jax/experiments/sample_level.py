@@ -52,6 +52,10 @@ class SampleLevelConfig:
     batch: int = 128
     seed: int = 0
 
+    def __post_init__(self):
+        if self.n_samples < 1:
+            raise ValueError(f"n_samples={self.n_samples}; expected at least 1")
+
 
 def scores_for(
     predict: Callable[[Array], Array],
@@ -266,8 +270,6 @@ class StudyConfig:
         for name in ("per_concept", "test_per_concept", "shown_per_concept"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
-        if self.method.n_samples < 1:
-            raise ValueError(f"n_samples={self.method.n_samples}; expected at least 1")
 
 
 def _generated(sample: Sample, concepts: Sequence[int], per: int, seed: int):
@@ -288,7 +290,7 @@ def study(
     `truth_set` (tokens, labels, masks) is given), OUT/token_sets.csv, OUT/top_tokens.png (test
     images with their top-n TIS positions boxed, the paper's Figure 3), OUT/image_level_curve.*
     (Figure 4) and OUT/arrays.npz (what explain.atlas draws). Returns the report."""
-    (sample,) = models.require("sample", "predict", "classifier", what="the sample-level study")[:1]
+    sample, _, _ = models.require("sample", "predict", "classifier", what="the sample-level study")
     out = Path(out)
     names = models.class_names
     m = cfg.method
