@@ -1,14 +1,15 @@
 """The token atlas: built from the commands' own output, every link and image resolves, and a
 real headless browser (Debian's chromium driven by Playwright) clicks through it."""
 
+import functools
 import html.parser
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import cli
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -18,10 +19,7 @@ SKIP_BROWSER = (
 )
 
 
-def _run(*args):
-    r = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
+_run = functools.partial(cli.run, check=True)  # every command here must succeed
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +29,7 @@ def site(tmp_path_factory):
         "explain.sample",
         "--concept",
         "red-circle,blue-star,red-star",
-        "--per-concept",
-        "12",
-        "--test-per-concept",
-        "6",
-        "--truth-per-concept",
-        "6",
-        "--n-samples",
-        "4",
+        *cli.SMALL_SAMPLE,
         "--out",
         str(tmp / "sample"),
     )

@@ -1,6 +1,7 @@
 """Bad input at the boundary, through the paths a user takes (the CLIs and the public API): one
 line naming the value and what was expected, exit status 1, nothing written or lost."""
 
+import functools
 import json
 import os
 import socket
@@ -18,24 +19,13 @@ from cortex_jax.experiments import training
 from cortex_jax.io import shards
 from cortex_jax.io.images import read_image
 from cortex_jax.toy import load_toy_vqgm
-from tests.helpers import tiny
+from tests.helpers import cli, tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(*args, cwd=REPO):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, env=env
-    )
-
-
-def _one_line_error(r, *needles):
-    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
-    lines = r.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
-    for n in needles:
-        assert n in lines[-1], lines[-1]
+_run = cli.run
+_one_line_error = functools.partial(cli.one_line_error, status=1)  # our boundary exits 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,6 @@
 """Every explain/ and train/ command on the toy world: files written, errors one line."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +10,12 @@ from PIL import Image
 from cortex_jax.io import folders
 from cortex_jax.io.images import to_uint8
 from cortex_jax.toy import world
+from tests.helpers import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
-
-
-def _one_line_error(r, *needles):
-    assert r.returncode != 0
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
-    for n in needles:
-        assert n in last, last
+_run, _one_line_error = cli.run, cli.one_line_error
 
 
 def test_explain_sample_writes_report_and_figures(tmp_path):
@@ -33,14 +23,7 @@ def test_explain_sample_writes_report_and_figures(tmp_path):
         "explain.sample",
         "--concept",
         "red-circle,blue-star",
-        "--per-concept",
-        "12",
-        "--test-per-concept",
-        "6",
-        "--truth-per-concept",
-        "6",
-        "--n-samples",
-        "4",
+        *cli.SMALL_SAMPLE,
         "--out",
         str(tmp_path),
     )

@@ -2,9 +2,8 @@
 indices exact, decodes and transformer logits to float32 tolerance, parallel decoding's
 per-iteration sequences exact from the same key; sampling, editing, loading and errors."""
 
+import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -15,6 +14,7 @@ import pytest
 from cortex_jax.io import folders, sources
 from cortex_jax.io.sources import load_vqgan
 from cortex_jax.models import maskgit
+from tests.helpers import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,10 +118,7 @@ def test_bad_input_is_refused_in_one_line(fx, model, tmp_path):
         model.vqgan.encode(np.full((1, 32, 32, 3), 3.0, np.float32))
 
 
-def _run(*args):
-    r = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
+_run = functools.partial(cli.run, check=True)  # every command here must succeed
 
 
 @pytest.mark.slow

@@ -1,9 +1,8 @@
 """The ImageNet recipe (configs/imagenet.py): config wiring, and the whole dry run on 8 devices."""
 
+import functools
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from configs import imagenet as imagenet_config
 from cortex_jax.experiments import recipe
 from cortex_jax.io import shards
+from tests.helpers import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,12 +69,7 @@ def test_missing_checkpoint_names_what_to_download():
         recipe.load_vqgm(c)
 
 
-def _run(*args, env):
-    r = subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, env=env
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
+_run = functools.partial(cli.run, check=True)  # every command here must succeed
 
 
 @pytest.mark.slow

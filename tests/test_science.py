@@ -12,19 +12,18 @@ not. Measured then:
   embedding optimisation +0.065 / +0.379.
 """
 
+import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import cli
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(*args):
-    r = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
+_run = functools.partial(cli.run, check=True)  # every command here must succeed
 
 
 @pytest.mark.slow

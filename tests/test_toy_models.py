@@ -1,8 +1,6 @@
 """The shipped toy models: they load, decode, generate deterministically and recognisably."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -19,6 +17,7 @@ from cortex_jax.toy import (
     world,
     write_encoded_dataset,
 )
+from tests.helpers import cli
 
 # Measured 87.7 % (train.toy report, 700 samples); broken sampling would sit near chance (7 %).
 RECOGNITION_THRESHOLD = 0.8
@@ -100,9 +99,7 @@ def test_bfloat16_generation_keeps_images_recognisable(vqgm, judge, tmp_path):
     assert not np.array_equal(f32.arrays()[0], tokens)  # the compute type did change
 
 
-def _run(*args):
-    """`python -m args…` from the repo root, where train/ and explain/ live."""
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
+_run = cli.run
 
 
 def test_generate_cli_writes_dataset_and_resumes(tmp_path):

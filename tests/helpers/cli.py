@@ -1,0 +1,47 @@
+"""The entry points run as a user runs them (`python -m …` from the repo root), and the check
+that a bad input ended in one `error: …` line and no traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# explain.sample at sizes that run in seconds on the toy world (images per concept, SmoothGrad N)
+SMALL_SAMPLE = (
+    "--per-concept",
+    "12",
+    "--test-per-concept",
+    "6",
+    "--truth-per-concept",
+    "6",
+    "--n-samples",
+    "4",
+)
+
+
+def run(
+    *args: str, cwd: Path = REPO, env: dict | None = None, check: bool = False
+) -> subprocess.CompletedProcess:
+    """`python -m args…`; the package is importable from any `cwd` (PYTHONPATH is the repo unless
+    `env` is given whole). `check`: assert it succeeded, showing the end of stderr if not."""
+    env = env if env is not None else {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, env=env
+    )
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def one_line_error(r: subprocess.CompletedProcess, *needles: str, status: int | None = None):
+    """The run failed (with exit `status` when given) and its last stderr line is our one-line
+    error, holding every needle."""
+    if status is None:
+        assert r.returncode != 0, r.stderr[-2000:]
+    else:
+        assert r.returncode == status, (r.returncode, r.stderr[-2000:])
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
+    for n in needles:
+        assert n in last, last
