@@ -298,32 +298,14 @@ def test_cli_mistakes_end_in_one_line_and_write_nothing(tmp_path):
     assert not (tmp_path / "afile").is_dir()
     png = tmp_path / "in.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(png)
-    (tmp_path / "tokens.json").write_text('{"images": [')
-    _one_line_error(
-        _run(
-            "explain.edit",
-            "--image",
-            str(png),
-            "--tokens",
-            str(tmp_path / "tokens.json"),
-            "--out",
-            str(tmp_path / "e.png"),
-        ),
-        "is not JSON",
-    )
-    (tmp_path / "tokens.json").write_text('{"images": [{"tokens_final": [1]}]}')
-    _one_line_error(
-        _run(
-            "explain.edit",
-            "--image",
-            str(png),
-            "--tokens",
-            str(tmp_path / "tokens.json"),
-            "--out",
-            str(tmp_path / "e.png"),
-        ),
-        "lacks 'region_positions'",
-    )
+    tokens = tmp_path / "tokens.json"
+    edit = ("explain.edit", "--image", str(png), "--tokens", str(tokens))
+    for text, needle in (
+        ('{"images": [', "is not JSON"),
+        ('{"images": [{"tokens_final": [1]}]}', "lacks 'region_positions'"),
+    ):
+        tokens.write_text(text)
+        _one_line_error(_run(*edit, "--out", str(tmp_path / "e.png")), needle)
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     _one_line_error(
         _run(

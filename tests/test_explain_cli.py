@@ -16,6 +16,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 _run, _one_line_error = cli.run, cli.one_line_error
+# explain.bias at sizes a test can afford and the verdicts below still resolve
+BIAS_SIZES = (
+    "--per-concept",
+    "300",
+    "--neutral-images",
+    "300",
+    "--n-samples",
+    "8",
+    "--epochs",
+    "4",
+)
 
 
 def test_explain_sample_writes_report_and_figures(tmp_path):
@@ -189,14 +200,7 @@ def test_explain_bias_finds_the_known_bias(tmp_path):
         "explain.bias",
         "--neutral",
         "circle",
-        "--per-concept",
-        "300",
-        "--neutral-images",
-        "300",
-        "--n-samples",
-        "8",
-        "--epochs",
-        "4",
+        *BIAS_SIZES,
         "--out",
         str(tmp_path),
     )
@@ -229,14 +233,7 @@ def test_explain_bias_verdict_covers_the_mixture_of_an_overlapping_pair(tmp_path
         "red-square,red-cross",
         "--mix",
         str(share),
-        "--per-concept",
-        "300",
-        "--neutral-images",
-        "300",
-        "--n-samples",
-        "8",
-        "--epochs",
-        "4",
+        *BIAS_SIZES,
         "--out",
         str(tmp_path),
     )
