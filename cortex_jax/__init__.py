@@ -26,7 +26,7 @@ docs/architecture.md says where everything lives.
 """
 
 from cortex_jax import toy
-from cortex_jax.api import token_dataset, train_iem
+from cortex_jax.api import LoadedIEM, load_iem, token_dataset, train_iem
 from cortex_jax.experiments.bias import AuditConfig, audit, run_audit
 from cortex_jax.experiments.bundle import (
     Models,
@@ -81,6 +81,7 @@ __all__ = [
     "AuditConfig",
     "EditConfig",
     "IEMConfig",
+    "LoadedIEM",
     "Models",
     "SampleLevelConfig",
     "SelectionConfig",
@@ -99,6 +100,7 @@ __all__ = [
     "load_cin_vqgm",
     "load_classifier",
     "load_dallebart",
+    "load_iem",
     "load_maskgit",
     "load_vqgan",
     "models_from_dallebart",

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import Any, Literal, NamedTuple
 
 import jax
 import numpy as np
 
 from cortex_jax.experiments import training
 from cortex_jax.experiments.bundle import VQGMLike
-from cortex_jax.io import shards
+from cortex_jax.io import shards, sources
 from cortex_jax.models import iem
 
 Array = jax.Array
@@ -51,3 +52,26 @@ def train_iem(
     mcfg = iem_config or iem.IEMConfig("ce", n_classes, width=64, depth=2, hidden=256)
     tcfg = train_config or training.TrainConfig(batch_size=32, epochs=8, decay_every=100)
     return training.fit_iem(mcfg, tcfg, train, val, model.codebook, workdir)
+
+
+class LoadedIEM(NamedTuple):
+    """An IEM ready to explain with: its config, variables, `predict(E) -> logits` and class
+    names (a tuple, so `config, variables, predict, names = cx.load_iem(...)` works)."""
+
+    config: iem.IEMConfig
+    variables: dict[str, Any]
+    predict: Predict
+    class_names: tuple[str, ...]
+
+
+def load_iem(
+    source: str | os.PathLike, arch: Literal["ce", "re", "te"] | None = None, heads: int = 8
+) -> LoadedIEM:
+    """An IEM folder written by train.iem, or the CORTEX authors' trained IEM: their `.pth`
+    state dict of ClassificationNet1 / 3 / 4 (`cx.load_iem("net3.pth", arch="re")`), converted
+    without torch. The architecture is read off the file (`arch`, when given, must agree);
+    `heads` is TE's head count (Net4: 8), which the shapes do not show."""
+    config, variables, meta = sources.load_iem(source, arch, heads)
+    return LoadedIEM(
+        config, variables, iem.predictor(config, variables), tuple(meta["class_names"])
+    )

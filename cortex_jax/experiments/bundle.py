@@ -15,13 +15,13 @@ import functools
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import jax
 import numpy as np
 
 from cortex_jax.core import imagenet
-from cortex_jax.io import folders, sources
+from cortex_jax.io import sources
 from cortex_jax.models import dalle, iem
 from cortex_jax.models.vqgan import VQGAN
 from cortex_jax.models.vqgm import resolve_name
@@ -162,9 +162,12 @@ def _vqgan_encoder(vq: VQGAN) -> Encode:
     return lambda px: as_grids(vq.encode(px))
 
 
-def load_predict(folder: str | os.PathLike) -> tuple[Predict, dict[str, Any]]:
-    """An IEM folder written by train.iem → (predict E → logits, its meta)."""
-    cfg, variables, meta = folders.read_iem_folder(folder)
+def load_predict(
+    source: str | os.PathLike, arch: Literal["ce", "re", "te"] | None = None
+) -> tuple[Predict, dict[str, Any]]:
+    """An IEM folder written by train.iem, or the authors' `.pth` (`sources.load_iem`) →
+    (predict E → logits, its meta)."""
+    cfg, variables, meta = sources.load_iem(source, arch)
     return iem.predictor(cfg, variables), meta
 
 
@@ -176,14 +179,16 @@ def from_files(
     decode_batch: int | None = None,
     classifier_batch: int | None = None,
     class_names: Sequence[str] | None = None,
+    iem_arch: Literal["ce", "re", "te"] | None = None,
 ) -> Models:
-    """A bundle from model files: the VQGAN (any `load_vqgan` source), optionally an IEM folder
-    (its class names become the bundle's) and a pixel classifier (any `load_classifier` source).
+    """A bundle from model files: the VQGAN (any `load_vqgan` source), optionally an IEM (a
+    train.iem folder or the authors' `.pth`, whose architecture must be `iem_arch` when given;
+    its class names become the bundle's) and a pixel classifier (any `load_classifier` source).
     A 1000-class bundle resolves ImageNet names, indices and synsets."""
     vq = sources.load_vqgan(vqgan)
     predict, names = None, list(class_names or [])
     if iem_folder is not None:
-        predict, meta = load_predict(iem_folder)
+        predict, meta = load_predict(iem_folder, iem_arch)
         names = list(meta["class_names"])
     probs = None
     if classifier is not None:

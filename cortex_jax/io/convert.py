@@ -2,12 +2,15 @@
 
 taming-transformers' VQGAN (`convert_taming_state_dict`, `infer_taming_config`) and cin GPT
 (`convert_taming_gpt_state_dict`, `infer_gpt_config`), and torchvision's ResNets
-(`convert_torchvision_state_dict`, `infer_resnet_config`): state dicts of numpy arrays (torch
-layout, NCHW / OI) → Flax trees (NHWC / IO), with the architecture inferred from the shapes.
+(`convert_torchvision_state_dict`, `infer_resnet_config`), and the CORTEX authors' IEMs
+(`convert_authors_iem`, `infer_authors_iem_config`, and back: `authors_iem_state_dict`): state
+dicts of numpy arrays (torch layout, NCHW / OI) → Flax trees (NHWC / IO), with the architecture
+inferred from the shapes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +20,7 @@ import numpy as np
 from cortex_jax.core.trees import flatten_paths, unflatten_paths
 from cortex_jax.models.cin import GPTConfig
 from cortex_jax.models.classifier import ResNetConfig
+from cortex_jax.models.iem import IEMConfig
 from cortex_jax.models.vqgan import VQGANConfig
 
 _TAMING_PREFIXES = ("encoder.", "decoder.", "quantize.", "quant_conv.", "post_quant_conv.")
@@ -208,3 +212,283 @@ def infer_gpt_config(params: Mapping[str, Any], n_head: int, **kwargs) -> GPTCon
     n_layer = sum(1 for k in params if k.startswith("blocks_"))
     kwargs.setdefault("image_vocab_size", vocab)
     return GPTConfig(vocab, block, n_layer, n_head, n_embd, **kwargs)
+
+
+# --- The authors' IEMs (YangTianze009/CORTEX, VQGAN_explanation/model.py) -------------------
+# One table per network maps each of their state-dict tensors to our parameter (or batch
+# statistic) with a layout change and its inverse, so both directions read the same table.
+
+_AUTHORS_NETS = {"ce": "ClassificationNet1", "re": "ClassificationNet3", "te": "ClassificationNet4"}
+_AUTHORS_MARKERS = {"ce": "conv1_1.weight", "re": "layer1.0.conv1.weight", "te": "proj.0.weight"}
+
+_Fn = Any  # np.ndarray -> np.ndarray
+_ID: tuple[_Fn, _Fn] = (lambda a: a, lambda a: a)
+_LINEAR: tuple[_Fn, _Fn] = (lambda a: a.T, lambda a: a.T)  # (out, in) ↔ (in, out)
+_CONV: tuple[_Fn, _Fn] = (  # OIHW ↔ HWIO
+    lambda a: a.transpose(2, 3, 1, 0),
+    lambda a: a.transpose(3, 2, 0, 1),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    torch: str  # their state-dict key
+    ours: str  # 'params/…' or 'batch_stats/…'
+    fwd: _Fn  # their array → ours
+    inv: _Fn  # ours → theirs
+    part: tuple[int, int] | None = None  # (i, n): our leaf is the i-th of n row blocks
+
+
+def _bn_entries(theirs: str, ours: str) -> list[_Entry]:
+    return [
+        _Entry(f"{theirs}.weight", f"params/{ours}/scale", *_ID),
+        _Entry(f"{theirs}.bias", f"params/{ours}/bias", *_ID),
+        _Entry(f"{theirs}.running_mean", f"batch_stats/{ours}/mean", *_ID),
+        _Entry(f"{theirs}.running_var", f"batch_stats/{ours}/var", *_ID),
+    ]
+
+
+def _linear_entries(theirs: str, ours: str, ln: bool = False) -> list[_Entry]:
+    weight = f"params/{ours}/scale" if ln else f"params/{ours}/kernel"
+    return [
+        _Entry(f"{theirs}.weight", weight, *(_ID if ln else _LINEAR)),
+        _Entry(f"{theirs}.bias", f"params/{ours}/bias", *_ID),
+    ]
+
+
+def _authors_table(cfg: IEMConfig, grid_size: int) -> list[_Entry]:
+    t: list[_Entry] = []
+    if cfg.arch == "ce":
+        for s in range(2):
+            for i in range(cfg.layers):
+                t += [
+                    _Entry(f"conv{s + 1}_{i + 1}.weight", f"params/conv{s}_{i}/kernel", *_CONV),
+                    _Entry(f"conv{s + 1}_{i + 1}.bias", f"params/conv{s}_{i}/bias", *_ID),
+                ]
+                t += _bn_entries(f"bn{s + 1}_{i + 1}", f"bn{s}_{i}")
+        # They flatten (C, H, W) after the second max-pool, we flatten (H, W, C).
+        c, side = cfg.width, grid_size // 4
+
+        def fc1_fwd(a: np.ndarray) -> np.ndarray:
+            return a.reshape(-1, c, side, side).transpose(2, 3, 1, 0).reshape(-1, a.shape[0])
+
+        def fc1_inv(a: np.ndarray) -> np.ndarray:
+            return a.reshape(side, side, c, -1).transpose(3, 2, 0, 1).reshape(a.shape[1], -1)
+
+        t += [
+            _Entry("fc1.weight", "params/fc1/kernel", fc1_fwd, fc1_inv),
+            _Entry("fc1.bias", "params/fc1/bias", *_ID),
+        ]
+        t += _bn_entries("bn_fc1", "bn_fc1") + _linear_entries("fc2", "fc2")
+        t += _bn_entries("bn_fc2", "bn_fc2") + _linear_entries("fc3", "out")
+    elif cfg.arch == "re":
+        for s in range(2):
+            for j in range(cfg.layers):
+                theirs, ours = f"layer{s + 1}.{j}", f"stage{s}_{j}"
+                t += [
+                    _Entry(f"{theirs}.conv1.weight", f"params/{ours}/conv1/kernel", *_CONV),
+                    _Entry(f"{theirs}.conv2.weight", f"params/{ours}/conv2/kernel", *_CONV),
+                ]
+                t += _bn_entries(f"{theirs}.bn1", f"{ours}/bn1")
+                t += _bn_entries(f"{theirs}.bn2", f"{ours}/bn2")
+                if j == 0:  # stride 2: the 1×1 conv + BN shortcut
+                    t.append(
+                        _Entry(
+                            f"{theirs}.shortcut.0.weight",
+                            f"params/{ours}/conv_short/kernel",
+                            *_CONV,
+                        )
+                    )
+                    t += _bn_entries(f"{theirs}.shortcut.1", f"{ours}/bn_short")
+                t += _linear_entries(f"{theirs}.se.fc1", f"{ours}/se_fc1")
+                t += _linear_entries(f"{theirs}.se.fc2", f"{ours}/se_fc2")
+        t += _linear_entries("fc1", "fc1") + _bn_entries("bn_fc1", "bn_fc1")
+        t += _linear_entries("fc2", "out")
+    else:
+        w, h = cfg.width, cfg.heads
+        qkv_fwd = lambda a: a.T.reshape(w, h, w // h)
+        qkv_inv = lambda a: a.reshape(w, w).T
+        t += _linear_entries("proj.0", "embed") + _linear_entries("proj.1", "embed_ln", ln=True)
+        t += [
+            _Entry("cls_token", "params/cls", *_ID),
+            _Entry("pos_embed", "params/pos", *_ID),
+        ]
+        for i in range(cfg.layers):
+            theirs, ours = f"encoder.{i}", f"layer{i}"
+            t += _linear_entries(f"{theirs}.norm1", f"{ours}/ln1", ln=True)
+            for k, name in enumerate(("query", "key", "value")):
+                t += [
+                    _Entry(
+                        f"{theirs}.self_attn.in_proj_weight",
+                        f"params/{ours}/attn/{name}/kernel",
+                        qkv_fwd,
+                        qkv_inv,
+                        (k, 3),
+                    ),
+                    _Entry(
+                        f"{theirs}.self_attn.in_proj_bias",
+                        f"params/{ours}/attn/{name}/bias",
+                        lambda a: a.reshape(h, w // h),
+                        lambda a: a.reshape(w),
+                        (k, 3),
+                    ),
+                ]
+            t += [
+                _Entry(
+                    f"{theirs}.self_attn.out_proj.weight",
+                    f"params/{ours}/attn/out/kernel",
+                    lambda a: a.T.reshape(h, w // h, w),
+                    lambda a: a.reshape(w, w).T,
+                ),
+                _Entry(f"{theirs}.self_attn.out_proj.bias", f"params/{ours}/attn/out/bias", *_ID),
+            ]
+            t += _bn_entries(f"{theirs}.bn_attn", f"{ours}/bn_attn")
+            t += _linear_entries(f"{theirs}.norm2", f"{ours}/ln2", ln=True)
+            t += _linear_entries(f"{theirs}.mlp.0", f"{ours}/mlp1")
+            t += _linear_entries(f"{theirs}.mlp.3", f"{ours}/mlp2")
+            t += _bn_entries(f"{theirs}.bn_mlp", f"{ours}/bn_mlp")
+        t += _linear_entries("final_norm", "ln_f", ln=True)
+        t += _linear_entries("pre_classifier.0", "fc1")
+        t += _linear_entries("pre_classifier.1", "head_ln", ln=True)
+        t += _linear_entries("fc", "out")
+    return t
+
+
+def _strip_wrappers(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drops DataParallel's `module.` prefix and BatchNorm's `num_batches_tracked` counters."""
+    sd = dict(state_dict)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return {k: np.asarray(v) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+
+
+def authors_iem_arch(state_dict: Mapping[str, np.ndarray]) -> str:
+    """'ce' / 're' / 'te': which of the authors' networks (Net1 / Net3 / Net4) a state dict
+    holds, from its keys; ValueError when it is none of them."""
+    sd = _strip_wrappers(state_dict)
+    found = [arch for arch, key in _AUTHORS_MARKERS.items() if key in sd]
+    if len(found) != 1:
+        raise ValueError(
+            f"state dict (first keys {sorted(sd)[:3]}) is not one of the authors' IEMs; expected "
+            "a ClassificationNet1 (conv1_1.*), Net3 (layer1.0.*) or Net4 (proj.0.*) state dict"
+        )
+    return found[0]
+
+
+def _shape(sd: Mapping[str, np.ndarray], key: str, ndim: int) -> tuple[int, ...]:
+    if key not in sd:
+        raise ValueError(f"state dict lacks {key}")
+    shape = tuple(np.shape(sd[key]))
+    if len(shape) != ndim:
+        raise ValueError(f"state dict's {key} has shape {shape}; expected {ndim} dimensions")
+    return shape
+
+
+def infer_authors_iem_config(
+    state_dict: Mapping[str, np.ndarray], heads: int = 8
+) -> tuple[IEMConfig, int, int]:
+    """(IEMConfig, grid size m, embedding dim d) of an authors' state dict, read off its shapes.
+    TE's head count cannot be read from shapes (the in-projection is fused): `heads` (Net4: 8)."""
+    sd = _strip_wrappers(state_dict)
+    arch = authors_iem_arch(sd)
+    count = lambda pattern: len({m.group(1) for k in sd if (m := re.match(pattern, k))})
+    if arch == "ce":
+        width, d = _shape(sd, "conv1_1.weight", 4)[:2]
+        hidden, flat = _shape(sd, "fc1.weight", 2)
+        side = int(round((flat / width) ** 0.5))
+        if side * side * width != flat:
+            raise ValueError(f"fc1.weight takes {flat} inputs, not width {width} × a square grid")
+        n_classes = _shape(sd, "fc3.weight", 2)[0]
+        cfg = IEMConfig(
+            "ce", n_classes, width=width, depth=count(r"conv1_(\d+)\.weight"), hidden=hidden
+        )
+        return cfg, 4 * side, d
+    if arch == "re":
+        width, d = _shape(sd, "layer1.0.conv1.weight", 4)[:2]
+        se_hidden = _shape(sd, "layer1.0.se.fc1.weight", 2)[0]
+        hidden = _shape(sd, "fc1.weight", 2)[0]
+        n_classes = _shape(sd, "fc2.weight", 2)[0]
+        cfg = IEMConfig(
+            "re",
+            n_classes,
+            width=width,
+            depth=count(r"layer1\.(\d+)\.conv1\.weight"),
+            hidden=hidden,
+            se_hidden=se_hidden,
+        )
+        return cfg, 16, d  # any grid divisible by 4 works (global pooling); Net3 reads 16×16
+    width, d = _shape(sd, "proj.0.weight", 2)
+    tokens = _shape(sd, "pos_embed", 3)[1] - 1
+    side = int(round(tokens**0.5))
+    if side * side != tokens:
+        raise ValueError(f"pos_embed has {tokens + 1} positions; expected 1 + m·m")
+    cfg = IEMConfig(
+        "te",
+        _shape(sd, "fc.weight", 2)[0],
+        width=width,
+        depth=count(r"encoder\.(\d+)\.norm1\.weight"),
+        hidden=_shape(sd, "pre_classifier.0.weight", 2)[0],
+        heads=heads,
+        mlp=_shape(sd, "encoder.0.mlp.0.weight", 2)[0],
+    )
+    return cfg, side, d
+
+
+def convert_authors_iem(
+    state_dict: Mapping[str, np.ndarray], config: IEMConfig, grid_size: int
+) -> dict[str, dict]:
+    """The authors' Net1 / Net3 / Net4 state dict → our {'params', 'batch_stats'} for `config`.
+
+    Conv weights OIHW → HWIO, linear (out, in) → (in, out), CE's `fc1` rows from their (C, H, W)
+    flatten order to our (H, W, C), TE's fused `in_proj_weight` split into query/key/value,
+    BatchNorm running statistics into `batch_stats`. A key that is missing, left over or of
+    another shape raises one line naming it."""
+    sd = _strip_wrappers(state_dict)
+    table = _authors_table(config, grid_size)
+    missing = sorted({e.torch for e in table} - set(sd))
+    if missing:
+        raise ValueError(
+            f"state dict lacks {missing[0]}"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+            + f"; expected the authors' {_AUTHORS_NETS[config.arch]} for {config}"
+        )
+    extra = sorted(set(sd) - {e.torch for e in table})
+    if extra:
+        raise ValueError(
+            f"state dict has {extra[0]}, which the authors' {_AUTHORS_NETS[config.arch]} "
+            f"of this size does not have" + (f" (and {len(extra) - 1} more)" if extra[1:] else "")
+        )
+    flat: dict[str, np.ndarray] = {}
+    for e in table:
+        a = sd[e.torch].astype(np.float32)
+        if e.part is not None:
+            i, n = e.part
+            if a.shape[0] % n:
+                raise ValueError(f"{e.torch} has {a.shape[0]} rows; expected a multiple of {n}")
+            a = np.split(a, n)[i]
+        try:
+            flat[e.ours] = np.ascontiguousarray(e.fwd(a))
+        except ValueError:
+            raise ValueError(
+                f"{e.torch} has shape {sd[e.torch].shape}, which does not fit {config}"
+            ) from None
+    return unflatten_paths(flat)
+
+
+def authors_iem_state_dict(
+    config: IEMConfig, variables: Mapping[str, Any], grid_size: int
+) -> dict[str, np.ndarray]:
+    """Our {'params', 'batch_stats'} → the authors' state-dict keys and layouts (the inverse of
+    `convert_authors_iem`; no `num_batches_tracked`)."""
+    flat = flatten_paths(variables)
+    out: dict[str, np.ndarray] = {}
+    parts: dict[str, dict[int, np.ndarray]] = {}
+    for e in _authors_table(config, grid_size):
+        a = e.inv(np.asarray(flat[e.ours], np.float32))
+        if e.part is None:
+            out[e.torch] = np.ascontiguousarray(a)
+        else:
+            parts.setdefault(e.torch, {})[e.part[0]] = a
+    for key, blocks in parts.items():
+        out[key] = np.concatenate([blocks[i] for i in sorted(blocks)])
+    return out

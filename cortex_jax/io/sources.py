@@ -13,6 +13,8 @@
   config.json beside it).
 - `load_dallebart(source)` and `load_bart_tokenizer(folder)`: DalleBart and its text tokenizer.
 - `load_classifier(source)`: a torchvision ResNet `.pth` or our classifier folder.
+- `load_iem(source, arch)`: an IEM folder written by train.iem, or the CORTEX authors' trained
+  Net1 / Net3 / Net4 `.pth` state dict (converted; their architecture read off the shapes).
 
 Caveat: torch's legacy (pre-1.6, non-zip) serialization is not read; re-save such a file with a
 current torch.
@@ -33,10 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from cortex_jax.core import imagenet
 from cortex_jax.io import folders, torch_pickle
 from cortex_jax.io.convert import (
+    authors_iem_arch,
+    convert_authors_iem,
     convert_taming_state_dict,
     convert_torchvision_state_dict,
+    infer_authors_iem_config,
     infer_resnet_config,
     infer_taming_config,
 )
@@ -53,6 +59,8 @@ from cortex_jax.io.folders import (
 from cortex_jax.io.torch_pickle import read_state_dict
 from cortex_jax.models.classifier import ResNetConfig, init_variables, probabilities_fn
 from cortex_jax.models.dalle import DalleBartConfig
+from cortex_jax.models.iem import ARCHITECTURES, IEMConfig
+from cortex_jax.models.iem import init_variables as init_iem_variables
 from cortex_jax.models.maskgit import (
     MaskGITTokenizer,
     MaskGITVQGM,
@@ -299,8 +307,6 @@ def load_maskgit(
     tcfg = infer_transformer_config(tparams, tok.config.codebook_size)
     if class_names is None:
         if tcfg.num_classes == 1000:
-            from cortex_jax.core import imagenet
-
             class_names = [c.name for c in imagenet.classes()]
         else:
             class_names = [f"class{i}" for i in range(tcfg.num_classes)]
@@ -367,3 +373,56 @@ def load_classifier(
     _check_classifier(config, variables, s)
     variables = jax.tree.map(jnp.asarray, variables)
     return config, variables, probabilities_fn(config, variables)
+
+
+_IEM_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".npz")
+
+
+def load_iem(
+    source: str | os.PathLike,
+    arch: Literal["ce", "re", "te"] | None = None,
+    heads: int = 8,
+) -> tuple[IEMConfig, dict, dict[str, Any]]:
+    """(config, {'params', 'batch_stats'}, meta) of an IEM: a folder written by train.iem, or the
+    CORTEX authors' trained IEM, a `.pth` state dict of their ClassificationNet1 / 3 / 4 (CE / RE
+    / TE), read by the restricted torch reader (nothing in the file runs) and converted
+    (`io.convert.convert_authors_iem`). The architecture is read off the file; `arch`, when given,
+    must agree. `heads` is TE's head count, which shapes cannot show (Net4: 8). meta holds
+    `class_names` (ImageNet's for 1000 classes, else class0, class1, …) and the `vqgan` it reads."""
+    if arch is not None and arch not in ARCHITECTURES:
+        raise ValueError(f"unknown IEM architecture {arch!r}; expected one of ce, re, te")
+    path = Path(source)
+    if path.is_dir():
+        config, variables, meta = folders.read_iem_folder(path)
+        if arch is not None and config.arch != arch:
+            raise ValueError(f"{path} holds a {config.arch.upper()} IEM, not {arch.upper()}")
+        return config, variables, meta
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"IEM not found: {str(source)!r}; expected a folder written by train.iem or the "
+            f"authors' state dict ({', '.join(_IEM_FILE_SUFFIXES)})"
+        )
+    sd = read_state_dict(path)
+    try:
+        found = authors_iem_arch(sd)
+        if arch is not None and found != arch:
+            raise ValueError(
+                f"it holds the authors' {found.upper()}, not {arch.upper()} (--iem {arch})"
+            )
+        config, grid, dim = infer_authors_iem_config(sd, heads=heads)
+        variables = convert_authors_iem(sd, config, grid)
+        expected = jax.eval_shape(
+            lambda: init_iem_variables(config, jax.random.PRNGKey(0), grid, dim)
+        )
+        for col in ("params", "batch_stats"):
+            check_params(variables[col], expected[col], f"{path} ({col})")
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    names = (
+        [c.name for c in imagenet.classes()]
+        if config.n_classes == len(imagenet.classes())
+        else [f"class{i}" for i in range(config.n_classes)]
+    )
+    vqgan = "imagenet_f16_16384" if (grid, dim) == (16, 256) else None
+    meta = {"iem": config.to_dict(), "class_names": names, "vqgan": vqgan, "source": str(path)}
+    return config, jax.tree.map(jnp.asarray, variables), meta
