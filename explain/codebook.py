@@ -45,10 +45,14 @@ _REGION = flags.DEFINE_string("region", None, "'r0:r1,c0:c1', 'center' or 'full'
 _STEPS = flags.DEFINE_integer("steps", 500, "Optimisation steps.")
 _LOG_EVERY = flags.DEFINE_integer("log-every", 50, "Steps between recorded points.")
 _LR = flags.DEFINE_float("lr", 0.05, "Adam learning rate.")
-_IEM = flags.DEFINE_enum("iem", "ce", ["ce", "re", "te"], "Shipped toy IEM.")
+_IEM = flags.DEFINE_enum(
+    "iem", "ce", ["ce", "re", "te"], "Shipped toy IEM; with --iem-checkpoint, its expected arch."
+)
 _N_IMAGES = flags.DEFINE_integer("n-images", 4, "Images to edit with --from-concept.")
 _VQGAN = flags.DEFINE_string("vqgan", "toy", "VQGAN source (see load_vqgan).")
-_IEM_CKPT = flags.DEFINE_string("iem-checkpoint", None, "IEM folder written by train.iem.")
+_IEM_CKPT = flags.DEFINE_string(
+    "iem-checkpoint", None, "IEM folder written by train.iem, or the authors' net1/3/4 .pth."
+)
 _TABLE5 = flags.DEFINE_bool(
     "table5", False, "Run the Table 5 pair study (toy world, or --dataset with real models)."
 )
@@ -86,6 +90,7 @@ def _models(table5: bool = False):
         _IEM_CKPT.value,
         classifier=_CLASSIFIER.value if table5 else None,
         classifier_size=_CLASSIFIER_SIZE.value,
+        iem_arch=_IEM.value if flags.FLAGS["iem"].present else None,
     )
     real_resolve = models.class_id
 

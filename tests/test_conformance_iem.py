@@ -7,6 +7,7 @@ Needs the `conformance` extra (torch); skips with a message otherwise.
 """
 
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -226,3 +227,33 @@ def test_wrong_architecture_flag_is_refused_in_one_line(tmp_path):
         cx.load_iem(path, arch="ce")
     with pytest.raises(FileNotFoundError, match="IEM not found"):
         cx.load_iem(tmp_path / "missing.pth")
+
+
+def test_explain_codebook_takes_the_authors_pth(tmp_path, fixtures):
+    """The flagship command on an authors'-format Net1 for the 1000 ImageNet classes (random
+    weights at the tiny fixture VQGAN's size: 16×16 tokens, d 32)."""
+    import json
+
+    from PIL import Image
+
+    from cortex_jax.io.images import to_uint8
+    from cortex_jax.toy import world
+    from tests.helpers.cli import one_line_error, run
+
+    cfg = iem.IEMConfig("ce", 1000, width=8, depth=1, hidden=16)
+    v = iem.init_variables(cfg, jax.random.PRNGKey(0), 16, 32)
+    sd = convert.authors_iem_state_dict(cfg, v, 16)
+    torch.save({k: torch.tensor(a) for k, a in sd.items()}, tmp_path / "net1.pth")
+    png = tmp_path / "bird.png"
+    Image.fromarray(to_uint8(world.render(["red-star"], seed=1).pixels)[0]).save(png)
+    vq, out = str(fixtures / "vqgan_jax_tiny"), tmp_path / "out"
+    args = ["--concept", "goldfinch", "--vqgan", vq, "--iem-checkpoint", str(tmp_path / "net1.pth")]
+    r = run("explain.codebook", *args, "--iem", "ce", "--from-image", str(png), "--steps", "2",
+            "--log-every", "1", "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "tokens.json").read_text())["target"] == "goldfinch"
+    one_line_error(run("explain.codebook", *args, "--iem", "re"), "holds the authors' CE, not RE")
+    other = str(Path(cx.__file__).parent / "toy" / "weights" / "vqgan")  # 8×8 tokens
+    one_line_error(
+        run("explain.codebook", *args[:3], other, *args[4:]), "cannot read this VQGAN's E"
+    )

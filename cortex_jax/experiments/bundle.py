@@ -190,6 +190,14 @@ def from_files(
     if iem_folder is not None:
         predict, meta = load_predict(iem_folder, iem_arch)
         names = list(meta["class_names"])
+        e = jax.ShapeDtypeStruct((1, vq.grid_size, vq.grid_size, vq.config.embed_dim), np.float32)
+        try:
+            jax.eval_shape(predict, e)
+        except Exception:  # flax's ScopeParamShapeError, XLA's shape errors: all one meaning
+            raise ValueError(
+                f"IEM {str(iem_folder)!r} cannot read this VQGAN's E {tuple(e.shape[1:])} "
+                f"({vqgan}); expected an IEM trained on E of that grid and codebook width"
+            ) from None
     probs = None
     if classifier is not None:
         _, _, probs = sources.load_classifier(classifier, classifier_size)
