@@ -7,8 +7,11 @@ Options (`:variant=imagenet,settings=authors`):
   - `paper` (the default for imagenet): the paper's appendix A.3.4. CE/RE: Adam lr 1e-3, weight
     decay 1e-4, ×0.1 every 20 epochs; TE: AdamW lr 1e-3, weight decay 1e-4, 10 % linear warm-up
     then cosine, mixed precision (bfloat16 compute), attention dropout 0.2; 80 epochs, batch 256.
-  - `authors`: the authors' train.py. As the paper, but batch 512 and no attention dropout
-    (shared/REFERENCE.md).
+  - `authors`: the authors' VQGAN_explanation/train.py, which trains all three networks alike:
+    Adam lr 1e-3 with L2 weight decay 1e-4, ×0.1 every 20 epochs, 80 epochs, batch 512, float32
+    (TE too: no AdamW, warm-up, cosine or mixed precision there; Net4's dropout, attention
+    weights included, is 0.2 as in the paper). Corrected on 2026-12-01: TE's `authors` settings
+    were the paper's AdamW/cosine/bf16 without attention dropout.
   - `toy` (the default for toy, and only for it): our own short CPU schedule, batch 128, 12
     epochs, ×0.1 every 8 epochs; the TE with AdamW lr 5e-4, weight decay 0.05. These are the
     settings the shipped toy IEMs were trained with (cortex_jax/toy/weights), kept so that
@@ -39,7 +42,7 @@ SETTINGS = {  # settings → arch → (train fields, model fields)
     "authors": {
         "ce": (dict(_STEP, batch_size=512, epochs=80, dtype="float32"), {}),
         "re": (dict(_STEP, batch_size=512, epochs=80, dtype="float32"), {}),
-        "te": (dict(_COSINE, batch_size=512, epochs=80, dtype="bfloat16"), {}),
+        "te": (dict(_STEP, batch_size=512, epochs=80, dtype="float32"), {}),
     },
     "toy": {
         "ce": (dict(_STEP, batch_size=128, epochs=12, decay_every=8, dtype="float32"), {}),

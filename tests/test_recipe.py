@@ -33,7 +33,13 @@ def test_config_paper_settings_and_workdir_override():
     )
     assert te.model.attention_dropout == 0.2 and te.train.dtype == "bfloat16"
     authors = imagenet_config.get_config("iem=te,settings=authors")
+    # the authors' train.py trains Net4 like the others: Adam, step decay, float32, batch 512,
+    # and Net4's attention dropout is its one dropout rate (the default, None → 0.2)
     assert authors.train.batch_size == 512 and "attention_dropout" not in authors.model
+    assert (authors.train.optimizer, authors.train.dtype) == ("adam_step", "float32")
+    from cortex_jax.models.iem import IEMConfig
+
+    assert IEMConfig("te", 1000, **authors.model).attention_rate == 0.2
     with pytest.raises(ValueError, match="unknown settings 'toy' for variant=imagenet"):
         imagenet_config.get_config("settings=toy")
     from configs import iem_base
