@@ -17,11 +17,12 @@ reduction:
 - `grad_x_input` — channels = E ⊙ ∇_E f_y; positions = the signed channel sum (for a model linear
   in E the positions sum to f(E) − f(0)). Option objective.
 - `integrated_gradients` — channels = (E − E') ⊙ Σ_k w_k ∇f_y(E' + a_k (E − E')) with a Riemann
-  rule over `steps` points as Captum defines it: `rule="midpoint"` (default; Captum's
-  riemann_middle) a_k = (k + ½)/steps, w_k = 1/steps; "left" a_k = k/steps; "right"
-  a_k = (k + 1)/steps; "trapezoid" a_k = k/(steps − 1), w = 1/steps halved at both ends
-  (steps ≥ 2). positions = the signed channel sum, so Σ over positions ≈ f(E) − f(E')
-  (completeness; exact for a model linear in E). Options objective, steps=32, rule, baseline,
+  rule over `steps` points: `rule="midpoint"` (default; Captum's riemann_middle)
+  a_k = (k + ½)/steps, w_k = 1/steps; "left" a_k = k/steps and "right" a_k = (k + 1)/steps (as
+  Captum's); "trapezoid" a_k = k/(steps − 1), w_k = 1/(steps − 1) halved at both ends
+  (steps ≥ 2; Captum's weights are 1/steps, which do not sum to 1). positions = the signed
+  channel sum, so Σ over positions ≈ f(E) − f(E') (completeness; exact for a model linear in E
+  with any rule but Captum's trapezoid). Options objective, steps=32, rule, baseline,
   codebook, steps_per_chunk=None (all).
 - `occlusion` — each position p in turn replaced by the baseline row, all positions of a chunk
   in one batched pass (`positions_per_chunk`, default all m·m): positions = f_y(E) −
@@ -123,10 +124,14 @@ RULES = ("midpoint", "left", "right", "trapezoid")
 
 
 def riemann(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Path points a_k and weights w_k (float64) of a Riemann rule, as Captum's riemann_*."""
+    """Path points a_k and weights w_k (float64) of a Riemann rule: left, right and midpoint as
+    Captum's riemann_*; trapezoid on points k/(steps − 1) with weights 1/(steps − 1), halved at
+    both ends, so they sum to 1 (Captum's riemann_trapezoid weights 1/steps, summing to
+    1 − 1/steps, so it is not complete even for a linear model)."""
     k = np.arange(steps, dtype=np.float64)
     w = np.full(steps, 1.0 / steps)
-    if rule == "trapezoid":
+    if rule == "trapezoid":  # spacing 1/(steps − 1): the weights sum to 1 (Captum's to 1 − 1/n)
+        w = np.full(steps, 1.0 / (steps - 1))
         w[0] /= 2
         w[-1] /= 2
         return k / (steps - 1), w
@@ -167,8 +172,13 @@ def _occlusion(predict, x, y, keys, o):
     return jnp.broadcast_to(score[..., None], x.shape), score
 
 
+@functools.partial(jax.jit, static_argnames=("shape",))
+def _normal_per_image(keys, shape):
+    return jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
+
+
 def _random(predict, x, y, keys, o):
-    r = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:]))(keys)
+    r = _normal_per_image(keys, x.shape[1:])
     return r, jnp.abs(r).max(axis=-1)
 
 
@@ -315,10 +325,13 @@ def _baseline_row(baseline: Any, codebook: ArrayLike | None, d: int) -> Array:
     return cb[int(baseline)]
 
 
+_image_keys = jax.jit(tis.image_keys)  # integer ops: the same keys as tis computes eagerly
+
+
 def _scorer(predict: Predict, rng: Array, spec: Method, o: dict[str, Any]):
     def score(e, y, g):
         x = jnp.asarray(e, jnp.float32)
-        return spec.fn(predict, x, y, tis.image_keys(rng, g), o)
+        return spec.fn(predict, x, y, _image_keys(rng, g), o)
 
     return score
 
@@ -359,7 +372,11 @@ def token_attribution(
     y = np.asarray(tis.check_concepts(concepts, b, tis.n_classes_of(predict, e.shape)))
     ids = np.asarray(tis.check_image_ids(image_ids, b))
     channels, positions = tis.over_images(
-        _scorer(predict, rng, spec, o), np.asarray(e, np.float32), y, ids, batch or max(b, 1)
+        _scorer(predict, rng, spec, o),
+        np.asarray(e, np.float32),
+        y,
+        ids,
+        max(b, 1) if batch is None else batch,
     )
     return Attribution(channels, positions)
 
