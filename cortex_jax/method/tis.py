@@ -59,7 +59,14 @@ def _tis_chunk(predict, x0, concepts, keys, sigma, start, chunk, n_samples, obje
 
 
 def smoothgrad_sum(
-    predict, x0, concepts, keys, n_samples, alpha, objective, samples_per_chunk
+    predict: Predict,
+    x0: Array,
+    concepts: Array,
+    keys: Array,
+    n_samples: int,
+    alpha: float,
+    objective: Objective,
+    samples_per_chunk: int,
 ) -> Array:
     """S (B, m, m, d): the mean over `n_samples` noisy copies of ∇_E f_y, with σ = α·(max − min)
     of each image and image i's noise drawn from keys[i] (one PRNG key per image)."""
@@ -228,7 +235,9 @@ def token_importance(
     return _tis(predict, e, concepts, rng, ids, n_samples, float(alpha), objective, signed, chunk)
 
 
-def check_tokens(codebook: ArrayLike, tokens: ArrayLike, labels: ArrayLike, ids: ArrayLike):
+def check_tokens(
+    codebook: ArrayLike, tokens: ArrayLike, labels: ArrayLike, ids: ArrayLike
+) -> tuple[Array, np.ndarray, np.ndarray, np.ndarray]:
     """Token grids (N, m, m) int32 with 0 ≤ id < K, labels (N,) int32, image ids (N,): checked
     (one-line ValueErrors); codebook as a (K, d) finite array."""
     cb = jnp.asarray(codebook)
