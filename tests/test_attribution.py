@@ -279,3 +279,38 @@ def test_batched_functions_check_token_ids_and_labels():
             fn(linear, CODEBOOK, tokens, np.array([0, 1, C, 2]), jax.random.PRNGKey(0))
         with pytest.raises(ValueError, match="4 token grids, 3 labels and 4 image ids"):
             fn(linear, CODEBOOK, tokens, np.array([0, 1, 2]), jax.random.PRNGKey(0))
+
+
+def test_the_sample_level_config_routes_through_the_seam():
+    from cortex_jax.experiments import sample_level
+
+    tokens = RNG.integers(0, K, (4, M, M))
+    labels = np.array([0, 1, 5, 4])
+    ids = np.array([3, 4, 5, 6])
+    flat = sample_level.SampleLevelConfig(n_samples=2, batch=2, objective="logit")
+    nested = sample_level.SampleLevelConfig(
+        batch=2, attribution={"method": "smoothgrad", "n_samples": 2, "objective": "logit"}
+    )
+    a = sample_level.scores_for(mlp, CODEBOOK, tokens, labels, flat, ids)
+    np.testing.assert_array_equal(
+        sample_level.scores_for(mlp, CODEBOOK, tokens, labels, nested, ids), a
+    )
+    occ = sample_level.SampleLevelConfig(
+        attribution={"method": "occlusion", "baseline": "mean", "objective": "logit"}
+    )
+    got = sample_level.scores_for(linear, CODEBOOK, tokens, labels, occ, ids)
+    want = (W[:, labels].T.reshape(4, M, M, D) * (CODEBOOK[tokens] - CODEBOOK.mean(0))).sum(-1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # the report's config is what it was before the field existed unless the field is set
+    assert "attribution" not in sample_level.config_dict(flat)
+    assert sample_level.config_dict(occ)["attribution"]["method"] == "occlusion"
+    for bad, message in [
+        ({"steps": 3}, "attribution=.*expected a mapping with a 'method' name"),
+        ({"method": "lime"}, "method='lime'; expected one of smoothgrad"),
+        ({"method": "occlusion", "steps": 3}, "occlusion has no option 'steps'"),
+        ({"method": "random", "codebook": CODEBOOK}, "attribution has a 'codebook'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            sample_level.SampleLevelConfig(attribution=bad)
+    with pytest.raises(ValueError, match="n_samples=3 next to attribution='gradient'"):
+        sample_level.SampleLevelConfig(n_samples=3, attribution={"method": "gradient"})

@@ -288,11 +288,10 @@ def method_names() -> tuple[str, ...]:
     return tuple(METHODS)
 
 
-def resolve(method: str, options: Options, d: int) -> tuple[Method, dict[str, Any]]:
-    """The method registered under `method` and its options with defaults filled, checked for
-    E's channel count d (and a baseline row computed where the method takes one). One-line
-    ValueError for an unknown method, an unknown option (naming those the method takes) or an
-    option out of range."""
+def check_options(method: str, options: Options) -> tuple[Method, dict[str, Any]]:
+    """The method registered under `method` and its options with defaults filled, checked
+    without E: one-line ValueError for an unknown method, an unknown option (naming those the
+    method takes) or an option out of range."""
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method={method!r}; expected one of {', '.join(METHODS)}")
     spec = METHODS[method]
@@ -305,6 +304,15 @@ def resolve(method: str, options: Options, d: int) -> tuple[Method, dict[str, An
         check(name, o[name])
     if "rule" in o and o["rule"] == "trapezoid" and o["steps"] < 2:
         raise ValueError(f"steps={o['steps']} with rule='trapezoid'; expected at least 2")
+    return spec, o
+
+
+def resolve(method: str, options: Options, d: int) -> tuple[Method, dict[str, Any]]:
+    """The method registered under `method` and its options with defaults filled, checked for
+    E's channel count d (and a baseline row computed where the method takes one). One-line
+    ValueError for an unknown method, an unknown option (naming those the method takes) or an
+    option out of range."""
+    spec, o = check_options(method, options)
     if "baseline" in o:
         o["baseline_row"] = _baseline_row(o["baseline"], o["codebook"], d)
     return spec, o
