@@ -270,6 +270,15 @@ def test_inputs_are_checked_at_the_boundary(fn):
     assert np.isfinite(np.asarray(scores)).all() and np.asarray(scores).any()
 
 
+def test_no_images_give_empty_results():
+    got = cx.token_attribution(linear, E[:0], Y[:0], jax.random.PRNGKey(0), "gradient")
+    assert got.channels.shape == (0, M, M, D) and got.positions.shape == (0, M, M)
+    none = attribution.attribution_batched(
+        linear, CODEBOOK, np.zeros((0, M, M), int), np.zeros(0, int), jax.random.PRNGKey(0)
+    )
+    assert none.shape == (0, M, M)
+
+
 def test_batched_functions_check_token_ids_and_labels():
     tokens = RNG.integers(0, K, (4, M, M))
     for fn in (tis.token_importance_batched, attribution.attribution_batched):

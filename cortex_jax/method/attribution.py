@@ -379,6 +379,8 @@ def token_attribution(
     spec, o = resolve(method, options, e.shape[-1])
     y = np.asarray(tis.check_concepts(concepts, b, tis.n_classes_of(predict, e.shape)))
     ids = np.asarray(tis.check_image_ids(image_ids, b))
+    if b == 0:
+        return Attribution(np.zeros(e.shape, np.float32), np.zeros(e.shape[:3], np.float32))
     channels, positions = tis.over_images(
         _scorer(predict, rng, spec, o),
         np.asarray(e, np.float32),
@@ -407,7 +409,7 @@ def attribution_batched(
     With method="smoothgrad" the scores equal `tis.token_importance_batched` bit for bit."""
     ids = np.arange(len(tokens)) if image_ids is None else np.asarray(image_ids)
     cb, tokens, labels, ids = tis.check_tokens(codebook, tokens, labels, ids)
-    if "codebook" in METHODS.get(method, Method(_random, {}, {})).defaults:
+    if method in METHODS and "codebook" in METHODS[method].defaults:
         options = {"codebook": cb, **options}
     spec, o = resolve(method, options, cb.shape[1])
     if not len(tokens):

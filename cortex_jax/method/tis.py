@@ -110,7 +110,9 @@ def _is_traced(x) -> bool:
 
 def n_classes_of(predict: Predict, shape: tuple[int, ...]) -> int:
     """The number of classes `predict` scores, from one abstract evaluation on E of `shape`
-    (jax.eval_shape: nothing runs). Raises a one-line ValueError unless it returns (B, classes)."""
+    (jax.eval_shape: nothing runs; an empty batch is evaluated as one image). Raises a one-line
+    ValueError unless it returns (B, classes)."""
+    shape = (max(int(shape[0]), 1), *shape[1:])
     try:
         out = jax.eval_shape(predict, jax.ShapeDtypeStruct(tuple(shape), jnp.float32))
     except Exception as err:  # the user's callable: name what it was given, keep the cause
