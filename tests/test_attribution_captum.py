@@ -142,3 +142,24 @@ def test_gradient_and_grad_x_input_equal_captums():
     np.testing.assert_allclose(_ours("gradient").channels, sal, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(_ours("grad_x_input").channels, gxi, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(_ours("grad_x_input").positions, gxi.sum(-1), rtol=1e-4, atol=1e-6)
+
+
+def test_trapezoid_is_captums_rescaled_to_weights_summing_to_one():
+    """Same points (linspace(0, 1, n)); Captum weights them 1/n (ends halved, Σ = 1 − 1/n), we
+    1/(n − 1) (Σ = 1), so ours = Captum's · n/(n − 1) exactly, and only ours is complete."""
+    steps = 5
+    ours = _ours("integrated_gradients", steps=steps, rule="trapezoid", objective="logit")
+    want = (
+        captum_attr.IntegratedGradients(TorchIEM("logit"))
+        .attribute(
+            torch.from_numpy(E),
+            baselines=_baseline_tensor("zeros"),
+            target=torch.from_numpy(Y),
+            n_steps=steps,
+            method="riemann_trapezoid",
+        )
+        .detach()
+        .numpy()
+    )
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(ours.channels, want * steps / (steps - 1), atol=1e-5 * scale)
