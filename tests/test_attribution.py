@@ -321,5 +321,10 @@ def test_the_sample_level_config_routes_through_the_seam():
     ]:
         with pytest.raises(ValueError, match=message):
             sample_level.SampleLevelConfig(attribution=bad)
+    ml_collections = pytest.importorskip("ml_collections")
+    from cortex_jax.core.configs import from_section
+
+    section = ml_collections.ConfigDict({"n": 3, "attribution": {"method": "random"}})
+    assert from_section(sample_level.SampleLevelConfig, section).attribution == {"method": "random"}
     with pytest.raises(ValueError, match="n_samples=3 next to attribution='gradient'"):
         sample_level.SampleLevelConfig(n_samples=3, attribution={"method": "gradient"})

@@ -64,14 +64,15 @@ class SampleLevelConfig:
             raise ValueError(f"n_samples={self.n_samples}; expected at least 1")
         if self.attribution is None:
             return
-        if not isinstance(self.attribution, Mapping) or not isinstance(
-            self.attribution.get("method"), str
-        ):
+        spec = self.attribution
+        if hasattr(spec, "to_dict"):  # an ml_collections section (configs/*.py, from_section)
+            spec = spec.to_dict()
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("method"), str):
+            shown = dict(spec) if isinstance(spec, Mapping) else spec
             raise ValueError(
-                f"attribution={self.attribution!r}; expected a mapping with a 'method' name and "
-                "its options"
+                f"attribution={shown!r}; expected a mapping with a 'method' name and its options"
             )
-        spec = dict(self.attribution)  # a plain dict (an ml_collections section arrives too)
+        spec = dict(spec)
         object.__setattr__(self, "attribution", spec)
         options = {k: v for k, v in spec.items() if k != "method"}
         if "codebook" in options:
