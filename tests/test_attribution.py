@@ -328,3 +328,15 @@ def test_the_sample_level_config_routes_through_the_seam():
     assert from_section(sample_level.SampleLevelConfig, section).attribution == {"method": "random"}
     with pytest.raises(ValueError, match="n_samples=3 next to attribution='gradient'"):
         sample_level.SampleLevelConfig(n_samples=3, attribution={"method": "gradient"})
+
+
+def test_the_audit_config_takes_an_attribution_too():
+    from cortex_jax.experiments import bias
+
+    cfg = bias.AuditConfig(attribution={"method": "integrated_gradients", "steps": 8})
+    assert cfg.attribution == {"method": "integrated_gradients", "steps": 8}
+    assert bias.AuditConfig().attribution is None
+    with pytest.raises(ValueError, match="n_samples=5 next to attribution='gradient'"):
+        bias.AuditConfig(n_samples=5, attribution={"method": "gradient"})
+    with pytest.raises(ValueError, match="integrated_gradients has no option 'alpha'"):
+        bias.AuditConfig(attribution={"method": "integrated_gradients", "alpha": 0.1})

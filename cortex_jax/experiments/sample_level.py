@@ -64,26 +64,14 @@ class SampleLevelConfig:
             raise ValueError(f"n_samples={self.n_samples}; expected at least 1")
         if self.attribution is None:
             return
-        spec = self.attribution
-        if hasattr(spec, "to_dict"):  # an ml_collections section (configs/*.py, from_section)
-            spec = spec.to_dict()
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("method"), str):
-            shown = dict(spec) if isinstance(spec, Mapping) else spec
-            raise ValueError(
-                f"attribution={shown!r}; expected a mapping with a 'method' name and its options"
-            )
-        spec = dict(spec)
+        spec = attribution.config_spec(self.attribution)
         object.__setattr__(self, "attribution", spec)
-        options = {k: v for k, v in spec.items() if k != "method"}
-        if "codebook" in options:
-            raise ValueError("attribution has a 'codebook'; the bundle's codebook is used")
         for name in ("n_samples", "alpha", "objective"):
             if getattr(self, name) != SampleLevelConfig.__dataclass_fields__[name].default:
                 raise ValueError(
                     f"{name}={getattr(self, name)!r} next to attribution={spec['method']!r}; "
                     "give the method's options inside attribution"
                 )
-        attribution.check_options(spec["method"], options)
 
 
 def config_dict(cfg: SampleLevelConfig) -> dict[str, Any]:

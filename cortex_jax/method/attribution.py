@@ -307,6 +307,24 @@ def check_options(method: str, options: Options) -> tuple[Method, dict[str, Any]
     return spec, o
 
 
+def config_spec(value: Any) -> dict[str, Any]:
+    """An experiment config's `attribution` value as a checked plain dict {"method": name,
+    **options} (a mapping, or an ml_collections section). The experiment supplies the codebook,
+    so a `codebook` option is refused. One-line ValueError otherwise."""
+    spec = value.to_dict() if hasattr(value, "to_dict") else value
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("method"), str):
+        shown = dict(spec) if isinstance(spec, Mapping) else spec
+        raise ValueError(
+            f"attribution={shown!r}; expected a mapping with a 'method' name and its options"
+        )
+    spec = dict(spec)
+    options = {k: v for k, v in spec.items() if k != "method"}
+    if "codebook" in options:
+        raise ValueError("attribution has a 'codebook'; the bundle's codebook is used")
+    check_options(spec["method"], options)
+    return spec
+
+
 def resolve(method: str, options: Options, d: int) -> tuple[Method, dict[str, Any]]:
     """The method registered under `method` and its options with defaults filled, checked for
     E's channel count d (and a baseline row computed where the method takes one). One-line
