@@ -130,13 +130,13 @@ def n_classes_of(predict: Predict, shape: tuple[int, ...]) -> int:
 
 
 def check_concepts(concepts: ArrayLike, b: int, n_classes: int) -> Array:
-    """Concept ids as (b,) int32, checked: one per image (or one for all), integers, and
-    0 ≤ id < n_classes (a negative id would silently index from the end, one past it would give
-    all-zero scores). One-line ValueError otherwise."""
+    """Concept ids as (b,) int32, checked: one per image (or one for all: a scalar or (1,)),
+    integers, and 0 ≤ id < n_classes (a negative id would silently index from the end, one past
+    it would give all-zero scores). One-line ValueError otherwise."""
     if _is_traced(concepts):
         return jnp.broadcast_to(jnp.asarray(concepts, jnp.int32), (b,))
     c = np.asarray(concepts)
-    if c.ndim > 1 or (c.ndim == 1 and len(c) != b):
+    if c.ndim > 1 or (c.ndim == 1 and len(c) not in (1, b)):
         raise ValueError(
             f"concepts has shape {c.shape}; expected one class id per image ({b},) or one for all"
         )
