@@ -1,10 +1,13 @@
 """TIS throughput at ImageNet size: `python -m bench.tis [--archs ce,re] [--batch 4]`.
 
 Images/s of SmoothGrad TIS (1000 classes, E 16×16×256, N = 20 noisy copies, probability
-objective) for random-weight CE/RE IEMs, with XLA's FLOP count and the achieved share of the
-measured matmul peak, both from the same run. No ratio against the authors' PyTorch loop is
-printed: one measured on another day is no comparison on a shared, noisy machine; run both in one
-session to compare.
+objective) for random-weight CE/RE IEMs, through the public `cx.token_importance` (its input
+checks included), with XLA's FLOP count of the same call under jit and the achieved share of the
+measured matmul peak. `--methods gradient,integrated_gradients,...` also times those methods
+through `cx.token_attribution` (images/s only: that call places batches on devices itself, so it
+is not jitted whole and XLA gives no FLOP count for it). No ratio against the authors' PyTorch
+loop is printed: one measured on another day is no comparison on a shared, noisy machine; run
+both in one session to compare.
 """
 
 from __future__ import annotations
@@ -14,35 +17,53 @@ import argparse
 import jax
 import jax.numpy as jnp
 
+import cortex_jax as cx
 from bench.common import flops_of, matmul_peak, report, time_fn
-from cortex_jax.method import tis
 from cortex_jax.models import iem
 
 
-def bench_arch(arch: str, batch: int, n_samples: int, chunk: int, peak: float) -> dict:
-    cfg = iem.IEMConfig(arch, 1000)
-    v = iem.init_variables(cfg, jax.random.PRNGKey(0), 16, 256)
+def bench_arch(
+    arch: str,
+    batch: int,
+    n_samples: int,
+    chunk: int,
+    peak: float,
+    methods: tuple[str, ...] = (),
+    classes: int = 1000,
+    m: int = 16,
+    d: int = 256,
+) -> list[dict]:
+    cfg = iem.IEMConfig(arch, classes)
+    v = iem.init_variables(cfg, jax.random.PRNGKey(0), m, d)
     predict = iem.predictor(cfg, v)
-    e = jax.random.normal(jax.random.PRNGKey(1), (batch, 16, 16, 256))
-    y = jnp.arange(batch) % 1000
-    rng, ids = jax.random.PRNGKey(2), jnp.arange(batch)
-    args = (predict, e, y, rng, ids, n_samples, 0.2, "probability", False, chunk)
-    # XLA counts a loop body once, so count one jitted chunk and multiply by the chunks.
-    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(ids)
-    one = (predict, e, y, keys, jnp.ones(batch), 0, chunk, n_samples, "probability")
-    flops = flops_of(tis._tis_chunk, *one) * -(-n_samples // chunk)
-    sec = time_fn(lambda: tis._tis(*args), warmup=1, repeats=3)
-    row = {
-        "arch": arch,
-        "batch": batch,
-        "N": n_samples,
-        "chunk": chunk,
-        "images/s": batch / sec,
-        "GFLOP/image": flops / batch / 1e9,
-        "TFLOP/s": flops / sec / 1e12,
-        "% of matmul peak": 100 * flops / sec / peak,
-    }
-    return row
+    e = jax.random.normal(jax.random.PRNGKey(1), (batch, m, m, d))
+    y = jnp.arange(batch) % classes
+    rng = jax.random.PRNGKey(2)
+
+    def tis(x):
+        return cx.token_importance(predict, x, y, rng, n_samples, 0.2, samples_per_chunk=chunk)
+
+    # Under jit the chunk loop unrolls, so XLA counts every chunk of the whole call.
+    flops = flops_of(jax.jit(tis), e)
+    sec = time_fn(lambda: tis(e), warmup=1, repeats=3)
+    rows = [
+        {
+            "arch": arch,
+            "method": "smoothgrad",
+            "batch": batch,
+            "N": n_samples,
+            "chunk": chunk,
+            "images/s": batch / sec,
+            "GFLOP/image": flops / batch / 1e9,
+            "TFLOP/s": flops / sec / 1e12,
+            "% of matmul peak": 100 * flops / sec / peak,
+        }
+    ]
+    for method in methods:
+        call = lambda: cx.token_attribution(predict, e, y, rng, method).positions  # noqa: B023
+        sec = time_fn(call, warmup=1, repeats=3)
+        rows.append({"arch": arch, "method": method, "batch": batch, "images/s": batch / sec})
+    return rows
 
 
 def main():
@@ -51,17 +72,21 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--n_samples", type=int, default=20)
     ap.add_argument("--chunk", type=int, default=10, help="noisy copies per image per pass")
+    ap.add_argument("--methods", default="", help="other attribution methods to time, by name")
     ap.add_argument("--json", default="bench/results/tis.json")
     args = ap.parse_args()
     peak = matmul_peak()
     print(f"matmul peak: {peak / 1e12:.3f} TFLOP/s (float32)")
+    methods = tuple(x for x in args.methods.split(",") if x)
     rows = [
-        bench_arch(a, args.batch, args.n_samples, args.chunk, peak) for a in args.archs.split(",")
+        r
+        for a in args.archs.split(",")
+        for r in bench_arch(a, args.batch, args.n_samples, args.chunk, peak, methods)
     ]
     for r in rows:
         r["matmul peak TFLOP/s"] = peak / 1e12
-    cols = ["arch", "batch", "N", "chunk", "images/s", "GFLOP/image", "TFLOP/s", "% of matmul peak"]
-    report("tis", rows, cols, args.json)
+    cols = ["arch", "method", "batch", "N", "chunk", "images/s", "GFLOP/image", "TFLOP/s"]
+    report("tis", rows, [*cols, "% of matmul peak"], args.json)
 
 
 if __name__ == "__main__":

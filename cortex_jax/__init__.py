@@ -8,6 +8,7 @@ The method, on arrays and callables:
                                                     # taming .ckpt, MaskGIT's tokenizer file
     predict, _ = cx.train_iem(vq, train, val, "runs/iem")   # any VQGMLike: codebook + decode
     scores = cx.token_importance(predict, cx.embed(vq, grids), labels, rng)    # TIS (B, m, m)
+    attr = cx.token_attribution(predict, E, labels, rng, "integrated_gradients", steps=64)
     _, ids = cx.image_tokens(scores, grids, n=5)                              # T_image
     sets, counts = cx.concept_tokens(ids, labels, n_classes, K, k=10)         # T_concept
     res = cx.select_tokens(predict, vq.codebook, grids, cx.region_mask(m), target, source, rng)
@@ -60,6 +61,7 @@ from cortex_jax.io.sources import (
     load_maskgit,
     load_vqgan,
 )
+from cortex_jax.method.attribution import token_attribution
 from cortex_jax.method.audit import analyse as audit_counts
 from cortex_jax.method.selection import (
     SelectionConfig,
@@ -119,6 +121,7 @@ __all__ = [
     "start_from_dataset",
     "start_from_image",
     "table5",
+    "token_attribution",
     "token_dataset",
     "token_importance",
     "token_importance_batched",

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ from cortex_jax.experiments.bundle import Models
 from cortex_jax.figures import plots
 from cortex_jax.io import shards
 from cortex_jax.io.images import save_grid
-from cortex_jax.method import evaluate, stats, tis
+from cortex_jax.method import attribution, evaluate, stats, tis
 from cortex_jax.method.audit import analyse, count_tokens
 from cortex_jax.models import iem
 
@@ -37,7 +38,9 @@ Sampler = Callable[[str, int, int], np.ndarray]
 class AuditConfig:
     """Attributes: per_concept (generated images of A and of B, split train/val by val_share),
     neutral (images of N), ns (T_image sizes), k (T_concept size), n_samples (SmoothGrad N),
-    n_boot (bootstrap resamples), epochs / batch_size of the binary IEM, seed."""
+    n_boot (bootstrap resamples), epochs / batch_size of the binary IEM, seed. `attribution`:
+    None (default) for SmoothGrad TIS with n_samples, or {"method": name, **options} of
+    `method.attribution` in its place (n_samples then stays at its default)."""
 
     per_concept: int = 1000
     val_share: float = 0.2
@@ -49,6 +52,18 @@ class AuditConfig:
     epochs: int = 8
     batch_size: int = 64
     seed: int = 0
+    attribution: Mapping[str, Any] | None = dataclasses.field(default=None, hash=False)
+
+    def __post_init__(self):
+        if self.attribution is None:
+            return
+        spec = attribution.config_spec(self.attribution)
+        object.__setattr__(self, "attribution", spec)
+        if self.n_samples != AuditConfig.__dataclass_fields__["n_samples"].default:
+            raise ValueError(
+                f"n_samples={self.n_samples} next to attribution={spec['method']!r}; give the "
+                "method's options inside attribution"
+            )
 
 
 def mixture_sampler(sample: Sampler, name: str, a: str, b: str, share_a: float) -> Sampler:
@@ -109,9 +124,28 @@ def run_audit(
     )
 
     progress("TIS and T_concept")
-    scores = tis.token_importance_batched(
-        predict, codebook, tr_tok, tr_lab, jax.random.PRNGKey(cfg.seed), cfg.n_samples, batch=256
-    )
+    if cfg.attribution is None:
+        scores = tis.token_importance_batched(
+            predict,
+            codebook,
+            tr_tok,
+            tr_lab,
+            jax.random.PRNGKey(cfg.seed),
+            cfg.n_samples,
+            batch=256,
+        )
+    else:
+        options = {k: v for k, v in cfg.attribution.items() if k != "method"}
+        scores = attribution.attribution_batched(
+            predict,
+            codebook,
+            tr_tok,
+            tr_lab,
+            jax.random.PRNGKey(cfg.seed),
+            cfg.attribution["method"],
+            batch=256,
+            **options,
+        )
 
     progress("count on neutral images")
     va_a, va_b = va_tok[va_lab == 0], va_tok[va_lab == 1]
@@ -133,7 +167,9 @@ def run_audit(
         "concept_b": concept_b,
         "neutral": neutral,
         "iem_validation": best,
-        "config": dataclasses.asdict(cfg),
+        "config": {  # no attribution key when it is None: the default report is unchanged
+            k: v for k, v in dataclasses.asdict(cfg).items() if k != "attribution" or v is not None
+        },
         "per_n": per_n,
         "arrays": {"neutral_tokens": neu, "sets": sets},
     }

@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ from cortex_jax.experiments.bundle import Models, Sample
 from cortex_jax.figures import plots
 from cortex_jax.io import shards
 from cortex_jax.io.images import save_grid
-from cortex_jax.method import evaluate, tis
+from cortex_jax.method import attribution, evaluate, tis
 
 Array = jax.Array
 
@@ -41,7 +41,13 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class SampleLevelConfig:
     """Attributes: n (T_image size), k (T_concept size), n_samples and alpha (SmoothGrad),
-    objective ("probability" | "logit"), curve_ns (image-level n values), batch, seed."""
+    objective ("probability" | "logit"), curve_ns (image-level n values), batch, seed.
+
+    `attribution`: None (default) scores positions by SmoothGrad TIS with the flat n_samples,
+    alpha and objective, the paper's method; or a method of `method.attribution` with its options
+    nested, e.g. {"method": "integrated_gradients", "steps": 64, "baseline": "mean"}, which then
+    replaces the flat SmoothGrad fields (they must stay at their defaults). The bundle's codebook
+    is the methods' `codebook` option."""
 
     n: int = 5
     k: int = 10
@@ -51,10 +57,30 @@ class SampleLevelConfig:
     curve_ns: tuple[int, ...] = (1, 2, 3, 5, 8, 12, 16)
     batch: int = 128
     seed: int = 0
+    attribution: Mapping[str, Any] | None = dataclasses.field(default=None, hash=False)
 
     def __post_init__(self):
         if self.n_samples < 1:
             raise ValueError(f"n_samples={self.n_samples}; expected at least 1")
+        if self.attribution is None:
+            return
+        spec = attribution.config_spec(self.attribution)
+        object.__setattr__(self, "attribution", spec)
+        for name in ("n_samples", "alpha", "objective"):
+            if getattr(self, name) != SampleLevelConfig.__dataclass_fields__[name].default:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} next to attribution={spec['method']!r}; "
+                    "give the method's options inside attribution"
+                )
+
+
+def config_dict(cfg: SampleLevelConfig) -> dict[str, Any]:
+    """The config as report.json records it (no `attribution` key when it is None, so the
+    default report is what it was before the field existed)."""
+    out = dataclasses.asdict(cfg)
+    if out["attribution"] is None:
+        del out["attribution"]
+    return out
 
 
 def scores_for(
@@ -66,7 +92,21 @@ def scores_for(
     ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """TIS (N, m, m) float32 for token grids with cfg's SmoothGrad settings; noise keyed by each
-    image's global id `ids` (N,) (default 0..N−1)."""
+    image's global id `ids` (N,) (default 0..N−1). With cfg.attribution set: that method's
+    per-position scores, on the same batched driver and keys."""
+    if cfg.attribution is not None:
+        options = {k: v for k, v in cfg.attribution.items() if k != "method"}
+        return attribution.attribution_batched(
+            predict,
+            codebook,
+            tokens,
+            labels,
+            jax.random.PRNGKey(cfg.seed),
+            cfg.attribution["method"],
+            batch=cfg.batch,
+            image_ids=ids,
+            **options,
+        )
     return tis.token_importance_batched(
         predict,
         codebook,
@@ -156,7 +196,7 @@ def run(
 
     summary = summarize(per_concept)
     report = {
-        "config": dataclasses.asdict(cfg),
+        "config": config_dict(cfg),
         "concepts": per_concept,
         "summary": summary,
         "image_level_curve": curve,
