@@ -347,3 +347,26 @@ def test_foreign_or_damaged_state_dicts_are_refused_in_one_line():
     # DataParallel's prefix is dropped
     wrapped = {f"module.{k}": v for k, v in sd.items()}
     assert convert.infer_authors_iem_config(wrapped)[0] == SMALL["re"]
+
+
+def test_toy_bundle_takes_a_users_iem_folder_or_authors_state_dict(tmp_path):
+    from cortex_jax import toy
+    from cortex_jax.io import folders
+
+    e = RNG.normal(0, 1, (2, 8, 8, 32)).astype(np.float32)
+    shipped = toy.models("re").predict(e)
+    # a train.iem folder (here the shipped one, by path) and, arch checked, the same as a .npz
+    # state dict in the authors' layout (read_state_dict takes .npz like .pth)
+    folder = toy.WEIGHTS_DIR / "iem_re"
+    np.testing.assert_array_equal(toy.models(iem_checkpoint=folder).predict(e), shipped)
+    cfg, variables, _ = folders.read_iem_folder(folder)
+    np.savez(tmp_path / "net3.npz", **convert.authors_iem_state_dict(cfg, variables, 8))
+    bundle = toy.models("re", iem_checkpoint=tmp_path / "net3.npz")
+    np.testing.assert_allclose(bundle.predict(e), shipped, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="holds the authors' RE, not TE"):
+        toy.models("te", iem_checkpoint=tmp_path / "net3.npz")
+    big = iem.IEMConfig("ce", 14, width=4, depth=1, hidden=8)  # an ImageNet-grid CE: 16×16, d 256
+    v = iem.init_variables(big, jax.random.PRNGKey(0), 16, 256)
+    np.savez(tmp_path / "net1.npz", **convert.authors_iem_state_dict(big, v, 16))
+    with pytest.raises(ValueError, match="cannot read the toy VQGAN's E"):
+        toy.models(iem_checkpoint=tmp_path / "net1.npz")

@@ -21,7 +21,7 @@ import numpy as np
 
 from cortex_jax.core import imagenet
 from cortex_jax.experiments.bundle import Models, as_grids
-from cortex_jax.io import folders, shards
+from cortex_jax.io import folders, shards, sources
 from cortex_jax.models import iem
 from cortex_jax.models.cin import SampleConfig
 from cortex_jax.models.vqgan import VQGAN
@@ -131,15 +131,45 @@ def resolve(name: str, vqgm: ClassConditionalVQGM | None = None) -> int:
     )
 
 
+def _user_iem(source: str | os.PathLike, arch: str | None, vq: VQGAN) -> Callable:
+    """predict of an IEM the user trained on the toy world (a train.iem folder or a `.pth` of
+    the authors' networks), checked to read this VQGAN's E and to have the 14 concepts."""
+    config, variables, meta = sources.load_iem(source, cast(Any, arch))
+    names = list(meta["class_names"])
+    generic = names == [f"class{i}" for i in range(len(names))]
+    if names != list(CONCEPT_NAMES) and not (generic and len(names) == len(CONCEPT_NAMES)):
+        raise ValueError(
+            f"IEM {str(source)!r} has classes {names[:3]}…({len(names)}); a toy-world IEM has "
+            f"the {len(CONCEPT_NAMES)} concepts {list(CONCEPT_NAMES[:3])}…"
+        )
+    predict = iem.predictor(config, variables)
+    e = jax.ShapeDtypeStruct((1, vq.grid_size, vq.grid_size, vq.config.embed_dim), np.float32)
+    try:
+        jax.eval_shape(predict, e)
+    except Exception:  # flax's ScopeParamShapeError, XLA's shape errors: all one meaning
+        raise ValueError(
+            f"IEM {str(source)!r} cannot read the toy VQGAN's E {tuple(e.shape[1:])}; expected an "
+            "IEM trained on toy-world tokens (configs/iem_*.py:variant=toy)"
+        ) from None
+    return predict
+
+
 def models(
-    iem_arch: Literal["ce", "re", "te"] = "ce", weights: str | os.PathLike = WEIGHTS_DIR
+    iem_arch: Literal["ce", "re", "te"] | None = None,
+    weights: str | os.PathLike = WEIGHTS_DIR,
+    iem_checkpoint: str | os.PathLike | None = None,
 ) -> Models:
     """The toy world as an experiment's bundle: the prior samples (class ids, seed) with
     `TOY_SAMPLING`, the VQGAN decodes 128 grids at a time, `predict` is the shipped IEM
-    `iem_arch` (ce | re | te) and `classifier` the pixel judge."""
+    `iem_arch` (ce | re | te; None → ce), or the user's `iem_checkpoint` (a train.iem folder of
+    a toy IEM, or an authors'-format `.pth`; checked against `iem_arch` when that is given), and
+    `classifier` the pixel judge."""
     vqgm = load_toy_vqgm(weights)
-    _, _, predict = load_toy_iem(iem_arch, weights)
     vq = vqgm.vqgan
+    if iem_checkpoint is None:
+        _, _, predict = load_toy_iem(iem_arch or "ce", weights)
+    else:
+        predict = _user_iem(iem_checkpoint, iem_arch, vq)
 
     def sample(class_ids: np.ndarray, seed: int) -> np.ndarray:
         ids = np.asarray(class_ids)
@@ -152,7 +182,7 @@ def models(
         grid_size=vq.grid_size,
         image_size=vq.config.resolution,
         predict=predict,
-        predict_name=iem_arch,
+        predict_name=(iem_arch or "ce") if iem_checkpoint is None else str(iem_checkpoint),
         classifier=load_toy_judge(weights),
         classifier_name="pixel judge",
         sample=sample,
