@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from cortex_jax.figures import plots
+from cortex_jax.io import folders
 from cortex_jax.io.images import grid_image, to_uint8
 
 Decode = Callable[[np.ndarray], np.ndarray]  # token grids (B, m, m) → pixels in [−1, 1]
@@ -499,14 +500,12 @@ def build_atlas(
     n_patches: int = 4,
     n_portraits: int = 20,
 ) -> dict[str, Any]:
-    """Writes the site into `out` (index.html, concepts/, img/, figures/); returns
+    """Writes the site into `out` (index.html, concepts/, img/, figures/), replacing an atlas built
+    there before and refusing a folder that holds anything else (`folders.claim_output`); returns
     {'index': path, 'concepts': count, 'bytes': size of the site}. Per concept: `n_show` test
     images, and portraits (`n_patches` patches and the id decoded alone) for its first
     `n_portraits` tokens; the rest of T_concept is listed without images."""
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)  # the site is derived: rebuilt whole every time
-    out.mkdir(parents=True)
+    out = folders.claim_output(out, "explain.atlas", rebuild=True)  # only its own files go
     (out / "style.css").write_text(_CSS)
     (out / "atlas.js").write_text(_JS)
     sample_body, n_concepts = _sample_section(
@@ -522,5 +521,6 @@ def build_atlas(
         + _bias_section(out, [Path(d) for d in bias_dirs])
     )
     (out / "index.html").write_text(_page(title, body))
+    folders.finish_output(out, "explain.atlas")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"index": str(out / "index.html"), "concepts": n_concepts, "bytes": size}
