@@ -137,6 +137,25 @@ def test_train_iem_toy_smoke(tmp_path):
     assert np.isfinite(json.loads(lines[-1])["loss"])
 
 
+def test_train_iem_refuses_a_stored_dataset_made_with_other_settings(tmp_path):
+    data = tmp_path / "train"
+    _run("train.generate", "--classes", "concepts", "--per-class", "1", "--out", str(data))
+    before = (data / "meta.json").read_text()
+    r = _run(
+        "train.iem",
+        "--config",
+        "configs/iem_ce.py:variant=toy",
+        "--workdir",
+        str(tmp_path / "w"),
+        f"--config.data.train={data}",
+        "--config.data.train_per_class=2",
+        f"--config.data.val={tmp_path / 'val'}",
+    )
+    _one_line_error(r, str(data), "per_class: 1 there, 2 now")
+    assert (data / "meta.json").read_text() == before
+    assert not (tmp_path / "w").exists() and not (tmp_path / "val").exists()
+
+
 def test_explain_codebook_with_real_format_models(tmp_path, fixtures):
     """--vqgan FOLDER + --iem-checkpoint FOLDER of a 1000-class IEM: ImageNet names resolve."""
     import jax

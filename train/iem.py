@@ -91,6 +91,7 @@ def run(config, workdir: Path) -> dict:
             progress,
             fresh=_FRESH.value,
             vqgan=config.vqgan,
+            on_resume=lambda step: tqdm.write(f"resumed from step {step}"),
         )
     if jax.process_index() == 0:
         folders.finish_output(workdir, COMMAND)

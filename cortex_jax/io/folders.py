@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -177,10 +178,37 @@ def read_iem_folder(folder: str | os.PathLike) -> tuple[IEMConfig, dict, dict[st
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def hub_cli() -> str:
+    """The download command the installed huggingface_hub ships: `hf download` (1.0 and later) or
+    `huggingface-cli download` (older releases)."""
+    from importlib import metadata
+
+    try:
+        scripts = {e.name for e in metadata.distribution("huggingface_hub").entry_points}
+    except metadata.PackageNotFoundError:
+        scripts = set()
+    return "huggingface-cli download" if "hf" not in scripts and scripts else "hf download"
+
+
+def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub's host opens within `timeout` seconds: a short probe,
+    so an offline machine fails at once instead of after the client's retries."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def hub_folder(repo_id: str, filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME)) -> Path:
     """Local folder holding `filenames` of `repo_id`: from the cache, else downloaded.
 
-    Raises FileNotFoundError with the manual fix when the files are neither cached nor reachable.
+    Raises FileNotFoundError with the manual fix when the files are neither cached nor reachable;
+    offline (HF_HUB_OFFLINE, or the hub's host not answering a 3 s probe) it fails at once.
     """
     import huggingface_hub
     from huggingface_hub import constants
@@ -188,9 +216,11 @@ def hub_folder(repo_id: str, filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_
     cached = [huggingface_hub.try_to_load_from_cache(repo_id, f) for f in filenames]
     if all(isinstance(p, str) for p in cached):
         return Path(str(cached[0])).parent
-    offline = constants.HF_HUB_OFFLINE
-    cause = "HF_HUB_OFFLINE is set"
-    if not offline:
+    if constants.HF_HUB_OFFLINE:
+        cause = "HF_HUB_OFFLINE is set"
+    elif not hub_reachable(constants.ENDPOINT):
+        cause = f"{constants.ENDPOINT} is not reachable from here"
+    else:
         try:
             paths = [huggingface_hub.hf_hub_download(repo_id, f) for f in filenames]
             return Path(paths[0]).parent
@@ -199,9 +229,9 @@ def hub_folder(repo_id: str, filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_
     cache = constants.HF_HUB_CACHE
     raise FileNotFoundError(
         f"{repo_id}: {', '.join(filenames)} not in the Hugging Face cache {cache} and could not be "
-        f"downloaded ({cause}); download them elsewhere with "
-        f"`huggingface-cli download {repo_id} {' '.join(filenames)}` and copy the cache folder "
-        f"over, or place them in a local folder and pass its path instead of the repo id"
+        f"downloaded ({cause}); download them on a connected machine with "
+        f"`{hub_cli()} {repo_id} {' '.join(filenames)}` and copy its cache folder over, or place "
+        f"them in a local folder and pass its path instead of the repo id"
     )
 
 
