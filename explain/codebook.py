@@ -8,7 +8,8 @@ select real ones (an ImageNet IEM resolves `goldfinch`, `11` or `n01531178`).
 
 Writes OUT/tokens.json (T_codebook per image, final and best step), OUT/progression.png and
 OUT/progression.gif (the decoded edit, the paper's Figure 5) and OUT/table.md (f_orig/f_target
-before and after). `--table5` instead runs the toy world's Table 5 design for `--pairs`.
+before and after). `--table5` instead runs the toy world's Table 5 design for `--pairs` and writes
+runs/table5 (explain.atlas's default --table5) unless --out says otherwise.
 
 `--config configs/imagenet.py` runs the ImageNet recipe's Table 5 step: the authors' pairs (labels
 10–20 except 15 → 30 − label) on generated test images, scored by the IEM and ResNet18; it writes
@@ -44,7 +45,9 @@ _DATASET = flags.DEFINE_string("dataset", None, "Token dataset for --from-index.
 _REGION = flags.DEFINE_string("region", None, "'r0:r1,c0:c1', 'center' or 'full'.")
 _STEPS = flags.DEFINE_integer("steps", 500, "Optimisation steps.")
 _LOG_EVERY = flags.DEFINE_integer("log-every", 50, "Steps between recorded points.")
-_LR = flags.DEFINE_float("lr", 0.05, "Adam learning rate.")
+_LR = flags.DEFINE_float(
+    "lr", selection.SelectionConfig().learning_rate, "Adam learning rate (the authors': 0.01)."
+)
 _IEM = flags.DEFINE_enum("iem", "ce", ["ce", "re", "te"], "Shipped toy IEM.")
 _N_IMAGES = flags.DEFINE_integer("n-images", 4, "Images to edit with --from-concept.")
 _VQGAN = flags.DEFINE_string("vqgan", "toy", "VQGAN source (see load_vqgan).")
@@ -66,7 +69,12 @@ _CLASSIFIER = flags.DEFINE_string(
     "classifier", None, "--table5 with real models: the pixel classifier (see load_classifier)."
 )
 _CLASSIFIER_SIZE = flags.DEFINE_integer("classifier-size", 224, "Its input size.")
-_OUT = flags.DEFINE_string("out", "runs/explain_codebook", "Output folder.")
+_OUT = flags.DEFINE_string(
+    "out",
+    None,
+    "Output folder (runs/explain_codebook; with --table5, runs/table5: what "
+    "explain.atlas reads by default).",
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 COMMAND = "explain.codebook"
 
@@ -225,7 +233,7 @@ def table5(out: Path) -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
-    out = Path(_OUT.value)
+    out = Path(_OUT.value or ("runs/table5" if _TABLE5.value else "runs/explain_codebook"))
     with errors.one_line_errors():
         if _CONFIG.value is not None:
             sharding.maybe_initialize_distributed()

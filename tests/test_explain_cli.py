@@ -56,6 +56,36 @@ def test_explain_sample_errors():
     _one_line_error(_run("explain.sample"), "--concept")
 
 
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (("explain.sample", "--concept", "red-circle", "--n", "100"), ("--n 100", "1..64")),
+        (("explain.sample", "--concept", "red-circle", "--k", "0"), ("--k 0",)),
+        (("explain.codebook", "--concept", "blue-star", "--lr", "-1"), ("--lr -1.0",)),
+        (("explain.codebook", "--concept", "blue-star", "--steps", "7"), ("steps=7",)),
+        (
+            (
+                "explain.codebook",
+                "--concept",
+                "goldfinch",
+                "--vqgan",
+                "nobody/vq",
+                "--iem-checkpoint",
+                "no-such-iem",
+            ),
+            ("--iem-checkpoint not found: no-such-iem",),
+        ),
+        (("explain.codebook", "--concept", "blue-star", "--from-image", "no.png"), ("no.png",)),
+        (("explain.bias", "--mix", "1.5"), ("--mix 1.5",)),
+    ],
+)
+def test_flags_are_checked_before_any_work_or_folder(tmp_path, args, needles):
+    out = tmp_path / "out"
+    r = _run(*args, "--out", str(out))
+    _one_line_error(r, *needles)
+    assert not out.exists()
+
+
 def test_explain_codebook_and_edit(tmp_path):
     out = tmp_path / "cb"
     r = _run(
