@@ -3,6 +3,9 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -158,3 +161,26 @@ def test_explain_sample_rewrites_a_folder_it_wrote(tmp_path):
     cli.run(*args, check=True)
     cli.run(*args, check=True)
     assert "report.json" in json.loads((tmp_path / folders.OWNER_NAME).read_text())["files"]
+
+
+def test_ctrl_c_ends_in_one_line_and_the_folder_stays_the_commands(tmp_path):
+    out = tmp_path / "cb"
+    args = ("--concept", "blue-star", "--steps", "100000", "--log-every", "1000", "--out", str(out))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "explain.codebook", *args],
+        cwd=cli.REPO,
+        env={**os.environ, "PYTHONPATH": str(cli.REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 180
+    while not (out / folders.OWNER_NAME).exists():  # claimed: the optimisation starts now
+        assert p.poll() is None and time.time() < deadline, p.communicate()[1][-2000:]
+        time.sleep(0.2)
+    time.sleep(1)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted; ") and "Traceback" not in err
+    folders.check_output(out, "explain.codebook")  # a rerun may write there
