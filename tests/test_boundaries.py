@@ -331,6 +331,7 @@ def test_readme_training_flow_and_the_class_mismatch(tmp_path):
     small = [
         "--config.train.epochs=1",
         "--config.train.batch_size=16",
+        "--config.data.train_per_class=4",  # what train.generate made below (else refused)
         "--config.data.val_per_class=2",
     ]
     r = _run(
