@@ -251,6 +251,21 @@ def test_hub_cache_miss_offline_explains(offline_hub):
     assert f"`{hub_cli()} dalle-mini/" in msg and "\n" not in msg
 
 
+def test_an_unreachable_hub_fails_after_a_short_probe_not_the_clients_retries(
+    offline_hub, monkeypatch
+):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    t0 = time.time()
+    with pytest.raises(FileNotFoundError, match="http://127.0.0.1:9 is not reachable"):
+        load_vqgan("dalle-mini/vqgan_imagenet_f16_16384")
+    assert time.time() - t0 < 5
+
+
 def test_the_download_command_named_is_the_one_installed():
     cmd = hub_cli().split()[0]
     assert shutil.which(cmd) or (Path(sys.executable).parent / cmd).exists(), cmd
