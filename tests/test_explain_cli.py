@@ -167,6 +167,61 @@ def test_train_iem_toy_smoke(tmp_path):
     assert np.isfinite(json.loads(lines[-1])["loss"])
 
 
+@pytest.mark.slow
+def test_train_iem_ctrl_c_saves_its_step_and_the_rerun_resumes_there(tmp_path):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [
+        sys.executable,
+        "-m",
+        "train.iem",
+        "--config",
+        "configs/iem_ce.py:variant=toy",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--config.train.epochs=500",
+        f"--config.data.train={tmp_path / 'train'}",
+        f"--config.data.val={tmp_path / 'val'}",
+        "--config.data.train_per_class=2",
+        "--config.data.val_per_class=1",
+        "--config.train.batch_size=4",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+
+    def start():
+        return subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    p = start()
+    deadline = time.time() + 300
+    while not (tmp_path / "w" / "metrics.jsonl").exists():  # training has started
+        assert p.poll() is None and time.time() < deadline, p.communicate()[1][-2000:]
+        time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    last = err.strip().splitlines()[-1]
+    assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
+    step = int(
+        re.fullmatch(
+            r"interrupted; state saved at step (\d+), rerun the same command to resume", last
+        )[1]
+    )
+    assert step >= 10
+    p = start()
+    line = p.stdout.readline()
+    while line and not line.startswith("resumed from step"):
+        line = p.stdout.readline()
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=120)
+    assert line.strip() == f"resumed from step {step}"
+
+
 def test_train_iem_refuses_a_stored_dataset_made_with_other_settings(tmp_path):
     data = tmp_path / "train"
     _run("train.generate", "--classes", "concepts", "--per-class", "1", "--out", str(data))

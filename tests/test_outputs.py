@@ -71,8 +71,10 @@ def test_the_manifest_rebuilds_only_the_commands_own_files(tmp_path):
     (out / "concepts" / "a.html").write_text("a")
     (out / "index.html").write_text("i")
     folders.finish_output(out, "explain.atlas")
+    (out / "concepts" / ".DS_Store").write_text("a file browser's")  # neither ours nor refused
     folders.claim_output(out, "explain.atlas", rebuild=True)  # a rerun starts from nothing
-    assert not (out / "index.html").exists() and not (out / "concepts").exists()
+    assert not (out / "index.html").exists() and not (out / "concepts" / "a.html").exists()
+    assert (out / "concepts" / ".DS_Store").exists()
     (out / "index.html").write_text("i2")
     folders.finish_output(out, "explain.atlas")
     (out / "notes.md").write_text("mine")  # the user adds a file afterwards

@@ -424,7 +424,10 @@ def _save_on_interrupt(
             latest.save(step, args=ocp.args.StandardSave(state), force=True)
     except Exception:  # the checkpoint already on disk is still a valid place to resume
         pass
-    latest.wait_until_finished()
+    try:
+        latest.wait_until_finished()
+    except Exception:  # a save the interrupt broke: the steps before it remain
+        pass
     return latest.latest_step() or 0
 
 

@@ -298,13 +298,18 @@ def _read_owner(folder: Path) -> dict[str, Any] | None:
     return owner
 
 
+_DESKTOP_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # a file browser's, never deleted
+
+
 def _present(folder: Path) -> list[str]:
-    """Every file under `folder` (relative, sorted), the manifest and our temp files aside."""
+    """Every file under `folder` (relative, sorted); the manifest, our temp files and the files a
+    desktop's file browser leaves aside."""
     return sorted(
         str(p.relative_to(folder))
         for p in folder.rglob("*")
         if (p.is_file() or p.is_symlink())
         and p.name != OWNER_NAME
+        and p.name not in _DESKTOP_FILES
         and not (p.name.startswith(".") and p.name.endswith(".tmp") and "~" in p.name)
     )
 
