@@ -177,6 +177,7 @@ def explain(out: Path) -> dict:
     models = _models()
     target = models.class_id(_CONCEPT.value)
     start = _start(models)
+    selection.region_mask(start[0].shape[1], _REGION.value or start[2])  # before any folder
     cfg = codebook_level.EditConfig(_selection(), _REGION.value, _SEED.value)
     folders.claim_output(out, COMMAND)
     info = codebook_level.edit(models, target, start, cfg, out)
@@ -219,6 +220,8 @@ def table5(out: Path) -> dict:
     cfg = codebook_level.Table5Config(
         _selection(), _N_IMAGES.value, _REGION.value or "center", _SEED.value
     )
+    if models.grid_size:  # a bad --region before any folder is made
+        selection.region_mask(models.grid_size, cfg.region)
     folders.claim_output(out, COMMAND)
     extra = {
         "pairs": [f"{a}<->{b}" for a, b in pairs],

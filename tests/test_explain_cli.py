@@ -63,6 +63,8 @@ def test_explain_sample_errors():
         (("explain.sample", "--concept", "red-circle", "--k", "0"), ("--k 0",)),
         (("explain.codebook", "--concept", "blue-star", "--lr", "-1"), ("--lr -1.0",)),
         (("explain.codebook", "--concept", "blue-star", "--steps", "7"), ("steps=7",)),
+        (("explain.codebook", "--concept", "blue-star", "--region", "6:9,0:2"), ("outside",)),
+        (("explain.codebook", "--table5", "--region", "0:9,0:2"), ("outside",)),
         (
             (
                 "explain.codebook",
