@@ -361,7 +361,8 @@ def test_readme_training_flow_and_the_class_mismatch(tmp_path):
     first = r.stdout.strip().splitlines()[0]
     assert first.startswith("best validation (step ")
     again = _run("train.iem", "--config", cfg, *small, cwd=tmp_path)  # a finished run
-    assert again.returncode == 0 and again.stdout.strip().splitlines()[0] == first
+    lines = again.stdout.strip().splitlines()
+    assert again.returncode == 0 and lines[0].startswith("resumed from step ") and lines[1] == first
     _one_line_error(
         _run(
             "train.iem", "--config", cfg, *small, "--config.train.learning_rate=0.1", cwd=tmp_path
@@ -397,12 +398,18 @@ def test_readme_training_flow_and_the_class_mismatch(tmp_path):
             cfg,
             *small,
             "--config.data.train=runs/all17",
+            "--config.data.generate_if_missing=False",  # a dataset of the user's, used as is
             "--workdir",
             "runs/iem_all",
             cwd=tmp_path,
         ),
         "labels up to 16",
         "n_classes=14",
+    )
+    _one_line_error(  # the toy variant's own datasets: one of other classes is not reused
+        _run("train.iem", "--config", cfg, *small, "--config.data.train=runs/all17", cwd=tmp_path),
+        "runs/all17 already holds a different dataset",
+        "per_class: 2 there, 4 now",
     )
     assert not (tmp_path / "runs" / "iem_all" / "checkpoints").exists()
 

@@ -132,7 +132,10 @@ def write_meta(folder: str | os.PathLike, meta: dict[str, Any]) -> None:
     old = _read_meta(path)
     if old != want:
         diff = sorted(k for k in set(old) | set(want) if old.get(k) != want.get(k))
-        shown = "; ".join(f"{k}: {old.get(k)!r} there, {want.get(k)!r} now" for k in diff[:3])
+        short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "…"  # noqa: E731
+        shown = "; ".join(
+            f"{k}: {short(old.get(k))} there, {short(want.get(k))} now" for k in diff[:3]
+        )
         raise ValueError(
             f"{folder} already holds a different dataset, made with other settings ({shown}); "
             "choose another folder for this one, or move that one away"
