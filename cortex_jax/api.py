@@ -47,7 +47,11 @@ def train_iem(
     train_config: training.TrainConfig | None = None,
 ) -> tuple[Predict, dict[str, float]]:
     """Trains an information extractor on E of the model's tokens (resumable, checkpointed in
-    workdir); returns `predict(E) -> logits` of its best-validation state and that validation."""
+    workdir); returns `predict(E) -> logits` of its best-validation state and that validation.
+
+    The defaults are toy-sized, for the toy world and quick trials: a CE IEM of width 64, depth
+    2, hidden 256, trained 8 epochs at batch 32. For a real model pass `iem_config` and
+    `train_config` (configs/iem_ce.py:variant=imagenet holds the paper's settings)."""
     n_classes = len(train.class_names)
     mcfg = iem_config or iem.IEMConfig("ce", n_classes, width=64, depth=2, hidden=256)
     tcfg = train_config or training.TrainConfig(batch_size=32, epochs=8, decay_every=100)

@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from cortex_jax.core import errors
 from cortex_jax.figures import atlas
+from cortex_jax.io import folders
 from cortex_jax.io.sources import load_vqgan
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,7 +30,11 @@ _EDIT = flags.DEFINE_string("edit", "runs/explain_codebook", "explain.codebook's
 _TABLE5 = flags.DEFINE_string("table5", "runs/table5", "explain.codebook --table5's --out.")
 _BIAS = flags.DEFINE_string("bias", "runs/explain_bias", "explain.bias --out folders, a,b,…")
 _VQGAN = flags.DEFINE_string("vqgan", "toy", "The explained model's VQGAN (decodes the tokens).")
-_OUT = flags.DEFINE_string("out", "runs/atlas", "Output folder (rebuilt whole).")
+_OUT = flags.DEFINE_string(
+    "out",
+    "runs/atlas",
+    "Output folder: an atlas built there before is replaced; any other content is refused.",
+)
 
 
 def main(argv):
@@ -53,7 +58,10 @@ def main(argv):
                 f"no explain.sample report in {sample}; run `python -m explain.sample --all "
                 f"--out {sample}` first (or pass --sample DIR)"
             )
-        errors.writable_folder(Path(out).parent, "--out")
+        for flag, d in (("--edit", edit), ("--table5", table5), *(("--bias", b) for b in bias)):
+            if d and not Path(d).is_dir():
+                print(f"note: {flag} {d} not found; the atlas leaves that section out")
+        folders.check_output(out, "explain.atlas")
         info = atlas.build_atlas(out, sample, load_vqgan(vqgan).decode_pixels, edit, table5, bias)
     print(f"wrote {info['index']} ({info['concepts']} concepts, {info['bytes'] / 1e6:.1f} MB)")
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from cortex_jax import toy
 from cortex_jax.core import errors
 from cortex_jax.experiments import bias, bundle
+from cortex_jax.io import folders
 from cortex_jax.toy import world
 
 _NEUTRAL = flags.DEFINE_string("neutral", "circle", "Neutral class (toy: circle, star, square).")
@@ -48,6 +49,7 @@ _VQGAN = flags.DEFINE_string("vqgan", "imagenet_f16_16384", "VQGAN source for --
 _SCALE = flags.DEFINE_float("condition-scale", 10.0, "Super-conditioning scale for --dalle.")
 _OUT = flags.DEFINE_string("out", "runs/explain_bias", "Output folder.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+COMMAND = "explain.bias"
 
 
 def _two(text: str, sep: str) -> tuple[str, str]:
@@ -79,8 +81,6 @@ def _toy():
 
 def _dallebart():
     """The same on DalleBart prompts."""
-    if not _TOKENIZER.value:
-        raise ValueError("--dalle needs --tokenizer DIR with the BART tokenizer files")
     if not _PAIR.value or "|" not in _PAIR.value:
         raise ValueError('--dalle needs --pair "prompt A|prompt B" and --neutral "prompt"')
     a, b = _two(_PAIR.value, "|")
@@ -97,7 +97,13 @@ def run(out: Path) -> dict:
     ):
         if value < (10 if flag == "--per-concept" else 2 if flag == "--neutral-images" else 1):
             raise ValueError(f"{flag} {value} is too small")
-    errors.writable_folder(out)
+    if _MIX.value is not None and not 0 <= _MIX.value <= 1:
+        raise ValueError(f"--mix {_MIX.value}; expected a share of A between 0 and 1")
+    if _DALLE.value and not _TOKENIZER.value:
+        raise ValueError("--dalle needs --tokenizer DIR with the BART tokenizer files")
+    if _TOKENIZER.value and not Path(_TOKENIZER.value).is_dir():
+        raise FileNotFoundError(f"--tokenizer folder not found: {_TOKENIZER.value}")
+    folders.check_output(out, COMMAND)
     models, a, b, neutral, share = _dallebart() if _DALLE.value else _toy()
     cfg = bias.AuditConfig(
         per_concept=_PER_CONCEPT.value,
@@ -112,7 +118,10 @@ def run(out: Path) -> dict:
             bar.set_description(stage)
             bar.update(1)
 
-        return bias.audit(models, a, b, neutral, cfg, out, _MIX.value, share, progress)
+        folders.claim_output(out, COMMAND)
+        report = bias.audit(models, a, b, neutral, cfg, out, _MIX.value, share, progress)
+    folders.finish_output(out, COMMAND)
+    return report
 
 
 def main(argv):

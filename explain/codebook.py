@@ -8,7 +8,8 @@ select real ones (an ImageNet IEM resolves `goldfinch`, `11` or `n01531178`).
 
 Writes OUT/tokens.json (T_codebook per image, final and best step), OUT/progression.png and
 OUT/progression.gif (the decoded edit, the paper's Figure 5) and OUT/table.md (f_orig/f_target
-before and after). `--table5` instead runs the toy world's Table 5 design for `--pairs`.
+before and after). `--table5` instead runs the toy world's Table 5 design for `--pairs` and writes
+runs/table5 (explain.atlas's default --table5) unless --out says otherwise.
 
 `--config configs/imagenet.py` runs the ImageNet recipe's Table 5 step: the authors' pairs (labels
 10–20 except 15 → 30 − label) on generated test images, scored by the IEM and ResNet18; it writes
@@ -28,7 +29,7 @@ from ml_collections import config_flags
 from cortex_jax import toy
 from cortex_jax.core import errors, sharding
 from cortex_jax.experiments import bundle, codebook_level, recipe
-from cortex_jax.io import shards, sources
+from cortex_jax.io import folders, shards, sources
 from cortex_jax.io.images import read_image
 from cortex_jax.method import selection
 from cortex_jax.models import maskgit
@@ -44,7 +45,9 @@ _DATASET = flags.DEFINE_string("dataset", None, "Token dataset for --from-index.
 _REGION = flags.DEFINE_string("region", None, "'r0:r1,c0:c1', 'center' or 'full'.")
 _STEPS = flags.DEFINE_integer("steps", 500, "Optimisation steps.")
 _LOG_EVERY = flags.DEFINE_integer("log-every", 50, "Steps between recorded points.")
-_LR = flags.DEFINE_float("lr", 0.05, "Adam learning rate.")
+_LR = flags.DEFINE_float(
+    "lr", selection.SelectionConfig().learning_rate, "Adam learning rate (the authors': 0.01)."
+)
 _IEM = flags.DEFINE_enum(
     "iem", "ce", ["ce", "re", "te"], "Shipped toy IEM; with --iem-checkpoint, its expected arch."
 )
@@ -70,8 +73,14 @@ _CLASSIFIER = flags.DEFINE_string(
     "classifier", None, "--table5 with real models: the pixel classifier (see load_classifier)."
 )
 _CLASSIFIER_SIZE = flags.DEFINE_integer("classifier-size", 224, "Its input size.")
-_OUT = flags.DEFINE_string("out", "runs/explain_codebook", "Output folder.")
+_OUT = flags.DEFINE_string(
+    "out",
+    None,
+    "Output folder (runs/explain_codebook; with --table5, runs/table5: what "
+    "explain.atlas reads by default).",
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+COMMAND = "explain.codebook"
 
 
 def _models(table5: bool = False):
@@ -129,15 +138,56 @@ def _selection() -> selection.SelectionConfig:
     )
 
 
-def explain(out: Path) -> dict:
-    if not _CONCEPT.value:
+def _check_flags(out: Path) -> None:
+    """Every flag and input file, and the output folder, before a model is loaded or fetched."""
+    for flag, value in (
+        ("--steps", _STEPS.value),
+        ("--log-every", _LOG_EVERY.value),
+        ("--n-images", _N_IMAGES.value),
+        ("--maskgit-iter", _MASKGIT_ITER.value),
+        ("--classifier-size", _CLASSIFIER_SIZE.value),
+    ):
+        if value < 1:
+            raise ValueError(f"{flag} {value}; expected at least 1")
+    if not _LR.value > 0:
+        raise ValueError(f"--lr {_LR.value}; expected a positive learning rate")
+    _selection()  # --steps must be a multiple of --log-every
+    if not _TABLE5.value and not _CONCEPT.value:
         raise ValueError("name the target concept with --concept NAME")
+    starts = [
+        f
+        for f, v in (
+            ("--from-image", _FROM_IMAGE.value),
+            ("--from-concept", _FROM_CONCEPT.value),
+            ("--from-index", _FROM_INDEX.value),
+        )
+        if v is not None
+    ]
+    if len(starts) > 1:
+        raise ValueError(f"{' and '.join(starts)} both name a start; pass one of them")
+    for flag, path, is_file in (
+        ("--from-image", _FROM_IMAGE.value, True),
+        ("--dataset", _DATASET.value, False),
+        ("--iem-checkpoint", _IEM_CKPT.value, False),
+        ("--maskgit", _MASKGIT.value, False),
+    ):
+        if path and not (Path(path).is_file() if is_file else Path(path).exists()):
+            raise FileNotFoundError(f"{flag} not found: {path}")
+    if _FROM_INDEX.value is not None and not _DATASET.value:
+        raise ValueError("--from-index needs --dataset DIR (a token dataset)")
+    folders.check_output(out, COMMAND)
+
+
+def explain(out: Path) -> dict:
     models = _models()
     target = models.class_id(_CONCEPT.value)
     start = _start(models)
-    errors.writable_folder(out)  # before the optimisation, so a bad --out costs nothing
+    selection.region_mask(start[0].shape[1], _REGION.value or start[2])  # before any folder
     cfg = codebook_level.EditConfig(_selection(), _REGION.value, _SEED.value)
-    return codebook_level.edit(models, target, start, cfg, out)
+    folders.claim_output(out, COMMAND)
+    info = codebook_level.edit(models, target, start, cfg, out)
+    folders.finish_output(out, COMMAND)
+    return info
 
 
 def _maskgit_editor(models):
@@ -175,12 +225,15 @@ def table5(out: Path) -> dict:
     cfg = codebook_level.Table5Config(
         _selection(), _N_IMAGES.value, _REGION.value or "center", _SEED.value
     )
-    errors.writable_folder(out)
+    if models.grid_size:  # a bad --region before any folder is made
+        selection.region_mask(models.grid_size, cfg.region)
+    folders.claim_output(out, COMMAND)
     extra = {
         "pairs": [f"{a}<->{b}" for a, b in pairs],
         "classifier": "toy pixel judge" if models.name == "toy" else _CLASSIFIER.value,
     }
     result = codebook_level.table5(models, directed, cfg, out, dataset, editors, notes, extra)
+    folders.finish_output(out, COMMAND)
     print(codebook_level.table5_markdown(result, notes), end="")
     return result
 
@@ -188,7 +241,7 @@ def table5(out: Path) -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
-    out = Path(_OUT.value)
+    out = Path(_OUT.value or ("runs/table5" if _TABLE5.value else "runs/explain_codebook"))
     with errors.one_line_errors():
         if _CONFIG.value is not None:
             sharding.maybe_initialize_distributed()
@@ -201,8 +254,10 @@ def main(argv):
                     )
             out = Path(_CONFIG.value.workdir) / "table5"
         elif _TABLE5.value:
+            _check_flags(out)
             table5(out)
         else:
+            _check_flags(out)
             info = explain(out)
             im = info["images"][0]
             print(

@@ -16,7 +16,10 @@ from absl import app, flags, logging
 
 from cortex_jax.core import errors
 from cortex_jax.experiments import bundle, codebook_level
+from cortex_jax.io import folders
 from cortex_jax.io.images import read_image, save_grid
+
+COMMAND = "explain.edit"
 
 _IMAGE = flags.DEFINE_string("image", None, "Image to edit (PNG/JPEG).")
 _TOKENS = flags.DEFINE_string("tokens", None, "tokens.json written by explain.codebook.")
@@ -60,15 +63,15 @@ def edit() -> Path:
             raise ValueError(f"{flag} is required")
         if not Path(value).is_file():
             raise FileNotFoundError(f"{flag} file not found: {value}")
-    out = Path(_OUT.value)
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; expected the PNG file to write")
-    errors.writable_folder(out.parent)
+    out = folders.check_output_file(_OUT.value, COMMAND)
     positions, toks = _token_set(Path(_TOKENS.value), _INDEX.value, _BEST.value)
+    errors.writable_folder(out.parent)
     models = bundle.from_files(_VQGAN.value)
     px = read_image(_IMAGE.value, models.image_size)
     pair = codebook_level.apply_tokens(models, px, positions, toks)
-    return save_grid(out, pair, 2, scale=max(1, 256 // models.image_size))
+    path = save_grid(out, pair, 2, scale=max(1, 256 // models.image_size))
+    folders.finish_output_file(path, COMMAND)
+    return path
 
 
 def main(argv):

@@ -21,6 +21,9 @@ from tqdm import tqdm
 from cortex_jax import toy
 from cortex_jax.core import errors, sharding
 from cortex_jax.experiments import recipe, sample_level
+from cortex_jax.io import folders
+
+COMMAND = "explain.sample"
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A recipe config (configs/imagenet.py[:runlocal,iem=…]), not the toy world."
@@ -40,15 +43,22 @@ _N_SAMPLES = flags.DEFINE_integer("n-samples", 20, "SmoothGrad noise samples N."
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 
 
-def _concepts(models) -> list[int]:
-    names = models.class_names
+def _asked() -> list[str] | None:
+    """The --concept names (None for --all), checked before any model is loaded."""
     if _ALL.value:
-        return list(range(len(names)))
+        return None
     if not _CONCEPT.value:
         raise ValueError("name a concept with --concept NAME, or pass --all")
     asked = [c.strip() for c in _CONCEPT.value.split(",") if c.strip()]
     if not asked:
-        raise ValueError(f"--concept {_CONCEPT.value!r} names no concept; expected one of {names}")
+        raise ValueError(f"--concept {_CONCEPT.value!r} names no concept; expected NAME[,NAME…]")
+    return asked
+
+
+def _concepts(models, asked: list[str] | None) -> list[int]:
+    names = models.class_names
+    if asked is None:
+        return list(range(len(names)))
     concepts = [models.class_id(c) for c in asked]
     for name, c in zip(asked, concepts, strict=True):
         if c >= len(names):
@@ -56,16 +66,36 @@ def _concepts(models) -> list[int]:
     return concepts
 
 
-def run(out: Path) -> dict:
-    models = toy.models(_IEM.value)
-    concepts = _concepts(models)
+def _flag_configs() -> sample_level.StudyConfig:
+    """The study's settings from the flags; a bad flag is one line naming it, before any work."""
+    for flag, value in (
+        ("--n", _N.value),
+        ("--k", _K.value),
+        ("--n-samples", _N_SAMPLES.value),
+        ("--per-concept", _PER_CONCEPT.value),
+        ("--test-per-concept", _TEST.value),
+        ("--truth-per-concept", _TRUTH.value),
+    ):
+        if value < 1:
+            raise ValueError(f"{flag} {value}; expected at least 1")
     method = sample_level.SampleLevelConfig(
         n=_N.value, k=_K.value, n_samples=_N_SAMPLES.value, seed=_SEED.value
     )
-    cfg = sample_level.StudyConfig(method, _PER_CONCEPT.value, _TEST.value)
-    if _TRUTH.value < 1:
-        raise ValueError(f"--truth-per-concept {_TRUTH.value}; expected at least 1")
-    errors.writable_folder(out)
+    return sample_level.StudyConfig(method, _PER_CONCEPT.value, _TEST.value)
+
+
+def run(out: Path) -> dict:
+    asked = _asked()
+    cfg = _flag_configs()
+    folders.check_output(out, COMMAND)
+    models = toy.models(_IEM.value)
+    concepts = _concepts(models, asked)
+    m = models.grid_size or 0
+    if _N.value > m * m:
+        raise ValueError(f"--n {_N.value}; expected 1..{m * m} (the {m}x{m} token grid)")
+    if _K.value > len(models.codebook):
+        raise ValueError(f"--k {_K.value}; expected 1..{len(models.codebook)} (the codebook size)")
+    folders.claim_output(out, COMMAND)
     truth = toy.ground_truth(models, concepts, _TRUTH.value, _SEED.value + 2)
     with tqdm(total=3, desc="explain.sample") as bar:
 
@@ -73,7 +103,9 @@ def run(out: Path) -> dict:
             bar.set_description(stage)
             bar.update(1)
 
-        return sample_level.study(models, concepts, cfg, out, truth, progress)
+        report = sample_level.study(models, concepts, cfg, out, truth, progress)
+    folders.finish_output(out, COMMAND)
+    return report
 
 
 def run_recipe(config) -> None:

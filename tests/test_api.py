@@ -51,6 +51,18 @@ def test_embed_checks_the_codebook_range():
     np.testing.assert_array_equal(cx.embed(Tiny(), np.array([[[0, 2]]]))[0, 0, 1], [0, 0, 1])
     with pytest.raises(ValueError, match="token ids span 0..3; the codebook has 3 rows"):
         cx.embed(Tiny(), np.array([[[0, 3]]]))
+    ids = np.array([[0, 2, 1, 0]])  # (B, m·m) row-major, as vq.encode returns them
+    np.testing.assert_array_equal(cx.embed(Tiny(), ids), cx.embed(Tiny(), ids.reshape(1, 2, 2)))
+    with pytest.raises(ValueError, match="do not form a square grid"):
+        cx.embed(Tiny(), np.array([[0, 1, 2]]))
+
+
+def test_the_cli_and_the_api_edit_with_the_same_learning_rate():
+    from absl import flags
+
+    import explain.codebook  # noqa: F401  (defines the flags)
+
+    assert flags.FLAGS["lr"].default == cx.SelectionConfig().learning_rate == 0.01
 
 
 @pytest.mark.slow

@@ -78,6 +78,28 @@ class _Refs(html.parser.HTMLParser):
 
 
 @pytest.mark.slow
+def test_a_rerun_rebuilds_its_own_site_and_never_touches_the_sample_folder(site):
+    tmp = site.parent
+    stale = site / "concepts" / "gone.html"
+    stale.write_text("an atlas page of an earlier build")
+    owner = site / ".cortex-jax-owner.json"
+    owner.write_text(
+        owner.read_text().replace('"files": [', '"files": [\n    "concepts/gone.html",')
+    )
+    args = ["--edit", str(tmp / "edit"), "--table5", str(tmp / "none"), "--bias", ""]
+    r = cli.run("explain.atlas", "--sample", str(tmp / "sample"), *args, "--out", str(site))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "--table5" in r.stdout and "not found" in r.stdout  # says which input it lacks
+    assert not stale.exists() and (site / "index.html").exists()
+    before = sorted(p.name for p in (tmp / "sample").iterdir())
+    r = cli.run(
+        "explain.atlas", "--sample", str(tmp / "sample"), *args, "--out", str(tmp / "sample")
+    )
+    cli.one_line_error(r, "holds the output of explain.sample")
+    assert sorted(p.name for p in (tmp / "sample").iterdir()) == before
+
+
+@pytest.mark.slow
 def test_every_link_and_image_resolves_offline(site):
     pages = [site / "index.html", *sorted((site / "concepts").glob("*.html"))]
     assert len(pages) == 4
@@ -134,7 +156,17 @@ def test_a_person_clicks_through_the_atlas_in_a_real_browser(site, tmp_path):
         expect(rows.nth(0)).to_be_hidden()
         expect(rows.nth(1)).to_be_visible()
         expect(rows.nth(2)).to_be_visible()
+        page.fill("#search", "star red")  # every word, in any order
+        expect(page.locator('#concepts tr[data-name="red-star"]')).to_be_visible()
+        expect(page.locator('#concepts tr[data-name="blue-star"]')).to_be_hidden()
         page.fill("#search", "")
+        names = lambda: [rows.nth(i).get_attribute("data-name") for i in range(rows.count())]
+        page.click("#concepts th >> nth=0")
+        assert names() == sorted(names())
+        page.click("#concepts th >> nth=0")  # again: reversed
+        assert names() == sorted(names(), reverse=True)
+        page.set_viewport_size({"width": 1400, "height": 900})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1400  # no sideways scroll
         with page.expect_navigation():
             page.click("text=blue-star")
         expect(page).to_have_title("blue-star")

@@ -250,7 +250,7 @@ def test_stale_temp_files_are_cleaned_and_live_ones_kept(tmp_path):
 def test_dataset_creation_is_exclusive(tmp_path):
     shards.write_meta(tmp_path / "d", {"class_names": ["a"], "vqgm": "x", "seed": 0})
     shards.write_meta(tmp_path / "d", {"class_names": ["a"], "vqgm": "x", "seed": 0})  # same: ok
-    with pytest.raises(ValueError, match=r"already holds a different dataset .*\['seed'\]"):
+    with pytest.raises(ValueError, match="already holds a different dataset.*seed: 0 there, 1 now"):
         shards.write_meta(tmp_path / "d", {"class_names": ["a"], "vqgm": "x", "seed": 1})
     with pytest.raises(FileExistsError):
         shards.atomic_write_bytes(tmp_path / "d" / "meta.json", b"{}", exclusive=True)
@@ -331,6 +331,7 @@ def test_readme_training_flow_and_the_class_mismatch(tmp_path):
     small = [
         "--config.train.epochs=1",
         "--config.train.batch_size=16",
+        "--config.data.train_per_class=4",  # what train.generate made below (else refused)
         "--config.data.val_per_class=2",
     ]
     r = _run(
@@ -360,7 +361,8 @@ def test_readme_training_flow_and_the_class_mismatch(tmp_path):
     first = r.stdout.strip().splitlines()[0]
     assert first.startswith("best validation (step ")
     again = _run("train.iem", "--config", cfg, *small, cwd=tmp_path)  # a finished run
-    assert again.returncode == 0 and again.stdout.strip().splitlines()[0] == first
+    lines = again.stdout.strip().splitlines()
+    assert again.returncode == 0 and lines[0].startswith("resumed from step ") and lines[1] == first
     _one_line_error(
         _run(
             "train.iem", "--config", cfg, *small, "--config.train.learning_rate=0.1", cwd=tmp_path
@@ -396,12 +398,18 @@ def test_readme_training_flow_and_the_class_mismatch(tmp_path):
             cfg,
             *small,
             "--config.data.train=runs/all17",
+            "--config.data.generate_if_missing=False",  # a dataset of the user's, used as is
             "--workdir",
             "runs/iem_all",
             cwd=tmp_path,
         ),
         "labels up to 16",
         "n_classes=14",
+    )
+    _one_line_error(  # the toy variant's own datasets: one of other classes is not reused
+        _run("train.iem", "--config", cfg, *small, "--config.data.train=runs/all17", cwd=tmp_path),
+        "runs/all17 already holds a different dataset",
+        "per_class: 2 there, 4 now",
     )
     assert not (tmp_path / "runs" / "iem_all" / "checkpoints").exists()
 

@@ -56,6 +56,38 @@ def test_explain_sample_errors():
     _one_line_error(_run("explain.sample"), "--concept")
 
 
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (("explain.sample", "--concept", "red-circle", "--n", "100"), ("--n 100", "1..64")),
+        (("explain.sample", "--concept", "red-circle", "--k", "0"), ("--k 0",)),
+        (("explain.codebook", "--concept", "blue-star", "--lr", "-1"), ("--lr -1.0",)),
+        (("explain.codebook", "--concept", "blue-star", "--steps", "7"), ("steps=7",)),
+        (("explain.codebook", "--concept", "blue-star", "--region", "6:9,0:2"), ("outside",)),
+        (("explain.codebook", "--table5", "--region", "0:9,0:2"), ("outside",)),
+        (
+            (
+                "explain.codebook",
+                "--concept",
+                "goldfinch",
+                "--vqgan",
+                "nobody/vq",
+                "--iem-checkpoint",
+                "no-such-iem",
+            ),
+            ("--iem-checkpoint not found: no-such-iem",),
+        ),
+        (("explain.codebook", "--concept", "blue-star", "--from-image", "no.png"), ("no.png",)),
+        (("explain.bias", "--mix", "1.5"), ("--mix 1.5",)),
+    ],
+)
+def test_flags_are_checked_before_any_work_or_folder(tmp_path, args, needles):
+    out = tmp_path / "out"
+    r = _run(*args, "--out", str(out))
+    _one_line_error(r, *needles)
+    assert not out.exists()
+
+
 def test_explain_codebook_and_edit(tmp_path):
     out = tmp_path / "cb"
     r = _run(
@@ -135,6 +167,80 @@ def test_train_iem_toy_smoke(tmp_path):
     lines = (tmp_path / "w/metrics.jsonl").read_text().splitlines()
     assert "val_top1" in json.loads(lines[-1])
     assert np.isfinite(json.loads(lines[-1])["loss"])
+
+
+@pytest.mark.slow
+def test_train_iem_ctrl_c_saves_its_step_and_the_rerun_resumes_there(tmp_path):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [
+        sys.executable,
+        "-m",
+        "train.iem",
+        "--config",
+        "configs/iem_ce.py:variant=toy",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--config.train.epochs=500",
+        f"--config.data.train={tmp_path / 'train'}",
+        f"--config.data.val={tmp_path / 'val'}",
+        "--config.data.train_per_class=2",
+        "--config.data.val_per_class=1",
+        "--config.train.batch_size=4",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+
+    def start():
+        return subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    p = start()
+    deadline = time.time() + 300
+    while not (tmp_path / "w" / "metrics.jsonl").exists():  # training has started
+        assert p.poll() is None and time.time() < deadline, p.communicate()[1][-2000:]
+        time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    last = err.strip().splitlines()[-1]
+    assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
+    step = int(
+        re.fullmatch(
+            r"interrupted; state saved at step (\d+), rerun the same command to resume", last
+        )[1]
+    )
+    assert step >= 10
+    p = start()
+    line = p.stdout.readline()
+    while line and not line.startswith("resumed from step"):
+        line = p.stdout.readline()
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=120)
+    assert line.strip() == f"resumed from step {step}"
+
+
+def test_train_iem_refuses_a_stored_dataset_made_with_other_settings(tmp_path):
+    data = tmp_path / "train"
+    _run("train.generate", "--classes", "concepts", "--per-class", "1", "--out", str(data))
+    before = (data / "meta.json").read_text()
+    r = _run(
+        "train.iem",
+        "--config",
+        "configs/iem_ce.py:variant=toy",
+        "--workdir",
+        str(tmp_path / "w"),
+        f"--config.data.train={data}",
+        "--config.data.train_per_class=2",
+        f"--config.data.val={tmp_path / 'val'}",
+    )
+    _one_line_error(r, str(data), "per_class: 1 there, 2 now")
+    assert (data / "meta.json").read_text() == before
+    assert not (tmp_path / "w").exists() and not (tmp_path / "val").exists()
 
 
 def test_explain_codebook_with_real_format_models(tmp_path, fixtures):

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from cortex_jax.core import sharding
+from cortex_jax.core import errors, sharding
 from cortex_jax.experiments import training
 from cortex_jax.io import shards
 from tests.helpers import tiny
@@ -38,8 +38,31 @@ def test_tiny_iem_overfits_a_batch(arch, datasets):
         state, m = trainer.train_step(state, *batch)
         losses.append(float(m["loss"]))
     assert losses[-1] < 0.25 * losses[0], losses
-    ev = trainer.eval_step(state, *batch)
+    valid = sharding.global_batch(trainer.mesh, np.ones(16, bool))
+    ev = trainer.eval_step(state, *batch, valid)
     assert int(ev["top1"]) >= 15  # of 16: memorised
+
+
+def test_validation_covers_every_image_of_a_split_that_is_not_a_multiple_of_the_batch(tmp_path):
+    val = tiny.make_dataset(tmp_path / "val", 21, 3)  # 2 batches of 8 and 5 left over
+    trainer = training.Trainer(
+        tiny.model_config(), tiny.train_config(), tiny.codebook(), tiny.GRID, 1
+    )
+    state = trainer.init_state()
+    got = trainer.evaluate(state, shards.BatchReader(val, 8, shuffle=False))
+    tokens, labels, _ = val.arrays()
+    e = tiny.codebook()[tokens.astype(np.int32)]
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    logits = np.asarray(trainer.model.apply(variables, e, train=False), np.float64)
+    logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+    logp -= logits.max(1, keepdims=True)
+    want_loss = -np.mean(logp[np.arange(21), labels])
+    rank = (logits > logits[np.arange(21), labels][:, None]).sum(1)
+    np.testing.assert_allclose(got["val_loss"], want_loss, rtol=1e-5)
+    for k in training.TOPK:
+        assert got[f"val_top{k}"] == pytest.approx(np.mean(rank < k)), k
+    assert len(shards.BatchReader(val, 8).full_pass().__next__()[0]) == 8
+    assert sum(int(v.sum()) for _, _, v in shards.BatchReader(val, 8).full_pass()) == 21
 
 
 def _params(state):
@@ -63,6 +86,23 @@ def test_kill_and_resume_equals_uninterrupted(datasets, tmp_path):
         np.testing.assert_array_equal(a, b)
     lines = [json.loads(x) for x in (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == sorted({x["step"] for x in lines})  # no duplicates
+
+
+def test_ctrl_c_saves_the_state_and_the_rerun_resumes_there(datasets, tmp_path):
+    train, val = datasets
+    args = (tiny.model_config(), tiny.train_config(), train, val, tiny.codebook(), tmp_path)
+
+    def ctrl_c(step, total, m):
+        raise KeyboardInterrupt  # lands at step 5, between the checkpoints of steps 3 and 6
+
+    with pytest.raises(errors.Interrupted, match="state saved at step 5, rerun the same"):
+        training.train_and_evaluate(*args, ctrl_c)
+    resumed = []
+    state, _ = training.train_and_evaluate(*args, on_resume=resumed.append, stop_after=6)
+    assert resumed == [5] and int(state.step) == 6
+    with pytest.raises(SystemExit) as e, errors.one_line_errors():
+        raise errors.Interrupted("interrupted; state saved at step 5")
+    assert e.value.code == errors.INTERRUPTED_STATUS
 
 
 def test_best_checkpoint_has_lowest_validation_loss(datasets, tmp_path):

@@ -1,8 +1,12 @@
 """VQGAN model and checkpoint formats against the fixtures made with vqgan-jax and taming."""
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +16,7 @@ import pytest
 from cortex_jax.core.trees import flatten_paths
 from cortex_jax.io import folders, torch_pickle
 from cortex_jax.io.convert import convert_taming_state_dict, infer_taming_config
-from cortex_jax.io.folders import save_vqgan
+from cortex_jax.io.folders import hub_cli, save_vqgan
 from cortex_jax.io.sources import load_vqgan
 from cortex_jax.io.torch_pickle import read_state_dict
 from cortex_jax.models.vqgan import (
@@ -23,6 +27,7 @@ from cortex_jax.models.vqgan import (
     init_params,
     param_shapes,
 )
+from tests.helpers import cli
 
 LATENT_ATOL = 1e-5
 PIXEL_ATOL = 5e-5
@@ -243,7 +248,45 @@ def test_hub_cache_miss_offline_explains(offline_hub):
     msg = str(err.value)
     assert "dalle-mini/vqgan_imagenet_f16_16384" in msg
     assert str(offline_hub) in msg
-    assert "huggingface-cli download" in msg and "\n" not in msg
+    assert f"`{hub_cli()} dalle-mini/" in msg and "\n" not in msg
+
+
+def test_an_unreachable_hub_fails_after_a_short_probe_not_the_clients_retries(
+    offline_hub, monkeypatch
+):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    t0 = time.time()
+    with pytest.raises(FileNotFoundError, match="http://127.0.0.1:9 is not reachable"):
+        load_vqgan("dalle-mini/vqgan_imagenet_f16_16384")
+    assert time.time() - t0 < 5
+
+
+def test_the_download_command_named_is_the_one_installed():
+    cmd = hub_cli().split()[0]
+    assert shutil.which(cmd) or (Path(sys.executable).parent / cmd).exists(), cmd
+
+
+def test_an_uncached_repo_id_offline_fails_in_one_line_at_once(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(cli.REPO), "HF_HUB_OFFLINE": "1"}
+    env["HF_HUB_CACHE"] = str(tmp_path / "hub")
+    code = (
+        "import time, sys; t0 = time.time(); from cortex_jax.io.sources import load_vqgan\n"
+        "from cortex_jax.core import errors\n"
+        "with errors.one_line_errors():\n"
+        "    t1 = time.time()\n"
+        "    try:\n"
+        "        load_vqgan('nobody/not-a-cached-vqgan')\n"
+        "    finally:\n"
+        "        print(f'{time.time() - t1:.2f}')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    cli.one_line_error(r, "nobody/not-a-cached-vqgan", "HF_HUB_OFFLINE is set", hub_cli())
+    assert float(r.stdout.strip()) < 2.0  # no network wait, no retries
 
 
 # --- taming .ckpt files, read without torch -------------------------------------------------

@@ -20,7 +20,7 @@ from cortex_jax import toy
 from cortex_jax.core import errors, sharding
 from cortex_jax.experiments import training
 from cortex_jax.experiments.generate import generate_dataset
-from cortex_jax.io import shards, sources
+from cortex_jax.io import folders, shards, sources
 from cortex_jax.models import iem
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/iem_{ce,re,te}.py:variant=…")
@@ -29,10 +29,14 @@ _FRESH = flags.DEFINE_bool(
     "fresh", False, "Delete this workdir's earlier run (checkpoints, metrics) and start over."
 )
 flags.mark_flag_as_required("config")
+COMMAND = "train.iem"
 
 
 def _dataset(folder: str, per_class: int, seed: int, config) -> shards.TokenDataset:
-    if not Path(folder, shards.META_NAME).exists() and config.data.generate_if_missing:
+    """The token dataset at `folder`. With generate_if_missing, always through generate_dataset,
+    which refuses a stored dataset made with other settings (its meta.json names them), finishes
+    one an interrupted run left incomplete, and skips the shards that are already there."""
+    if config.data.generate_if_missing:
         vqgm = toy.load_toy_vqgm()
         n = config.n_classes * per_class
         with tqdm(total=n, desc=f"generate {folder}", unit="img") as bar:
@@ -48,14 +52,25 @@ def _dataset(folder: str, per_class: int, seed: int, config) -> shards.TokenData
     return shards.TokenDataset.open(folder)
 
 
+def _check_workdir(workdir: Path) -> None:
+    """Refuses a --workdir holding files train.iem did not write, before any work. A workdir of an
+    earlier version (run.json but no manifest) is adopted: its files are this command's."""
+    if (workdir / training.RUN_NAME).is_file() and not (workdir / folders.OWNER_NAME).exists():
+        if jax.process_index() == 0:
+            folders.finish_output(workdir, COMMAND)
+    folders.check_output(workdir, COMMAND, "--workdir")
+
+
 def run(config, workdir: Path) -> dict:
     sharding.maybe_initialize_distributed()
+    _check_workdir(workdir)
     train_ds = _dataset(config.data.train, config.data.get("train_per_class", 0), 0, config)
     val_ds = _dataset(config.data.val, config.data.get("val_per_class", 0), 1, config)
     vq = sources.load_vqgan(config.vqgan)
     model_config = iem.IEMConfig(config.arch, config.n_classes, **config.model)
     tcfg = training.TrainConfig(**config.train)
-    errors.writable_folder(workdir, "--workdir")
+    if jax.process_index() == 0:
+        folders.claim_output(workdir, COMMAND, "--workdir")
     # A context manager, so the bar is closed before an error's one line is printed.
     with tqdm(desc=f"train {config.arch}", unit="step", disable=jax.process_index() != 0) as bar:
 
@@ -76,7 +91,10 @@ def run(config, workdir: Path) -> dict:
             progress,
             fresh=_FRESH.value,
             vqgan=config.vqgan,
+            on_resume=lambda step: tqdm.write(f"resumed from step {step}"),
         )
+    if jax.process_index() == 0:
+        folders.finish_output(workdir, COMMAND)
     return best
 
 

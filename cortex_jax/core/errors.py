@@ -2,8 +2,9 @@
 
 `one_line_errors()` wraps a CLI's work: a bad value (ValueError), a file problem (OSError: missing,
 unreadable, unwritable, not an image, a folder where a file was expected), or a decompression
-bomb becomes `error: <what was wrong>` on stderr and exit status 1, never a traceback. Anything
-else is a bug and keeps its traceback. `writable_folder` checks an output folder before the
+bomb becomes `error: <what was wrong>` on stderr and exit status 1, never a traceback; Ctrl-C
+becomes one `interrupted; …` line (what was saved, from `Interrupted`) and exit status 130.
+Anything else is a bug and keeps its traceback. `writable_folder` checks an output folder before the
 computation, so a run never spends an hour and then fails to write.
 """
 
@@ -30,13 +31,33 @@ def describe(e: BaseException) -> str:
     return " ".join(text.split())
 
 
+INTERRUPTED_STATUS = 130  # a shell's status for a process ended by SIGINT
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, caught by a long loop that saved its state first; its message says where."""
+
+
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Turns a user error inside the block into `error: …` and exit status 1."""
+    """Turns a user error inside the block into `error: …` and exit status 1, and Ctrl-C into
+    one `interrupted; …` line and exit status 130."""
     try:
         yield
     except USER_ERRORS as e:
         sys.exit(f"error: {describe(e)}")
+    except KeyboardInterrupt as e:
+        text = describe(e) if isinstance(e, Interrupted) else ""
+        sys.stderr.write(
+            "\n"
+            + (
+                text
+                or "interrupted; the files written so far are kept, and the same command "
+                "can be rerun"
+            )
+            + "\n"
+        )
+        sys.exit(INTERRUPTED_STATUS)
 
 
 def writable_folder(path: str | os.PathLike, flag: str = "--out") -> Path:

@@ -76,9 +76,13 @@ def as_grids(ids: Any) -> np.ndarray:
 
 
 def embed(model: VQGMLike, tokens: np.ndarray) -> Array:
-    """E (B, m, m, d) of token grids (B, m, m): the model's codebook rows, checked in range."""
+    """E (B, m, m, d) of token grids (B, m, m), or of ids (B, m·m) row-major as `vq.encode`
+    returns them: the model's codebook rows, checked in range."""
     cb = jax.numpy.asarray(model.codebook)
-    return cb[check_grids(tokens, cb.shape[0])]
+    t = np.asarray(tokens)
+    if t.ndim == 2 and np.issubdtype(t.dtype, np.integer):
+        t = as_grids(t)
+    return cb[check_grids(t, cb.shape[0])]
 
 
 def decode_tokens(model: VQGMLike, tokens: np.ndarray) -> np.ndarray:

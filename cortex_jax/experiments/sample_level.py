@@ -60,8 +60,14 @@ class SampleLevelConfig:
     attribution: Mapping[str, Any] | None = dataclasses.field(default=None, hash=False)
 
     def __post_init__(self):
-        if self.n_samples < 1:
-            raise ValueError(f"n_samples={self.n_samples}; expected at least 1")
+        for name in ("n", "k", "n_samples", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
+        if not self.alpha > 0:
+            raise ValueError(f"alpha={self.alpha}; expected a positive noise scale")
+        if not self.curve_ns or min(self.curve_ns) < 1:
+            raise ValueError(f"curve_ns={self.curve_ns}; expected positive numbers of tokens")
+
         if self.attribution is None:
             return
         spec = attribution.config_spec(self.attribution)
@@ -72,6 +78,17 @@ class SampleLevelConfig:
                     f"{name}={getattr(self, name)!r} next to attribution={spec['method']!r}; "
                     "give the method's options inside attribution"
                 )
+
+    def check_sizes(self, grid_size: int | None, codebook_size: int) -> None:
+        """Raises one line if n exceeds the m·m positions of a grid or k the codebook's K (before
+        any TIS is computed)."""
+        if grid_size is not None and self.n > grid_size * grid_size:
+            raise ValueError(
+                f"n={self.n}; a {grid_size}x{grid_size} token grid has {grid_size * grid_size} "
+                "positions, expected 1..that"
+            )
+        if self.k > codebook_size:
+            raise ValueError(f"k={self.k}; the codebook has {codebook_size} entries")
 
 
 def config_dict(cfg: SampleLevelConfig) -> dict[str, Any]:
@@ -334,6 +351,7 @@ def study(
     out = Path(out)
     names = models.class_names
     m = cfg.method
+    m.check_sizes(models.grid_size, len(models.codebook))
     explain_set = _generated(sample, concepts, cfg.per_concept, m.seed)
     test_set = _generated(sample, concepts, cfg.test_per_concept, m.seed + 1)
     report = run(models, concepts, explain_set, test_set, m, truth_set, progress)

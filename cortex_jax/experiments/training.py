@@ -30,7 +30,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from cortex_jax.core import sharding
+from cortex_jax.core import errors, sharding
 from cortex_jax.io import folders, shards
 from cortex_jax.models import iem
 
@@ -89,10 +89,12 @@ def create_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTr
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected adam_step or adamw_cosine")
 
 
-def topk_correct(logits: Array, labels: Array) -> dict[str, Array]:
-    """Number of examples whose label is among the top-k logits, k in TOPK."""
+def topk_correct(logits: Array, labels: Array, valid: Array | None = None) -> dict[str, Array]:
+    """Number of examples whose label is among the top-k logits, k in TOPK (only the `valid`
+    ones, a (batch,) bool mask, when given)."""
     rank = jnp.sum(logits > jnp.take_along_axis(logits, labels[:, None], -1), axis=-1)
-    return {f"top{k}": jnp.sum(rank < k) for k in TOPK}
+    w = jnp.ones(rank.shape, jnp.int32) if valid is None else valid.astype(jnp.int32)
+    return {f"top{k}": jnp.sum((rank < k) * w) for k in TOPK}
 
 
 class Trainer:
@@ -142,7 +144,7 @@ class Trainer:
             donate_argnums=(0,),
         )
         self.eval_step = jax.jit(
-            self._eval_step, in_shardings=(self.state_sharding, bat, bat), out_shardings=rep
+            self._eval_step, in_shardings=(self.state_sharding, bat, bat, bat), out_shardings=rep
         )
 
     def init_state(self) -> TrainState:
@@ -170,7 +172,8 @@ class Trainer:
         new = TrainState(state.step + 1, params, stats, opt_state)
         return new, {"loss": loss, "accuracy": acc}
 
-    def _eval_step(self, state: TrainState, tokens: Array, labels: Array):
+    def _eval_step(self, state: TrainState, tokens: Array, labels: Array, valid: Array):
+        """Sums over the `valid` examples of the batch (the rest is padding)."""
         e = self.codebook[tokens.astype(jnp.int32)]
         logits = cast(
             Array,
@@ -178,19 +181,20 @@ class Trainer:
                 {"params": state.params, "batch_stats": state.batch_stats}, e, train=False
             ),
         )
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         return {
-            "loss_sum": loss,
-            "count": jnp.asarray(labels.shape[0]),
-            **topk_correct(logits, labels),
+            "loss_sum": jnp.sum(jnp.where(valid, ce, 0.0)),
+            "count": jnp.sum(valid.astype(jnp.int32)),
+            **topk_correct(logits, labels, valid),
         }
 
     def evaluate(self, state: TrainState, reader: shards.BatchReader) -> dict[str, float]:
-        """Loss and top-k accuracy over the whole split (one pass, last partial batch dropped)."""
+        """Loss and top-k accuracy over every example of the split: one pass, the last partial
+        batch padded and the padding masked out (`BatchReader.full_pass`)."""
         tot: dict[str, float] = {}
-        for s in range(reader.steps_per_epoch):
-            toks, labels = sharding.global_batch(self.mesh, reader.batch(s))
-            for k, v in self.eval_step(state, toks, labels).items():
+        for toks, labels, valid in reader.full_pass():
+            batch = sharding.global_batch(self.mesh, (toks, labels, valid))
+            for k, v in self.eval_step(state, *batch).items():
                 tot[k] = tot.get(k, 0.0) + float(v)
         n = tot.pop("count")
         return {"val_loss": tot.pop("loss_sum") / n, **{f"val_{k}": v / n for k, v in tot.items()}}
@@ -339,6 +343,7 @@ def train_and_evaluate(
     progress: Callable[[int, int, dict[str, float]], None] = lambda step, total, m: None,
     stop_after: int | None = None,
     fresh: bool = False,
+    on_resume: Callable[[int], None] = lambda step: None,
 ) -> tuple[TrainState, dict[str, float]]:
     """Trains (resuming from workdir/checkpoints/latest if present); returns the final state and
     the best validation metrics of the whole run (a resumed or finished run included).
@@ -346,7 +351,8 @@ def train_and_evaluate(
     A resumed run must be the same run: its fingerprint (`run_fingerprint`) is stored in
     workdir/run.json and checked, and a mismatch is a one-line error; `fresh` starts over. A
     non-finite loss stops the run with the step named, before that state is checkpointed.
-    `stop_after` ends the run early at that step (for tests)."""
+    `stop_after` ends the run early at that step (for tests). A resume calls `on_resume(step)`;
+    Ctrl-C saves the state of the last finished step and raises `errors.Interrupted` naming it."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     _check_data(model_config, codebook, train_ds, val_ds)
@@ -367,18 +373,89 @@ def train_and_evaluate(
     if latest.latest_step() is not None:  # resume: restore into the state's shapes, no init
         restore = ocp.args.StandardRestore(trainer.abstract_state)
         state = latest.restore(latest.latest_step(), args=restore)
+        on_resume(int(state.step))
     else:
         state = trainer.init_state()
     start = int(state.step)
     if pi == 0:
         _truncate_jsonl(metrics_file, start)
-    best_metrics: dict[str, float] = {}
-    losses: list[tuple[int, Array]] = []  # device losses since the last finiteness check
-    t0, seen = time.time(), 0
     end = min(total, stop_after) if stop_after is not None else total
+    current: dict[str, Any] = {"state": state, "losses": []}  # what Ctrl-C finds
+    try:
+        state, best_metrics = _loop(
+            trainer,
+            current,
+            train_reader,
+            val_reader,
+            latest,
+            best,
+            metrics_file,
+            start,
+            end,
+            total,
+            eval_every,
+            progress,
+        )
+    except KeyboardInterrupt:
+        step = _save_on_interrupt(latest, current["state"], current["losses"])
+        best.wait_until_finished()
+        raise errors.Interrupted(
+            f"interrupted; state saved at step {step}, rerun the same command to resume"
+        ) from None
+    latest.wait_until_finished()
+    best.wait_until_finished()
+    if pi == 0:  # the whole run's best, also after a resume or on a finished run
+        best_metrics = best_validation(workdir) or best_metrics
+    return state, best_metrics
+
+
+def _save_on_interrupt(
+    latest: ocp.CheckpointManager, state: TrainState, losses: list[tuple[int, Array]]
+) -> int:
+    """The step a resume will start from: the interrupted state's, saved now when its buffers are
+    intact (Ctrl-C may land while a donated step runs), its losses finite, and this is a single
+    process; otherwise the last checkpoint's."""
+    try:
+        _first_non_finite(losses)
+        leaves = jax.tree_util.tree_leaves(state)
+        step = int(state.step)
+        saved = latest.latest_step() or 0
+        if jax.process_count() == 1 and not any(x.is_deleted() for x in leaves) and step > saved:
+            latest.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception:  # the checkpoint already on disk is still a valid place to resume
+        pass
+    try:
+        latest.wait_until_finished()
+    except Exception:  # a save the interrupt broke: the steps before it remain
+        pass
+    return latest.latest_step() or 0
+
+
+def _loop(
+    trainer: Trainer,
+    current: dict[str, Any],
+    train_reader: shards.BatchReader,
+    val_reader: shards.BatchReader,
+    latest: ocp.CheckpointManager,
+    best: ocp.CheckpointManager,
+    metrics_file: Path,
+    start: int,
+    end: int,
+    total: int,
+    eval_every: int,
+    progress: Callable[[int, int, dict[str, float]], None],
+) -> tuple[TrainState, dict[str, float]]:
+    """Steps start..end from current['state']: train, evaluate, checkpoint, log, keeping
+    `current` up to date for an interrupt. Returns the state and the best validation metrics
+    seen in this call."""
+    cfg, pi, state = trainer.cfg, jax.process_index(), current["state"]
+    best_metrics: dict[str, float] = {}
+    losses: list[tuple[int, Array]] = current["losses"]  # since the last finiteness check
+    t0, seen = time.time(), 0
     for step in range(start, end):
         toks, labels = sharding.global_batch(trainer.mesh, train_reader.batch(step))
         state, m = trainer.train_step(state, toks, labels)
+        current["state"] = state
         losses.append((step + 1, m["loss"]))
         seen += cfg.batch_size
         done = step + 1
@@ -400,10 +477,6 @@ def train_and_evaluate(
                 with metrics_file.open("a") as f:
                     f.write(json.dumps(line) + "\n")
             progress(done, total, line)
-    latest.wait_until_finished()
-    best.wait_until_finished()
-    if pi == 0:  # the whole run's best, also after a resume or on a finished run
-        best_metrics = best_validation(workdir) or best_metrics
     return state, best_metrics
 
 
@@ -430,6 +503,7 @@ def fit_iem(
     progress: Callable[[int, int, dict[str, float]], None] = lambda step, total, m: None,
     fresh: bool = False,
     vqgan: str | None = None,
+    on_resume: Callable[[int], None] = lambda step: None,
 ) -> tuple[Callable[[Array], Array], dict[str, float]]:
     """The IEM experiment: `train_and_evaluate` (resumable), then the best-validation state as
     `predict(E) -> logits` with its validation metrics. With `vqgan` (the name of the VQGAN the
@@ -437,7 +511,15 @@ def fit_iem(
     `--iem-checkpoint` take, with the training set's first n_classes class names."""
     workdir = Path(workdir)
     _, best = train_and_evaluate(
-        model_config, cfg, train_ds, val_ds, codebook, workdir, progress, fresh=fresh
+        model_config,
+        cfg,
+        train_ds,
+        val_ds,
+        codebook,
+        workdir,
+        progress,
+        fresh=fresh,
+        on_resume=on_resume,
     )
     trainer = Trainer(model_config, cfg, codebook, train_ds.tokens[0].shape[1], 1)
     state = restore_best(trainer, workdir)

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from cortex_jax.figures import plots
+from cortex_jax.io import folders
 from cortex_jax.io.images import grid_image, to_uint8
 
 Decode = Callable[[np.ndarray], np.ndarray]  # token grids (B, m, m) → pixels in [−1, 1]
@@ -43,7 +44,11 @@ THUMBNAIL = 128  # pixels a side, at most, of the images on concept pages
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }
 h1, h2, h3 { font-weight: 600; } a { color: #0a58ca; }
-table { border-collapse: collapse; margin: .5em 0 1.5em; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; display: block; max-width: 100%;
+        overflow-x: auto; }
+img { max-width: 100%; height: auto; }
+#concepts th { cursor: pointer; } #concepts th[data-dir="asc"]::after { content: " ▲"; }
+#concepts th[data-dir="desc"]::after { content: " ▼"; }
 th, td { border-bottom: 1px solid #ddd; padding: .25em .6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .grid { display: flex; flex-wrap: wrap; gap: 8px; }
@@ -56,12 +61,34 @@ input#search { font-size: 15px; padding: .3em .5em; width: 22em; }
 figure { margin: 0 0 1em; } figure img { max-width: 520px; }
 """
 
-_JS = """
+_JS = r"""
 function filterConcepts(q) {
-  q = q.toLowerCase();
+  // every word of the query, in any order: "star red" finds red-star
+  var words = q.toLowerCase().split(/[\s,]+/).filter(function (w) { return w; });
   document.querySelectorAll('#concepts tbody tr').forEach(function (tr) {
-    tr.style.display = tr.dataset.name.indexOf(q) >= 0 ? '' : 'none';
+    var name = tr.dataset.name;
+    var hit = words.every(function (w) { return name.indexOf(w) >= 0; });
+    tr.style.display = hit ? '' : 'none';
   });
+}
+function sortBy(th) {
+  // a click on a column's header sorts by it (numbers as numbers, '—' last); again: reversed
+  var row = th.parentNode, col = Array.prototype.indexOf.call(row.children, th);
+  var body = th.closest('table').tBodies[0];
+  var dir = th.dataset.dir === 'asc' ? 'desc' : 'asc';
+  row.querySelectorAll('th').forEach(function (h) { delete h.dataset.dir; });
+  th.dataset.dir = dir;
+  var key = function (tr) {
+    var t = tr.children[col].textContent.trim(), x = parseFloat(t.replace(/[^0-9.+-]/g, ''));
+    return isNaN(x) || col === 0 ? t.toLowerCase() : x;  // the first column: names
+  };
+  var rows = Array.prototype.slice.call(body.rows);
+  rows.sort(function (a, b) {
+    var x = key(a), y = key(b), s = dir === 'asc' ? 1 : -1;
+    if (typeof x !== typeof y) return typeof x === 'number' ? -1 : 1;
+    return (x < y ? -1 : x > y ? 1 : 0) * s;
+  });
+  rows.forEach(function (tr) { body.appendChild(tr); });
 }
 function toggleHeatmap() {
   document.body.classList.toggle('heatmap');
@@ -274,7 +301,9 @@ def _concept_pages(
             f'<p><a href="../index.html">← all concepts</a></p><h1>{html.escape(names[c])}</h1>'
             f'{numbers}<h2>Test images</h2><p><button id="toggle" onclick="toggleHeatmap()">'
             f'show TIS heatmap</button> <span class="small">boxes: the top-{n} TIS positions '
-            f'(T_image)</span></p><div class="grid" id="shots">{"".join(shots)}</div>'
+            "(T_image); heatmap: each image's TIS scaled from its own lowest (dark purple) to "
+            "its highest (yellow), inferno colours</span></p>"
+            f'<div class="grid" id="shots">{"".join(shots)}</div>'
             f'<h2>T_concept tokens</h2><div class="grid" id="tokens">{"".join(cards)}</div>'
         )
         (out / links[c]).parent.mkdir(parents=True, exist_ok=True)
@@ -321,16 +350,16 @@ def _sample_section(
     table = _table(
         [
             "concept",
-            "judge accuracy change, CORTEX (points)",
-            "frequency baseline",
+            "judge accuracy change (points), CORTEX",
+            "judge accuracy change (points), frequency baseline",
             "tokens masked, CORTEX",
-            "frequency",
+            "tokens masked, frequency baseline",
             "ground-truth precision, CORTEX",
-            "frequency",
+            "ground-truth precision, frequency baseline",
         ],
         rows,
         'id="concepts"',
-    )
+    ).replace("<th>", '<th onclick="sortBy(this)" title="sort by this column">')
     table = re.sub(  # each row carries its concept's name for the search box
         r"<tr><td><a href=\"[^\"]+\">([^<]+)</a>",
         lambda mt: f'<tr data-name="{mt.group(1).lower()}">' + mt.group(0)[4:],
@@ -377,7 +406,8 @@ def _sample_section(
         "masking the top-n TIS positions vs n random ones, 95 % bands",
     )
     body = (
-        '<h2>Concepts</h2><p><input id="search" type="search" placeholder="filter concepts…" '
+        '<h2>Concepts</h2><p><input id="search" type="search" '
+        'placeholder="filter: words in any order…" '
         'oninput="filterConcepts(this.value)"></p>'
         + table
         + "<h2>Concept level (Table 2)</h2>"
@@ -499,14 +529,12 @@ def build_atlas(
     n_patches: int = 4,
     n_portraits: int = 20,
 ) -> dict[str, Any]:
-    """Writes the site into `out` (index.html, concepts/, img/, figures/); returns
+    """Writes the site into `out` (index.html, concepts/, img/, figures/), replacing an atlas built
+    there before and refusing a folder that holds anything else (`folders.claim_output`); returns
     {'index': path, 'concepts': count, 'bytes': size of the site}. Per concept: `n_show` test
     images, and portraits (`n_patches` patches and the id decoded alone) for its first
     `n_portraits` tokens; the rest of T_concept is listed without images."""
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)  # the site is derived: rebuilt whole every time
-    out.mkdir(parents=True)
+    out = folders.claim_output(out, "explain.atlas", rebuild=True)  # only its own files go
     (out / "style.css").write_text(_CSS)
     (out / "atlas.js").write_text(_JS)
     sample_body, n_concepts = _sample_section(
@@ -522,5 +550,6 @@ def build_atlas(
         + _bias_section(out, [Path(d) for d in bias_dirs])
     )
     (out / "index.html").write_text(_page(title, body))
+    folders.finish_output(out, "explain.atlas")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"index": str(out / "index.html"), "concepts": n_concepts, "bytes": size}

@@ -8,13 +8,22 @@ trained for), the ResNet classifier (`save_classifier`) and DalleBart (`read_dal
 scanned or per-layer layout). `check_params` compares a parameter tree with the shapes a config
 implies and names the first difference. `hub_folder(repo_id)` finds a repo's files in the
 Hugging Face cache, downloading them when allowed, or raises one line with the manual fix.
+
+Output folders: every command that takes `--out` (or `--workdir`) writes into it only through
+`claim_output` / `finish_output`, which keep a manifest (OWNER_NAME) of the files that command
+wrote there. A folder holding a file the command did not write, or another command's output, is
+refused in one line before any work; a command only ever deletes or overwrites its own files.
+A single output file (explain.edit's PNG) carries a hidden sidecar with its owner and checksum.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import socket
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from cortex_jax.core.errors import writable_folder
 from cortex_jax.core.trees import flatten_paths, unflatten_paths
 from cortex_jax.io.shards import atomic_write_bytes, atomic_write_json, clean_stale_temps
 from cortex_jax.models.cin import GPTConfig
@@ -168,10 +178,37 @@ def read_iem_folder(folder: str | os.PathLike) -> tuple[IEMConfig, dict, dict[st
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def hub_cli() -> str:
+    """The download command the installed huggingface_hub ships: `hf download` (1.0 and later) or
+    `huggingface-cli download` (older releases)."""
+    from importlib import metadata
+
+    try:
+        scripts = {e.name for e in metadata.distribution("huggingface_hub").entry_points}
+    except metadata.PackageNotFoundError:
+        scripts = set()
+    return "huggingface-cli download" if "hf" not in scripts and scripts else "hf download"
+
+
+def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub's host opens within `timeout` seconds: a short probe,
+    so an offline machine fails at once instead of after the client's retries."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def hub_folder(repo_id: str, filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME)) -> Path:
     """Local folder holding `filenames` of `repo_id`: from the cache, else downloaded.
 
-    Raises FileNotFoundError with the manual fix when the files are neither cached nor reachable.
+    Raises FileNotFoundError with the manual fix when the files are neither cached nor reachable;
+    offline (HF_HUB_OFFLINE, or the hub's host not answering a 3 s probe) it fails at once.
     """
     import huggingface_hub
     from huggingface_hub import constants
@@ -179,9 +216,11 @@ def hub_folder(repo_id: str, filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_
     cached = [huggingface_hub.try_to_load_from_cache(repo_id, f) for f in filenames]
     if all(isinstance(p, str) for p in cached):
         return Path(str(cached[0])).parent
-    offline = constants.HF_HUB_OFFLINE
-    cause = "HF_HUB_OFFLINE is set"
-    if not offline:
+    if constants.HF_HUB_OFFLINE:
+        cause = "HF_HUB_OFFLINE is set"
+    elif not hub_reachable(constants.ENDPOINT):
+        cause = f"{constants.ENDPOINT} is not reachable from here"
+    else:
         try:
             paths = [huggingface_hub.hf_hub_download(repo_id, f) for f in filenames]
             return Path(paths[0]).parent
@@ -190,9 +229,9 @@ def hub_folder(repo_id: str, filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_
     cache = constants.HF_HUB_CACHE
     raise FileNotFoundError(
         f"{repo_id}: {', '.join(filenames)} not in the Hugging Face cache {cache} and could not be "
-        f"downloaded ({cause}); download them elsewhere with "
-        f"`huggingface-cli download {repo_id} {' '.join(filenames)}` and copy the cache folder "
-        f"over, or place them in a local folder and pass its path instead of the repo id"
+        f"downloaded ({cause}); download them on a connected machine with "
+        f"`{hub_cli()} {repo_id} {' '.join(filenames)}` and copy its cache folder over, or place "
+        f"them in a local folder and pass its path instead of the repo id"
     )
 
 
@@ -241,3 +280,143 @@ def save_classifier(
     """A folder (config.json + flax_model.msgpack) that `load_classifier` reads."""
 
     return write_model_folder(folder, config.to_dict(), jax.tree.map(np.asarray, variables))
+
+
+OWNER_NAME = ".cortex-jax-owner.json"
+
+
+def _read_owner(folder: Path) -> dict[str, Any] | None:
+    path = folder / OWNER_NAME
+    if not path.is_file():
+        return None
+    try:
+        owner = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        owner = None
+    if not isinstance(owner, dict) or not isinstance(owner.get("files"), list):
+        raise ValueError(f"{path} is damaged; move the folder aside and rerun")
+    return owner
+
+
+_DESKTOP_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # a file browser's, never deleted
+
+
+def _present(folder: Path) -> list[str]:
+    """Every file under `folder` (relative, sorted); the manifest, our temp files and the files a
+    desktop's file browser leaves aside."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if (p.is_file() or p.is_symlink())
+        and p.name != OWNER_NAME
+        and p.name not in _DESKTOP_FILES
+        and not (p.name.startswith(".") and p.name.endswith(".tmp") and "~" in p.name)
+    )
+
+
+def _owned(folder: Path, owner: dict[str, Any], present: list[str]) -> set[str]:
+    """The files of `present` that the manifest's command wrote: those it lists, and, after a run
+    that was interrupted before `finish_output`, those written since that run claimed the folder."""
+    owned = set(owner["files"]) & set(present)
+    if not owner.get("complete", True):
+        since = float(owner.get("started", 0.0))
+        owned |= {f for f in present if (folder / f).lstat().st_mtime >= since}
+    return owned
+
+
+def check_output(path: str | os.PathLike, command: str, flag: str = "--out") -> Path:
+    """Raises a one-line ValueError unless `path` is absent, an empty folder, or a folder holding
+    only files that `command` wrote there. Creates and writes nothing: call it before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file; expected a folder to write into")
+    if not path.exists():
+        return path
+    present = _present(path)
+    owner = _read_owner(path)
+    if owner is None:
+        if present:
+            raise ValueError(
+                f"{flag} {path} already holds files {command} did not write ({present[0]}"
+                + (f" and {len(present) - 1} more" if len(present) > 1 else "")
+                + "); it never deletes or overwrites them: choose a new or empty folder"
+            )
+        return path
+    if owner.get("command") != command:
+        raise ValueError(
+            f"{flag} {path} holds the output of {owner.get('command')}; choose another folder "
+            f"for {command}"
+        )
+    foreign = sorted(set(present) - _owned(path, owner, present))
+    if foreign:
+        raise ValueError(
+            f"{flag} {path} holds {foreign[0]}, which {command} did not write; move it away or "
+            "choose another folder"
+        )
+    return path
+
+
+def claim_output(
+    path: str | os.PathLike, command: str, flag: str = "--out", rebuild: bool = False
+) -> Path:
+    """Checks `path` (`check_output`), creates it and marks it as `command`'s, with a run in
+    progress. `rebuild`: first delete the files `command` wrote there earlier (and only those)."""
+    path = check_output(path, command, flag)
+    writable_folder(path, flag)
+    owner = _read_owner(path)
+    present = _present(path)
+    owned = _owned(path, owner, present) if owner else set()
+    if rebuild:
+        for name in sorted(owned):
+            (path / name).unlink(missing_ok=True)
+            d = (path / name).parent
+            while d != path and d.is_dir() and not any(d.iterdir()):  # folders it emptied
+                d.rmdir()
+                d = d.parent
+        owned = set()
+    mark = {"command": command, "files": sorted(owned), "complete": False, "started": time.time()}
+    atomic_write_json(path / OWNER_NAME, mark)
+    return path
+
+
+def finish_output(path: str | os.PathLike, command: str) -> None:
+    """Records every file now under `path` as written by `command` (call it when the run ends)."""
+    path = Path(path)
+    atomic_write_json(
+        path / OWNER_NAME, {"command": command, "files": _present(path), "complete": True}
+    )
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(f".{path.name}.cortex-jax.json")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_output_file(path: str | os.PathLike, command: str, flag: str = "--out") -> Path:
+    """Raises a one-line ValueError if `path` exists and is not the file `command` wrote there
+    (its sidecar names the command and the file's checksum). Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; expected the file to write")
+    if path.exists() or path.is_symlink():
+        side = _sidecar(path)
+        try:
+            mark = json.loads(side.read_text())
+            ours = mark["command"] == command and mark["sha256"] == _sha256(path)
+        except (OSError, ValueError, KeyError, TypeError):
+            ours = False
+        if not ours:
+            raise ValueError(
+                f"{flag} {path} already exists and {command} did not write it; it never "
+                "overwrites it: choose another file name"
+            )
+    return path
+
+
+def finish_output_file(path: str | os.PathLike, command: str) -> None:
+    """Records `path` (just written) as `command`'s, so a rerun may overwrite it."""
+    path = Path(path)
+    atomic_write_json(_sidecar(path), {"command": command, "sha256": _sha256(path)})

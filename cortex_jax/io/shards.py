@@ -20,7 +20,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +132,13 @@ def write_meta(folder: str | os.PathLike, meta: dict[str, Any]) -> None:
     old = _read_meta(path)
     if old != want:
         diff = sorted(k for k in set(old) | set(want) if old.get(k) != want.get(k))
+        short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "…"  # noqa: E731
+        shown = "; ".join(
+            f"{k}: {short(old.get(k))} there, {short(want.get(k))} now" for k in diff[:3]
+        )
         raise ValueError(
-            f"{folder} already holds a different dataset (meta.json differs in {diff}); "
-            f"choose another --out or delete it"
+            f"{folder} already holds a different dataset, made with other settings ({shown}); "
+            "choose another folder for this one, or move that one away"
         )
 
 
@@ -355,6 +359,21 @@ class BatchReader:
             tokens[sel] = self.dataset.tokens[s][local]
             labels[sel] = self.dataset.labels[s][local]
         return tokens, labels
+
+    def full_pass(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every example once, in epoch 0's order, as this process's (tokens, labels, valid)
+        batches of the usual shape: the last global batch is padded by repeating its first row,
+        and `valid` (local_batch,) bool is False on the padding (for evaluation: no example is
+        dropped, and every batch has the shape the compiled step expects)."""
+        order = self._order(0)
+        lo = self.process_index * self.local_batch
+        for start in range(0, len(order), self.global_batch):
+            rows = order[start : start + self.global_batch]
+            valid = np.zeros(self.global_batch, bool)
+            valid[: len(rows)] = True
+            rows = np.concatenate([rows, np.full(self.global_batch - len(rows), rows[0])])
+            tokens, labels = self._gather(rows[lo : lo + self.local_batch])
+            yield tokens, labels, valid[lo : lo + self.local_batch]
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """This process's (tokens (local_batch, m, m) uint16, labels (local_batch,) int32)."""
