@@ -85,9 +85,12 @@ COMMAND = "explain.codebook"
 
 def _models(table5: bool = False):
     """The toy world's bundle, or one from --vqgan + --iem-checkpoint (and --classifier)."""
-    if _VQGAN.value == "toy" and _IEM_CKPT.value is None:
-        return toy.models(_IEM.value)
-    if _IEM_CKPT.value is None or _VQGAN.value == "toy":
+    arch = _IEM.value if flags.FLAGS["iem"].present else None
+    if _VQGAN.value == "toy":  # the shipped IEM, or one the user trained on the toy world
+        return toy.models(
+            _IEM.value if _IEM_CKPT.value is None else arch, iem_checkpoint=_IEM_CKPT.value
+        )
+    if _IEM_CKPT.value is None:
         raise ValueError("a real model needs both --vqgan SOURCE and --iem-checkpoint FOLDER")
     if table5 and (not _DATASET.value or not _CLASSIFIER.value):
         raise ValueError(
@@ -99,7 +102,7 @@ def _models(table5: bool = False):
         _IEM_CKPT.value,
         classifier=_CLASSIFIER.value if table5 else None,
         classifier_size=_CLASSIFIER_SIZE.value,
-        iem_arch=_IEM.value if flags.FLAGS["iem"].present else None,
+        iem_arch=arch,
     )
     real_resolve = models.class_id
 

@@ -33,6 +33,12 @@ _ALL = flags.DEFINE_bool("all", False, "Explain every concept.")
 _N = flags.DEFINE_integer("n", 5, "T_image size: top-n positions per image.")
 _K = flags.DEFINE_integer("k", 10, "T_concept size: top-k token ids per concept.")
 _IEM = flags.DEFINE_enum("iem", "ce", ["ce", "re", "te"], "Information extractor.")
+_IEM_CKPT = flags.DEFINE_string(
+    "iem-checkpoint",
+    None,
+    "An IEM trained on the toy world (a train.iem folder, or the authors' net1/3/4 .pth) instead "
+    "of the shipped one; --iem, when given, checks its architecture.",
+)
 _OUT = flags.DEFINE_string("out", "runs/explain_sample", "Output folder.")
 _PER_CONCEPT = flags.DEFINE_integer(
     "per-concept", 100, "Generated images per concept for T_concept."
@@ -88,7 +94,11 @@ def run(out: Path) -> dict:
     asked = _asked()
     cfg = _flag_configs()
     folders.check_output(out, COMMAND)
-    models = toy.models(_IEM.value)
+    ckpt = _IEM_CKPT.value
+    if ckpt is not None and not Path(ckpt).exists():
+        raise FileNotFoundError(f"--iem-checkpoint {ckpt!r} does not exist")
+    arch = _IEM.value if ckpt is None or flags.FLAGS["iem"].present else None
+    models = toy.models(arch, iem_checkpoint=ckpt)
     concepts = _concepts(models, asked)
     m = models.grid_size or 0
     if _N.value > m * m:

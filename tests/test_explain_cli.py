@@ -420,3 +420,30 @@ def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures):
     _one_line_error(
         _run("explain.bias", "--dalle", str(fixtures / "dallebart_tiny" / "scan")), "--tokenizer"
     )
+
+
+@pytest.mark.slow
+def test_explain_commands_take_a_users_toy_iem(tmp_path):
+    """A toy IEM the user trained (a train.iem folder: here the shipped RE's, by path) runs in
+    explain.sample and explain.codebook on the toy world and gives what the shipped one gives;
+    an IEM of other classes is refused in one line."""
+    ckpt = str(Path(__file__).resolve().parents[1] / "cortex_jax/toy/weights/iem_re")
+    sample = ("explain.sample", "--concept", "red-circle", *cli.SMALL_SAMPLE)
+    _run(*sample, "--iem", "re", "--out", str(tmp_path / "shipped"), check=True)
+    _run(*sample, "--iem-checkpoint", ckpt, "--out", str(tmp_path / "user"), check=True)
+    shipped = json.loads((tmp_path / "shipped/report.json").read_text())["concepts"]
+    assert json.loads((tmp_path / "user/report.json").read_text())["concepts"] == shipped
+    _run("explain.codebook", "--concept", "blue-star", "--from-concept", "red-star",
+         "--n-images", "1", "--steps", "2", "--log-every", "1", "--iem-checkpoint", ckpt,
+         "--out", str(tmp_path / "cb"), check=True)  # fmt: skip
+    import jax
+
+    from cortex_jax.models import iem
+
+    cfg = iem.IEMConfig("ce", 3, width=8, depth=1, hidden=16)
+    v = iem.init_variables(cfg, jax.random.PRNGKey(0), 8, 32)
+    other = folders.write_iem_folder(tmp_path / "abc", cfg, v, ["a", "b", "c"], "toy")
+    _one_line_error(
+        _run(*sample, "--iem-checkpoint", str(other), "--out", str(tmp_path / "x")),
+        "a toy-world IEM has the 14 concepts",
+    )
