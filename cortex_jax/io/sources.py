@@ -4,13 +4,16 @@
   from its Hugging Face repo), a vqgan-jax folder, a repo id (a cache hit works offline; a miss
   offline raises one line naming the repo, the cache folder and the manual fix), a
   taming-transformers checkpoint (Lightning `.ckpt` read without torch, `.pt`/`.pth` state
-  dict, `.npz`; the architecture inferred from the shapes unless given) or MaskGIT's tokenizer
-  checkpoint (file or folder).
+  dict, `.npz`; the architecture inferred from the shapes unless given), MaskGIT's tokenizer
+  checkpoint (file or folder) or LlamaGen's tokenizer `.pt`.
 - `load_cin_vqgm(checkpoint, class_names)`: taming's class-conditional Net2NetTransformer (GPT +
   first-stage VQGAN from one file).
 - `load_maskgit_tokenizer`, `load_maskgit`: MaskGIT's msgpack checkpoints, read without
   TensorFlow, the architecture inferred from the shapes (image size from the file name or a
   config.json beside it).
+- `load_llamagen(gpt_checkpoint, vq_checkpoint)`, `load_llamagen_tokenizer`: LlamaGen's c2i GPT
+  and VQ tokenizer `.pt` files (`{"model": …}` or bare state dicts), read without torch, the
+  architecture from the shapes plus an optional preset / ModelArgs config.
 - `load_dallebart(source)` and `load_bart_tokenizer(folder)`: DalleBart and its text tokenizer.
 - `load_classifier(source)`: a torchvision ResNet `.pth` or our classifier folder.
 
