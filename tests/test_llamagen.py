@@ -172,6 +172,14 @@ def test_sampling_is_per_image_whatever_the_batch(model):
     assert not np.array_equal(model.sample_tokens([4, 7], jax.random.PRNGKey(4), **opts), batch)
 
 
+@pytest.mark.slow
+def test_sampling_on_eight_devices_matches_one(fx):
+    from tests.helpers.devices import run_on
+
+    outs = [run_on(n, "llamagen", str(fx)) for n in (8, 1)]
+    assert [o["devices"] for o in outs] == [8, 1] and outs[0]["tokens"] == outs[1]["tokens"]
+
+
 def _write_state_dict(path, state_dict):
     """A bare torch.save state dict (the XXL/3B release layout), written without torch."""
     tensors, storages = {}, {}
