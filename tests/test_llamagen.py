@@ -244,3 +244,29 @@ def test_bfloat16_gpt_stays_near_float32(fx, io):
         fx / "gpt_tiny.pt", fx / "vq_tiny.pt", config=fx / "config.json", dtype=jnp.bfloat16
     )
     close(m.logits(io["gpt_labels"], io["gpt_tokens"]), io["gpt_logits_cond"], rel=5e-2)
+
+
+@pytest.mark.slow
+def test_train_generate_writes_llamagen_token_datasets(fx, model, tmp_path):
+    from cortex_jax.io import shards
+    from tests.helpers import cli
+
+    gpt, vq = str(fx / "gpt_tiny.pt"), str(fx / "vq_tiny.pt")
+    out = tmp_path / "ds"
+    cli.run(
+        *("train.generate", "--model", "llamagen", "--checkpoint", gpt, "--vq-checkpoint", vq),
+        *("--gpt-config", str(fx / "config.json"), "--classes", "class0,class3"),
+        *("--per-class", "2", "--top-k", "16", "--out", str(out)),
+        check=True,
+    )
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["vqgm"], meta["codebook_size"], meta["grid_size"]) == ("llamagen", 64, 8)
+    assert meta["sampling"] | {"top_k": 16, "cfg_scale": 4.0, "top_p": 1.0} == meta["sampling"]
+    toks, labels, _ = shards.TokenDataset.open(out).arrays()
+    assert labels.tolist() == [0, 0, 3, 3]
+    shard_key = jax.random.fold_in(jax.random.PRNGKey(0), 0)  # shard 0 of seed 0
+    np.testing.assert_array_equal(toks, model.sample_tokens(labels, shard_key, top_k=16))
+    r = cli.run(
+        "train.generate", "--model", "llamagen", "--checkpoint", gpt, "--out", str(tmp_path)
+    )
+    cli.one_line_error(r, "--vq-checkpoint VQ.pt", status=1)

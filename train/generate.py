@@ -21,7 +21,7 @@ from cortex_jax.core import errors, imagenet, sharding
 from cortex_jax.experiments import recipe
 from cortex_jax.experiments.generate import generate_dataset, save_samples
 from cortex_jax.io import sources
-from cortex_jax.models import maskgit
+from cortex_jax.models import llamagen, maskgit
 from cortex_jax.models.cin import SampleConfig
 
 # The authors' ImageNet sampling (taming's sample_fast.py defaults).
@@ -34,13 +34,31 @@ _MODEL = flags.DEFINE_string(
     "model",
     "toy",
     "'toy', 'imagenet' (taming's cin transformer, with --checkpoint), 'maskgit' (with "
-    "--checkpoint) or a folder laid out like the toy weights.",
+    "--checkpoint), 'llamagen' (with --checkpoint GPT.pt --vq-checkpoint VQ.pt) or a folder "
+    "laid out like the toy weights.",
 )
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint",
     None,
     "For --model imagenet: taming's cin_transformer last.ckpt or run folder; for --model "
-    "maskgit: the folder holding tokenizer_*checkpoint and maskgit_*checkpoint.",
+    "maskgit: the folder holding tokenizer_*checkpoint and maskgit_*checkpoint; for --model "
+    "llamagen: the GPT file (c2i_L_256.pt, …).",
+)
+_VQ_CHECKPOINT = flags.DEFINE_string(
+    "vq-checkpoint", None, "--model llamagen: the tokenizer file (vq_ds16_c2i.pt)."
+)
+_GPT_CONFIG = flags.DEFINE_string(
+    "gpt-config",
+    None,
+    "--model llamagen: a preset (GPT-B … GPT-3B) or a JSON file of LlamaGen ModelArgs, when the "
+    "GPT's width and depth match no preset.",
+)
+_CFG_SCALE = flags.DEFINE_float("cfg-scale", 4.0, "--model llamagen: guidance scale.")
+_CFG_INTERVAL = flags.DEFINE_integer(
+    "cfg-interval", -1, "--model llamagen: guidance off after this step (-1: always on)."
+)
+_PRECISION = flags.DEFINE_enum(
+    "precision", "fp32", ["fp32", "bf16"], "--model llamagen: the GPT's compute dtype."
 )
 _NUM_ITER = flags.DEFINE_integer("num-iter", 12, "--model maskgit: parallel decoding steps.")
 _CHOICE_T = flags.DEFINE_float(
@@ -106,6 +124,16 @@ def main(argv):
                     "maskgit_imagenet256_checkpoint (docs/maskgit.md)"
                 )
             vqgm, default = sources.load_maskgit(_CHECKPOINT.value), None
+        elif _MODEL.value == "llamagen":
+            if not _CHECKPOINT.value or not _VQ_CHECKPOINT.value:
+                raise ValueError(
+                    "--model llamagen needs --checkpoint GPT.pt and --vq-checkpoint VQ.pt: "
+                    "LlamaGen's c2i_*.pt and vq_ds16_c2i.pt (docs/llamagen.md)"
+                )
+            vqgm = sources.load_llamagen(
+                _CHECKPOINT.value, _VQ_CHECKPOINT.value, config=_GPT_CONFIG.value
+            )
+            default = None
         elif _MODEL.value == "toy":
             vqgm, default = toy.load_toy_vqgm(), toy.TOY_SAMPLING
         else:
@@ -113,7 +141,7 @@ def main(argv):
         if _CLASSES.value == "all":
             class_ids = list(range(len(vqgm.class_names)))
         elif _CLASSES.value == "concepts":
-            toyish = _MODEL.value not in ("imagenet", "maskgit")
+            toyish = _MODEL.value not in ("imagenet", "maskgit", "llamagen")
             n = len(toy.world.CONCEPTS) if toyish else len(vqgm.class_names)
             class_ids = list(range(n))
         else:
@@ -130,7 +158,7 @@ def main(argv):
         with tqdm(total=total, desc=f"{_SOURCE.value} tokens", unit="img") as bar:
             progress = lambda n: bar.update(n - bar.n)
             if _SOURCE.value == "encoded":
-                if _MODEL.value in ("imagenet", "maskgit"):
+                if _MODEL.value in ("imagenet", "maskgit", "llamagen"):
                     raise ValueError("--source encoded needs the toy world's procedural images")
                 ds = toy.write_encoded_dataset(
                     vqgm.vqgan,
@@ -142,8 +170,18 @@ def main(argv):
                     progress,
                 )
             else:
+                sc: SampleConfig | maskgit.SampleConfig | llamagen.SampleConfig
                 if _MODEL.value == "maskgit":
                     sc = maskgit.SampleConfig(_NUM_ITER.value, _CHOICE_T.value)
+                elif _MODEL.value == "llamagen":  # LlamaGen's sample_c2i.py defaults
+                    t, k = _TEMPERATURE.value, _TOP_K.value
+                    sc = llamagen.SampleConfig(
+                        _CFG_SCALE.value,
+                        _CFG_INTERVAL.value,
+                        1.0 if t is None else t,
+                        2000 if k is None else k,
+                        _TOP_P.value,
+                    )
                 else:
                     d = default
                     sc = SampleConfig(
@@ -160,6 +198,7 @@ def main(argv):
                     sc,
                     _SHARD_SIZE.value,
                     progress,
+                    "bfloat16" if _PRECISION.value == "bf16" else "float32",
                 )
         if _PNG.value:
             names = [vqgm.class_names[c] for c in class_ids]

@@ -21,7 +21,8 @@ import numpy as np
 from cortex_jax.io import shards
 from cortex_jax.io.images import save_grid
 from cortex_jax.method.selection import nearest_rows
-from cortex_jax.models import cin, maskgit
+from cortex_jax.models import cin, llamagen, maskgit
+from cortex_jax.models.llamagen import LlamaGenVQGM
 from cortex_jax.models.maskgit import MaskGITVQGM
 from cortex_jax.models.vqgm import ClassConditionalVQGM
 
@@ -54,12 +55,14 @@ def write_sampled(
 
 
 def generate_dataset(
-    vqgm: ClassConditionalVQGM | MaskGITVQGM,
+    vqgm: ClassConditionalVQGM | MaskGITVQGM | LlamaGenVQGM,
     class_ids: Sequence[int],
     per_class: int,
     out: str | os.PathLike,
     seed: int = 0,
-    sample_config: cin.SampleConfig | maskgit.SampleConfig = cin.SampleConfig(),
+    sample_config: cin.SampleConfig
+    | maskgit.SampleConfig
+    | llamagen.SampleConfig = cin.SampleConfig(),
     shard_size: int = 256,
     progress: Callable[[int], None] = lambda n: None,
     dtype: Literal["float32", "bfloat16"] = "float32",
@@ -85,8 +88,16 @@ def generate_dataset(
         meta["sampling"] = {**meta["sampling"], "dtype": dtype}
     compute = jnp.dtype(dtype)
 
-    def sample(labels: np.ndarray, rng: jax.Array) -> np.ndarray:
-        return np.asarray(vqgm.sample_tokens(labels, rng, sample_config, compute))  # type: ignore[arg-type]
+    sample: Callable[[np.ndarray, jax.Array], np.ndarray]
+    if isinstance(vqgm, LlamaGenVQGM):  # its options are keywords; its dtype is the model's
+        options = dataclasses.asdict(sample_config)
+        lg = vqgm if jnp.dtype(vqgm.dtype) == compute else dataclasses.replace(vqgm, dtype=compute)
+        sample = lambda labels, rng: lg.sample_tokens(labels, rng, **options)  # noqa: E731
+    else:
+        other = vqgm
+
+        def sample(labels: np.ndarray, rng: jax.Array) -> np.ndarray:
+            return np.asarray(other.sample_tokens(labels, rng, sample_config, compute))  # type: ignore[arg-type]
 
     return write_sampled(sample, labels_all, out, meta, seed, shard_size, progress)
 
