@@ -270,3 +270,13 @@ def test_train_generate_writes_llamagen_token_datasets(fx, model, tmp_path):
         "train.generate", "--model", "llamagen", "--checkpoint", gpt, "--out", str(tmp_path)
     )
     cli.one_line_error(r, "--vq-checkpoint VQ.pt", status=1)
+
+
+def test_load_vqgan_still_reads_a_taming_pt(fixtures, tmp_path):
+    """The .pt branch now sniffs LlamaGen's naming; taming's state dicts keep their path."""
+    from cortex_jax.io.torch_pickle import read_state_dict
+    from cortex_jax.models.vqgan import VQGAN
+
+    sd = read_state_dict(fixtures / "taming_tiny" / "state_dict.npz")
+    vq = sources.load_vqgan(_write_state_dict(tmp_path / "taming.pt", sd))
+    assert type(vq) is VQGAN and vq.config.n_embed == sd["quantize.embedding.weight"].shape[0]

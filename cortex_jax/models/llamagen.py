@@ -545,16 +545,17 @@ def _rollout_one(
         x = jnp.where(pos == 0, cls, p["tok_embeddings"][jnp.full((n, 1), prev)])
         rot = jax.lax.dynamic_slice_in_dim(table, pos, 1)
         mask = (jnp.arange(s) <= pos)[None]
-        new = []
+        zero = jnp.zeros((), jnp.int32)
         for i in range(c.n_layer):
 
-            def kv_fn(k, v, i=i):
-                ck = jax.lax.dynamic_update_slice_in_dim(cache[i, 0], k.astype(dtype), pos, 1)
-                cv = jax.lax.dynamic_update_slice_in_dim(cache[i, 1], v.astype(dtype), pos, 1)
-                return ck, cv, mask, jnp.stack([ck, cv])
+            def kv_fn(k, v, i=i, cache=cache):
+                # one slice written into the whole cache, which XLA updates in place
+                kv = jnp.stack([k, v]).astype(dtype)[None]
+                start = (jnp.int32(i), zero, zero, pos.astype(jnp.int32), zero, zero)
+                cache = jax.lax.dynamic_update_slice(cache, kv, start)
+                return cache[i, 0], cache[i, 1], mask, cache
 
-            x, layer_cache = _block(c, p[f"layers_{i}"], x, rot, kv_fn)
-            new.append(layer_cache)
+            x, cache = _block(c, p[f"layers_{i}"], x, rot, kv_fn)
         lg = _output(c, p, x)[:, 0]
         if cfg:
             lg = jnp.where(uses_cfg(pos, sc), cfg_combine(lg[0], lg[1], sc.cfg_scale), lg[0])
@@ -567,7 +568,7 @@ def _rollout_one(
             tok = jnp.argmax(filt)
         tok = tok.astype(jnp.int32)
         nxt = tok if forced is None else forced[pos]
-        return (nxt, jnp.stack(new)), (tok, lg)
+        return (nxt, cache), (tok, lg)
 
     _, (toks, lgs) = jax.lax.scan(step, (jnp.int32(0), cache0), jnp.arange(c.block_size))
     return toks, lgs
