@@ -70,11 +70,13 @@ def test_tokenizer_reproduces_llamagen(fx, io):
     e = np.asarray(vq.embed(io["vq_indices"]))  # E = the normalised codebook rows on the grid
     close(e, io["vq_quant"])
     np.testing.assert_allclose(np.linalg.norm(np.asarray(vq.codebook), axis=1), 1.0, atol=1e-6)
-    close(vq.decode_code(io["vq_indices"]), io["vq_recon"])
     close(vq.decode(e), io["vq_recon"])
-    close(vq.decode_code(io["vq_random_codes"]), io["vq_random_decoded"])
-    px = vq.decode_pixels(io["vq_random_codes"])
-    assert px.shape == (2, 32, 32, 3) and px.min() >= -1 and px.max() <= 1
+    codes = np.concatenate([io["vq_indices"], io["vq_random_codes"]])  # one decoder compile
+    decoded = np.asarray(vq.decode_code(codes))
+    close(decoded[:4], io["vq_recon"])
+    close(decoded[4:], io["vq_random_decoded"])
+    px = vq.decode_pixels(codes)
+    np.testing.assert_array_equal(px, np.clip(decoded, -1, 1))
 
 
 def test_gpt_logits_reproduce_llamagen(model, io):
@@ -206,7 +208,10 @@ def test_checkpoint_layouts_and_bad_files(fx, io, model, tmp_path):
         model.logits(io["gpt_labels"], io["gpt_tokens"]),
     )
     bad = sd | {"layers.1.attention.wo.weight": np.zeros((64, 63), np.float32)}
-    with pytest.raises(ValueError, match=r"parameter layers_1/wo has shape \(63, 64\)") as e:
+    with pytest.raises(
+        ValueError,
+        match=r"layers\.1\.attention\.wo\.weight has shape \(64, 63\); expected \(64, 64\)",
+    ) as e:
         sources.load_llamagen(
             _write_state_dict(tmp_path / "bad.pt", bad), fx / "vq_tiny.pt", config={"n_head": 4}
         )

@@ -306,6 +306,33 @@ def convert_llamagen_gpt_state_dict(state_dict: Mapping[str, np.ndarray]) -> dic
     return tree
 
 
+def check_llamagen_gpt_state_dict(
+    state_dict: Mapping[str, np.ndarray], config: llamagen.GPTConfig, source: str
+) -> None:
+    """One-line ValueError naming the first LlamaGen GPT tensor that is missing or mis-shaped
+    for `config`, in the file's own names and (out, in) layout."""
+    want = llamagen.gpt_param_shapes(config)
+    expected: dict[str, tuple[int, ...]] = {}
+    for key, (name, linear) in _LLAMAGEN_GPT_TOP.items():
+        expected[key] = tuple(want[name].shape[::-1] if linear else want[name].shape)
+    for i in range(config.n_layer):
+        for leaf, (name, linear) in _LLAMAGEN_GPT_LEAVES.items():
+            shape = want[f"layers_{i}"][name].shape
+            expected[f"layers.{i}.{leaf}"] = tuple(shape[::-1] if linear else shape)
+    for key, shape in expected.items():
+        if key not in state_dict:
+            raise ValueError(f"{source} lacks {key} (expected shape {shape})")
+        got = tuple(np.shape(state_dict[key]))
+        if got != shape:
+            raise ValueError(f"{source}: {key} has shape {got}; expected {shape}")
+    extra = sorted(
+        {int(m.group(1)) for k in state_dict if (m := re.match(r"layers\.(\d+)\.", k))}
+        - set(range(config.n_layer))
+    )
+    if extra:
+        raise ValueError(f"{source} has layers.{extra[0]}.* beyond the {config.n_layer} layers")
+
+
 def infer_llamagen_gpt_config(
     params: Mapping[str, Any], options: Mapping[str, Any]
 ) -> llamagen.GPTConfig:

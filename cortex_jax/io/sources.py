@@ -39,6 +39,7 @@ from flax import serialization
 
 from cortex_jax.io import folders, torch_pickle
 from cortex_jax.io.convert import (
+    check_llamagen_gpt_state_dict,
     convert_llamagen_gpt_state_dict,
     convert_llamagen_vq_state_dict,
     convert_taming_state_dict,
@@ -65,7 +66,6 @@ from cortex_jax.models.llamagen import (
     GPT_PRESETS,
     LlamaGenTokenizer,
     LlamaGenVQGM,
-    gpt_param_shapes,
     tokenizer_param_shapes,
 )
 from cortex_jax.models.maskgit import (
@@ -457,7 +457,7 @@ def load_llamagen(
     vq = dataclasses.replace(vq, config=dataclasses.replace(vq.config, image_size=image_size))
     gparams = convert_llamagen_gpt_state_dict(gsd)
     gcfg = infer_llamagen_gpt_config(gparams, opts)
-    check_params(gparams, gpt_param_shapes(gcfg), source=str(gpt_checkpoint))
+    check_llamagen_gpt_state_dict(gsd, gcfg, str(gpt_checkpoint))
     if class_names is None:
         if gcfg.num_classes == 1000:
             from cortex_jax.core import imagenet

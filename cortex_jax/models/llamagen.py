@@ -722,10 +722,6 @@ class LlamaGenVQGM:
         uncond = np.asarray(fn(self._params, np.full_like(ids, c.null_class), toks))
         return np.asarray(cfg_combine(cond, uncond, cfg_scale))
 
-    def sample_config(self, **options: Any) -> SampleConfig:
-        """A SampleConfig from keyword options (LlamaGen's defaults for the rest)."""
-        return SampleConfig(**options)
-
     def sample_tokens(
         self,
         class_ids: Any,
