@@ -285,3 +285,22 @@ def test_load_vqgan_still_reads_a_taming_pt(fixtures, tmp_path):
     sd = read_state_dict(fixtures / "taming_tiny" / "state_dict.npz")
     vq = sources.load_vqgan(_write_state_dict(tmp_path / "taming.pt", sd))
     assert type(vq) is VQGAN and vq.config.n_embed == sd["quantize.embedding.weight"].shape[0]
+
+
+@pytest.mark.parametrize(
+    "preset, millions",
+    [("GPT-B", 111), ("GPT-L", 343), ("GPT-XL", 775), ("GPT-XXL", 1411), ("GPT-3B", 3097)],
+)
+def test_released_sizes_and_their_configs_read_back_from_shapes(preset, millions):
+    """LlamaGen's README sizes (111M … 3.1B) pin the SwiGLU width rule; a release's shapes alone
+    give back its config, the heads from the preset of the same width and depth."""
+    from cortex_jax.io import convert
+
+    cfg = llamagen.GPTConfig(**llamagen.GPT_PRESETS[preset], block_size=24 * 24)
+    shapes = llamagen.gpt_param_shapes(cfg)
+    n = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
+    assert round(n / 1e6) == millions
+    assert convert.infer_llamagen_gpt_config(shapes, {"block_size": 576}) == cfg
+    if preset == "GPT-B":  # and the tokenizer: vq_ds16_c2i is 72M
+        vq = llamagen.tokenizer_param_shapes(llamagen.TokenizerConfig())
+        assert round(sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(vq)) / 1e6) == 72
