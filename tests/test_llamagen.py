@@ -304,3 +304,37 @@ def test_released_sizes_and_their_configs_read_back_from_shapes(preset, millions
     if preset == "GPT-B":  # and the tokenizer: vq_ds16_c2i is 72M
         vq = llamagen.tokenizer_param_shapes(llamagen.TokenizerConfig())
         assert round(sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(vq)) / 1e6) == 72
+
+
+def test_llamagen_satisfies_the_class_conditional_interface(model):
+    from cortex_jax.models import vqgm
+
+    assert isinstance(model, vqgm.ClassConditional)
+    assert isinstance(model, vqgm.Encodes) and isinstance(model, vqgm.ResamplesRegion)
+    grids = model.sample_tokens([1], jax.random.PRNGKey(0), llamagen.SampleConfig(top_k=16))
+    assert model.encode(model.decode(grids)).shape == (1, 8, 8)
+
+
+def test_resample_region_keeps_the_rest_and_samples_the_region_given_the_prefix(model):
+    """Greedy, so every re-drawn token is checkable: it is the argmax of the CFG logits the
+    model gives, teacher-forced, on the returned grid itself (prefix and kept tokens fed as
+    they stand); positions outside the region are the base's."""
+    greedy = llamagen.SampleConfig(2.0, top_k=0, sample_logits=False)
+    key = jax.random.PRNGKey(5)
+    base = np.asarray(jax.random.randint(jax.random.PRNGKey(1), (2, 8, 8), 0, 64), np.int32)
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 3:6] = True
+    out = model.resample_region(base, mask, [2, 6], key, greedy)
+    np.testing.assert_array_equal(out[:, ~mask], base[:, ~mask])
+    assert (out[:, mask] != base[:, mask]).any()
+    chosen = model.logits([2, 6], out, cfg_scale=2.0)[:, :64].argmax(-1).reshape(2, 8, 8)
+    np.testing.assert_array_equal(out[:, mask], chosen[:, mask])
+    # a suffix region from a greedy rollout's own prefix gives that rollout back
+    full = model.sample_tokens([2, 6], key, greedy)
+    suffix = np.zeros((8, 8), bool)
+    suffix[5:] = True
+    np.testing.assert_array_equal(
+        model.resample_region(np.where(suffix, base, full), suffix, [2, 6], key, greedy), full
+    )
+    with pytest.raises(ValueError, match="mask has shape"):
+        model.resample_region(base, mask[:4], [2, 6], key)

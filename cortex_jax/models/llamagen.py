@@ -528,10 +528,18 @@ def uses_cfg(position: Array | int, sc: SampleConfig) -> Array:
 
 
 def _rollout_one(
-    c: GPTConfig, sc: SampleConfig, dtype: Any, params: Any, class_id: Array, key: Array, forced
+    c: GPTConfig,
+    sc: SampleConfig,
+    dtype: Any,
+    params: Any,
+    class_id: Array,
+    key: Array,
+    forced: Any,
+    keep: Any = None,
 ) -> tuple[Array, Array]:
     """One image: (tokens (L,), the combined logits of every step (L, V)). With `forced` (L,)
-    tokens fed instead of the chosen ones (teacher forcing through the cache)."""
+    tokens fed instead of the chosen ones (teacher forcing through the cache); with `keep` (L,)
+    bool as well, only where `keep` is set (the chosen token is fed elsewhere)."""
     p = _cast(params, dtype)
     cfg = sc.cfg_scale > 1.0
     rows = jnp.stack([class_id, jnp.int32(c.null_class)]) if cfg else class_id[None]
@@ -567,7 +575,12 @@ def _rollout_one(
         else:
             tok = jnp.argmax(filt)
         tok = tok.astype(jnp.int32)
-        nxt = tok if forced is None else forced[pos]
+        if forced is None:
+            nxt = tok
+        elif keep is None:
+            nxt = forced[pos]
+        else:
+            nxt = jnp.where(keep[pos], forced[pos], tok)
         return (nxt, cache), (tok, lg)
 
     _, (toks, lgs) = jax.lax.scan(step, (jnp.int32(0), cache0), jnp.arange(c.block_size))
@@ -575,8 +588,11 @@ def _rollout_one(
 
 
 @functools.lru_cache(maxsize=16)
-def _rollout_fn(c: GPTConfig, sc: SampleConfig, dtype_name: str, forced: bool):
+def _rollout_fn(c: GPTConfig, sc: SampleConfig, dtype_name: str, forced: bool, keep: bool = False):
     dtype = jnp.dtype(dtype_name)
+    if keep:
+        part = lambda p, cid, key, f, k: _rollout_one(c, sc, dtype, p, cid, key, f, k)  # noqa: E731
+        return jax.jit(jax.vmap(part, in_axes=(None, 0, 0, 0, 0)))
     if forced:
         one = lambda p, cid, key, f: _rollout_one(c, sc, dtype, p, cid, key, f)  # noqa: E731
         return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
@@ -605,6 +621,7 @@ def rollout(
     sample_config: SampleConfig = SampleConfig(),
     dtype: Any = jnp.float32,
     forced_tokens: Any = None,
+    keep: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """LlamaGen's `generate()` for (B,) class ids: (tokens (B, L), the logits each step chose
     from (B, L, V), CFG-combined where guidance was on, before temperature).
@@ -612,13 +629,20 @@ def rollout(
     KV cache in one jitted `lax.scan` per image, images vmapped and split over the local
     devices; image i draws with its own key (see `per_image_keys`). With `forced_tokens`
     (B, L) the cache is fed those tokens instead of the chosen ones (the returned tokens are
-    still the ones the sampler chose), which checks the cached path against a reference."""
+    still the ones the sampler chose), which checks the cached path against a reference. With
+    `keep` (B, L) bool as well, only the kept positions are forced and the others are fed the
+    sampler's choice (`LlamaGenVQGM.resample_region`)."""
     ids = np.asarray(class_ids, np.int32)
     keys = per_image_keys(key, len(ids))
-    fn = _rollout_fn(config, sample_config, jnp.dtype(dtype).name, forced_tokens is not None)
+    if keep is not None and forced_tokens is None:
+        raise ValueError("keep needs forced_tokens: the tokens kept at those positions")
+    name = jnp.dtype(dtype).name
+    fn = _rollout_fn(config, sample_config, name, forced_tokens is not None, keep is not None)
     rows: list[Any] = [ids, np.asarray(keys)]
     if forced_tokens is not None:
         rows.append(np.asarray(forced_tokens, np.int32))
+    if keep is not None:
+        rows.append(np.asarray(keep, bool))
     b, placed = sharding.split_over_local_devices(*rows)
     toks, lgs = fn(params, *placed)
     return np.asarray(toks)[:b], np.asarray(lgs)[:b]
@@ -726,23 +750,87 @@ class LlamaGenVQGM:
         self,
         class_ids: Any,
         key: Array,
+        sample_config: SampleConfig | None = None,
+        dtype: Any = None,
         *,
-        cfg_scale: float = 4.0,
-        cfg_interval: int = -1,
-        temperature: float = 1.0,
-        top_k: int = 2000,
-        top_p: float = 1.0,
-        sample_logits: bool = True,
+        cfg_scale: float | None = None,
+        cfg_interval: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        sample_logits: bool | None = None,
     ) -> np.ndarray:
-        """(B,) class ids → (B, m, m) token grids, sampled as LlamaGen's generate() samples
-        (defaults: its sample_c2i.py). `key` is one key (image i draws with fold_in(key, i)) or
-        one key per image; either way an image's grid does not depend on the batch around it.
-        `sample_logits=False` takes the argmax at every step (LlamaGen's greedy)."""
+        """(B,) class ids → (B, m, m) token grids, sampled as LlamaGen's generate() samples.
+
+        The options are `sample_config` (default: sample_c2i.py's, `SampleConfig()`) with any
+        keyword given replacing its field; `dtype` (default: the model's) is the GPT's compute
+        type. `key` is one key (image i draws with fold_in(key, i)) or one key per image; either
+        way an image's grid does not depend on the batch around it. `sample_logits=False` takes
+        the argmax at every step (LlamaGen's greedy)."""
         ids = self.check_classes(class_ids)
-        sc = SampleConfig(cfg_scale, cfg_interval, temperature, top_k, top_p, sample_logits)
-        toks, _ = rollout(self.gpt_config, self._params, ids, key, sc, self.dtype)
+        sc = self._options(sample_config, locals())
+        toks, _ = rollout(self.gpt_config, self._params_for(dtype), ids, key, sc, self._dt(dtype))
         m = self.grid_size
         return toks.reshape(len(ids), m, m)
+
+    def resample_region(
+        self,
+        tokens: Any,
+        mask: Any,
+        class_ids: Any,
+        key: Array,
+        sample_config: SampleConfig | None = None,
+    ) -> np.ndarray:
+        """LlamaGen's own way to re-draw a region: (B, m, m) grids, a (m, m) or (B, m, m) bool
+        `mask` and (B,) target classes → grids whose masked positions are re-sampled for the
+        target class and whose other positions are kept.
+
+        The model is autoregressive in raster order, so this is done as LlamaGen would: one
+        rollout for the target class in which the unmasked prefix is teacher-forced, each masked
+        position is sampled (`sample_config`, default sample_c2i.py's), and the kept tokens after
+        it are teacher-forced again. A masked position therefore conditions on the kept tokens
+        before it only (the prefix), never on those after it; the kept tokens are not re-scored.
+        `key` as for `sample_tokens`."""
+        ids = self.check_classes(class_ids)
+        base = self.check_tokens(tokens, len(ids))
+        m = self.grid_size
+        msk = np.asarray(mask, bool)
+        if msk.shape not in ((m, m), (len(ids), m, m)):
+            raise ValueError(
+                f"mask has shape {msk.shape}; expected ({m}, {m}) or ({len(ids)}, {m}, {m})"
+            )
+        keep = ~np.broadcast_to(msk, (len(ids), m, m)).reshape(len(ids), m * m)
+        sc = sample_config or SampleConfig()
+        toks, _ = rollout(
+            self.gpt_config, self._params, ids, key, sc, self.dtype, forced_tokens=base, keep=keep
+        )
+        return np.where(keep, base, toks).reshape(len(ids), m, m)
+
+    def encode(self, pixels: Any) -> np.ndarray:
+        """Pixels (B, H, W, 3) in [−1, 1] → token grids (B, m, m) (the tokenizer's encoder)."""
+        ids = np.asarray(self.vqgan.encode(pixels))
+        return ids.reshape(len(ids), self.grid_size, self.grid_size)
+
+    def _dt(self, dtype: Any) -> Any:
+        return self.dtype if dtype is None else dtype
+
+    @functools.cached_property
+    def _twins(self) -> dict[str, Any]:
+        return {}  # dtype name → this model's parameters placed in that dtype
+
+    def _params_for(self, dtype: Any) -> Any:
+        if dtype is None or jnp.dtype(dtype) == jnp.dtype(self.dtype):
+            return self._params
+        name = jnp.dtype(dtype).name
+        if name not in self._twins:
+            self._twins[name] = dataclasses.replace(self, dtype=jnp.dtype(dtype))._params
+        return self._twins[name]
+
+    @staticmethod
+    def _options(sample_config: SampleConfig | None, given: Mapping[str, Any]) -> SampleConfig:
+        fields = [f.name for f in dataclasses.fields(SampleConfig)]
+        over = {k: given[k] for k in fields if given.get(k) is not None}
+        return dataclasses.replace(sample_config or SampleConfig(), **over)
 
     def decode(self, tokens: Any) -> Array:
         """(B, m, m) tokens → pixels (B, H, W, 3) clipped to [−1, 1]."""
