@@ -256,6 +256,13 @@ def tokenizer_param_shapes(config: TokenizerConfig) -> dict:
     ]
 
 
+def init_tokenizer(config: TokenizerConfig, key: Array) -> LlamaGenTokenizer:
+    """A tokenizer with Flax's default random initialisation (for dry runs and tests)."""
+    f = config.downsample_factor
+    params = TokenizerModule(config).init(key, jnp.zeros((1, f, f, 3), jnp.float32))["params"]
+    return LlamaGenTokenizer(config, jax.tree_util.tree_map(np.asarray, params))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class LlamaGenTokenizer(VQGAN):
     """LlamaGen's VQ tokenizer behind the `VQGAN` interface (pixels in [−1, 1]).
@@ -394,6 +401,21 @@ def gpt_param_shapes(config: GPTConfig) -> dict:
         "output": s(c.dim, c.vocab_size),
     }
     return tree | {f"layers_{i}": dict(layer) for i in range(c.n_layer)}
+
+
+def init_gpt_params(config: GPTConfig, key: Array, std: float = 0.02) -> dict:
+    """Random GPT parameters in `gpt_param_shapes`' layout: N(0, std) weights (LlamaGen's
+    init) and RMSNorm weights of one (for dry runs and tests)."""
+    shapes = gpt_param_shapes(config)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    out = []
+    for i, (path, leaf) in enumerate(leaves):
+        if "norm" in jax.tree_util.keystr(path):
+            out.append(np.ones(leaf.shape, np.float32))
+        else:
+            w = std * jax.random.normal(jax.random.fold_in(key, i), leaf.shape, jnp.float32)
+            out.append(np.asarray(w))
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def rope_table(config: GPTConfig) -> np.ndarray:
