@@ -318,12 +318,21 @@ def codebook_level_step(config: ConfigDict) -> dict | None:
         codebook_level.Table5Config, c, selection=from_section(selection.SelectionConfig, c)
     )
     pairs = [(int(a), int(b)) for a, b in c.pairs]
+    editors, notes = {}, []
+    fam = family(config)
+    if fam.edit_row and c.get("family_edit", False):  # the family's own region re-sampling
+        editor = families.region_editor(load_vqgm(config), jax.random.PRNGKey(c.seed + 1))
+        if editor is not None:
+            editors[fam.edit_row] = editor
+            notes.append(f"{fam.edit_row}: {fam.name}'s own re-sampling of the region.")
     return codebook_level.table5(
         bundle,
         pairs,
         cfg,
         Path(config.workdir) / "table5",
         dataset=(te_tok, te_lab),
+        editors=editors,
+        notes=notes,
         extra={"pairs": [list(p) for p in pairs]},
     )
 
