@@ -54,6 +54,7 @@ def tiny_family():
     families.unregister("tiny-test")
 
 
+@pytest.mark.slow  # 30–140 s on 2 shared cores: cin sampling and the VQGAN compile
 def test_one_registration_generates_through_train_generate(tiny_family, tmp_path):
     from absl import flags
 
@@ -92,12 +93,19 @@ def test_registry_refuses_unknown_duplicate_and_foreign_settings(tiny_family):
         families.LLAMAGEN.load(families.LoadArgs(checkpoint="c2i.pt"))
 
 
-def test_toy_and_cin_satisfy_the_interface():
+def test_toy_and_cin_satisfy_the_interface(tmp_path):
     vqgm = toy.load_toy_vqgm()
     assert isinstance(vqgm, ClassConditional) and isinstance(vqgm, Encodes)
     assert not isinstance(vqgm, ResamplesRegion)  # optional: the cin prior has no region edit
     assert families.region_editor(vqgm, jax.random.PRNGKey(0)) is None
     assert families.get("toy") is toy.FAMILY
+    assert np.asarray(vqgm.codebook).shape == (512, 32)
+    folder = families.get(str(toy.WEIGHTS_DIR))  # a folder of the toy layout, by path
+    assert folder.name == "toy" and folder.load(families.LoadArgs()).grid_size == 8
+
+
+@pytest.mark.slow
+def test_toy_encode_decode_through_the_interface():
+    vqgm = toy.load_toy_vqgm()
     grids = vqgm.sample_tokens([0, 3], jax.random.PRNGKey(0), toy.TOY_SAMPLING)
     np.testing.assert_array_equal(vqgm.encode(vqgm.decode(grids)).shape, (2, 8, 8))
-    assert np.asarray(vqgm.codebook).shape == (512, 32)
