@@ -5,7 +5,9 @@ The method, on arrays and callables:
     import cortex_jax as cx
 
     vq = cx.load_vqgan("toy")                       # or a vqgan-jax folder, a HF repo id, a
-                                                    # taming .ckpt, MaskGIT's tokenizer file
+                                                    # taming .ckpt, MaskGIT's tokenizer file,
+                                                    # LlamaGen's vq_ds16_c2i.pt
+    lg = cx.load_llamagen("c2i_L_256.pt", "vq_ds16_c2i.pt")  # LlamaGen's class-conditional VQGM
     predict, _ = cx.train_iem(vq, train, val, "runs/iem")   # any VQGMLike: codebook + decode
     scores = cx.token_importance(predict, cx.embed(vq, grids), labels, rng)    # TIS (B, m, m)
     attr = cx.token_attribution(predict, E, labels, rng, "integrated_gradients", steps=64)
@@ -58,6 +60,7 @@ from cortex_jax.io.sources import (
     load_cin_vqgm,
     load_classifier,
     load_dallebart,
+    load_llamagen,
     load_maskgit,
     load_vqgan,
 )
@@ -103,6 +106,7 @@ __all__ = [
     "load_classifier",
     "load_dallebart",
     "load_iem",
+    "load_llamagen",
     "load_maskgit",
     "load_vqgan",
     "models_from_dallebart",

@@ -91,6 +91,12 @@ def test_sampling_is_per_image_and_editing_keeps_the_rest(model):
     edited = model.edit_tokens(batch, mask, [1, 1, 1], jax.random.PRNGKey(6), sc)
     np.testing.assert_array_equal(edited[:, ~mask], batch[:, ~mask])
     assert edited.min() >= 0 and (edited[:, mask] != batch[:, mask]).any()
+    # the ClassConditional interface: resample_region is edit_tokens under another name
+    from cortex_jax.models import vqgm
+
+    assert isinstance(model, vqgm.ClassConditional) and isinstance(model, vqgm.ResamplesRegion)
+    again = model.resample_region(batch, mask, [1, 1, 1], jax.random.PRNGKey(6), sc)
+    np.testing.assert_array_equal(again, edited)
 
 
 def test_generation_on_eight_devices_matches_one(fx):

@@ -21,9 +21,7 @@ import numpy as np
 from cortex_jax.io import shards
 from cortex_jax.io.images import save_grid
 from cortex_jax.method.selection import nearest_rows
-from cortex_jax.models import cin, maskgit
-from cortex_jax.models.maskgit import MaskGITVQGM
-from cortex_jax.models.vqgm import ClassConditionalVQGM
+from cortex_jax.models.vqgm import ClassConditional
 
 
 def write_sampled(
@@ -54,23 +52,27 @@ def write_sampled(
 
 
 def generate_dataset(
-    vqgm: ClassConditionalVQGM | MaskGITVQGM,
+    vqgm: ClassConditional,
     class_ids: Sequence[int],
     per_class: int,
     out: str | os.PathLike,
     seed: int = 0,
-    sample_config: cin.SampleConfig | maskgit.SampleConfig = cin.SampleConfig(),
+    sample_config: Any = None,
     shard_size: int = 256,
     progress: Callable[[int], None] = lambda n: None,
     dtype: Literal["float32", "bfloat16"] = "float32",
 ) -> shards.TokenDataset:
     """Samples `per_class` token grids for each class id into `out`; returns the dataset.
-    `dtype`: the transformer's compute type ("float32" or "bfloat16"), recorded in meta.json.
+    `sample_config`: the family's own settings dataclass (required: the registry's
+    `Family.settings` gives it); `dtype`: the transformer's compute type ("float32" or
+    "bfloat16"), recorded in meta.json.
 
     `progress(n)` is called with the number of images finished (skipped shards included).
     """
     if per_class <= 0:
         raise ValueError(f"per_class={per_class}; expected a positive number of images per class")
+    if sample_config is None or not dataclasses.is_dataclass(sample_config):
+        raise ValueError(f"sample_config={sample_config!r}; expected the family's SampleConfig")
     labels_all = np.repeat(np.asarray(class_ids, np.int32), per_class)
     meta: dict[str, Any] = {
         "class_names": list(vqgm.class_names),
@@ -79,14 +81,14 @@ def generate_dataset(
         "codebook_size": vqgm.vqgan.config.n_embed,
         "per_class": per_class,
         "classes": [int(c) for c in class_ids],
-        "sampling": dataclasses.asdict(sample_config),
+        "sampling": dataclasses.asdict(sample_config),  # type: ignore[arg-type]
     }
     if dtype != "float32":  # older datasets have no key: float32
         meta["sampling"] = {**meta["sampling"], "dtype": dtype}
     compute = jnp.dtype(dtype)
 
     def sample(labels: np.ndarray, rng: jax.Array) -> np.ndarray:
-        return np.asarray(vqgm.sample_tokens(labels, rng, sample_config, compute))  # type: ignore[arg-type]
+        return np.asarray(vqgm.sample_tokens(labels, rng, sample_config, compute))
 
     return write_sampled(sample, labels_all, out, meta, seed, shard_size, progress)
 

@@ -32,16 +32,13 @@ from tqdm import tqdm
 
 from cortex_jax.core import imagenet
 from cortex_jax.core.configs import from_section
-from cortex_jax.experiments import codebook_level, sample_level
+from cortex_jax.experiments import codebook_level, families, sample_level
 from cortex_jax.experiments.bundle import Models, from_files
 from cortex_jax.experiments.generate import generate_dataset
-from cortex_jax.io import folders, shards, sources
+from cortex_jax.io import folders, shards
 from cortex_jax.io.images import to_uint8
 from cortex_jax.method import selection
-from cortex_jax.models import cin
-from cortex_jax.models.vqgan import VQGAN, VQGANConfig
-from cortex_jax.models.vqgan import init_params as vqgan_init_params
-from cortex_jax.models.vqgm import ClassConditionalVQGM
+from cortex_jax.models.vqgm import ClassConditional
 
 SPLITS = ("train", "val", "test")
 
@@ -93,40 +90,35 @@ def class_ids(spec: str) -> list[int]:
     return [imagenet.resolve(s.strip()) for s in spec.split(",") if s.strip()]
 
 
-def random_vqgm(config: ConfigDict, seed: int = 0) -> ClassConditionalVQGM:
-    """A VQGAN + cin transformer with random weights, shaped by config.random_vqgan/random_gpt:
-    the runlocal stand-in for taming's checkpoint (ImageNet's 1000 class names, class tokens at
-    ids 0..999 of the shared vocabulary, as in taming)."""
-    vcfg = VQGANConfig.from_dict(dict(config.random_vqgan))
-    vq = VQGAN(vcfg, vqgan_init_params(vcfg, jax.random.PRNGKey(seed)))
-    names = tuple(c.name for c in imagenet.classes())
-    m = vcfg.grid_size
-    gcfg = cin.GPTConfig(
-        vocab_size=max(len(names), vcfg.n_embed),
-        block_size=m * m,
-        n_head=config.n_head,
-        image_vocab_size=vcfg.n_embed,
-        n_classes=len(names),
-        **dict(config.random_gpt),
-    )
-    gparams = cin.init_params(gcfg, jax.random.PRNGKey(seed + 1))
-    return ClassConditionalVQGM("imagenet-random", vq, gcfg, gparams, names)
+random_vqgm = families.random_cin  # the cin stand-in, kept under its old name
 
 
-def load_vqgm(config: ConfigDict) -> ClassConditionalVQGM:
-    """The generator: taming's cin checkpoint, or random weights when config.checkpoint is
-    'random'."""
+def family(config: ConfigDict) -> families.Family:
+    """The recipe's VQGM family: `config.family` (default 'imagenet', taming's cin)."""
+    return families.get(config.get("family", "imagenet"))
+
+
+def load_vqgm(config: ConfigDict) -> ClassConditional:
+    """The generator, from the registry: the family's checkpoint(s) (config.checkpoint, and
+    config.vq_checkpoint / gpt_config where the family reads them), or random weights shaped
+    by the config when config.checkpoint is 'random'."""
+    fam = family(config)
     if config.checkpoint == "random":
-        return random_vqgm(config)
-    names = [c.name for c in imagenet.classes()]
-    if not Path(config.checkpoint).exists():
-        raise FileNotFoundError(
-            f"cin transformer checkpoint not found: {config.checkpoint}; download taming-"
-            "transformers' 2021-04-03T19-39-50_cin_transformer (README, 'ImageNet class-"
-            "conditional'), unpack it so that checkpoints/last.ckpt and configs/ sit side by "
-            "side, and pass --config.checkpoint=PATH/checkpoints/last.ckpt"
-        )
-    return sources.load_cin_vqgm(config.checkpoint, names, config.n_head or None)
+        if fam.random is None:
+            raise ValueError(f"the {fam.name} family has no random-weight stand-in")
+        return fam.random(config, 0)
+    args = families.LoadArgs(
+        config.checkpoint,
+        config.get("vq_checkpoint"),
+        config.get("gpt_config"),
+        config.get("n_head") or None,
+    )
+    return fam.load(args)
+
+
+def sampling(config: ConfigDict) -> Any:
+    """The family's sampler settings, its fields read from config.generate where present."""
+    return family(config).settings(dict(config.generate), strict=False)
 
 
 def write_pngs(
@@ -170,7 +162,7 @@ def generate(
     if jax.process_index() == 0 and not Path(config.vqgan, folders.CONFIG_NAME).exists():
         folders.save_vqgan(vqgm.vqgan, config.vqgan)
     ids = class_ids(g.classes)
-    sampling = cin.SampleConfig(g.temperature, g.top_k, g.top_p)
+    settings = sampling(config)
     out = {}
     for i, split in enumerate(SPLITS):
         per = int(g[split])
@@ -181,7 +173,7 @@ def generate(
             per,
             config.data[split],
             g.seed + i,
-            sampling,
+            settings,
             g.shard_size,
             functools.partial(_split_progress, progress, split, total),
             g.dtype,
@@ -326,12 +318,21 @@ def codebook_level_step(config: ConfigDict) -> dict | None:
         codebook_level.Table5Config, c, selection=from_section(selection.SelectionConfig, c)
     )
     pairs = [(int(a), int(b)) for a, b in c.pairs]
+    editors, notes = {}, []
+    fam = family(config)
+    if fam.edit_row and c.get("family_edit", False):  # the family's own region re-sampling
+        editor = families.region_editor(load_vqgm(config), jax.random.PRNGKey(c.seed + 1))
+        if editor is not None:
+            editors[fam.edit_row] = editor
+            notes.append(f"{fam.edit_row}: {fam.name}'s own re-sampling of the region.")
     return codebook_level.table5(
         bundle,
         pairs,
         cfg,
         Path(config.workdir) / "table5",
         dataset=(te_tok, te_lab),
+        editors=editors,
+        notes=notes,
         extra={"pairs": [list(p) for p in pairs]},
     )
 

@@ -111,8 +111,22 @@ def read_model_folder(folder: str | os.PathLike, what: str = "model") -> tuple[d
 
 
 def read_vqgan_folder(folder: str | os.PathLike, dtype: Any = jnp.float32) -> VQGAN:
-    """Loads a vqgan-jax folder (config.json + flax_model.msgpack)."""
+    """Loads a vqgan-jax folder (config.json + flax_model.msgpack); a folder `save_vqgan` wrote
+    for a LlamaGen tokenizer (config with `"family": "llamagen"`) loads as that tokenizer."""
     raw, params = read_model_folder(folder, "VQGAN")
+    if raw.get("family") == "llamagen":
+        from cortex_jax.models import llamagen
+
+        fields = {k: v for k, v in raw.items() if k != "family"}
+        try:
+            tcfg = llamagen.TokenizerConfig(**fields)
+        except TypeError as e:
+            raise ValueError(
+                f"{Path(folder) / CONFIG_NAME} is not a LlamaGen config: {e}"
+            ) from None
+        shapes = llamagen.tokenizer_param_shapes(tcfg)
+        check_params(params, shapes, source=str(Path(folder) / WEIGHTS_NAME))
+        return llamagen.LlamaGenTokenizer(tcfg, _as_float32_tree(params))
     try:
         config = VQGANConfig.from_dict(raw)
     except TypeError as e:

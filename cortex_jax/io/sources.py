@@ -4,13 +4,16 @@
   from its Hugging Face repo), a vqgan-jax folder, a repo id (a cache hit works offline; a miss
   offline raises one line naming the repo, the cache folder and the manual fix), a
   taming-transformers checkpoint (Lightning `.ckpt` read without torch, `.pt`/`.pth` state
-  dict, `.npz`; the architecture inferred from the shapes unless given) or MaskGIT's tokenizer
-  checkpoint (file or folder).
+  dict, `.npz`; the architecture inferred from the shapes unless given), MaskGIT's tokenizer
+  checkpoint (file or folder) or LlamaGen's tokenizer `.pt`.
 - `load_cin_vqgm(checkpoint, class_names)`: taming's class-conditional Net2NetTransformer (GPT +
   first-stage VQGAN from one file).
 - `load_maskgit_tokenizer`, `load_maskgit`: MaskGIT's msgpack checkpoints, read without
   TensorFlow, the architecture inferred from the shapes (image size from the file name or a
   config.json beside it).
+- `load_llamagen(gpt_checkpoint, vq_checkpoint)`, `load_llamagen_tokenizer`: LlamaGen's c2i GPT
+  and VQ tokenizer `.pt` files (`{"model": …}` or bare state dicts), read without torch, the
+  architecture from the shapes plus an optional preset / ModelArgs config.
 - `load_dallebart(source)` and `load_bart_tokenizer(folder)`: DalleBart and its text tokenizer.
 - `load_classifier(source)`: a torchvision ResNet `.pth` or our classifier folder.
 - `load_iem(source, arch)`: an IEM folder written by train.iem, or the CORTEX authors' trained
@@ -22,11 +25,12 @@ current torch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,10 +43,15 @@ from cortex_jax.core import imagenet
 from cortex_jax.io import folders, torch_pickle
 from cortex_jax.io.convert import (
     authors_iem_arch,
+    check_llamagen_gpt_state_dict,
     convert_authors_iem,
+    convert_llamagen_gpt_state_dict,
+    convert_llamagen_vq_state_dict,
     convert_taming_state_dict,
     convert_torchvision_state_dict,
     infer_authors_iem_config,
+    infer_llamagen_gpt_config,
+    infer_llamagen_tokenizer_config,
     infer_resnet_config,
     infer_taming_config,
 )
@@ -61,6 +70,12 @@ from cortex_jax.models.classifier import ResNetConfig, init_variables, probabili
 from cortex_jax.models.dalle import DalleBartConfig
 from cortex_jax.models.iem import ARCHITECTURES, IEMConfig
 from cortex_jax.models.iem import init_variables as init_iem_variables
+from cortex_jax.models.llamagen import (
+    GPT_PRESETS,
+    LlamaGenTokenizer,
+    LlamaGenVQGM,
+    tokenizer_param_shapes,
+)
 from cortex_jax.models.maskgit import (
     MaskGITTokenizer,
     MaskGITVQGM,
@@ -84,9 +99,15 @@ def read_taming_checkpoint(
     resolution: int = 256,
 ) -> VQGAN:
     """A taming-transformers VQGAN checkpoint, converted to the vqgan-jax layout."""
-    params = convert_taming_state_dict(read_state_dict(path))
+    return _taming_vqgan(read_state_dict(path), str(path), config, dtype, resolution)
+
+
+def _taming_vqgan(
+    state_dict: dict, source: str, config: VQGANConfig | None, dtype: Any, resolution: int = 256
+) -> VQGAN:
+    params = convert_taming_state_dict(state_dict)
     config = config or infer_taming_config(params, resolution)
-    check_params(params, config, source=str(path))
+    check_params(params, config, source=source)
     return VQGAN(config, _as_float32_tree(params), dtype)
 
 
@@ -103,8 +124,9 @@ def load_vqgan(
 
     Args:
       source: `"toy"`, a preset name (see `vqgan.PRESETS`), a vqgan-jax folder, a Hugging Face
-        repo id, a taming `.ckpt`/`.pt`/`.pth`/`.npz` file, or MaskGIT's tokenizer checkpoint
-        (the file, or a folder holding tokenizer_*checkpoint; see cortex_jax.models.maskgit).
+        repo id, a taming `.ckpt`/`.pt`/`.pth`/`.npz` file, MaskGIT's tokenizer checkpoint
+        (the file, or a folder holding tokenizer_*checkpoint; see cortex_jax.models.maskgit), or
+        LlamaGen's tokenizer `.pt` (vq_ds16_c2i.pt; image size 256, see load_llamagen_tokenizer).
       dtype: compute dtype, jnp.float32 (default) or jnp.bfloat16.
       config: for taming checkpoints, the architecture (a VQGANConfig or preset name); inferred
         from the tensor shapes when omitted.
@@ -134,6 +156,11 @@ def load_vqgan(
         if not (path / WEIGHTS_NAME).is_file() and list(path.glob("tokenizer_*checkpoint")):
             return load_maskgit_tokenizer(path)  # a folder of MaskGIT's released files
         return read_vqgan_folder(path, dtype)
+    if path.suffix in (".pt", ".pth") and path.is_file():
+        sd = unwrap_llamagen_checkpoint(torch_pickle.read_torch_file(path), path)
+        if is_llamagen_tokenizer(sd):  # LlamaGen's vq_ds16_c2i.pt and the like
+            return llamagen_tokenizer(sd, str(path))
+        return _taming_vqgan(sd, str(path), config, dtype)
     if path.suffix in _TAMING_SUFFIXES:
         return read_taming_checkpoint(path, config, dtype)
     if is_maskgit_tokenizer_file(path):
@@ -312,6 +339,139 @@ def load_maskgit(
             class_names = [f"class{i}" for i in range(tcfg.num_classes)]
     tparams = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tparams)
     return MaskGITVQGM("maskgit", tok, tcfg, tparams, tuple(class_names))
+
+
+_LLAMAGEN_WRAPPERS = ("model", "module", "state_dict")  # as sample_c2i.py tries them
+
+
+def unwrap_llamagen_checkpoint(obj: Any, path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The state dict inside a loaded LlamaGen file: under "model" (DDP releases, the VQ),
+    "module" (DeepSpeed) or "state_dict", else the file itself (FSDP releases: XXL, 3B)."""
+    if isinstance(obj, Mapping):
+        for key in _LLAMAGEN_WRAPPERS:
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds a {type(obj).__name__}; expected a state dict")
+    sd = {str(k): np.asarray(v) for k, v in obj.items() if isinstance(v, np.ndarray)}
+    if not sd:
+        raise ValueError(
+            f"{path} holds no tensors under {', '.join(_LLAMAGEN_WRAPPERS)} or at the top level; "
+            "expected a LlamaGen checkpoint"
+        )
+    return sd
+
+
+def is_llamagen_tokenizer(state_dict: Mapping[str, Any]) -> bool:
+    """Whether a state dict is LlamaGen's VQModel (its `conv_blocks` naming)."""
+    return any(k.startswith("encoder.conv_blocks.") for k in state_dict)
+
+
+def llamagen_tokenizer(
+    state_dict: Mapping[str, np.ndarray], source: str, image_size: int = 256
+) -> LlamaGenTokenizer:
+    """LlamaGenTokenizer from its state dict, the architecture read from the shapes and every
+    tensor checked against it (one line naming the first bad one)."""
+    params = convert_llamagen_vq_state_dict(state_dict)
+    config = infer_llamagen_tokenizer_config(params, image_size)
+    check_params(params, tokenizer_param_shapes(config), source=source)
+    return LlamaGenTokenizer(config, _as_float32_tree(params))
+
+
+def load_llamagen_tokenizer(path: str | os.PathLike, image_size: int = 256) -> LlamaGenTokenizer:
+    """LlamaGen's tokenizer (vq_ds16_c2i.pt, vq_ds8_c2i.pt, …) read without torch; `image_size`
+    (not stored in the file) sets the token grid: 256 → 16×16 for the ds16 tokenizer."""
+    sd = unwrap_llamagen_checkpoint(torch_pickle.read_torch_file(path), path)
+    if not is_llamagen_tokenizer(sd):
+        raise ValueError(
+            f"{path} is not a LlamaGen tokenizer (no encoder.conv_blocks.* tensors); expected "
+            "e.g. vq_ds16_c2i.pt"
+        )
+    return llamagen_tokenizer(sd, str(path), image_size)
+
+
+def llamagen_gpt_options(config: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, Any]:
+    """LlamaGen ModelArgs fields from a preset name (GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-3B,
+    GPT-XXXL), a mapping, or a JSON file holding them (top level, under "model_args", or
+    under "gpt" → "model_args" as in the fixtures' config.json); {} for None."""
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        opts = dict(config)
+    elif str(config) in GPT_PRESETS:
+        return dict(GPT_PRESETS[str(config)])
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise ValueError(
+                f"GPT config {str(config)!r} is neither a preset {sorted(GPT_PRESETS)} nor a "
+                "JSON file"
+            )
+        try:
+            opts = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"{path} is not JSON; expected LlamaGen ModelArgs") from None
+        if not isinstance(opts, dict):
+            raise ValueError(f"{path} holds a {type(opts).__name__}; expected a JSON object")
+        opts = opts.get("gpt", opts)
+        opts = opts.get("model_args", opts)
+    if opts.get("model_type", "c2i") != "c2i":
+        raise ValueError(f"model_type {opts['model_type']!r}; only class-conditional c2i is ported")
+    return opts
+
+
+def load_llamagen(
+    gpt_checkpoint: str | os.PathLike,
+    vq_checkpoint: str | os.PathLike,
+    *,
+    config: str | os.PathLike | Mapping[str, Any] | None = None,
+    image_size: int | None = None,
+    class_names: Sequence[str] | None = None,
+    dtype: Any = jnp.float32,
+) -> LlamaGenVQGM:
+    """LlamaGen's class-conditional model from its GPT (c2i_B_256.pt, …, c2i_3B_384.pt) and
+    tokenizer (vq_ds16_c2i.pt) files, read without torch.
+
+    The GPT's width, depth, vocabulary, classes and feed-forward width come from the tensor
+    shapes; the head count from `config` (a preset name, ModelArgs mapping or JSON file) or the
+    preset of the same width and depth. The image size (hence the token grid and block_size) is
+    `image_size`, else the config's block_size, else the `_256`/`_384` of the file name, else
+    256. Class names default to ImageNet's for 1000 classes. `dtype=jnp.bfloat16` runs the GPT
+    as LlamaGen's `--precision bf16` (weights and activations bf16, RMSNorm/RoPE in float32).
+    """
+    opts = llamagen_gpt_options(config)
+    gsd = unwrap_llamagen_checkpoint(torch_pickle.read_torch_file(gpt_checkpoint), gpt_checkpoint)
+    if is_llamagen_tokenizer(gsd):
+        raise ValueError(
+            f"{gpt_checkpoint} is the tokenizer; pass the GPT (e.g. c2i_L_256.pt) first and the "
+            "tokenizer second"
+        )
+    vq = load_llamagen_tokenizer(vq_checkpoint)
+    f = vq.config.downsample_factor
+    if image_size is None:
+        named = re.search(r"_(\d+)\.pth?$", Path(gpt_checkpoint).name)
+        if "block_size" in opts:
+            image_size = math.isqrt(int(opts["block_size"])) * f
+        elif named:
+            image_size = int(named.group(1))
+        else:
+            image_size = 256
+    if image_size % f:
+        raise ValueError(f"image_size {image_size} is not a multiple of the tokenizer's {f}")
+    opts["block_size"] = (image_size // f) ** 2
+    vq = dataclasses.replace(vq, config=dataclasses.replace(vq.config, image_size=image_size))
+    gparams = convert_llamagen_gpt_state_dict(gsd)
+    gcfg = infer_llamagen_gpt_config(gparams, opts)
+    check_llamagen_gpt_state_dict(gsd, gcfg, str(gpt_checkpoint))
+    if class_names is None:
+        if gcfg.num_classes == 1000:
+            from cortex_jax.core import imagenet
+
+            class_names = [c.name for c in imagenet.classes()]
+        else:
+            class_names = [f"class{i}" for i in range(gcfg.num_classes)]
+    return LlamaGenVQGM("llamagen", vq, gcfg, gparams, tuple(class_names), dtype)
 
 
 def load_dallebart(source: str | os.PathLike) -> tuple[DalleBartConfig, dict]:

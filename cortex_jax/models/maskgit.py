@@ -475,9 +475,16 @@ class MaskGITVQGM:
 
     @property
     def grid_size(self) -> int:
+        """m, the side of the token grid."""
         return self.vqgan.grid_size
 
+    @property
+    def codebook(self) -> Array:
+        """(K, d) codebook rows of the tokenizer."""
+        return self.vqgan.codebook
+
     def class_id(self, name: str) -> int:
+        """The class id of a name, or ValueError naming close matches."""
         from cortex_jax.models.vqgm import resolve_name
 
         return resolve_name(name, self.class_names, f"{self.name} class")
@@ -549,6 +556,18 @@ class MaskGITVQGM:
             [t[:, None] + self.transformer_config.codebook_size, flat.reshape(len(base), -1)], 1
         ).astype(np.int32)
         return self._run(seqs, rng, sample_config, start_iter)
+
+    def resample_region(
+        self, tokens: Any, mask: Any, class_ids: Any, key: Array, sample_config: Any = None
+    ) -> np.ndarray:
+        """MaskGIT's own editing as the `ResamplesRegion` interface: `edit_tokens` with the
+        released settings (12 iterations, temperature 4.5, from the 3rd)."""
+        return self.edit_tokens(tokens, mask, class_ids, key, sample_config or SampleConfig())
+
+    def encode(self, pixels: Any) -> np.ndarray:
+        """Pixels (B, H, W, 3) in [−1, 1] → token grids (B, m, m) (the tokenizer's encoder)."""
+        ids = np.asarray(self.vqgan.encode(pixels))
+        return ids.reshape(len(ids), self.grid_size, self.grid_size)
 
     def decode(self, tokens: Any) -> Array:
         """(B, m, m) tokens → pixels (B, H, W, 3) clipped to [−1, 1]."""

@@ -1,5 +1,10 @@
 """A class-conditional VQ generative model: class → sampled tokens → decoded image.
 
+`ClassConditional` is the written interface every class-conditional family here satisfies
+(taming's cin prior and the toy world below, `maskgit.MaskGITVQGM`, `llamagen.LlamaGenVQGM`);
+`Encodes` and `ResamplesRegion` are the optional abilities some of them add. The registry that
+names them (`cortex_jax.experiments.families`) and `generate_dataset` take this type only.
+
 `ClassConditionalVQGM` bundles a VQGAN, a cin-style GPT prior and the class names, and is what
 `train.generate` samples from, for the toy world and for ImageNet alike. Concept names resolve
 with a clear error that lists close matches.
@@ -10,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +34,66 @@ def resolve_name(name: str, names: Sequence[str], what: str = "concept") -> int:
     close = difflib.get_close_matches(name, list(names), n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; expected one of {list(names)}"
     raise ValueError(f"unknown {what} {name!r}{hint}")
+
+
+@runtime_checkable
+class ClassConditional(Protocol):
+    """What a class-conditional VQGM offers every entry point (shapes: grids (B, m, m) int).
+
+    Attributes (read-only):
+      name: a short name for reports and meta.json ("toy", "imagenet", "maskgit", "llamagen").
+      class_names: one name per class id.
+      vqgan: its tokenizer, a `VQGAN` (codebook, encode, embed, decode_code, decode_pixels).
+      grid_size: m, the side of the token grid.
+      codebook: (K, d) token embeddings; E for CORTEX is codebook[grids].
+
+    Methods:
+      class_id(name): the class id of a name, or ValueError naming close matches.
+      sample_tokens(class_ids, rng, sample_config, dtype): (B,) class ids → (B, m, m) grids;
+        `sample_config` is the family's own settings dataclass (its default when omitted),
+        `dtype` the transformer's compute type (None or omitted: the family's default).
+      decode(grids): pixels (B, H, W, 3) clipped to [−1, 1].
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def vqgan(self) -> VQGAN: ...
+
+    @property
+    def grid_size(self) -> int: ...
+
+    @property
+    def codebook(self) -> Any: ...
+
+    def class_id(self, name: str) -> int: ...
+
+    def sample_tokens(
+        self, class_ids: Any, rng: Any, sample_config: Any = ..., dtype: Any = ...
+    ) -> Any: ...
+
+    def decode(self, tokens: Any) -> Any: ...
+
+
+@runtime_checkable
+class Encodes(Protocol):
+    """Optional: `encode(pixels (B, H, W, 3) in [−1, 1]) -> grids (B, m, m)`."""
+
+    def encode(self, pixels: Any) -> Any: ...
+
+
+@runtime_checkable
+class ResamplesRegion(Protocol):
+    """Optional: the family's own editing of a region, `resample_region(grids (B, m, m),
+    mask (m, m) or (B, m, m) bool, target class ids (B,), key) -> grids (B, m, m)`: masked
+    positions re-drawn for the target class, the others kept (MaskGIT: re-mask and re-decode;
+    LlamaGen: re-sample in raster order with the kept tokens teacher-forced)."""
+
+    def resample_region(self, tokens: Any, mask: Any, class_ids: Any, key: Any) -> Any: ...
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -68,7 +133,13 @@ class ClassConditionalVQGM:
     def grid_size(self) -> int:
         return self.vqgan.grid_size
 
+    @property
+    def codebook(self) -> Array:
+        """(K, d) codebook rows of the VQGAN."""
+        return self.vqgan.codebook
+
     def class_id(self, name: str) -> int:
+        """The class id of a name, or ValueError naming close matches."""
         return resolve_name(name, self.class_names, f"{self.name} class")
 
     def sample_tokens(
@@ -79,12 +150,19 @@ class ClassConditionalVQGM:
         dtype: Any = jnp.float32,
     ) -> Array:
         """(B,) class ids → (B, m, m) token grids; `dtype` is the transformer's compute type
-        (bfloat16 roughly halves the cost on accelerators; float32 is what taming sampled in)."""
+        (bfloat16 roughly halves the cost on accelerators; float32, also for None, is what
+        taming sampled in)."""
+        dt = jnp.float32 if dtype is None else dtype
         toks = cin.sample(
-            self.gpt_config, self.gpt_params, np.asarray(class_ids), rng, sample_config, dtype
+            self.gpt_config, self.gpt_params, np.asarray(class_ids), rng, sample_config, dt
         )
         m = self.grid_size
         return toks.reshape(-1, m, m)
+
+    def encode(self, pixels: Any) -> np.ndarray:
+        """Pixels (B, H, W, 3) in [−1, 1] → token grids (B, m, m) (the VQGAN encoder)."""
+        ids = np.asarray(self.vqgan.encode(pixels))
+        return ids.reshape(len(ids), self.grid_size, self.grid_size)
 
     def decode(self, tokens: Any) -> Array:
         """(B, m, m) tokens → pixels (B, H, W, 3) clipped to [-1, 1]."""

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from cortex_jax.core import imagenet
+from cortex_jax.experiments import families
 from cortex_jax.experiments.bundle import Models, as_grids
 from cortex_jax.io import folders, shards, sources
 from cortex_jax.models import iem
@@ -200,3 +201,26 @@ def ground_truth(
     (encode,) = models.require("encode", what="the ground-truth split")
     names = [CONCEPT_NAMES[c] for c in concepts for _ in range(per_concept)]
     return encode_procedural(encode, names, seed)
+
+
+def _load_family(args: families.LoadArgs) -> ClassConditionalVQGM:
+    return load_toy_vqgm(args.checkpoint or WEIGHTS_DIR)
+
+
+def _toy_bundle(vqgm: Any, sampling: Any, predict: Any = None, classifier: Any = None) -> Models:
+    """The registry's bundle of a toy-layout VQGM: the pixel judge unless a classifier is given."""
+    judge = classifier if classifier is not None else load_toy_judge()
+    return families.default_bundle(vqgm, sampling, predict, judge, decode_batch=128)
+
+
+# The toy world as a registered family (--model toy, or a folder of the same layout).
+FAMILY = families.register(
+    families.Family(
+        "toy",
+        _load_family,
+        TOY_SAMPLING,
+        bundle=_toy_bundle,
+        concepts=len(world.CONCEPTS),
+        encoded=write_encoded_dataset,
+    )
+)

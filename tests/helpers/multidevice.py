@@ -110,10 +110,21 @@ def maskgit_check():
     print(json.dumps({"devices": len(jax.devices()), "tokens": np.asarray(toks).tolist()}))
 
 
+def llamagen_check():
+    """LlamaGen-sampled tokens for 3 classes with CFG and top-k (printed), on however many
+    devices (3 images on 8 devices: the padding rows must not change a grid)."""
+    fx = Path(sys.argv[2])
+    vqgm = sources.load_llamagen(fx / "gpt_tiny.pt", fx / "vq_tiny.pt", config=fx / "config.json")
+    toks = vqgm.sample_tokens([0, 4, 9], jax.random.PRNGKey(1), top_k=16, top_p=0.9)
+    print(json.dumps({"devices": len(jax.devices()), "tokens": np.asarray(toks).tolist()}))
+
+
 def main():
     arch = sys.argv[1]
     if arch == "maskgit":
         return maskgit_check()
+    if arch == "llamagen":
+        return llamagen_check()
     if arch == "dalle":
         return dalle_check()
     if arch == "cin":

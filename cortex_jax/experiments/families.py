@@ -1,0 +1,281 @@
+"""The one registry of class-conditional VQGM families: name → loader, sampler settings, bundle.
+
+Every entry point (`train.generate`) and the recipe (`recipe.load_vqgm`, `recipe.generate`) ask
+this registry for a family and never branch on its name. Adding a family is one model module
+(satisfying `models.vqgm.ClassConditional`), one io loader and one `register(Family(...))`.
+
+Registered here: `imagenet` (taming's cin transformer), `maskgit`, `llamagen`; the toy world
+registers `toy` itself (`cortex_jax.toy`, a layer above this one). A name that is not registered
+but is a folder loads as the toy world's layout (`--model runs/toy/weights`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from cortex_jax.core import imagenet
+from cortex_jax.experiments.bundle import Models, as_grids
+from cortex_jax.io import sources
+from cortex_jax.models import cin, llamagen, maskgit
+from cortex_jax.models.vqgm import ClassConditional, ResamplesRegion
+
+Editor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadArgs:
+    """What a loader may read; each family's loader names what it needs when it is missing.
+
+    Attributes:
+      checkpoint: the family's main file or folder (cin last.ckpt, MaskGIT folder, GPT .pt).
+      vq_checkpoint: a separate tokenizer file (LlamaGen's vq_ds16_c2i.pt).
+      config: a model config the weights do not record (LlamaGen: a preset or ModelArgs JSON).
+      n_head: attention heads, where neither the file nor a sidecar records them (cin).
+    """
+
+    checkpoint: str | None = None
+    vq_checkpoint: str | None = None
+    config: str | None = None
+    n_head: int | None = None
+
+
+def default_bundle(
+    vqgm: ClassConditional,
+    sampling: Any,
+    predict: Any = None,
+    classifier: Any = None,
+    decode_batch: int = 64,
+) -> Models:
+    """The experiments' bundle of a class-conditional VQGM: its codebook, decoding (batched),
+    class names and resolver, sampling `(class ids, seed)` with `sampling`, and the encoder."""
+    vq = vqgm.vqgan
+
+    def sample(class_ids: np.ndarray, seed: int) -> np.ndarray:
+        key = jax.random.PRNGKey(seed)
+        return np.asarray(vqgm.sample_tokens(np.asarray(class_ids), key, sampling))
+
+    return Models(
+        codebook=np.asarray(vqgm.codebook),
+        decode=functools.partial(vq.decode_pixels, batch=decode_batch),
+        class_names=tuple(vqgm.class_names),
+        grid_size=vqgm.grid_size,
+        image_size=vq.config.resolution,
+        predict=predict,
+        classifier=classifier,
+        sample=sample,
+        encode=lambda px: as_grids(vq.encode(px)),
+        resolve=vqgm.class_id,
+        name=vqgm.name,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One class-conditional VQGM family.
+
+    Attributes:
+      name: what `--model` / `config.family` says.
+      load: LoadArgs → the model (raising one line naming the files it needs).
+      sampling: the default sampler settings, a frozen dataclass (the family's SampleConfig);
+        `settings()` overrides its fields by name.
+      bundle: (model, sampling, predict, classifier) → the experiments' `Models`.
+      concepts: how many leading classes `--classes concepts` means (None: all).
+      encoded: a writer of encoded procedural images, when the family has such a world
+        (vqgan, class_ids, per_class, out, seed, shard_size, progress) → dataset.
+      random: (recipe config, seed) → a model with random weights, for `:runlocal` recipes.
+      edit_row: the Table 5 row name of the family's own region re-sampling, if it has one.
+    """
+
+    name: str
+    load: Callable[[LoadArgs], ClassConditional]
+    sampling: Any
+    bundle: Callable[..., Models] = default_bundle
+    concepts: int | None = None
+    encoded: Callable[..., Any] | None = None
+    random: Callable[[Any, int], ClassConditional] | None = None
+    edit_row: str | None = None
+
+    def settings(self, overrides: Mapping[str, Any], strict: bool = True) -> Any:
+        """`sampling` with the fields in `overrides` replaced (None values ignored). With
+        `strict`, a key that is no field of this family's settings is one ValueError."""
+        fields = {f.name for f in dataclasses.fields(self.sampling)}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(given) - fields)
+        if strict and unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} do not apply to --model {self.name}; its sampler "
+                f"settings are {', '.join(sorted(fields))}"
+            )
+        return dataclasses.replace(self.sampling, **{k: v for k, v in given.items() if k in fields})
+
+
+_REGISTRY: dict[str, Family] = {}
+
+
+def register(family: Family, replace: bool = False) -> Family:
+    """Adds `family` under its name (a second registration of a name is refused unless
+    `replace`); returns it."""
+    if family.name in _REGISTRY and not replace:
+        raise ValueError(f"a VQGM family named {family.name!r} is already registered")
+    _REGISTRY[family.name] = family
+    return family
+
+
+def unregister(name: str) -> None:
+    """Removes a family (tests register their own and clean up)."""
+    _REGISTRY.pop(name, None)
+
+
+def names() -> list[str]:
+    """The registered family names."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Family:
+    """The family registered as `name`; a folder not registered by name reads as the toy
+    world's layout (its family with the folder as checkpoint); else one ValueError."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if Path(name).is_dir() and "toy" in _REGISTRY:
+        toy = _REGISTRY["toy"]
+        folder = name
+        return dataclasses.replace(
+            toy, load=lambda a: toy.load(dataclasses.replace(a, checkpoint=folder))
+        )
+    raise ValueError(
+        f"unknown model {name!r}; expected one of {', '.join(names())} or a folder laid out "
+        "like the toy weights"
+    )
+
+
+def region_editor(vqgm: ClassConditional, key: jax.Array, sampling: Any = None) -> Editor | None:
+    """A Table 5 editor `(base, sources, targets, mask) → grids` from the model's own region
+    re-sampling (`ResamplesRegion`), or None when the family has none."""
+    if not isinstance(vqgm, ResamplesRegion):
+        return None
+    model: Any = vqgm
+    if sampling is None:
+        return lambda b, s, t, m: np.asarray(model.resample_region(b, m, t, key))
+    return lambda b, s, t, m: np.asarray(model.resample_region(b, m, t, key, sampling))
+
+
+# ----------------------------------------------------------------------------- the families
+
+
+def _need(args: LoadArgs, field: str, message: str) -> str:
+    value = getattr(args, field)
+    if not value:
+        raise ValueError(message)
+    return str(value)
+
+
+def _load_cin(args: LoadArgs) -> ClassConditional:
+    path = _need(
+        args,
+        "checkpoint",
+        "--model imagenet needs --checkpoint: taming-transformers' "
+        "2021-04-03T19-39-50_cin_transformer (checkpoints/last.ckpt with its configs/ "
+        "folder beside, from the taming-transformers README), e.g. --checkpoint "
+        "logs/2021-04-03T19-39-50_cin_transformer/checkpoints/last.ckpt",
+    )
+    if not Path(path).exists():
+        raise FileNotFoundError(
+            f"cin transformer checkpoint not found: {path}; download taming-"
+            "transformers' 2021-04-03T19-39-50_cin_transformer (README, 'ImageNet class-"
+            "conditional'), unpack it so that checkpoints/last.ckpt and configs/ sit side by "
+            "side, and pass --config.checkpoint=PATH/checkpoints/last.ckpt"
+        )
+    names = [c.name for c in imagenet.classes()]
+    return sources.load_cin_vqgm(path, names, args.n_head or None)
+
+
+def random_cin(config: Any, seed: int = 0) -> ClassConditional:
+    """A VQGAN + cin transformer with random weights, shaped by config.random_vqgan/random_gpt:
+    the runlocal stand-in for taming's checkpoint (ImageNet's 1000 class names, class tokens at
+    ids 0..999 of the shared vocabulary, as in taming)."""
+    from cortex_jax.models.vqgan import VQGAN, VQGANConfig
+    from cortex_jax.models.vqgan import init_params as vqgan_init_params
+    from cortex_jax.models.vqgm import ClassConditionalVQGM
+
+    vcfg = VQGANConfig.from_dict(dict(config.random_vqgan))
+    vq = VQGAN(vcfg, vqgan_init_params(vcfg, jax.random.PRNGKey(seed)))
+    class_names = tuple(c.name for c in imagenet.classes())
+    m = vcfg.grid_size
+    gcfg = cin.GPTConfig(
+        vocab_size=max(len(class_names), vcfg.n_embed),
+        block_size=m * m,
+        n_head=config.n_head,
+        image_vocab_size=vcfg.n_embed,
+        n_classes=len(class_names),
+        **dict(config.random_gpt),
+    )
+    gparams = cin.init_params(gcfg, jax.random.PRNGKey(seed + 1))
+    return ClassConditionalVQGM("imagenet-random", vq, gcfg, gparams, class_names)
+
+
+def _load_maskgit(args: LoadArgs) -> ClassConditional:
+    folder = _need(
+        args,
+        "checkpoint",
+        "--model maskgit needs --checkpoint DIR: the folder holding MaskGIT's "
+        "tokenizer_imagenet256_checkpoint and maskgit_imagenet256_checkpoint (docs/maskgit.md)",
+    )
+    return sources.load_maskgit(folder)
+
+
+def _load_llamagen(args: LoadArgs) -> ClassConditional:
+    message = (
+        "--model llamagen needs --checkpoint GPT.pt and --vq-checkpoint VQ.pt: "
+        "LlamaGen's c2i_*.pt and vq_ds16_c2i.pt (docs/llamagen.md)"
+    )
+    gpt, vq = _need(args, "checkpoint", message), _need(args, "vq_checkpoint", message)
+    return sources.load_llamagen(gpt, vq, config=args.config)
+
+
+def random_llamagen(config: Any, seed: int = 0) -> ClassConditional:
+    """A LlamaGen tokenizer + GPT with random weights, shaped by config.random_tokenizer (a
+    `llamagen.TokenizerConfig`'s fields) and config.random_gpt (`llamagen.GPTConfig`'s), with
+    ImageNet's 1000 class names: the `:runlocal` stand-in for the released files."""
+    tcfg = llamagen.TokenizerConfig(**dict(config.random_tokenizer))
+    tok = llamagen.init_tokenizer(tcfg, jax.random.PRNGKey(seed))
+    class_names = tuple(c.name for c in imagenet.classes())
+    m = tok.grid_size
+    gcfg = llamagen.GPTConfig(
+        **dict(config.random_gpt),
+        vocab_size=tcfg.codebook_size,
+        block_size=m * m,
+        num_classes=len(class_names),
+    )
+    params = llamagen.init_gpt_params(gcfg, jax.random.PRNGKey(seed + 1))
+    return llamagen.LlamaGenVQGM("llamagen-random", tok, gcfg, params, class_names)
+
+
+IMAGENET = register(
+    # The authors' ImageNet sampling (taming's sample_fast.py defaults).
+    Family(
+        "imagenet",
+        _load_cin,
+        cin.SampleConfig(temperature=1.0, top_k=250, top_p=1.0),
+        random=random_cin,
+    )
+)
+MASKGIT = register(
+    Family("maskgit", _load_maskgit, maskgit.SampleConfig(12, 4.5), edit_row="maskgit_edit")
+)
+LLAMAGEN = register(
+    # LlamaGen's sample_c2i.py defaults
+    Family(
+        "llamagen",
+        _load_llamagen,
+        llamagen.SampleConfig(),
+        random=random_llamagen,
+        edit_row="llamagen_resample",
+    )
+)

@@ -1,0 +1,111 @@
+"""The family registry (cortex_jax.experiments.families) and the ClassConditional interface: a
+family registered in this test alone generates through `train.generate` end to end, so adding a
+family is one registration; unknown names, duplicate names and foreign sampler flags are refused
+in one line."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from cortex_jax import toy
+from cortex_jax.experiments import families
+from cortex_jax.io import shards
+from cortex_jax.models import cin
+from cortex_jax.models.vqgan import VQGAN, VQGANConfig
+from cortex_jax.models.vqgan import init_params as vqgan_init
+from cortex_jax.models.vqgm import ClassConditional, ClassConditionalVQGM, Encodes, ResamplesRegion
+
+
+def _tiny_vqgm(args: families.LoadArgs) -> ClassConditionalVQGM:
+    """A 3-class cin VQGM with random weights, 16 px, 8×8 tokens, K = 16."""
+    vcfg = VQGANConfig(
+        ch=32,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        z_channels=32,
+        embed_dim=4,
+        n_embed=16,
+        resolution=16,
+    )
+    vq = VQGAN(vcfg, vqgan_init(vcfg, jax.random.PRNGKey(0)))
+    gcfg = cin.GPTConfig(
+        vocab_size=19,
+        block_size=64,
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        image_vocab_size=16,
+        class_offset=16,
+        n_classes=3,
+    )
+    params = cin.init_params(gcfg, jax.random.PRNGKey(1))
+    return ClassConditionalVQGM("tiny-test", vq, gcfg, params, ("ant", "bee", "cat"))
+
+
+@pytest.fixture
+def tiny_family():
+    fam = families.register(
+        families.Family("tiny-test", _tiny_vqgm, cin.SampleConfig(temperature=1.0, top_k=5))
+    )
+    yield fam
+    families.unregister("tiny-test")
+
+
+@pytest.mark.slow  # 30–140 s on 2 shared cores: cin sampling and the VQGAN compile
+def test_one_registration_generates_through_train_generate(tiny_family, tmp_path):
+    from absl import flags
+
+    from train import generate
+
+    out = tmp_path / "ds"
+    argv = ["train.generate", "--model", "tiny-test", "--classes", "ant,cat", "--per-class", "3"]
+    flags.FLAGS(argv + ["--temperature", "0.7", "--out", str(out)])
+    try:
+        generate.main([])
+    finally:
+        flags.FLAGS.unparse_flags()
+    ds = shards.TokenDataset.open(out)
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["vqgm"], meta["grid_size"], meta["codebook_size"]) == ("tiny-test", 8, 16)
+    assert meta["sampling"] == {"temperature": 0.7, "top_k": 5, "top_p": 1.0}  # flag + default
+    tokens, labels, _ = ds.arrays()
+    assert labels.tolist() == [0, 0, 0, 2, 2, 2]
+    model = _tiny_vqgm(families.LoadArgs())
+    key = jax.random.fold_in(jax.random.PRNGKey(0), 0)  # shard 0 of seed 0
+    sc = cin.SampleConfig(temperature=0.7, top_k=5)
+    np.testing.assert_array_equal(tokens, model.sample_tokens(labels, key, sc))
+
+
+def test_registry_refuses_unknown_duplicate_and_foreign_settings(tiny_family):
+    assert {"toy", "imagenet", "maskgit", "llamagen", "tiny-test"} <= set(families.names())
+    with pytest.raises(ValueError, match="unknown model 'nope'; expected one of .*llamagen"):
+        families.get("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        families.register(tiny_family)
+    with pytest.raises(ValueError, match="cfg_scale do not apply to --model tiny-test"):
+        tiny_family.settings({"cfg_scale": 2.0})
+    assert tiny_family.settings({"cfg_scale": 2.0, "top_k": 3}, strict=False).top_k == 3
+    assert families.LLAMAGEN.settings({"top_k": 16}).cfg_scale == 4.0
+    with pytest.raises(ValueError, match="needs --checkpoint GPT.pt and --vq-checkpoint"):
+        families.LLAMAGEN.load(families.LoadArgs(checkpoint="c2i.pt"))
+
+
+def test_toy_and_cin_satisfy_the_interface(tmp_path):
+    vqgm = toy.load_toy_vqgm()
+    assert isinstance(vqgm, ClassConditional) and isinstance(vqgm, Encodes)
+    assert not isinstance(vqgm, ResamplesRegion)  # optional: the cin prior has no region edit
+    assert families.region_editor(vqgm, jax.random.PRNGKey(0)) is None
+    assert families.get("toy") is toy.FAMILY
+    assert np.asarray(vqgm.codebook).shape == (512, 32)
+    folder = families.get(str(toy.WEIGHTS_DIR))  # a folder of the toy layout, by path
+    assert folder.name == "toy" and folder.load(families.LoadArgs()).grid_size == 8
+
+
+@pytest.mark.slow
+def test_toy_encode_decode_through_the_interface():
+    vqgm = toy.load_toy_vqgm()
+    grids = vqgm.sample_tokens([0, 3], jax.random.PRNGKey(0), toy.TOY_SAMPLING)
+    np.testing.assert_array_equal(vqgm.encode(vqgm.decode(grids)).shape, (2, 8, 8))
