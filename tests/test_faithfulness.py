@@ -1,0 +1,92 @@
+"""Faithfulness curves, sanity checks and ground-truth scores against closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cortex_jax.method import faithfulness as fa
+from cortex_jax.method import stats
+
+M = 4
+OBJ = np.zeros((M, M), bool)
+OBJ[1:3, 1:3] = True  # 4 object positions of 16
+
+
+def _count_model():
+    """score(removed) = number of kept object positions: the object 'evidence'."""
+
+    def score(removed):
+        return (OBJ[None] & ~removed).reshape(len(removed), -1).sum(1).astype(float)
+
+    return score
+
+
+def test_step_counts_cover_both_ends():
+    assert fa.step_counts(16, 4).tolist() == [0, 4, 8, 12, 16]
+    assert fa.step_counts(16, 100).tolist() == list(range(17))
+    with pytest.raises(ValueError):
+        fa.step_counts(16, 0)
+
+
+def test_deletion_and_insertion_curves_match_closed_form():
+    score = _count_model()
+    perfect = fa.order_positions(OBJ[None].astype(float) + np.linspace(0, 0.1, 16).reshape(1, M, M))
+    worst = fa.order_positions(-OBJ[None].astype(float))
+    counts = fa.step_counts(16, 16)
+    d = fa.curve(score, perfect, counts, "deletion")[0]
+    i = fa.curve(score, perfect, counts, "insertion")[0]
+    k = counts
+    assert d.tolist() == np.maximum(4 - k, 0).tolist()
+    assert i.tolist() == np.minimum(k, 4).tolist()
+    # AUC over the fraction: deletion a triangle 4·(4/16)/2 = 0.5; insertion 4 − 0.5 = 3.5
+    assert fa.auc(counts, d[None])[0] == pytest.approx(0.5)
+    assert fa.auc(counts, i[None])[0] == pytest.approx(3.5)
+    dw = fa.curve(score, worst, counts, "deletion")[0]
+    assert dw.tolist() == np.minimum(4, 16 - k).tolist()
+    assert fa.auc(counts, dw[None])[0] == pytest.approx(3.5)
+
+
+def test_random_order_deletion_auc_is_half_the_evidence_in_expectation():
+    score = _count_model()
+    rng = np.random.default_rng(0)
+    order = fa.order_positions(rng.random((400, M, M)))
+    counts = fa.step_counts(16, 16)
+    a = fa.auc(counts, fa.curve(score, order, counts, "deletion"))
+    # E[kept object after k random removals] = 4·(1 − k/16): the trapezoid of a line = 2
+    r = stats.mean_ci(a, n_boot=500)
+    assert r["ci"][0] < 2.0 < r["ci"][1]
+
+
+def test_replace_tokens_and_removed_mask():
+    tokens = np.arange(16).reshape(1, M, M)
+    order = np.arange(16)[None]
+    rem = fa.removed_mask(order, 3, "deletion", M)
+    assert rem.reshape(-1)[:3].all() and not rem.reshape(-1)[3:].any()
+    assert (fa.removed_mask(order, 3, "insertion", M) == ~rem).all()
+    out = fa.replace_tokens(tokens, 99, rem)
+    assert out.reshape(-1)[:4].tolist() == [99, 99, 99, 3]
+
+
+def test_mean_ci_covers_the_mean_and_degenerates_cleanly():
+    r = stats.mean_ci(np.random.default_rng(1).normal(1.0, 1.0, 200), n_boot=500)
+    assert r["ci"][0] < 1.0 < r["ci"][1]
+    assert stats.mean_ci([2.0, 2.0]) == {"value": 2.0, "ci": [2.0, 2.0]}
+    assert np.isnan(stats.mean_ci([np.nan])["value"])
+
+
+def test_spearman_and_overlap():
+    a = np.arange(16.0).reshape(1, M, M)
+    assert fa.spearman_per_image(a, a)[0] == pytest.approx(1)
+    assert fa.spearman_per_image(a, -a)[0] == pytest.approx(-1)
+    assert fa.spearman_per_image(a, np.zeros_like(a))[0] == 0
+    assert fa.top_overlap(a, a, 4)[0] == 1
+    assert fa.top_overlap(a, -a, 4)[0] == 0
+
+
+def test_ground_truth_scores():
+    s = np.where(OBJ, 1.0, -1.0)[None] + np.linspace(0, 0.01, 16).reshape(1, M, M)
+    g = fa.ground_truth_scores(s, OBJ[None], 4)
+    assert g["precision"][0] == 1 and g["pointing"][0] == 1 and g["mass"][0] == pytest.approx(1)
+    g = fa.ground_truth_scores(-s, OBJ[None], 4)
+    assert g["precision"][0] == 0 and g["pointing"][0] == 0 and g["mass"][0] == 0
