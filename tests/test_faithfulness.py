@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cortex_jax.method import attribution, stats
 from cortex_jax.method import faithfulness as fa
-from cortex_jax.method import stats
 
 M = 4
 OBJ = np.zeros((M, M), bool)
@@ -90,3 +94,75 @@ def test_ground_truth_scores():
     assert g["precision"][0] == 1 and g["pointing"][0] == 1 and g["mass"][0] == pytest.approx(1)
     g = fa.ground_truth_scores(-s, OBJ[None], 4)
     assert g["precision"][0] == 0 and g["pointing"][0] == 0 and g["mass"][0] == 0
+
+
+# ---- sanity checks that can fail -------------------------------------------------------------
+
+D, H, C = 6, 8, 3
+
+
+def _mlp(params, e):
+    z = jnp.tanh(e @ params["l0"]["kernel"]) @ params["l1"]["kernel"]  # (B, m, m, C)
+    return (z * params["l1"]["pos"][None, :, :, None]).sum((1, 2))
+
+
+def _params(seed):
+    r = np.random.default_rng(seed)
+    return {
+        "l0": {"kernel": jnp.asarray(r.normal(0, 1, (D, H)), jnp.float32)},
+        "l1": {
+            "kernel": jnp.asarray(r.normal(0, 1, (H, C)), jnp.float32),
+            "pos": jnp.asarray(r.normal(0, 1, (M, M)), jnp.float32),
+        },
+    }
+
+
+def _magnitude(predict, x, y, keys, o):  # ignores the model entirely
+    return jnp.abs(x), jnp.abs(x).max(axis=-1)
+
+
+def _scores(method, params, e, y):
+    predict = functools.partial(_mlp, params)
+    return attribution.token_attribution(predict, e, y, jax.random.PRNGKey(0), method).positions
+
+
+def test_cascading_randomization_stages():
+    p = _params(0)
+    stages = fa.cascading_randomization(p, seed=1)
+    assert [n for n, _ in stages] == ["l1", "l0"]
+    top, full = stages[0][1], stages[1][1]
+    assert np.array_equal(top["l0"]["kernel"], p["l0"]["kernel"])
+    assert not np.array_equal(top["l1"]["kernel"], p["l1"]["kernel"])
+    assert not np.array_equal(full["l0"]["kernel"], p["l0"]["kernel"])
+    with pytest.raises(ValueError, match="not in the parameters"):
+        fa.cascading_randomization(p, layers=["nope"])
+
+
+def test_randomization_checks_fail_for_a_method_that_ignores_the_model(monkeypatch):
+    monkeypatch.setitem(attribution.METHODS, "magnitude", attribution.Method(_magnitude, {}, {}))
+    e = jnp.asarray(np.random.default_rng(2).normal(0, 1, (24, M, M, D)), jnp.float32)
+    y = np.zeros(24, np.int32)
+    p = _params(0)
+    full = fa.cascading_randomization(p, seed=1)[-1][1]
+    other = _params(7)  # stands in for an IEM trained on permuted labels: unrelated weights
+    for method in ("magnitude", "gradient"):
+        base = _scores(method, p, e, y)
+        for q in (full, other):
+            rho = fa.agreement(base, _scores(method, q, e, y), 4)["spearman"]
+            if method == "magnitude":
+                assert rho.min() == pytest.approx(1) and not fa.check_passes(rho)
+            else:
+                assert fa.check_passes(rho), rho.mean()
+
+
+def test_infill_tokens_is_the_priors_best_other_token():
+    from cortex_jax.models import cin
+
+    cfg = cin.GPTConfig(20, 16, 1, 2, 16, image_vocab_size=16, class_offset=16, n_classes=4)
+    params = cin.init_params(cfg, jax.random.PRNGKey(0))
+    toks = np.random.default_rng(0).integers(0, 16, (3, 16))
+    cls = np.array([0, 1, 3])
+    got = np.asarray(cin.infill_tokens(cfg, params, cls, toks))
+    lg = np.array(cin.logits(cfg, params, cls, toks))[..., :16]
+    np.put_along_axis(lg, toks[..., None], -np.inf, axis=-1)
+    assert (got == lg.argmax(-1)).all() and (got != toks).all()

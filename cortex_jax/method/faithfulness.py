@@ -20,10 +20,14 @@ insertion AUC are better.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import jax
 import numpy as np
 import scipy.stats
+
+from cortex_jax.method import stats
 
 Score = Callable[[np.ndarray], np.ndarray]  # removed mask (B, m, m) bool → (B,) scores
 KINDS = ("deletion", "insertion")
@@ -102,6 +106,52 @@ def top_overlap(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     """Share (B,) of the top-n positions of map a that are among the top-n of map b."""
     oa, ob = order_positions(a)[:, :n], order_positions(b)[:, :n]
     return np.array([len(np.intersect1d(x, y)) / n for x, y in zip(oa, ob, strict=True)])
+
+
+def _redraw(leaf: Any, rng: np.random.Generator) -> np.ndarray:
+    a = np.asarray(leaf)
+    sd = float(a.std()) if a.size > 1 else 0.0
+    return (rng.normal(0.0, sd, a.shape).astype(a.dtype)) if sd > 0 else a
+
+
+def cascading_randomization(
+    params: Mapping[str, Any], seed: int = 0, layers: Sequence[str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Stages of cascading parameter randomisation (Adebayo et al. 2018): stage i re-draws the
+    parameters of `layers[: i + 1]`, top layer first, down to all layers. `layers` are keys of
+    `params` (default: its keys in reverse order, since Flax records modules in the order the
+    forward pass creates them, so the output layer comes last). A re-drawn leaf is N(0, s²) with
+    s its own standard deviation (the scale of the trained weights); a leaf without spread (a
+    LayerNorm scale of ones, a zero bias) is kept. Returns [(last layer re-drawn, params)]."""
+    names = list(reversed(list(params))) if layers is None else list(layers)
+    unknown = [n for n in names if n not in params]
+    if unknown:
+        raise ValueError(f"layer {unknown[0]!r} is not in the parameters ({', '.join(params)})")
+    rng = np.random.default_rng(seed)
+    current = dict(params)
+    out = []
+    for name in names:
+        current = dict(current)
+        current[name] = jax.tree_util.tree_map(lambda x: _redraw(x, rng), params[name])
+        out.append((name, current))
+    return out
+
+
+def agreement(original: np.ndarray, other: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Per-image agreement (B,) of two score maps (B, m, m): `spearman` and `top_overlap` of the
+    top-n positions. A randomisation check wants them low."""
+    return {
+        "spearman": spearman_per_image(original, other),
+        "top_overlap": top_overlap(original, other, n),
+    }
+
+
+def check_passes(spearman: np.ndarray, max_agreement: float = 0.5, n_boot: int = 2000) -> bool:
+    """A randomisation check passes when the upper end of the 95 % bootstrap interval of the
+    mean per-image Spearman correlation is below `max_agreement` (a convention: a method whose
+    scores barely change when the model is destroyed explains the input, not the model)."""
+    ci = stats.mean_ci(spearman, n_boot=n_boot)["ci"]
+    return bool(ci[1] < max_agreement)
 
 
 # ---- ground truth -----------------------------------------------------------------------------
