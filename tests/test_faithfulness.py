@@ -166,3 +166,13 @@ def test_infill_tokens_is_the_priors_best_other_token():
     lg = np.array(cin.logits(cfg, params, cls, toks))[..., :16]
     np.put_along_axis(lg, toks[..., None], -np.inf, axis=-1)
     assert (got == lg.argmax(-1)).all() and (got != toks).all()
+
+
+def test_forward_order_follows_the_forward_pass_not_the_key_order():
+    p = _params(0)
+    shuffled = {"l1": p["l1"], "l0": p["l0"], "unused": {"w": jnp.ones(3)}}
+    e = jnp.ones((1, M, M, D))
+    order = fa.forward_order(lambda q: _mlp(q, e), shuffled)
+    assert order == ["l0", "l1", "unused"]
+    jitted = jax.jit(_mlp)
+    assert fa.forward_order(lambda q: jitted(q, e), shuffled) == ["l0", "l1", "unused"]

@@ -13,9 +13,10 @@ Metrics (`method.faithfulness` says how each is computed):
   independent pixel classifier (on the decoded edited grid), removing positions most important
   first. Removal `baseline`: the token whose codebook row is nearest the mean row, everywhere;
   `generator`: the prior's most likely other token at that position given the intact prefix
-  (`models.infill`, conditioned on the image's class), so the edited grid stays near what the
-  generator produces. `deletion_auc_classifier_patch`, `insertion_auc_classifier_patch`: the
-  paper's black patches in the decoded image (pixel side only).
+  (`models.infill`, conditioned on another concept by default: `generator_condition`), so the
+  edited grid stays near what the generator produces. `deletion_auc_classifier_patch`,
+  `insertion_auc_classifier_patch`: the paper's black patches in the decoded image (pixel side
+  only).
 - `gt_precision` (top-n positions on the object mask), `pointing_game` (top-1 on the object),
   `gt_mass` (share of positive score on the object): only with masks.
 - `randomization_spearman` / `randomization_top_overlap`: agreement of the scores with those of
@@ -55,6 +56,10 @@ class CompareConfig:
     n_samples: SmoothGrad noise samples; ig_steps: integrated-gradients steps.
     removals: token removals, a subset of ("baseline", "generator"); the patch is always run
       when there is a classifier.
+    generator_condition: the class the generator's infill is conditioned on: "other" (a
+      different concept, (label + n // 2) mod n of the n IEM classes; default) or "own" (the
+      image's; the prior then puts the concept back, so the curve barely falls: measured
+      0.92 vs 0.25 deletion AUC for the baseline token on the toy IEM with `gradient`).
     cascade: run every stage of cascading randomisation (else only the full one).
     permutation_epochs: epochs of the permuted-label IEM (0 skips the check).
     n_boot: bootstrap resamples; seed: attribution keys, re-draws, permutation and training.
@@ -73,6 +78,7 @@ class CompareConfig:
     n_samples: int = 10
     ig_steps: int = 16
     removals: tuple[str, ...] = ("baseline", "generator")
+    generator_condition: str = "other"
     cascade: bool = True
     permutation_epochs: int = 30
     n_boot: int = 1000
@@ -194,12 +200,25 @@ def run(
     if "generator" in config.removals:
         if models.infill is None:
             raise ValueError("removal 'generator' needs the bundle's infill (the VQGM's prior)")
-        repl["generator"] = np.asarray(models.infill(labels, tokens))
+        n = len(models.class_names)
+        if config.generator_condition not in ("other", "own"):
+            raise ValueError(
+                f"generator_condition={config.generator_condition!r}; expected other|own"
+            )
+        cond = labels if config.generator_condition == "own" else (labels + n // 2) % n
+        repl["generator"] = np.asarray(models.infill(cond, tokens))
 
     stages: list[tuple[str, Callable]] = []
     if iem_model is not None:
         icfg, variables = iem_model
-        cascade = fa.cascading_randomization(variables["params"], seed=config.seed)
+        fwd = iem.predict_fn(icfg)
+        e0 = np.zeros((1, *tokens.shape[1:], cb.shape[1]), np.float32)
+        layers = fa.forward_order(
+            lambda p: fwd(p, variables["batch_stats"], e0), variables["params"]
+        )
+        cascade = fa.cascading_randomization(
+            variables["params"], seed=config.seed, layers=layers[::-1]
+        )
         if not config.cascade:
             cascade = cascade[-1:]
         stages = [(layer, iem.predictor(icfg, {**variables, "params": p})) for layer, p in cascade]

@@ -114,15 +114,57 @@ def _redraw(leaf: Any, rng: np.random.Generator) -> np.ndarray:
     return (rng.normal(0.0, sd, a.shape).astype(a.dtype)) if sd > 0 else a
 
 
+def _first_uses_mapped(
+    jaxpr: Any, where: dict[int, int], seen: dict[int, int], counter: list[int]
+) -> None:
+    """Records in `seen`, for each input index that `where` maps a variable of `jaxpr` to, the
+    global index of the first equation reading it, descending into nested jaxprs (jit,
+    custom_jvp, …) in program order."""
+    for eqn in jaxpr.eqns:
+        counter[0] += 1
+        read = [where.get(id(v)) for v in eqn.invars]
+        inner = next(
+            (eqn.params[k] for k in ("jaxpr", "call_jaxpr", "fun_jaxpr") if k in eqn.params), None
+        )
+        sub = getattr(inner, "jaxpr", inner)
+        if sub is not None and len(sub.invars) == len(eqn.invars):
+            mapped = {id(sv): i for sv, i in zip(sub.invars, read, strict=True) if i is not None}
+            _first_uses_mapped(sub, mapped, seen, counter)
+            continue
+        for i in read:
+            if i is not None and i not in seen:
+                seen[i] = counter[0]
+
+
+def forward_order(apply: Callable[[Any], Any], params: Mapping[str, Any]) -> list[str]:
+    """The top-level keys of `params` in the order the forward pass `apply(params)` first reads
+    them (traced with `jax.make_jaxpr`): input layer first, output layer last. Keys never read
+    come last, in their given order."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    closed = jax.make_jaxpr(lambda *ls: apply(jax.tree_util.tree_unflatten(treedef, ls)))(
+        *[leaf for _, leaf in leaves]
+    )
+    seen: dict[int, int] = {}
+    mapped = {id(v): i for i, v in enumerate(closed.jaxpr.invars)}
+    _first_uses_mapped(closed.jaxpr, mapped, seen, [0])
+    first: dict[str, float] = {k: float("inf") for k in params}
+    for i, (path, _) in enumerate(leaves):
+        key = str(getattr(path[0], "key", path[0]))
+        first[key] = min(first[key], seen.get(i, float("inf")))
+    names = list(params)
+    return sorted(names, key=lambda k: (first[k], names.index(k)))
+
+
 def cascading_randomization(
     params: Mapping[str, Any], seed: int = 0, layers: Sequence[str] | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
     """Stages of cascading parameter randomisation (Adebayo et al. 2018): stage i re-draws the
     parameters of `layers[: i + 1]`, top layer first, down to all layers. `layers` are keys of
-    `params` (default: its keys in reverse order, since Flax records modules in the order the
-    forward pass creates them, so the output layer comes last). A re-drawn leaf is N(0, s²) with
-    s its own standard deviation (the scale of the trained weights); a leaf without spread (a
-    LayerNorm scale of ones, a zero bias) is kept. Returns [(last layer re-drawn, params)]."""
+    `params` (default: its keys in reverse order; pass `reversed(forward_order(...))` for a
+    tree whose keys are not in forward order, e.g. one restored sorted by name). A re-drawn
+    leaf is N(0, s²) with s its own standard deviation (the scale of the trained weights); a
+    leaf without spread (a LayerNorm scale of ones, a zero bias) is kept. Returns
+    [(last layer re-drawn, params)]."""
     names = list(reversed(list(params))) if layers is None else list(layers)
     unknown = [n for n in names if n not in params]
     if unknown:
