@@ -40,6 +40,7 @@ def main(argv):
             ig_steps=_IG.value, cascade=_CASCADE.value, permutation_epochs=_EPOCHS.value,
             n_boot=_BOOT.value, seed=_SEED.value,
         )  # fmt: skip
+        compare.check_config(cfg)
         models = toy.models(_IEM.value)
         icfg, variables, _ = toy.load_toy_iem(_IEM.value)
         concepts = range(len(models.class_names))

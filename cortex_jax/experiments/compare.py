@@ -85,6 +85,24 @@ class CompareConfig:
     seed: int = 0
 
 
+def check_config(cfg: CompareConfig) -> None:
+    """One-line ValueError for a config `run` cannot use (before any model is loaded)."""
+    if not cfg.methods:
+        raise ValueError("methods is empty; expected at least one attribution method")
+    for m in cfg.methods:
+        attribution.check_options(m, _options(m, cfg))
+    bad = [r for r in cfg.removals if r not in ("baseline", "generator")]
+    if bad:
+        raise ValueError(f"removal {bad[0]!r}; expected baseline or generator")
+    if cfg.generator_condition not in ("other", "own"):
+        raise ValueError(f"generator_condition={cfg.generator_condition!r}; expected other|own")
+    for name in ("steps", "top_n", "n_samples", "ig_steps", "n_boot"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}={getattr(cfg, name)}; expected ≥ 1")
+    if cfg.permutation_epochs < 0:
+        raise ValueError(f"permutation_epochs={cfg.permutation_epochs}; expected ≥ 0")
+
+
 def _options(method: str, cfg: CompareConfig) -> dict[str, Any]:
     if method == "smoothgrad":
         return {"n_samples": cfg.n_samples}
@@ -190,8 +208,7 @@ def run(
     `permuted_train` (grids, labels, _) the label-permutation check runs too."""
     out = Path(out)
     (predict,) = models.require("predict", what="comparing attribution methods")
-    for m in config.methods:
-        attribution.check_options(m, _options(m, config))
+    check_config(config)
     tokens, labels, masks = data
     cb = np.asarray(models.codebook)
     repl: dict[str, Any] = {}
@@ -201,10 +218,6 @@ def run(
         if models.infill is None:
             raise ValueError("removal 'generator' needs the bundle's infill (the VQGM's prior)")
         n = len(models.class_names)
-        if config.generator_condition not in ("other", "own"):
-            raise ValueError(
-                f"generator_condition={config.generator_condition!r}; expected other|own"
-            )
         cond = labels if config.generator_condition == "own" else (labels + n // 2) % n
         repl["generator"] = np.asarray(models.infill(cond, tokens))
 
