@@ -46,6 +46,7 @@ def test_compare_writes_the_table_and_real_methods_beat_random(tmp_path):
         assert row["gt_precision"]["value"] > rand["gt_precision"]["value"]
     # the model-free reference fails both randomisation checks, by construction
     assert rand["randomization_spearman"]["value"] == pytest.approx(1)
+    assert rand["label_permutation_spearman"]["value"] == pytest.approx(1)
     assert (out / "compare.md").read_text().startswith("# Attribution methods compared")
     for ext in ("png", "svg", "csv"):
         assert (out / "curves" / f"deletion_iem_baseline.{ext}").is_file()
