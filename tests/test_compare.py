@@ -19,11 +19,11 @@ TINY = (
 @pytest.mark.slow
 def test_compare_writes_the_table_and_real_methods_beat_random(tmp_path):
     out = tmp_path / "cmp"
-    cli.run("explain.compare", "--methods", "gradient,occlusion,random", "--out", str(out),
-            *TINY, check=True)  # fmt: skip
+    methods = "gradient,occlusion,random,frequency"
+    cli.run("explain.compare", "--methods", methods, "--out", str(out), *TINY, check=True)
     result = json.loads((out / "compare.json").read_text())
     assert set(result) == {"settings", "methods"}
-    assert set(result["methods"]) == {"gradient", "occlusion", "random"}
+    assert set(result["methods"]) == {"gradient", "occlusion", "random", "frequency"}
     expected = compare.metric_names(("baseline", "generator"), classifier=True) + [
         "gt_precision",
         "pointing_game",

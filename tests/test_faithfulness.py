@@ -176,3 +176,21 @@ def test_forward_order_follows_the_forward_pass_not_the_key_order():
     assert order == ["l0", "l1", "unused"]
     jitted = jax.jit(_mlp)
     assert fa.forward_order(lambda q: jitted(q, e), shuffled) == ["l0", "l1", "unused"]
+
+
+def test_frequency_scores_count_ids_within_each_label():
+    t = np.array([[[1, 1], [2, 3]], [[1, 2], [2, 2]], [[5, 5], [5, 1]]])
+    s = fa.frequency_scores(t, np.array([0, 0, 1]))
+    assert s[0].tolist() == [[3, 3], [4, 1]] and s[1].tolist() == [[3, 4], [4, 4]]
+    assert s[2].tolist() == [[3, 3], [3, 1]]
+
+
+def test_token_replacement_curve_on_a_token_counting_model():
+    """f(grid) = number of object token ids left; removal by a non-object baseline token."""
+    tokens = np.where(OBJ, 7, 1)[None].repeat(2, 0)
+    score = lambda rem: (fa.replace_tokens(tokens, 0, rem) == 7).reshape(2, -1).sum(1)
+    order = fa.order_positions((tokens == 7).astype(float))
+    counts = fa.step_counts(16, 16)
+    d = fa.curve(score, order, counts, "deletion")
+    assert (d == np.maximum(4 - counts, 0)[None]).all()
+    assert fa.auc(counts, d) == pytest.approx([0.5, 0.5])

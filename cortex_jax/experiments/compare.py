@@ -44,13 +44,15 @@ from cortex_jax.method import attribution, evaluate, stats
 from cortex_jax.method import faithfulness as fa
 from cortex_jax.models import iem
 
+MAX_AGREEMENT = 0.5  # the pass rule of `faithfulness.check_passes`
 Data = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # tokens (N, m, m), labels, masks
 
 
 @dataclasses.dataclass(frozen=True)
 class CompareConfig:
     """Attributes:
-    methods: attribution methods to compare (`attribution.method_names()`).
+    methods: attribution methods to compare (`attribution.method_names()`), and the
+      reference "frequency" (`faithfulness.frequency_scores`: no model).
     steps: curve points (0 … m·m positions removed, both ends).
     top_n: positions per image for `gt_precision` and `randomization_top_overlap`.
     n_samples: SmoothGrad noise samples; ig_steps: integrated-gradients steps.
@@ -72,6 +74,7 @@ class CompareConfig:
         "integrated_gradients",
         "occlusion",
         "random",
+        "frequency",
     )
     steps: int = 16
     top_n: int = 8
@@ -90,7 +93,8 @@ def check_config(cfg: CompareConfig) -> None:
     if not cfg.methods:
         raise ValueError("methods is empty; expected at least one attribution method")
     for m in cfg.methods:
-        attribution.check_options(m, _options(m, cfg))
+        if m != "frequency":
+            attribution.check_options(m, _options(m, cfg))
     bad = [r for r in cfg.removals if r not in ("baseline", "generator")]
     if bad:
         raise ValueError(f"removal {bad[0]!r}; expected baseline or generator")
@@ -114,8 +118,11 @@ def _options(method: str, cfg: CompareConfig) -> dict[str, Any]:
 def scores_of(
     predict: Callable, codebook: np.ndarray, data: Data, method: str, cfg: CompareConfig
 ) -> np.ndarray:
-    """Per-position scores (N, m, m) of `method` for the grids' labels."""
+    """Per-position scores (N, m, m) of `method` (or the frequency reference) for the grids'
+    labels."""
     tokens, labels, _ = data
+    if method == "frequency":
+        return fa.frequency_scores(tokens, labels)
     rng = jax.random.PRNGKey(cfg.seed)
     return attribution.attribution_batched(
         predict, codebook, tokens, labels, rng, method, batch=64, **_options(method, cfg)
@@ -325,6 +332,19 @@ def markdown(result: dict[str, Any]) -> str:
                 "" if v is None else f"{v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"
             )
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Randomisation checks (pass: 95 % upper bound of Spearman < {MAX_AGREEMENT}):",
+        "",
+    ]
+    for name, row in methods.items():
+        verdicts = [
+            f"{k}: {'pass' if row[k]['ci'][1] < MAX_AGREEMENT else 'FAIL'}"
+            for k in ("randomization_spearman", "label_permutation_spearman")
+            if k in row
+        ]
+        if verdicts:
+            lines.append(f"- {name}: " + ", ".join(verdicts))
     return "\n".join(lines) + "\n"
 
 

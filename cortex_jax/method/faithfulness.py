@@ -85,6 +85,20 @@ def replace_tokens(tokens: np.ndarray, replacement: np.ndarray, removed: np.ndar
     return np.where(removed, np.broadcast_to(replacement, np.shape(tokens)), tokens)
 
 
+def frequency_scores(tokens: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The frequency reference as a per-position score (B, m, m): how often the position's token
+    id occurs over all positions of all grids of the same label (the paper's frequency baseline
+    ranks ids this way, without the model)."""
+    t = np.asarray(tokens)
+    y = np.asarray(labels)
+    out = np.zeros(t.shape, np.float64)
+    for c in np.unique(y):
+        sel = y == c
+        ids, counts = np.unique(t[sel], return_counts=True)
+        out[sel] = counts[np.searchsorted(ids, t[sel])]
+    return out
+
+
 # ---- sanity checks ----------------------------------------------------------------------------
 
 
