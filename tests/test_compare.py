@@ -19,8 +19,10 @@ TINY = (
 @pytest.mark.slow
 def test_compare_writes_the_table_and_real_methods_beat_random(tmp_path):
     out = tmp_path / "cmp"
-    methods = "gradient,occlusion,random,frequency"
-    cli.run("explain.compare", "--methods", methods, "--out", str(out), *TINY, check=True)
+    methods = "gradient,occlusion,random,frequency"  # --cascade: every stage, top layer first
+    cli.run(
+        "explain.compare", "--methods", methods, "--out", str(out), "--cascade", *TINY, check=True
+    )
     result = json.loads((out / "compare.json").read_text())
     assert set(result) == {"settings", "methods"}
     assert set(result["methods"]) == {"gradient", "occlusion", "random", "frequency"}
