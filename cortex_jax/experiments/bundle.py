@@ -110,6 +110,9 @@ class Models:
         model); by default `sample` with `resolve`.
       encode: pixels → token grids (the VQGAN encoder), for experiments that start from images.
       resolve: a concept name → class id, raising with close matches.
+      infill: the generator's in-distribution replacement, (class ids (B,), grids (B, m, m)) →
+        grids of its most likely other token at each position given the prefix (faithfulness
+        curves' "generator" removal).
       name: the VQGM's name, for reports.
     """
 
@@ -127,6 +130,7 @@ class Models:
     encode: Encode | None = None
     resolve: Callable[[str], int] | None = None
     name: str = "vqgm"
+    infill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
     def require(self, *fields: str, what: str = "this experiment") -> tuple[Any, ...]:
         """The callables `what` needs, in order; raises one line naming those the bundle lacks."""

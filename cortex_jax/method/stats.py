@@ -187,3 +187,29 @@ def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(centre - half), float(centre + half)
+
+
+def mean_ci(
+    values: ArrayLike, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, Any]:
+    """{'value': mean, 'ci': [lo, hi]}: the mean of per-unit (per-image) values with its
+    percentile bootstrap interval over units; NaN values are dropped first. With fewer than two
+    units (or no spread) the interval is the mean itself; with none, everything is NaN."""
+    v = np.asarray(values, np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {"value": float("nan"), "ci": [float("nan"), float("nan")]}
+    mean = float(v.mean())
+    if len(v) < 2 or np.ptp(v) == 0:
+        return {"value": mean, "ci": [mean, mean]}
+    res = scipy.stats.bootstrap(
+        (v,),
+        np.mean,
+        vectorized=True,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    lo, hi = _interval(res)
+    return {"value": mean, "ci": [lo, hi]}

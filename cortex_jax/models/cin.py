@@ -206,6 +206,26 @@ def logits(
     return cast(Array, GPT(config, dtype).apply({"params": params}, seq))
 
 
+def infill_tokens(
+    config: GPTConfig,
+    params: Any,
+    class_ids: Any,
+    image_tokens: Any,
+    exclude_original: bool = True,
+    dtype: Any = jnp.float32,
+) -> Array:
+    """The prior's most likely token (B, N) at every position given the true prefix z_<i
+    (teacher forced, one pass), among image codes only; with `exclude_original` the token
+    already there is never chosen, so a replacement always changes the grid. The in-distribution
+    "removal" of faithfulness curves."""
+    tokens = jnp.asarray(image_tokens, jnp.int32)
+    lg = logits(config, params, class_ids, tokens, dtype)[..., : config.image_vocab_size]
+    if exclude_original:
+        hit = jax.nn.one_hot(tokens, config.image_vocab_size, dtype=bool)
+        lg = jnp.where(hit, -jnp.inf, lg)
+    return jnp.argmax(lg, axis=-1).astype(jnp.int32)
+
+
 def filter_logits(
     logits: Array, top_k: int | None = None, top_p: float = 1.0, image_vocab_size: int | None = None
 ) -> Array:

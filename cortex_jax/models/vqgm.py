@@ -164,6 +164,15 @@ class ClassConditionalVQGM:
         ids = np.asarray(self.vqgan.encode(pixels))
         return ids.reshape(len(ids), self.grid_size, self.grid_size)
 
+    def infill_tokens(self, class_ids: Any, tokens: Any) -> np.ndarray:
+        """(B,) class ids, (B, m, m) grids → (B, m, m) the prior's most likely other token at
+        each position given the grid's prefix (`cin.infill_tokens`)."""
+        t = np.asarray(tokens)
+        out = cin.infill_tokens(
+            self.gpt_config, self.gpt_params, np.asarray(class_ids), t.reshape(len(t), -1)
+        )
+        return np.asarray(out).reshape(t.shape)
+
     def decode(self, tokens: Any) -> Array:
         """(B, m, m) tokens → pixels (B, H, W, 3) clipped to [-1, 1]."""
         return jnp.clip(self.vqgan.decode_code(tokens), -1.0, 1.0)

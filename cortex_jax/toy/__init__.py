@@ -190,6 +190,7 @@ def models(
         encode=lambda px: as_grids(vq.encode(px)),
         resolve=functools.partial(resolve, vqgm=vqgm),
         name="toy",
+        infill=vqgm.infill_tokens,
     )
 
 
