@@ -83,7 +83,11 @@ def test_spearman_and_overlap():
     a = np.arange(16.0).reshape(1, M, M)
     assert fa.spearman_per_image(a, a)[0] == pytest.approx(1)
     assert fa.spearman_per_image(a, -a)[0] == pytest.approx(-1)
-    assert fa.spearman_per_image(a, np.zeros_like(a))[0] == 0
+    # constant scores have no ranking: undefined, and a randomisation check then fails (a
+    # method that returns zeros for a randomised model must not "pass" by agreeing with nothing)
+    assert np.isnan(fa.spearman_per_image(a, np.zeros_like(a))[0])
+    assert not fa.check_passes(np.array([0.0, 0.1, np.nan]))
+    assert fa.check_passes(np.array([0.0, 0.1, -0.1, 0.05]))
     assert fa.top_overlap(a, a, 4)[0] == 1
     assert fa.top_overlap(a, -a, 4)[0] == 0
 

@@ -103,8 +103,9 @@ def frequency_scores(tokens: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def spearman_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman rank correlation (B,) between two score maps of each image (B, m, m); 0 where
-    either map is constant (no ranking to agree with)."""
+    """Spearman rank correlation (B,) between two score maps of each image (B, m, m); NaN where
+    either map is constant: there is no ranking, so agreement is undefined (and a randomisation
+    check must not count it as a pass)."""
     x = np.asarray(a, np.float64).reshape(len(a), -1)
     y = np.asarray(b, np.float64).reshape(len(b), -1)
     rx = scipy.stats.rankdata(x, axis=1)
@@ -113,7 +114,7 @@ def spearman_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ry -= ry.mean(1, keepdims=True)
     den = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
     num = (rx * ry).sum(1)
-    return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
+    return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
 def top_overlap(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
@@ -205,7 +206,10 @@ def agreement(original: np.ndarray, other: np.ndarray, n: int) -> dict[str, np.n
 def check_passes(spearman: np.ndarray, max_agreement: float = 0.5, n_boot: int = 2000) -> bool:
     """A randomisation check passes when the upper end of the 95 % bootstrap interval of the
     mean per-image Spearman correlation is below `max_agreement` (a convention: a method whose
-    scores barely change when the model is destroyed explains the input, not the model)."""
+    scores barely change when the model is destroyed explains the input, not the model). An
+    image whose scores are constant (NaN Spearman) fails it: no ranking shows no dependence."""
+    if not np.isfinite(np.asarray(spearman, np.float64)).all():
+        return False
     ci = stats.mean_ci(spearman, n_boot=n_boot)["ci"]
     return bool(ci[1] < max_agreement)
 
