@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import jax
 import numpy as np
+from flax.errors import FlaxError
 
 from cortex_jax.core import imagenet
 from cortex_jax.io import sources
@@ -201,7 +202,7 @@ def from_files(
         e = jax.ShapeDtypeStruct((1, vq.grid_size, vq.grid_size, vq.config.embed_dim), np.float32)
         try:
             jax.eval_shape(predict, e)
-        except Exception:  # flax's ScopeParamShapeError, XLA's shape errors: all one meaning
+        except (FlaxError, TypeError, ValueError):  # flax's ScopeParamShapeError, XLA's shapes
             raise ValueError(
                 f"IEM {str(iem_folder)!r} cannot read this VQGAN's E {tuple(e.shape[1:])} "
                 f"({vqgan}); expected an IEM trained on E of that grid and codebook width"

@@ -23,11 +23,13 @@ against an independent torch rebuild, and each block against NumPy); `io.convert
   positions (trunc-normal 0.02), dropout; 12 pre-LN encoder layers: LN → 8-head self-attention
   (dropout on the attention weights) → BatchNorm → dropout → + residual; LN → Linear 2048, GELU,
   dropout, Linear, dropout → BatchNorm → + residual; head LN → CLS → Linear 1024, LN, GELU,
-  dropout → classes. Every LayerNorm has PyTorch's epsilon 1e-5 and every dropout has the one
-  rate `dropout` (0.2), at Net4's places. Follows Net4 exactly, with one option of ours:
-  `attention_dropout` sets the attention-weight dropout apart (None, the default, is Net4's: the
-  same rate as the rest). (Corrected on 2026-12-01: the LayerNorms had flax's epsilon 1e-6, and
-  only the embedding and head dropouts were there.)
+  dropout → classes (attention-weight dropout draws a mask per image and head, as PyTorch's
+  attention does, not flax's default of one mask shared across them). Every LayerNorm has
+  PyTorch's epsilon 1e-5 and two-pass variance, and every dropout has the one rate `dropout`
+  (0.2), at Net4's places. Follows Net4 exactly, with one option of ours: `attention_dropout`
+  sets the attention-weight dropout apart (None, the default, is Net4's: the same rate as the
+  rest). (Corrected on 2026-12-01: the LayerNorms had flax's epsilon 1e-6 and one-pass
+  variance, and only the embedding and head dropouts were there.)
 - BatchNorm everywhere is PyTorch's: epsilon 1e-5, momentum 0.1 (flax 0.9), two-pass batch
   variance; statistics over the batch and, in TE, the positions. (PyTorch updates the running
   variance with the unbiased batch variance, flax with the biased one: a training-time
@@ -254,6 +256,7 @@ class _EncoderLayer(nn.Module):
             self.heads,
             dtype=self.dtype,
             dropout_rate=self.attention_dropout,
+            broadcast_dropout=False,  # a mask per image and head, as torch's attention draws
             deterministic=not train,
             name="attn",
         )(h, h)

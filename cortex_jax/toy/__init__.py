@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 
 import jax
 import numpy as np
+from flax.errors import FlaxError
 
 from cortex_jax.core import imagenet
 from cortex_jax.experiments import families
@@ -147,7 +148,7 @@ def _user_iem(source: str | os.PathLike, arch: str | None, vq: VQGAN) -> Callabl
     e = jax.ShapeDtypeStruct((1, vq.grid_size, vq.grid_size, vq.config.embed_dim), np.float32)
     try:
         jax.eval_shape(predict, e)
-    except Exception:  # flax's ScopeParamShapeError, XLA's shape errors: all one meaning
+    except (FlaxError, TypeError, ValueError):  # flax's ScopeParamShapeError, XLA's shapes
         raise ValueError(
             f"IEM {str(source)!r} cannot read the toy VQGAN's E {tuple(e.shape[1:])}; expected an "
             "IEM trained on toy-world tokens (configs/iem_*.py:variant=toy)"
