@@ -370,3 +370,39 @@ def test_toy_bundle_takes_a_users_iem_folder_or_authors_state_dict(tmp_path):
     np.savez(tmp_path / "net1.npz", **convert.authors_iem_state_dict(big, v, 16))
     with pytest.raises(ValueError, match="cannot read the toy VQGAN's E"):
         toy.models(iem_checkpoint=tmp_path / "net1.npz")
+
+
+def test_converter_puts_each_authors_tensor_where_the_layers_read_it():
+    """Spot checks written from PyTorch's documented layouts, independent of the converter's
+    table (a self-consistent wrong mapping would survive the round trip alone)."""
+    cfg = SMALL["te"]
+    sd = _random_state_dict(cfg, GRID, DIM)
+    p = convert.convert_authors_iem(sd, cfg, GRID)["params"]
+    w, h = cfg.width, cfg.heads
+    hd = w // h
+    in_w = sd["encoder.1.self_attn.in_proj_weight"]  # rows: q (w), k (w), v (w); head-major
+    for j, name in enumerate(("query", "key", "value")):
+        for head in range(h):
+            rows = in_w[j * w + head * hd : j * w + (head + 1) * hd]  # (hd, in)
+            np.testing.assert_array_equal(p["layer1"]["attn"][name]["kernel"][:, head, :], rows.T)
+    out_w = sd["encoder.1.self_attn.out_proj.weight"]  # (out, in), in = heads × hd
+    np.testing.assert_array_equal(p["layer1"]["attn"]["out"]["kernel"][1], out_w[:, hd : 2 * hd].T)
+    np.testing.assert_array_equal(p["layer0"]["mlp2"]["kernel"], sd["encoder.0.mlp.3.weight"].T)
+    np.testing.assert_array_equal(p["head_ln"]["scale"], sd["pre_classifier.1.weight"])
+
+    cfg = SMALL["re"]
+    sd = _random_state_dict(cfg, GRID, DIM)
+    v = convert.convert_authors_iem(sd, cfg, GRID)
+    k = sd["layer2.0.conv1.weight"]  # (out, in, kh, kw)
+    np.testing.assert_array_equal(
+        v["params"]["stage1_0"]["conv1"]["kernel"][2, 0, 3, 5], k[5, 3, 2, 0]
+    )
+    np.testing.assert_array_equal(
+        v["batch_stats"]["stage0_1"]["bn2"]["var"], sd["layer1.1.bn2.running_var"]
+    )
+    np.testing.assert_array_equal(
+        v["params"]["stage1_0"]["bn_short"]["scale"], sd["layer2.0.shortcut.1.weight"]
+    )
+    np.testing.assert_array_equal(
+        v["params"]["stage0_1"]["se_fc2"]["kernel"], sd["layer1.1.se.fc2.weight"].T
+    )
