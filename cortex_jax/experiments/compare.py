@@ -48,8 +48,9 @@ MAX_AGREEMENT = 0.5  # the pass rule of `faithfulness.check_passes`
 
 
 def _passes(summary: dict[str, Any]) -> bool:
-    """`faithfulness.check_passes` on a stored summary: every image ranked, upper bound < 0.5."""
-    return summary.get("undefined", 0) == 0 and summary["ci"][1] < MAX_AGREEMENT
+    """`faithfulness.check_passes` on a stored summary: defined (every image ranked; NaN
+    otherwise) and the upper bound below 0.5."""
+    return bool(np.isfinite(summary["ci"][1]) and summary["ci"][1] < MAX_AGREEMENT)
 
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # tokens (N, m, m), labels, masks
@@ -256,8 +257,12 @@ def run(
         permuted = _permuted_iem(iem_model[0], cb, permuted_train, config, out / "permuted_iem")
 
     ci = lambda v: stats.mean_ci(v, n_boot=config.n_boot, seed=config.seed)
-    # Spearman is NaN on images whose scores are constant: counted, and the check then fails
-    sp = lambda v: {**ci(v), "undefined": int(np.sum(~np.isfinite(np.asarray(v, float))))}
+    # Spearman is NaN on images whose scores are constant: the agreement is then undefined
+    # (NaN), and the check fails
+    nan = float("nan")
+    sp = lambda v: (
+        ci(v) if np.isfinite(np.asarray(v, float)).all() else {"value": nan, "ci": [nan, nan]}
+    )
     methods: dict[str, dict[str, Any]] = {}
     mean_curves: dict[tuple, dict[str, tuple[list[float], list[float]]]] = {}
     cascade_rows: dict[str, list[dict[str, Any]]] = {}
