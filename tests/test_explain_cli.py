@@ -214,7 +214,9 @@ def test_train_iem_ctrl_c_saves_its_step_and_the_rerun_resumes_there(tmp_path):
             r"interrupted; state saved at step (\d+), rerun the same command to resume", last
         )[1]
     )
-    assert step >= 10
+    # metrics.jsonl appears after the first epoch (28 images, batch 4: 7 steps); how many more
+    # steps run before the signal lands depends on the machine's load, so only that is asserted
+    assert step >= 7
     p = start()
     line = p.stdout.readline()
     while line and not line.startswith("resumed from step"):
