@@ -180,6 +180,16 @@ def load_predict(
     return iem.predictor(cfg, variables), meta
 
 
+def check_iem_reads(predict: Predict, vq: VQGAN, problem: str, expected: str) -> None:
+    """Raises one line (`problem` E-shape `expected`) unless `predict` accepts this VQGAN's E
+    (1, m, m, d): shapes only (`jax.eval_shape`), before any work."""
+    e = jax.ShapeDtypeStruct((1, vq.grid_size, vq.grid_size, vq.config.embed_dim), np.float32)
+    try:
+        jax.eval_shape(predict, e)
+    except (FlaxError, TypeError, ValueError):  # flax's ScopeParamShapeError, XLA's shapes
+        raise ValueError(f"{problem} {tuple(e.shape[1:])}{expected}") from None
+
+
 def from_files(
     vqgan: str | os.PathLike,
     iem_folder: str | os.PathLike | None = None,
@@ -199,14 +209,12 @@ def from_files(
     if iem_folder is not None:
         predict, meta = load_predict(iem_folder, iem_arch)
         names = list(meta["class_names"])
-        e = jax.ShapeDtypeStruct((1, vq.grid_size, vq.grid_size, vq.config.embed_dim), np.float32)
-        try:
-            jax.eval_shape(predict, e)
-        except (FlaxError, TypeError, ValueError):  # flax's ScopeParamShapeError, XLA's shapes
-            raise ValueError(
-                f"IEM {str(iem_folder)!r} cannot read this VQGAN's E {tuple(e.shape[1:])} "
-                f"({vqgan}); expected an IEM trained on E of that grid and codebook width"
-            ) from None
+        check_iem_reads(
+            predict,
+            vq,
+            f"IEM {str(iem_folder)!r} cannot read this VQGAN's E",
+            f" ({vqgan}); expected an IEM trained on E of that grid and codebook width",
+        )
     probs = None
     if classifier is not None:
         _, _, probs = sources.load_classifier(classifier, classifier_size)

@@ -18,11 +18,10 @@ from typing import Any, Literal, cast
 
 import jax
 import numpy as np
-from flax.errors import FlaxError
 
 from cortex_jax.core import imagenet
 from cortex_jax.experiments import families
-from cortex_jax.experiments.bundle import Models, as_grids
+from cortex_jax.experiments.bundle import Models, as_grids, check_iem_reads
 from cortex_jax.io import folders, shards, sources
 from cortex_jax.models import iem
 from cortex_jax.models.cin import SampleConfig
@@ -145,14 +144,12 @@ def _user_iem(source: str | os.PathLike, arch: str | None, vq: VQGAN) -> Callabl
             f"the {len(CONCEPT_NAMES)} concepts {list(CONCEPT_NAMES[:3])}…"
         )
     predict = iem.predictor(config, variables)
-    e = jax.ShapeDtypeStruct((1, vq.grid_size, vq.grid_size, vq.config.embed_dim), np.float32)
-    try:
-        jax.eval_shape(predict, e)
-    except (FlaxError, TypeError, ValueError):  # flax's ScopeParamShapeError, XLA's shapes
-        raise ValueError(
-            f"IEM {str(source)!r} cannot read the toy VQGAN's E {tuple(e.shape[1:])}; expected an "
-            "IEM trained on toy-world tokens (configs/iem_*.py:variant=toy)"
-        ) from None
+    check_iem_reads(
+        predict,
+        vq,
+        f"IEM {str(source)!r} cannot read the toy VQGAN's E",
+        "; expected an IEM trained on toy-world tokens (configs/iem_*.py:variant=toy)",
+    )
     return predict
 
 
