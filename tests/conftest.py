@@ -1,6 +1,8 @@
-"""Shared test helpers: where the fixtures live, and a tolerance report."""
+"""Shared test helpers: where the fixtures live, and in-process imports of entry points."""
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,3 +20,30 @@ def fixtures() -> Path:
             pytest.fail(message)  # CI lays shared/ beside the clone: missing means broken
         pytest.skip(message)
     return FIXTURES
+
+
+@pytest.fixture
+def entry_point():
+    """Import `python -m` entry points (train.generate, explain.codebook, ...) for one test.
+
+    Each defines its absl flags in the global FLAGS at import, and several define the same name
+    (--config); in their own processes that never meets, in one test process it would. The flags
+    and modules a test imported are removed when it ends, so the next test can import another.
+    """
+    from absl import flags
+
+    before = set(flags.FLAGS)
+    loaded: list[str] = []
+
+    def load(name: str):
+        if name in sys.modules:
+            raise RuntimeError(f"{name} was imported outside the entry_point fixture")
+        loaded.append(name)
+        return importlib.import_module(name)
+
+    yield load
+    flags.FLAGS.unparse_flags()
+    for flag in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, flag)
+    for name in loaded:
+        sys.modules.pop(name, None)

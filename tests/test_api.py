@@ -57,10 +57,10 @@ def test_embed_checks_the_codebook_range():
         cx.embed(Tiny(), np.array([[0, 1, 2]]))
 
 
-def test_the_cli_and_the_api_edit_with_the_same_learning_rate():
+def test_the_cli_and_the_api_edit_with_the_same_learning_rate(entry_point):
     from absl import flags
 
-    import explain.codebook  # noqa: F401  (defines the flags)
+    entry_point("explain.codebook")  # defines the flags
 
     assert flags.FLAGS["lr"].default == cx.SelectionConfig().learning_rate == 0.01
 

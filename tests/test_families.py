@@ -55,18 +55,15 @@ def tiny_family():
 
 
 @pytest.mark.slow  # 30–140 s on 2 shared cores: cin sampling and the VQGAN compile
-def test_one_registration_generates_through_train_generate(tiny_family, tmp_path):
+def test_one_registration_generates_through_train_generate(tiny_family, tmp_path, entry_point):
     from absl import flags
 
-    from train import generate
+    generate = entry_point("train.generate")
 
     out = tmp_path / "ds"
     argv = ["train.generate", "--model", "tiny-test", "--classes", "ant,cat", "--per-class", "3"]
     flags.FLAGS(argv + ["--temperature", "0.7", "--out", str(out)])
-    try:
-        generate.main([])
-    finally:
-        flags.FLAGS.unparse_flags()
+    generate.main([])
     ds = shards.TokenDataset.open(out)
     meta = json.loads((out / "meta.json").read_text())
     assert (meta["vqgm"], meta["grid_size"], meta["codebook_size"]) == ("tiny-test", 8, 16)
