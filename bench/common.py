@@ -2,15 +2,55 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from cortex_jax.models import iem
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The model sizes a benchmark runs at: ImageNet's (VQGAN f16: a 16×16 grid of K = 16384
+    rows of d = 256; 1000 classes; the paper's IEMs; a 4096² matmul for the peak) unless
+    `--smoke`, which checks that a script runs to its table on a CPU in seconds and measures
+    nothing worth keeping."""
+
+    codebook: int = 16384
+    dim: int = 256
+    grid: int = 16
+    classes: int = 1000
+    peak_n: int = 4096
+    iem: tuple[tuple[str, int], ...] = ()  # IEMConfig fields; () = the paper's network
+
+    def iem_config(self, arch: str) -> iem.IEMConfig:
+        return iem.IEMConfig(arch, self.classes, **dict(self.iem))  # type: ignore[arg-type]
+
+
+SMOKE = Sizes(
+    codebook=512,
+    dim=32,
+    grid=8,
+    classes=10,
+    peak_n=512,
+    iem=(("width", 16), ("depth", 1), ("hidden", 32), ("heads", 2), ("mlp", 32)),
+)
+
+
+def add_smoke_flag(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: check the script runs")
+
+
+def sizes(args: argparse.Namespace) -> Sizes:
+    return SMOKE if args.smoke else Sizes()
 
 
 def device_name() -> str:

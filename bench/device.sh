@@ -19,10 +19,11 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 
 if [ "${SMOKE:-0}" = 1 ]; then
-  iem=(--archs ce,re,te --batch_per_device 2 --dtype bfloat16)
-  tis=(--archs ce --batch 1 --n_samples 2 --chunk 2)
-  sel=(--archs ce --batches 1,2 --steps 2)
-  gen=(--batch 2 --n_layer 2 --n_embd 128 --n_head 2)
+  # --smoke: tiny models (K 512, d 32, 8×8, 10 classes), so the check takes seconds
+  iem=(--archs ce,re,te --batch_per_device 2 --dtype bfloat16 --smoke)
+  tis=(--archs ce --batch 1 --n_samples 2 --chunk 2 --smoke)
+  sel=(--archs ce --batches 1,2 --steps 2 --smoke)
+  gen=(--batch 2 --n_layer 2 --n_embd 128 --n_head 2 --smoke)
   limit=300
 else
   iem=(--archs ce,re,te --batch_per_device 256 --dtype bfloat16)

@@ -15,7 +15,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 
-from bench.common import matmul_peak, report, time_fn
+from bench.common import add_smoke_flag, matmul_peak, report, sizes, time_fn
 from cortex_jax.models import cin
 
 
@@ -34,22 +34,25 @@ def main():
     ap.add_argument("--n_head", type=int, default=24)
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--json", default="bench/results/generate.json")
+    add_smoke_flag(ap)
     args = ap.parse_args()
+    size = sizes(args)
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
-    peak = matmul_peak(dtype=dtype)
+    peak = matmul_peak(size.peak_n, dtype)
     print(f"matmul peak: {peak / 1e12:.3f} TFLOP/s ({args.dtype})")
     cfg = cin.GPTConfig(
-        vocab_size=16384,
-        block_size=256,
+        vocab_size=size.codebook,
+        block_size=size.grid**2,
         n_layer=args.n_layer,
         n_head=args.n_head,
         n_embd=args.n_embd,
-        image_vocab_size=16384,
+        image_vocab_size=size.codebook,
+        n_classes=size.classes,
     )
     params = cin.init_params(cfg, jax.random.PRNGKey(0))
     params = jax.tree.map(lambda x: x.astype(dtype), params)
     n_params = sum(x.size for x in jax.tree.leaves(params))
-    classes = jnp.arange(args.batch) % 1000
+    classes = jnp.arange(args.batch) % size.classes
     sc = cin.SampleConfig(temperature=1.0, top_k=250)
     run = lambda: cin.sample(cfg, params, classes, jax.random.PRNGKey(1), sc, dtype)
     sec = time_fn(run, warmup=1, repeats=3)

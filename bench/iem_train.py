@@ -12,21 +12,24 @@ import argparse
 import jax
 import numpy as np
 
-from bench.common import flops_of, matmul_peak, report, time_fn
+from bench.common import Sizes, add_smoke_flag, flops_of, matmul_peak, report, sizes, time_fn
 from cortex_jax.core import sharding
 from cortex_jax.experiments import training
-from cortex_jax.models import iem
 
 
-def bench_arch(arch: str, batch_per_device: int, dtype: str, peak: float) -> dict:
+def bench_arch(
+    arch: str, batch_per_device: int, dtype: str, peak: float, size: Sizes = Sizes()
+) -> dict:
     n_dev = len(jax.devices())
     opt = "adamw_cosine" if arch == "te" else "adam_step"
     cfg = training.TrainConfig(batch_per_device * n_dev, epochs=1, dtype=dtype, optimizer=opt)
-    codebook = np.random.default_rng(0).standard_normal((16384, 256)).astype(np.float32)
-    trainer = training.Trainer(iem.IEMConfig(arch, 1000), cfg, codebook, 16, 100)
+    shape = (size.codebook, size.dim)
+    codebook = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    trainer = training.Trainer(size.iem_config(arch), cfg, codebook, size.grid, 100)
     rng = np.random.default_rng(1)
-    toks = rng.integers(0, 16384, (cfg.batch_size, 16, 16)).astype(np.uint16)
-    labels = rng.integers(0, 1000, cfg.batch_size).astype(np.int32)
+    grid = (cfg.batch_size, size.grid, size.grid)
+    toks = rng.integers(0, size.codebook, grid).astype(np.uint16)
+    labels = rng.integers(0, size.classes, cfg.batch_size).astype(np.int32)
     batch = sharding.global_batch(trainer.mesh, (toks, labels))
     state = trainer.init_state()
     flops = flops_of(trainer.train_step, state, *batch)
@@ -54,10 +57,15 @@ def main():
     ap.add_argument("--batch_per_device", type=int, default=8)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--json", default="bench/results/iem_train.json")
+    add_smoke_flag(ap)
     args = ap.parse_args()
-    peak = matmul_peak(dtype=jax.numpy.bfloat16 if args.dtype == "bfloat16" else jax.numpy.float32)
+    size = sizes(args)
+    dtype = jax.numpy.bfloat16 if args.dtype == "bfloat16" else jax.numpy.float32
+    peak = matmul_peak(size.peak_n, dtype)
     print(f"matmul peak: {peak / 1e12:.3f} TFLOP/s ({args.dtype})")
-    rows = [bench_arch(a, args.batch_per_device, args.dtype, peak) for a in args.archs.split(",")]
+    rows = [
+        bench_arch(a, args.batch_per_device, args.dtype, peak, size) for a in args.archs.split(",")
+    ]
     for r in rows:
         r["matmul peak TFLOP/s"] = peak / 1e12
     report(

@@ -14,24 +14,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.common import flops_of, matmul_peak, report, time_fn
+from bench.common import Sizes, add_smoke_flag, flops_of, matmul_peak, report, sizes, time_fn
 from cortex_jax.method import selection
 from cortex_jax.models import iem
 
 
-def bench(arch: str, batch: int, steps: int, peak: float) -> dict:
-    cfg = iem.IEMConfig(arch, 1000)
-    v = iem.init_variables(cfg, jax.random.PRNGKey(0), 16, 256)
+def bench(arch: str, batch: int, steps: int, peak: float, size: Sizes = Sizes()) -> dict:
+    m, k = size.grid, size.codebook
+    cfg = size.iem_config(arch)
+    v = iem.init_variables(cfg, jax.random.PRNGKey(0), m, size.dim)
     predict = iem.predictor(cfg, v)
-    codebook = jax.random.normal(jax.random.PRNGKey(1), (16384, 256))
-    base = jnp.asarray(np.random.default_rng(0).integers(0, 16384, (batch, 16, 16)), jnp.int32)
-    mask = selection.region_mask(16)
+    codebook = jax.random.normal(jax.random.PRNGKey(1), (k, size.dim))
+    base = jnp.asarray(np.random.default_rng(0).integers(0, k, (batch, m, m)), jnp.int32)
+    mask = selection.region_mask(m)
     positions = tuple(int(p) for p in np.flatnonzero(mask.ravel()))
     scfg = selection.SelectionConfig(steps=steps, log_every=steps)
-    t = jnp.arange(batch) % 1000
+    t = jnp.arange(batch) % size.classes
     keys = jax.random.split(jax.random.PRNGKey(2), batch)
-    p, opt = selection._select_part(predict, codebook, scfg, positions, 16, "init", base, keys)
-    step_args = (predict, codebook, scfg, positions, 16, "step", p, opt, base, t, keys, 0)
+    p, opt = selection._select_part(predict, codebook, scfg, positions, m, "init", base, keys)
+    step_args = (predict, codebook, scfg, positions, m, "step", p, opt, base, t, keys, 0)
     flops = flops_of(selection._select_part, *step_args) * steps  # one jitted step, × steps
 
     def run():
@@ -48,7 +49,7 @@ def bench(arch: str, batch: int, steps: int, peak: float) -> dict:
         "steps/s x images": steps * batch / sec,
         "GFLOP/step/image": flops / steps / batch / 1e9,
         "% of matmul peak": 100 * flops / sec / peak,
-        "P floats/image": len(positions) * 16384,
+        "P floats/image": len(positions) * k,
     }
     return row
 
@@ -59,11 +60,13 @@ def main():
     ap.add_argument("--batches", default="1,4")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json", default="bench/results/selection.json")
+    add_smoke_flag(ap)
     args = ap.parse_args()
-    peak = matmul_peak()
+    size = sizes(args)
+    peak = matmul_peak(size.peak_n)
     print(f"matmul peak: {peak / 1e12:.3f} TFLOP/s (float32)")
     rows = [
-        bench(a, int(b), args.steps, peak)
+        bench(a, int(b), args.steps, peak, size)
         for a in args.archs.split(",")
         for b in args.batches.split(",")
     ]

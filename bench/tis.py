@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 import cortex_jax as cx
-from bench.common import flops_of, matmul_peak, report, time_fn
+from bench.common import Sizes, add_smoke_flag, flops_of, matmul_peak, report, sizes, time_fn
 from cortex_jax.models import iem
 
 
@@ -29,11 +29,10 @@ def bench_arch(
     chunk: int,
     peak: float,
     methods: tuple[str, ...] = (),
-    classes: int = 1000,
-    m: int = 16,
-    d: int = 256,
+    size: Sizes = Sizes(),
 ) -> list[dict]:
-    cfg = iem.IEMConfig(arch, classes)
+    m, d, classes = size.grid, size.dim, size.classes
+    cfg = size.iem_config(arch)
     v = iem.init_variables(cfg, jax.random.PRNGKey(0), m, d)
     predict = iem.predictor(cfg, v)
     e = jax.random.normal(jax.random.PRNGKey(1), (batch, m, m, d))
@@ -74,14 +73,16 @@ def main():
     ap.add_argument("--chunk", type=int, default=10, help="noisy copies per image per pass")
     ap.add_argument("--methods", default="", help="other attribution methods to time, by name")
     ap.add_argument("--json", default="bench/results/tis.json")
+    add_smoke_flag(ap)
     args = ap.parse_args()
-    peak = matmul_peak()
+    size = sizes(args)
+    peak = matmul_peak(size.peak_n)
     print(f"matmul peak: {peak / 1e12:.3f} TFLOP/s (float32)")
     methods = tuple(x for x in args.methods.split(",") if x)
     rows = [
         r
         for a in args.archs.split(",")
-        for r in bench_arch(a, args.batch, args.n_samples, args.chunk, peak, methods)
+        for r in bench_arch(a, args.batch, args.n_samples, args.chunk, peak, methods, size)
     ]
     for r in rows:
         r["matmul peak TFLOP/s"] = peak / 1e12
