@@ -26,7 +26,6 @@ from cortex_jax.experiments import training
 from cortex_jax.experiments.bundle import Models
 from cortex_jax.figures import plots
 from cortex_jax.io import shards
-from cortex_jax.io.images import save_grid
 from cortex_jax.method import attribution, evaluate, stats, tis
 from cortex_jax.method.audit import analyse, count_tokens
 from cortex_jax.models import iem
@@ -325,5 +324,15 @@ def audit(
     shown = neu[:16]
     boxes = evaluate.token_id_mask(shown, sets[n0][over])
     px = np.asarray(models.decode(shown))
-    save_grid(out / "neutral_tokens.png", px, 8, scale=max(1, 128 // px.shape[1]), boxes=boxes)
+    over_name = (concept_a, concept_b)[over]
+    grid = plots.image_grid_figure(
+        px,
+        8,
+        [f"{neutral} {r + 1}" for r in range(-(-len(px) // 8))],
+        f"{neutral}: generated images, {over_name}'s T_concept tokens (n={n0}, k={cfg.k}) boxed",
+        boxes=boxes,
+        box_label=f"a token of {over_name}'s T_concept",
+        scale=max(1, 128 // px.shape[1]),
+    )
+    plots.save_png(grid, out / "neutral_tokens.png")
     return report
