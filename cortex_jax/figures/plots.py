@@ -137,7 +137,7 @@ def frames_figure(
     labels: Sequence[str],
     title: str,
     region: np.ndarray | None = None,
-    target_probs: Sequence[float] | None = None,
+    target_probs: Sequence[float] | np.ndarray | None = None,
     target: str | None = None,
 ) -> Figure:
     """Decoded frames side by side (an edit's progression, or original | edit): each frame's
