@@ -16,10 +16,17 @@ the generator really produced. Writes OUT/report.json (`per_n`: verdict, paper, 
 per n), OUT/report.md, OUT/counts_n{N}.png (histograms of per-image counts) and
 OUT/neutral_tokens.png (neutral images with the over-represented concept's tokens boxed); the
 experiment is `cortex_jax.experiments.bias.audit`.
+
+The binary IEM is trained on the generated images unless an IEM is named, with the model flags
+the other explain commands take: `--iem ce|re|te` (a shipped toy IEM), `--iem-checkpoint DIR`
+(one the user trained, e.g. with train.iem on the toy world), and `--vqgan toy` (the default
+without --dalle). The named IEM's logits of A and B are the audit's binary IEM; one without a
+class named A or B is refused in one line before anything is generated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from absl import app, flags, logging
@@ -45,7 +52,24 @@ _MIX = flags.DEFINE_float(
 )
 _DALLE = flags.DEFINE_string("dalle", None, "DalleBart folder or repo id (default: toy world).")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Folder with the BART tokenizer files.")
-_VQGAN = flags.DEFINE_string("vqgan", "imagenet_f16_16384", "VQGAN source for --dalle.")
+_VQGAN = flags.DEFINE_string(
+    "vqgan",
+    None,
+    "VQGAN source: toy (the toy world's), or for --dalle (default imagenet_f16_16384).",
+)
+_IEM = flags.DEFINE_enum(
+    "iem",
+    None,
+    ["ce", "re", "te"],
+    "Audit with the shipped toy IEM of this arch instead of training a binary one; with "
+    "--iem-checkpoint, its expected arch.",
+)
+_IEM_CKPT = flags.DEFINE_string(
+    "iem-checkpoint",
+    None,
+    "Audit with this IEM (train.iem folder or the authors' .pth) restricted to the pair's two "
+    "classes, instead of training a binary one.",
+)
 _SCALE = flags.DEFINE_float("condition-scale", 10.0, "Super-conditioning scale for --dalle.")
 _OUT = flags.DEFINE_string("out", "runs/explain_bias", "Output folder.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
@@ -61,7 +85,7 @@ def _two(text: str, sep: str) -> tuple[str, str]:
 
 def _toy():
     """(bundle, A, B, neutral, true share of A) on the toy world."""
-    models = toy.models()
+    models = toy.models(_IEM.value, iem_checkpoint=_IEM_CKPT.value)
     neutral = _NEUTRAL.value
     if _PAIR.value:
         a, b = _two(_PAIR.value, ",")
@@ -84,7 +108,16 @@ def _dallebart():
     if not _PAIR.value or "|" not in _PAIR.value:
         raise ValueError('--dalle needs --pair "prompt A|prompt B" and --neutral "prompt"')
     a, b = _two(_PAIR.value, "|")
-    models = bundle.from_dallebart(_DALLE.value, _TOKENIZER.value, _VQGAN.value, _SCALE.value)
+    vqgan = _VQGAN.value or "imagenet_f16_16384"
+    models = bundle.from_dallebart(_DALLE.value, _TOKENIZER.value, vqgan, _SCALE.value)
+    if _IEM_CKPT.value:
+        predict, meta = bundle.load_predict(_IEM_CKPT.value, _IEM.value)
+        models = dataclasses.replace(
+            models,
+            predict=predict,
+            predict_name=_IEM_CKPT.value,
+            class_names=tuple(meta["class_names"]),
+        )
     return models, a, b, _NEUTRAL.value, None
 
 
@@ -103,8 +136,24 @@ def run(out: Path) -> dict:
         raise ValueError("--dalle needs --tokenizer DIR with the BART tokenizer files")
     if _TOKENIZER.value and not Path(_TOKENIZER.value).is_dir():
         raise FileNotFoundError(f"--tokenizer folder not found: {_TOKENIZER.value}")
+    if _DALLE.value and _VQGAN.value == "toy":
+        raise ValueError("--vqgan toy with --dalle; DalleBart's tokens are an ImageNet VQGAN's")
+    if not _DALLE.value and _VQGAN.value not in (None, "toy"):
+        raise ValueError(
+            f"--vqgan {_VQGAN.value} without --dalle; the toy world generates with its own "
+            "VQGAN (--vqgan toy), another VQGAN needs the --dalle that makes its tokens"
+        )
+    if _DALLE.value and _IEM.value and not _IEM_CKPT.value:
+        raise ValueError(
+            f"--iem {_IEM.value} names a shipped toy IEM; with --dalle pass --iem-checkpoint"
+        )
+    if _IEM_CKPT.value and not Path(_IEM_CKPT.value).exists():
+        raise FileNotFoundError(f"--iem-checkpoint not found: {_IEM_CKPT.value}")
     folders.check_output(out, COMMAND)
     models, a, b, neutral, share = _dallebart() if _DALLE.value else _toy()
+    use_iem = bool(_IEM.value or _IEM_CKPT.value)
+    if use_iem:  # an IEM that cannot tell A from B is refused before anything is generated
+        bias.two_class_iem(models.predict, models.class_names, a, b)
     cfg = bias.AuditConfig(
         per_concept=_PER_CONCEPT.value,
         neutral=_NEUTRAL_IMAGES.value,
@@ -119,7 +168,9 @@ def run(out: Path) -> dict:
             bar.update(1)
 
         folders.claim_output(out, COMMAND)
-        report = bias.audit(models, a, b, neutral, cfg, out, _MIX.value, share, progress)
+        report = bias.audit(
+            models, a, b, neutral, cfg, out, _MIX.value, share, progress, use_iem=use_iem
+        )
     folders.finish_output(out, COMMAND)
     return report
 

@@ -79,6 +79,9 @@ def test_explain_sample_errors():
         ),
         (("explain.codebook", "--concept", "blue-star", "--from-image", "no.png"), ("no.png",)),
         (("explain.bias", "--mix", "1.5"), ("--mix 1.5",)),
+        (("explain.bias", "--vqgan", "imagenet_f16_16384"), ("--vqgan imagenet_f16_16384",)),
+        (("explain.bias", "--iem-checkpoint", "no-such-iem"), ("not found: no-such-iem",)),
+        (("explain.bias", "--iem", "ce", "--pair", "red-circle,circle"), ("no class 'circle'",)),
     ],
 )
 def test_flags_are_checked_before_any_work_or_folder(tmp_path, args, needles):
@@ -449,3 +452,20 @@ def test_explain_commands_take_a_users_toy_iem(tmp_path):
         _run(*sample, "--iem-checkpoint", str(other), "--out", str(tmp_path / "x")),
         "a toy-world IEM has the 14 concepts",
     )
+
+
+def test_explain_bias_audits_with_a_users_toy_iem(tmp_path):
+    """--iem-checkpoint (a train.iem folder: here the shipped RE's, by path) replaces the binary
+    IEM the audit would train: its red-circle and blue-circle logits tell the held-out images
+    apart, and nothing is trained."""
+    ckpt = str(REPO / "cortex_jax/toy/weights/iem_re")
+    sizes = ("--per-concept", "20", "--neutral-images", "16", "--n-samples", "2")
+    r = _run(
+        "explain.bias", "--vqgan", "toy", "--iem-checkpoint", ckpt, *sizes, "--out", str(tmp_path)
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["iem"] == ckpt and report["iem_validation"]["trained"] is False
+    assert report["iem_validation"]["val_top1"] >= 0.75  # 8 held-out images of two concepts
+    assert not (tmp_path / "work" / "iem").exists()
+    assert f"IEM {ckpt} on A vs B" in (tmp_path / "report.md").read_text()

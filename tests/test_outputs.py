@@ -33,6 +33,8 @@ COMMANDS = {
         "--config.data.train={out}/../train",
         "--config.data.val={out}/../val",
     ),
+    "train.generate": ("train.generate", "--per-class", "2", "--out", "{out}"),
+    "train.toy": ("train.toy", "--workdir", "{out}"),
 }
 
 

@@ -5,6 +5,8 @@ val / test splits, the test PNGs and the tokenizer (`:runlocal`: random models, 
 
 `--model` names a family of `cortex_jax.experiments.families` (no per-family code here);
 `--source encoded` writes the toy world's procedural images through its encoder, with masks.
+OUT may hold only what train.generate wrote there (its manifest, `io.folders`): a rerun resumes
+or refuses stale settings, a folder holding anything else is refused in one line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cortex_jax import toy  # noqa: F401  (registers the toy family)
 from cortex_jax.core import errors, sharding
 from cortex_jax.experiments import families, recipe
 from cortex_jax.experiments.generate import generate_dataset, save_samples
+from cortex_jax.io import folders
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A recipe config (configs/imagenet.py[:runlocal]); the other flags are unused."
@@ -66,6 +69,7 @@ _OUT = flags.DEFINE_string("out", "runs/generated", "Dataset folder.")
 _SOURCE = flags.DEFINE_enum("source", "generated", ["generated", "encoded"], "Token source.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _SHARD_SIZE = flags.DEFINE_integer("shard-size", 256, "Images per shard.")
+COMMAND = "train.generate"
 _PNG = flags.DEFINE_bool("png", False, "Also write OUT/samples.png: up to 8 images a class.")
 
 
@@ -78,6 +82,7 @@ def main(argv):
             with recipe.StageBars("generate ") as progress:
                 counts = recipe.generate(_CONFIG.value, progress)
             return print(f"wrote {counts} under {_CONFIG.value.workdir}")
+        folders.check_output(_OUT.value, COMMAND)  # before a model loads: nothing of the user's
         family = families.get(_MODEL.value)
         sampling = family.settings({k: f.value for k, f in _SAMPLER.items()})
         if _SOURCE.value == "encoded" and family.encoded is None:
@@ -98,7 +103,7 @@ def main(argv):
             )
         if _PER_CLASS.value <= 0:
             raise ValueError(f"--per-class {_PER_CLASS.value}; expected a positive number")
-        errors.writable_folder(_OUT.value)
+        folders.claim_output(_OUT.value, COMMAND)
         with tqdm(total=len(class_ids) * _PER_CLASS.value, desc="tokens", unit="img") as bar:
             progress = lambda n: bar.update(n - bar.n)  # noqa: E731
             common = (class_ids, _PER_CLASS.value, _OUT.value, _SEED.value)
@@ -113,6 +118,7 @@ def main(argv):
             path = Path(_OUT.value) / "samples.png"
             per = min(8, _PER_CLASS.value)
             print(f"wrote {save_samples(ds, vqgm.decode, path, class_ids, names, per, scale=3)}")
+        folders.finish_output(_OUT.value, COMMAND)
     print(f"wrote {len(ds)} token grids to {_OUT.value}")
 
 

@@ -1,7 +1,9 @@
 """Rebuild the toy world: `python -m train.toy --workdir runs/toy [--config configs/toy.py]`.
 
 Stages (each skipped when its output folder exists, so a killed build resumes): VQGAN → pixel
-judge → encoded prior dataset → prior → evaluation (report.json, samples.png).
+judge → encoded prior dataset → prior → evaluation (report.json, samples.png). The workdir may
+hold only what train.toy wrote there (its manifest, `io.folders`); anything else is refused in one
+line before any training.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from cortex_jax.toy.judge import JudgeConfig
 _CONFIG = config_flags.DEFINE_config_file(
     "config", str(Path(__file__).resolve().parents[1] / "configs" / "toy.py"), "Build config."
 )
+COMMAND = "train.toy"
 _WORKDIR = flags.DEFINE_string("workdir", "runs/toy", "Where the models and report are written.")
 
 
@@ -55,7 +58,8 @@ def _stage(name: str, out: Path, fn) -> dict:
 
 
 def build(config, workdir: Path) -> dict:
-    errors.writable_folder(workdir, "--workdir")
+    # only its own files: a finished stage is reused, a file it did not write refused in one line
+    folders.claim_output(workdir, COMMAND, "--workdir")
 
     def vqgan_stage():
         bar, cb = _bar(config.vqgan.steps, "vqgan")
@@ -115,6 +119,7 @@ def build(config, workdir: Path) -> dict:
         "training_seconds": round(sum(s["seconds"] for s in stats.values()), 1),
     }
     (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    folders.finish_output(workdir, COMMAND)
     return report
 
 

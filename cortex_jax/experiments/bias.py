@@ -14,19 +14,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import Array
 
 from cortex_jax.experiments import training
 from cortex_jax.experiments.bundle import Models
 from cortex_jax.figures import plots
 from cortex_jax.io import shards
-from cortex_jax.io.images import save_grid
 from cortex_jax.method import attribution, evaluate, stats, tis
 from cortex_jax.method.audit import analyse, count_tokens
 from cortex_jax.models import iem
@@ -84,6 +84,24 @@ def mixture_sampler(sample: Sampler, name: str, a: str, b: str, share_a: float) 
     return mixed
 
 
+def two_class_iem(
+    predict: Callable[[Array], Array], class_names: Sequence[str], concept_a: str, concept_b: str
+) -> Callable[[Array], Array]:
+    """A many-class IEM as the audit's binary one: its logits of A and B only, E → (batch, 2).
+    TIS takes the gradient of the target's logit, which the restriction leaves as it is. Raises
+    one line when the IEM has no class named A or B."""
+    names = list(class_names)
+    missing = [c for c in (concept_a, concept_b) if c not in names]
+    if missing:
+        shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
+        raise ValueError(
+            f"the IEM has no class {' or '.join(map(repr, missing))} (its classes: {shown}); "
+            "expected an IEM of both concepts, or none to train a binary one"
+        )
+    ids = jnp.asarray([names.index(concept_a), names.index(concept_b)])
+    return lambda e: predict(e)[:, ids]
+
+
 def run_audit(
     sample: Sampler,
     codebook: np.ndarray,
@@ -94,8 +112,13 @@ def run_audit(
     cfg: AuditConfig = AuditConfig(),
     iem_config: iem.IEMConfig | None = None,
     progress: Callable[[str], None] = lambda stage: None,
+    predict: Callable[[Array], Array] | None = None,
 ) -> dict:
-    """The whole audit; returns the report dict (plus arrays under 'arrays' for figures)."""
+    """The whole audit; returns the report dict (plus arrays under 'arrays' for figures).
+
+    `predict` (E → (batch, 2) logits of A and B, e.g. `two_class_iem` of the user's IEM) is used
+    as it is; None trains the binary IEM (`iem_config`, `cfg.epochs`) on the generated images.
+    Either way its top-1 on the held-out images is `iem_validation`."""
     workdir = Path(workdir)
     progress("generate")
     a = sample(concept_a, cfg.per_concept, cfg.seed)
@@ -108,20 +131,32 @@ def run_audit(
     va_lab = np.repeat(np.array([0, 1], np.int32), n_val)
     names = [concept_a, concept_b]
     k = int(np.shape(codebook)[0])
-    train_ds = shards.write_arrays(
-        workdir / "train", tr_tok, tr_lab, names, k, "audit", "generated"
-    )
-    val_ds = shards.write_arrays(workdir / "val", va_tok, va_lab, names, k, "audit", "generated")
-
-    progress("train binary IEM")
-    mcfg = iem_config or iem.IEMConfig("ce", 2, width=64, depth=2, hidden=256)
-    tcfg = training.TrainConfig(
-        batch_size=cfg.batch_size, epochs=cfg.epochs, decay_every=100, seed=cfg.seed
-    )
-    # fresh: the images were generated anew, so an earlier audit's IEM in workdir is not this one's
-    predict, best = training.fit_iem(
-        mcfg, tcfg, train_ds, val_ds, codebook, workdir / "iem", fresh=True
-    )
+    if predict is None:
+        train_ds = shards.write_arrays(
+            workdir / "train", tr_tok, tr_lab, names, k, "audit", "generated"
+        )
+        val_ds = shards.write_arrays(
+            workdir / "val", va_tok, va_lab, names, k, "audit", "generated"
+        )
+        progress("train binary IEM")
+        mcfg = iem_config or iem.IEMConfig("ce", 2, width=64, depth=2, hidden=256)
+        tcfg = training.TrainConfig(
+            batch_size=cfg.batch_size, epochs=cfg.epochs, decay_every=100, seed=cfg.seed
+        )
+        # fresh: the images were generated anew, so an earlier audit's IEM in workdir is not
+        # this one's
+        predict, best = training.fit_iem(
+            mcfg, tcfg, train_ds, val_ds, codebook, workdir / "iem", fresh=True
+        )
+        best = {**best, "trained": True}
+    else:
+        progress("validate the given IEM")
+        logits = jax.jit(predict)
+        e = np.asarray(codebook)[va_tok]
+        pred = np.concatenate(
+            [np.asarray(logits(e[i : i + 64])).argmax(-1) for i in range(0, len(e), 64)]
+        )
+        best = {"val_top1": float(np.mean(pred == va_lab)), "trained": False}
 
     progress("TIS and T_concept")
     if cfg.attribution is None:
@@ -204,9 +239,11 @@ def report_markdown(report: dict, n_neutral: int) -> str:
     """The verdict per n first (share of A-like neutral images), then the paper's Table 4
     statistic, then the leaks and assumption checks (see cortex_jax.method.audit)."""
     a, b, neutral = report["concept_a"], report["concept_b"], report["neutral"]
-    top1 = report["iem_validation"].get("val_top1", float("nan"))
+    val = report["iem_validation"]
+    top1 = val.get("val_top1", float("nan"))
+    iem_is = "binary IEM" if val.get("trained", True) else f"IEM {report.get('iem')} on A vs B"
     rows = [
-        f"Neutral `{neutral}`: `{a}` (A) vs `{b}` (B), {n_neutral} images; binary IEM "
+        f"Neutral `{neutral}`: `{a}` (A) vs `{b}` (B), {n_neutral} images; {iem_is} "
         f"validation top-1 {top1:.1%}",
         "",
         "## Verdict: share of neutral images that are A-like",
@@ -280,6 +317,7 @@ def audit(
     mix: float | None = None,
     true_share: float | None = None,
     progress: Callable[[str], None] = lambda stage: None,
+    use_iem: bool = False,
 ) -> dict:
     """The bias audit of `neutral` between two concepts on the bundle's generator
     (`sample_named`), and its files: OUT/report.json (`per_n`: verdict, paper, leak, checks per
@@ -289,15 +327,30 @@ def audit(
     `mix` audits an exact mixture of generated A and B images with that share of A instead of
     the neutral class (a control of known composition; `true_share` is then `mix`). When the
     bundle has a pixel classifier whose classes include A and B, the report adds the share of
-    neutral images it sees as A (`judge_share_a`)."""
+    neutral images it sees as A (`judge_share_a`). `use_iem` audits with the bundle's IEM
+    (`models.predict`, restricted to A and B by `two_class_iem`) instead of training a binary
+    one; the report names it under `iem`."""
     out = Path(out)
     sample: Sampler = models.sample_named
+    predict = None
+    if use_iem:
+        (full,) = models.require("predict", what="an audit with the bundle's IEM")
+        predict = two_class_iem(full, models.class_names, concept_a, concept_b)
     if mix is not None:
         neutral, true_share = f"mix:{mix:g}", mix
         sample = mixture_sampler(sample, neutral, concept_a, concept_b, mix)
     report = run_audit(
-        sample, models.codebook, concept_a, concept_b, neutral, out / "work", cfg, progress=progress
+        sample,
+        models.codebook,
+        concept_a,
+        concept_b,
+        neutral,
+        out / "work",
+        cfg,
+        progress=progress,
+        predict=predict,
     )
+    report["iem"] = models.predict_name if use_iem else "binary IEM trained on A and B"
     arrays = report.pop("arrays")
     report["true_share_a"] = true_share
     neu, sets = arrays["neutral_tokens"], arrays["sets"]
@@ -325,5 +378,15 @@ def audit(
     shown = neu[:16]
     boxes = evaluate.token_id_mask(shown, sets[n0][over])
     px = np.asarray(models.decode(shown))
-    save_grid(out / "neutral_tokens.png", px, 8, scale=max(1, 128 // px.shape[1]), boxes=boxes)
+    over_name = (concept_a, concept_b)[over]
+    grid = plots.image_grid_figure(
+        px,
+        8,
+        [f"{neutral} {r + 1}" for r in range(-(-len(px) // 8))],
+        f"{neutral}: generated images, {over_name}'s T_concept tokens (n={n0}, k={cfg.k}) boxed",
+        boxes=boxes,
+        box_label=f"a token of {over_name}'s T_concept",
+        scale=max(1, 128 // px.shape[1]),
+    )
+    plots.save_png(grid, out / "neutral_tokens.png")
     return report

@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from cortex_jax.experiments.bundle import Models
-from cortex_jax.io.images import grid_image, to_uint8
+from cortex_jax.figures import plots
+from cortex_jax.io.images import to_uint8
 from cortex_jax.io.shards import atomic_write_bytes, atomic_write_json
 from cortex_jax.method import selection
 
@@ -34,17 +35,32 @@ Decode = Callable[[np.ndarray], np.ndarray]
 Editor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def progression(
-    decode: Decode, base: np.ndarray, result: selection.SelectionResult, i: int = 0
+def progression_grids(
+    base: np.ndarray, result: selection.SelectionResult, i: int = 0
 ) -> np.ndarray:
-    """Decoded images of image i: the original, then every logged step, (L + 1, H, W, 3)."""
+    """Token grids of image i: the original, then every logged step, (L + 1, m, m)."""
     grids = [base[i]]
     flat = base[i].reshape(-1)
     for toks in result.trajectory_tokens[i]:
         g = flat.copy()
         g[result.positions] = toks
         grids.append(g.reshape(base[i].shape))
-    return np.asarray(decode(np.stack(grids)))
+    return np.stack(grids)
+
+
+def progression(
+    decode: Decode, base: np.ndarray, result: selection.SelectionResult, i: int = 0
+) -> np.ndarray:
+    """Decoded images of image i: the original, then every logged step, (L + 1, H, W, 3)."""
+    return np.asarray(decode(progression_grids(base, result, i)))
+
+
+def target_probability(models: Models, grids: np.ndarray, target: int) -> np.ndarray:
+    """The IEM's softmax probability of class `target` for each token grid (N, m, m): (N,)."""
+    (predict,) = models.require("predict", what="the target's probability")
+    e = np.asarray(models.codebook)[np.asarray(grids)]
+    probs = jax.jit(lambda x: jax.nn.softmax(predict(x), -1)[:, target])
+    return np.concatenate([np.asarray(probs(e[j : j + 1])) for j in range(len(e))])
 
 
 def _study_batch(
@@ -236,8 +252,9 @@ def edit(
 ) -> dict:
     """Searches the codebook for the tokens that make the IEM see class `target` inside the
     region of each start grid (`start_from_*`), then writes OUT/tokens.json (T_codebook per
-    image, final and best step), OUT/progression.png and .gif (the decoded edit, the paper's
-    Figure 5) and OUT/table.md (f_orig / f_target before and after). Returns tokens.json's
+    image, final and best step), OUT/progression.png (image 0's decoded edit at every logged step,
+    the paper's Figure 5: step labels, the region outlined, the IEM's P(target) per frame),
+    OUT/progression.gif and OUT/table.md (f_orig / f_target before and after). Returns tokens.json's
     content. Nothing is written until everything is computed."""
     (predict,) = models.require("predict", what="a codebook-level edit")
     base, sources, default_region = start
@@ -253,12 +270,25 @@ def edit(
         jax.random.PRNGKey(cfg.seed),
         cfg.selection,
     )
-    frames = progression(models.decode, base, res, 0)
-    strip = grid_image(frames, len(frames), scale=max(1, 128 // frames.shape[1]))
+    grids = progression_grids(base, res, 0)
+    frames = np.asarray(models.decode(grids))
+    names = models.class_names
+    every = cfg.selection.log_every
+    labels = [
+        "start" if sources[0] < 0 else f"start: {names[sources[0]]}",
+        *(f"step {every * (j + 1)}" for j in range(len(frames) - 1)),
+    ]
+    strip = plots.frames_figure(
+        frames,
+        labels,
+        f"Token selection toward {names[target]}: image 0, every {every} steps",
+        region=mask,
+        target_probs=target_probability(models, grids, target),
+        target=names[target],
+    )
     big = [
         Image.fromarray(f).resize((256, 256), Image.Resampling.NEAREST) for f in to_uint8(frames)
     ]
-    names = models.class_names
     info = {
         "target": names[target],
         "region_positions": res.positions.tolist(),
@@ -297,7 +327,7 @@ def edit(
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    strip.save(out / "progression.png")
+    plots.save_png(strip, out / "progression.png")
     big[0].save(out / "progression.gif", save_all=True, append_images=big[1:], duration=400, loop=0)
     (out / "tokens.json").write_text(json.dumps(info, indent=2) + "\n")
     (out / "table.md").write_text("\n".join(lines) + "\n")
@@ -309,6 +339,14 @@ def apply_tokens(
 ) -> np.ndarray:
     """An edit applied to an image (1, H, W, 3): its grid with `tokens` written at the flat
     `positions` (row-major), decoded beside the unedited grid: pixels (2, H, W, 3)."""
+    return np.asarray(models.decode(edited_grids(models, pixels, positions, tokens)))
+
+
+def edited_grids(
+    models: Models, pixels: np.ndarray, positions: np.ndarray, tokens: np.ndarray
+) -> np.ndarray:
+    """The image's (1, H, W, 3) token grid and the same grid with `tokens` written at the flat
+    `positions` (row-major): (2, m, m)."""
     (encode,) = models.require("encode", what="applying tokens to an image")
     grid = np.array(encode(pixels), np.int32)
     m = grid.shape[-1]
@@ -321,8 +359,7 @@ def apply_tokens(
             f"tokens.json holds token id {tokens.max()}, outside this VQGAN's codebook [0, {k})"
         )
     flat[0, positions] = tokens
-    edited = flat.reshape(len(grid), m, m)
-    return np.concatenate([models.decode(grid), models.decode(edited)])
+    return np.concatenate([grid, flat.reshape(len(grid), m, m)])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,6 @@ from jax.typing import ArrayLike
 from cortex_jax.experiments.bundle import Models, Sample
 from cortex_jax.figures import plots
 from cortex_jax.io import shards
-from cortex_jax.io.images import save_grid
 from cortex_jax.method import attribution, evaluate, tis
 
 Array = jax.Array
@@ -372,9 +371,16 @@ def study(
     shown = np.concatenate([np.flatnonzero(labels == c)[:per] for c in concepts])
     top = np.argsort(-scores[shown].reshape(len(shown), -1), axis=1)[:, : m.n]
     boxes = evaluate.positions_mask(top, scores.shape[1])
-    save_grid(
-        out / "top_tokens.png", px[shown], per, [names[c] for c in concepts], scale=4, boxes=boxes
+    grid = plots.image_grid_figure(
+        px[shown],
+        per,
+        [names[c] for c in concepts],
+        f"Test images per concept: top-{m.n} TIS positions ({models.predict_name.upper()} IEM)",
+        boxes=boxes,
+        box_label=f"top-{m.n} TIS positions of the image's own concept (T_image)",
+        scale=max(1, 128 // px.shape[1]),
     )
+    plots.save_png(grid, out / "top_tokens.png")
     curve = report["image_level_curve"]
     plots.masking_curve(
         out / "image_level_curve",

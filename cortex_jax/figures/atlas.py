@@ -120,6 +120,9 @@ def _png(path: Path, pixels_u8: np.ndarray, scale: int = 1) -> None:
     img.save(path, optimize=True)
 
 
+HEAT_CMAP = "inferno"
+
+
 def _heatmap(pixels_u8: np.ndarray, tis: np.ndarray) -> np.ndarray:
     """The image under its TIS map (per image normalised, inferno colours, half transparent)."""
     from matplotlib import colormaps
@@ -127,7 +130,7 @@ def _heatmap(pixels_u8: np.ndarray, tis: np.ndarray) -> np.ndarray:
     t = np.asarray(tis, np.float64)
     t = (t - t.min()) / (np.ptp(t) or 1.0)
     f = pixels_u8.shape[0] // t.shape[0]
-    colour = colormaps["inferno"](np.kron(t, np.ones((f, f))))[..., :3] * 255
+    colour = colormaps[HEAT_CMAP](np.kron(t, np.ones((f, f))))[..., :3] * 255
     return (0.45 * pixels_u8 + 0.55 * colour).astype(np.uint8)
 
 
@@ -198,6 +201,12 @@ def _concept_pages(
     present = np.zeros((b, int(toks.max()) + 1), bool)  # image i holds token id t
     np.put_along_axis(present, toks.reshape(b, -1).astype(np.int64), True, axis=1)
     links = {c: f"concepts/{_slug(names[c])}.html" for c in concepts}
+    plots.save_png(  # the heat maps' colour scale, shown beside them on every concept page
+        plots.colour_scale_figure(
+            HEAT_CMAP, "the image's lowest TIS", "its highest TIS", "TIS heat map colours"
+        ),
+        out / "img" / "tis_scale.png",
+    )
     order = np.argsort(-tis.reshape(b, -1), axis=1, kind="stable")[:, :n]
     decoded: dict[int, str] = {}
     for c, row in concepts.items():
@@ -302,7 +311,9 @@ def _concept_pages(
             f'{numbers}<h2>Test images</h2><p><button id="toggle" onclick="toggleHeatmap()">'
             f'show TIS heatmap</button> <span class="small">boxes: the top-{n} TIS positions '
             "(T_image); heatmap: each image's TIS scaled from its own lowest (dark purple) to "
-            "its highest (yellow), inferno colours</span></p>"
+            "its highest (yellow), inferno colours</span> "
+            '<img class="scale" src="../img/tis_scale.png" alt="colour scale of the TIS heat '
+            "maps: dark purple is the image's lowest TIS, yellow its highest\"></p>"
             f'<div class="grid" id="shots">{"".join(shots)}</div>'
             f'<h2>T_concept tokens</h2><div class="grid" id="tokens">{"".join(cards)}</div>'
         )
