@@ -450,6 +450,10 @@ class SampleConfig:
     num_iter: int = 12
     choice_temperature: float = 4.5
 
+    def __post_init__(self):
+        if self.num_iter < 1:
+            raise ValueError(f"num_iter={self.num_iter}; expected at least 1 decoding step")
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class MaskGITVQGM:

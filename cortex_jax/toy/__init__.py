@@ -10,6 +10,7 @@ trained (`python -m train.toy` rebuilds them).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ import numpy as np
 
 from cortex_jax.core import imagenet
 from cortex_jax.experiments import families
-from cortex_jax.experiments.bundle import Models, as_grids, check_iem_reads
+from cortex_jax.experiments.bundle import Models, as_grids, check_iem_reads, from_files
 from cortex_jax.io import folders, shards, sources
 from cortex_jax.models import iem
 from cortex_jax.models.cin import SampleConfig
@@ -190,6 +191,36 @@ def models(
         name="toy",
         infill=vqgm.infill_tokens,
     )
+
+
+def models_or_files(
+    vqgan: str = "toy",
+    iem_arch: Literal["ce", "re", "te"] | None = None,
+    iem_checkpoint: str | os.PathLike | None = None,
+    classifier: str | None = None,
+    classifier_size: int = 224,
+) -> Models:
+    """A command's bundle: the toy world's (`models(iem_arch, iem_checkpoint=…)`) when `vqgan`
+    is "toy", else `bundle.from_files` of the VQGAN source, the IEM `iem_checkpoint` (required)
+    and the pixel `classifier`, whose resolver refuses a toy concept name in one line."""
+    if vqgan == "toy":  # the shipped IEM, or one the user trained on the toy world
+        return models(iem_arch, iem_checkpoint=iem_checkpoint)
+    if iem_checkpoint is None:
+        raise ValueError("a real model needs both --vqgan SOURCE and --iem-checkpoint FOLDER")
+    real = from_files(
+        vqgan,
+        iem_checkpoint,
+        classifier=classifier,
+        classifier_size=classifier_size,
+        iem_arch=iem_arch,
+    )
+
+    def resolve(name: str) -> int:
+        if len(real.class_names) == 1000 and name in CONCEPT_NAMES:
+            raise ValueError(f"{name!r} is a toy-world concept: drop --vqgan/--iem-checkpoint")
+        return real.class_id(name)
+
+    return dataclasses.replace(real, resolve=resolve)
 
 
 def ground_truth(
