@@ -26,7 +26,7 @@ from cortex_jax.experiments.bundle import Models, as_grids, check_iem_reads, fro
 from cortex_jax.io import folders, shards, sources
 from cortex_jax.models import iem
 from cortex_jax.models.cin import SampleConfig
-from cortex_jax.models.vqgan import VQGAN
+from cortex_jax.models.vqgan import VQTokenizer
 from cortex_jax.models.vqgm import ClassConditionalVQGM
 from cortex_jax.toy import world
 from cortex_jax.toy.judge import JudgeConfig, PixelJudge
@@ -73,7 +73,7 @@ def encode_procedural(
 
 
 def write_encoded_dataset(
-    vqgan: VQGAN,
+    vqgan: VQTokenizer,
     class_ids: Sequence[int],
     per_class: int,
     out: str | os.PathLike,
@@ -133,7 +133,7 @@ def resolve(name: str, vqgm: ClassConditionalVQGM | None = None) -> int:
     )
 
 
-def _user_iem(source: str | os.PathLike, arch: str | None, vq: VQGAN) -> Callable:
+def _user_iem(source: str | os.PathLike, arch: str | None, vq: VQTokenizer) -> Callable:
     """predict of an IEM the user trained on the toy world (a train.iem folder or a `.pth` of
     the authors' networks), checked to read this VQGAN's E and to have the 14 concepts."""
     config, variables, meta = sources.load_iem(source, cast(Any, arch))
