@@ -106,3 +106,60 @@ def test_toy_encode_decode_through_the_interface():
     vqgm = toy.load_toy_vqgm()
     grids = vqgm.sample_tokens([0, 3], jax.random.PRNGKey(0), toy.TOY_SAMPLING)
     np.testing.assert_array_equal(vqgm.encode(vqgm.decode(grids)).shape, (2, 8, 8))
+
+
+class _Repaints:
+    """The toy VQGM with a region re-sampling of its own: masked positions become the target
+    class id (a stand-in that shows which grid, mask and targets the editor passed)."""
+
+    def __init__(self, vqgm):
+        self.inner = vqgm
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def resample_region(self, tokens, mask, class_ids, key, sample_config=None):
+        assert sample_config.top_k == 7  # the family's settings with the request's override
+        t = np.asarray(class_ids)[:, None, None]
+        return np.where(np.broadcast_to(mask, np.shape(tokens)), t, tokens)
+
+
+def test_a_registered_family_becomes_a_table5_editor_with_no_command_change(tmp_path):
+    from cortex_jax.experiments import codebook_level
+
+    fam = families.register(
+        families.Family(
+            "edit-test",
+            lambda a: _Repaints(toy.load_toy_vqgm()),
+            cin.SampleConfig(top_k=5),
+            edit_row="edit_test_row",
+            edit_note="paints the region (top-k {top_k})",
+        )
+    )
+    try:
+        cb = toy.load_toy_vqgm().codebook
+        row, editor, note = families.family_editor(
+            "edit-test", families.LoadArgs(), cb, jax.random.PRNGKey(0), {"top_k": 7}
+        )
+        assert (row, note) == ("edit_test_row", "edit_test_row: paints the region (top-k 7).")
+        base, mask = np.full((2, 8, 8), 9), np.zeros((8, 8), bool)
+        mask[3:5, 3:5] = True
+        out = editor(base, np.array([0, 1]), np.array([4, 6]), mask)
+        assert (out[:, 3:5, 3:5] == np.array([4, 6])[:, None, None]).all()
+        assert (out[:, ~mask] == 9).all()
+        with pytest.raises(ValueError, match="tokenizer is not the --vqgan the IEM reads"):
+            families.family_editor("edit-test", families.LoadArgs(), cb[:-1], jax.random.PRNGKey(0))
+        assert fam.describe_edit(fam.sampling).endswith("(top-k 5).")
+    finally:
+        families.unregister("edit-test")
+    maskgit_note = families.MASKGIT.describe_edit(families.MASKGIT.settings({"num_iter": 8}))
+    assert "(8 iterations from the 3rd)" in maskgit_note
+    # explain.codebook's request names a family without an editor, or a foreign setting: one
+    # line before any model loads or any folder is made
+    req = codebook_level.Request(table5=True, edit_family="imagenet")
+    with pytest.raises(ValueError, match="'imagenet' has no region re-sampling.*llamagen, maskgit"):
+        codebook_level.check_request(req, tmp_path / "o", "explain.codebook")
+    req = codebook_level.Request(table5=True, edit_family="llamagen", edit_settings={"num_iter": 3})
+    with pytest.raises(ValueError, match="num_iter do not apply to --model llamagen"):
+        codebook_level.check_request(req, tmp_path / "o", "explain.codebook")
+    assert not (tmp_path / "o").exists()

@@ -24,7 +24,7 @@ from flax.errors import FlaxError
 from cortex_jax.core import imagenet
 from cortex_jax.io import sources
 from cortex_jax.models import dalle, iem
-from cortex_jax.models.vqgan import VQGAN
+from cortex_jax.models.vqgan import VQTokenizer
 from cortex_jax.models.vqgm import resolve_name
 
 Array = jax.Array
@@ -167,7 +167,7 @@ def batched(fn: Callable[[np.ndarray], Any], batch: int | None) -> Callable[[np.
     )
 
 
-def _vqgan_encoder(vq: VQGAN) -> Encode:
+def _vqgan_encoder(vq: VQTokenizer) -> Encode:
     return lambda px: as_grids(vq.encode(px))
 
 
@@ -180,7 +180,7 @@ def load_predict(
     return iem.predictor(cfg, variables), meta
 
 
-def check_iem_reads(predict: Predict, vq: VQGAN, problem: str, expected: str) -> None:
+def check_iem_reads(predict: Predict, vq: VQTokenizer, problem: str, expected: str) -> None:
     """Raises one line (`problem` E-shape `expected`) unless `predict` accepts this VQGAN's E
     (1, m, m, d): shapes only (`jax.eval_shape`), before any work."""
     e = jax.ShapeDtypeStruct((1, vq.grid_size, vq.grid_size, vq.config.embed_dim), np.float32)

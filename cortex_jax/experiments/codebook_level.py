@@ -25,9 +25,11 @@ import jax
 import numpy as np
 from PIL import Image
 
+from cortex_jax.experiments import families
 from cortex_jax.experiments.bundle import Models
 from cortex_jax.figures import plots
-from cortex_jax.io.images import to_uint8
+from cortex_jax.io import folders, shards
+from cortex_jax.io.images import read_image, to_uint8
 from cortex_jax.io.shards import atomic_write_bytes, atomic_write_json
 from cortex_jax.method import selection
 
@@ -470,4 +472,163 @@ def table5(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "table5.json", result)
     atomic_write_bytes(out / "table5.md", table5_markdown(result, notes).encode())
+    return result
+
+
+# The command: explain.codebook's flags as one request, checked, then run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What `explain.codebook` asks for, a field a flag (its module docstring says what each
+    does). `real_models`: the bundle comes from files, not the toy world (Table 5 then reads
+    its grids from `dataset` and needs `classifier`). `edit_family`: a registered family whose
+    own region re-sampling becomes a Table 5 row, loaded from `edit_args`, with the sampler
+    settings `edit_settings` over its defaults; no family of it is named here."""
+
+    concept: str | None = None
+    from_image: str | None = None
+    from_concept: str | None = None
+    from_index: int | None = None
+    dataset: str | None = None
+    region: str | None = None
+    steps: int = 500
+    log_every: int = 50
+    learning_rate: float = selection.SelectionConfig().learning_rate
+    n_images: int = 4
+    seed: int = 0
+    table5: bool = False
+    pairs: str = ""
+    real_models: bool = False
+    iem_checkpoint: str | None = None
+    classifier: str | None = None
+    classifier_size: int = 224
+    edit_family: str | None = None
+    edit_args: families.LoadArgs = families.LoadArgs()
+    edit_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def selection(self) -> selection.SelectionConfig:
+        return selection.SelectionConfig(
+            steps=self.steps, learning_rate=self.learning_rate, log_every=self.log_every
+        )
+
+
+def check_request(req: Request, out: Path, command: str) -> None:
+    """Every field and input file, and the output folder, before a model is loaded or fetched:
+    one ValueError / FileNotFoundError naming the flag."""
+    for flag, value in (
+        ("--steps", req.steps),
+        ("--log-every", req.log_every),
+        ("--n-images", req.n_images),
+        ("--classifier-size", req.classifier_size),
+    ):
+        if value < 1:
+            raise ValueError(f"{flag} {value}; expected at least 1")
+    if not req.learning_rate > 0:
+        raise ValueError(f"--lr {req.learning_rate}; expected a positive learning rate")
+    req.selection  # noqa: B018  (--steps must be a multiple of --log-every)
+    if req.edit_family is not None:
+        families.edit_family(req.edit_family, req.edit_settings)
+    if not req.table5 and not req.concept:
+        raise ValueError("name the target concept with --concept NAME")
+    starts = [
+        f
+        for f, v in (
+            ("--from-image", req.from_image),
+            ("--from-concept", req.from_concept),
+            ("--from-index", req.from_index),
+        )
+        if v is not None
+    ]
+    if len(starts) > 1:
+        raise ValueError(f"{' and '.join(starts)} both name a start; pass one of them")
+    for flag, path, is_file in (
+        ("--from-image", req.from_image, True),
+        ("--dataset", req.dataset, False),
+        ("--iem-checkpoint", req.iem_checkpoint, False),
+        ("--edit-checkpoint (or --maskgit)", req.edit_args.checkpoint, False),
+        ("--edit-vq-checkpoint", req.edit_args.vq_checkpoint, True),
+    ):
+        if path and not (Path(path).is_file() if is_file else Path(path).exists()):
+            raise FileNotFoundError(f"{flag} not found: {path}")
+    if req.from_index is not None and not req.dataset:
+        raise ValueError("--from-index needs --dataset DIR (a token dataset)")
+    folders.check_output(out, command)
+    if req.table5 and req.real_models and (not req.dataset or not req.classifier):
+        raise ValueError(
+            "--table5 with real models needs --dataset DIR (test token grids) and --classifier "
+            "(a torchvision .pth, a classifier folder or random:ARCH)"
+        )
+
+
+def run_request(models: Models, req: Request, out: Path, command: str) -> dict:
+    """Runs a checked request on `models` (`check_request`): the edit (`edit`, returning
+    tokens.json's content) or, with `req.table5`, the pair study (`table5`, returning
+    table5.json's content; table5.md beside it). The output folder is claimed only once the
+    request has resolved its names, start and region, and marked finished at the end."""
+    if req.table5:
+        return _table5_request(models, req, out, command)
+    target = models.class_id(str(req.concept))
+    start = _start(models, req)
+    selection.region_mask(start[0].shape[1], req.region or start[2])  # before any folder
+    cfg = EditConfig(req.selection, req.region, req.seed)
+    folders.claim_output(out, command)
+    info = edit(models, target, start, cfg, out)
+    folders.finish_output(out, command)
+    return info
+
+
+def _start(models: Models, req: Request) -> tuple[np.ndarray, np.ndarray, str]:
+    """The start grids, their source concepts and the default region."""
+    if req.from_image:
+        return start_from_image(models, read_image(req.from_image, models.image_size or 256))
+    if req.from_index is not None:
+        if not req.dataset:
+            raise ValueError("--from-index needs --dataset DIR (a token dataset)")
+        tokens, labels, _ = shards.TokenDataset.open(req.dataset).arrays()
+        return start_from_dataset(models, tokens, labels, req.from_index)
+    if req.from_concept:
+        if models.sample is None:
+            raise ValueError(
+                "--from-concept generates images and needs the toy world; use "
+                "--from-image or --from-index with real models"
+            )
+        src = models.class_id(req.from_concept)
+        return start_from_concept(models, src, req.n_images, req.seed)
+    return start_from_codebook(models)
+
+
+def _table5_request(models: Models, req: Request, out: Path, command: str) -> dict:
+    pairs = []
+    for p in req.pairs.split(","):
+        parts = [x.strip() for x in p.split(":")]
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"--pairs entry {p!r}; expected A:B")
+        pairs.append(tuple(parts))
+    ids = [(models.class_id(a), models.class_id(b)) for a, b in pairs]
+    directed = [x for a, b in ids for x in ((a, b), (b, a))]  # each concept toward its partner
+    dataset = None
+    if req.real_models:
+        tokens, labels, _ = shards.TokenDataset.open(str(req.dataset)).arrays()
+        dataset = (tokens, labels)
+    editors, notes = {}, []
+    if req.edit_family is not None:
+        key = jax.random.PRNGKey(req.seed + 1)
+        row, editor, note = families.family_editor(
+            req.edit_family, req.edit_args, models.codebook, key, req.edit_settings
+        )
+        editors[row] = editor
+        notes.append(note)
+    cfg = Table5Config(req.selection, req.n_images, req.region or "center", req.seed)
+    if models.grid_size:  # a bad --region before any folder is made
+        selection.region_mask(models.grid_size, cfg.region)
+    folders.claim_output(out, command)
+    extra = {
+        "pairs": [f"{a}<->{b}" for a, b in pairs],
+        "classifier": req.classifier if req.real_models else "toy pixel judge",
+    }
+    result = table5(models, directed, cfg, out, dataset, editors, notes, extra)
+    folders.finish_output(out, command)
     return result

@@ -1,7 +1,9 @@
 """The one registry of class-conditional VQGM families: name → loader, sampler settings, bundle.
 
-Every entry point (`train.generate`) and the recipe (`recipe.load_vqgm`, `recipe.generate`) ask
-this registry for a family and never branch on its name. Adding a family is one model module
+Every entry point (`train.generate`, `explain.codebook --edit-model`) and the recipe
+(`recipe.load_vqgm`, `recipe.generate`, Table 5's `family_edit` row) ask this registry for a
+family and never branch on its name (`family_editor`: a family's own region re-sampling as a
+Table 5 editor). Adding a family is one model module
 (satisfying `models.vqgm.ClassConditional`), one io loader and one `register(Family(...))`.
 
 Registered here: `imagenet` (taming's cin transformer), `maskgit`, `llamagen`; the toy world
@@ -91,6 +93,8 @@ class Family:
         (vqgan, class_ids, per_class, out, seed, shard_size, progress) → dataset.
       random: (recipe config, seed) → a model with random weights, for `:runlocal` recipes.
       edit_row: the Table 5 row name of the family's own region re-sampling, if it has one.
+      edit_note: what that row is, for table5.md; `{family}` and the sampler settings' fields
+        (`{num_iter}`, …) are filled in.
     """
 
     name: str
@@ -101,6 +105,12 @@ class Family:
     encoded: Callable[..., Any] | None = None
     random: Callable[[Any, int], ClassConditional] | None = None
     edit_row: str | None = None
+    edit_note: str = "{family}'s own re-sampling of the region"
+
+    def describe_edit(self, sampling: Any) -> str:
+        """table5.md's note on the `edit_row` row, with `sampling` filled in."""
+        text = self.edit_note.format(family=self.name, **dataclasses.asdict(sampling))
+        return f"{self.edit_row}: {text}."
 
     def settings(self, overrides: Mapping[str, Any], strict: bool = True) -> Any:
         """`sampling` with the fields in `overrides` replaced (None values ignored). With
@@ -164,6 +174,43 @@ def region_editor(vqgm: ClassConditional, key: jax.Array, sampling: Any = None) 
     if sampling is None:
         return lambda b, s, t, m: np.asarray(model.resample_region(b, m, t, key))
     return lambda b, s, t, m: np.asarray(model.resample_region(b, m, t, key, sampling))
+
+
+def edit_family(name: str, overrides: Mapping[str, Any] | None = None) -> tuple[Family, Any]:
+    """The family `name` and its sampler settings with `overrides`, when it has a region
+    re-sampling of its own (`edit_row`); else one ValueError naming those that have one. Reads
+    no file: a command checks its flags with it before any model loads."""
+    family = get(name)
+    if family.edit_row is None:
+        having = [n for n in names() if _REGISTRY[n].edit_row]
+        raise ValueError(
+            f"{name!r} has no region re-sampling of its own; families with one: {', '.join(having)}"
+        )
+    return family, family.settings(overrides or {})
+
+
+def family_editor(
+    name: str,
+    args: LoadArgs,
+    codebook: Any,
+    key: jax.Array,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[str, Editor, str]:
+    """(Table 5 row, editor, note) of family `name`'s own region re-sampling, its model loaded
+    from `args` and sampled with its settings plus `overrides`. Its tokenizer must be the one
+    the IEM reads (`codebook`, the bundle's (K, d) rows), else one ValueError."""
+    family, sampling = edit_family(name, overrides)
+    vqgm = family.load(args)
+    if not np.array_equal(np.asarray(vqgm.codebook), np.asarray(codebook)):
+        source = args.vq_checkpoint or args.checkpoint
+        raise ValueError(
+            f"the {name} model's tokenizer is not the --vqgan the IEM reads; pass --vqgan {source}"
+        )
+    editor = region_editor(vqgm, key, sampling)
+    if editor is None:
+        raise ValueError(f"the {name} model has no resample_region; its family names {name!r}")
+    assert family.edit_row is not None  # edit_family checked
+    return family.edit_row, editor, family.describe_edit(sampling)
 
 
 # ----------------------------------------------------------------------------- the families
@@ -267,7 +314,14 @@ IMAGENET = register(
     )
 )
 MASKGIT = register(
-    Family("maskgit", _load_maskgit, maskgit.SampleConfig(12, 4.5), edit_row="maskgit_edit")
+    Family(
+        "maskgit",
+        _load_maskgit,
+        maskgit.SampleConfig(12, 4.5),
+        edit_row="maskgit_edit",
+        edit_note="MaskGIT's own editing, the region re-masked and re-decoded for the target "
+        "class ({num_iter} iterations from the 3rd)",
+    )
 )
 LLAMAGEN = register(
     # LlamaGen's sample_c2i.py defaults
@@ -277,5 +331,8 @@ LLAMAGEN = register(
         llamagen.SampleConfig(),
         random=random_llamagen,
         edit_row="llamagen_resample",
+        edit_note="LlamaGen's own re-sampling of the region: its positions drawn in raster "
+        "order for the target class, the kept tokens teacher-forced (CFG {cfg_scale}, top-k "
+        "{top_k})",
     )
 )

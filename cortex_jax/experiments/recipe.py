@@ -324,7 +324,7 @@ def codebook_level_step(config: ConfigDict) -> dict | None:
         editor = families.region_editor(load_vqgm(config), jax.random.PRNGKey(c.seed + 1))
         if editor is not None:
             editors[fam.edit_row] = editor
-            notes.append(f"{fam.edit_row}: {fam.name}'s own re-sampling of the region.")
+            notes.append(fam.describe_edit(fam.sampling))
     return codebook_level.table5(
         bundle,
         pairs,

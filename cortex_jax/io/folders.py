@@ -41,7 +41,7 @@ from cortex_jax.models.cin import init_params as gpt_init_params
 from cortex_jax.models.classifier import ResNetConfig
 from cortex_jax.models.dalle import DalleBartConfig
 from cortex_jax.models.iem import IEMConfig
-from cortex_jax.models.vqgan import VQGAN, VQGANConfig, param_shapes
+from cortex_jax.models.vqgan import VQGAN, VQGANConfig, VQTokenizer, param_shapes
 
 CONFIG_NAME = "config.json"
 
@@ -110,7 +110,7 @@ def read_model_folder(folder: str | os.PathLike, what: str = "model") -> tuple[d
     return config, params
 
 
-def read_vqgan_folder(folder: str | os.PathLike, dtype: Any = jnp.float32) -> VQGAN:
+def read_vqgan_folder(folder: str | os.PathLike, dtype: Any = jnp.float32) -> VQTokenizer:
     """Loads a vqgan-jax folder (config.json + flax_model.msgpack); a folder `save_vqgan` wrote
     for a LlamaGen tokenizer (config with `"family": "llamagen"`) loads as that tokenizer."""
     raw, params = read_model_folder(folder, "VQGAN")
@@ -150,7 +150,7 @@ def write_model_folder(
     return folder
 
 
-def save_vqgan(vqgan: VQGAN, folder: str | os.PathLike) -> Path:
+def save_vqgan(vqgan: VQTokenizer, folder: str | os.PathLike) -> Path:
     """Writes `folder/config.json` + `folder/flax_model.msgpack` (vqgan-jax format) atomically."""
     return write_model_folder(folder, vqgan.config.to_dict(), vqgan.params)
 

@@ -82,7 +82,7 @@ from cortex_jax.models.maskgit import (
     infer_tokenizer_config,
     infer_transformer_config,
 )
-from cortex_jax.models.vqgan import PRESET_REPOS, PRESETS, VQGAN, VQGANConfig
+from cortex_jax.models.vqgan import PRESET_REPOS, PRESETS, VQGAN, VQGANConfig, VQTokenizer
 from cortex_jax.models.vqgm import ClassConditionalVQGM
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # cortex_jax/
@@ -119,7 +119,7 @@ def load_vqgan(
     *,
     dtype: Any = jnp.float32,
     config: VQGANConfig | str | None = None,
-) -> VQGAN:
+) -> VQTokenizer:
     """Loads a VQGAN from a name, folder, Hugging Face repo id or taming checkpoint.
 
     Args:

@@ -1,17 +1,16 @@
 """LlamaGen (Sun et al. 2024, FoundationVision/LlamaGen) natively in JAX: its VQ tokenizer, its
 class-conditional Llama-style GPT and its sampler, with the released checkpoints' parameters.
 
-- `LlamaGenTokenizer` is a `VQGAN` for every purpose of this project (codebook, encode, embed,
-  decode, decode_code, decode_pixels). The architecture follows
-  `tokenizer/tokenizer_image/vq_model.py`: taming-style ResnetBlocks (GroupNorm 32 groups,
-  eps 1e-6, swish), single-head attention after every residual block of the lowest resolution
-  only, Downsample = pad right/bottom by one then a stride-2 3×3 conv, nearest ×2 Upsample, and
-  an l2-normalised codebook: latents and codebook rows are both normalised before the
-  nearest-row search and the codebook is normalised again at lookup. `ch` is a config field
-  (the released models use 128; LlamaGen's VQModel never passes it). Pixels are in [−1, 1] as
-  for every VQGAN here. **E for CORTEX is the normalised codebook rows on the grid** (what
-  LlamaGen's `get_codebook_entry` returns and its decoder reads); `codebook` is that normalised
-  (K, d) table.
+- `LlamaGenTokenizer` is a `VQTokenizer` (the base of taming's `VQGAN` too) for every purpose of
+  this project (codebook, encode, embed, decode, decode_code, decode_pixels). The architecture
+  follows `tokenizer/tokenizer_image/vq_model.py`: taming-style ResnetBlocks (GroupNorm 32 groups,
+  eps 1e-6, swish), single-head attention after every residual block of the lowest resolution only,
+  Downsample = pad right/bottom by one then a stride-2 3×3 conv, nearest ×2 Upsample, and an
+  l2-normalised codebook: latents and codebook rows are both normalised before the nearest-row
+  search and the codebook is normalised again at lookup. `ch` is a config field (the released models
+  use 128; LlamaGen's VQModel never passes it). Pixels are in [−1, 1] as for every VQGAN here. **E
+  for CORTEX is the normalised codebook rows on the grid** (what LlamaGen's `get_codebook_entry`
+  returns and its decoder reads); `codebook` is that normalised (K, d) table.
 - The GPT is `autoregressive/models/gpt.py`'s c2i Transformer as functions of a parameter tree:
   pre-norm blocks with RMSNorm (computed in float32), a fused wqkv projection (grouped K/V heads
   supported), 2D RoPE on interleaved pairs (first half of the pairs by row, second by column;
@@ -46,14 +45,16 @@ import numpy as np
 from cortex_jax.core import sharding
 from cortex_jax.models.cin import filter_logits
 from cortex_jax.models.vqgan import (
-    VQGAN,
     AttnBlock,
     Downsample,
     ResnetBlock,
+    TokenizerNames,
     Upsample,
+    VQTokenizer,
     _conv,
     _group_norm,
 )
+from cortex_jax.models.vqgm import VQGMBase
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -65,7 +66,7 @@ _NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize
 
 
 @dataclasses.dataclass(frozen=True)
-class TokenizerConfig:
+class TokenizerConfig(TokenizerNames):
     """LlamaGen's VQ `ModelArgs` plus what the weights do not record (image size).
 
     Attributes: codebook_size (K), codebook_embed_dim (d), ch (base channels, 128 released),
@@ -91,19 +92,11 @@ class TokenizerConfig:
                 f"encoder_ch_mult {self.encoder_ch_mult} and decoder_ch_mult "
                 f"{self.decoder_ch_mult} have different numbers of levels"
             )
-        if self.image_size % self.downsample_factor:
-            raise ValueError(
-                f"image_size {self.image_size} is not a multiple of the tokenizer's downsampling "
-                f"factor {self.downsample_factor}"
-            )
+        self.check_image_size()
 
-    # The VQGANConfig names the rest of the project reads.
-    n_embed = property(lambda self: self.codebook_size)
+    # with TokenizerNames: the VQGANConfig names the rest of the project reads
     embed_dim = property(lambda self: self.codebook_embed_dim)
-    resolution = property(lambda self: self.image_size)
-    in_channels = property(lambda self: 3)
-    downsample_factor = property(lambda self: 2 ** (len(self.encoder_ch_mult) - 1))
-    grid_size = property(lambda self: self.image_size // self.downsample_factor)
+    levels = property(lambda self: len(self.encoder_ch_mult))
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values, with `family: llamagen`."""
@@ -264,15 +257,15 @@ def init_tokenizer(config: TokenizerConfig, key: Array) -> LlamaGenTokenizer:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class LlamaGenTokenizer(VQGAN):
-    """LlamaGen's VQ tokenizer behind the `VQGAN` interface (pixels in [−1, 1]).
+class LlamaGenTokenizer(VQTokenizer):
+    """LlamaGen's VQ tokenizer behind the `VQTokenizer` interface (pixels in [−1, 1]).
 
     Attributes: config (TokenizerConfig), params (LlamaGen's tree: encoder, decoder,
     quantize/embedding/embedding (unnormalised, as stored), quant_conv, post_quant_conv), dtype
     (float32 only: the tokenizer is small next to the GPT).
     """
 
-    config: TokenizerConfig  # type: ignore[assignment]
+    config: TokenizerConfig
 
     def _apply(self, method: str):
         module = TokenizerModule(self.config)
@@ -290,10 +283,6 @@ class LlamaGenTokenizer(VQGAN):
     def codebook(self) -> Array:
         """(K, d) the l2-normalised codebook rows: E = codebook[ids] on the grid."""
         return self._codebook
-
-    @property
-    def grid_size(self) -> int:
-        return self.config.grid_size
 
 
 # ----------------------------------------------------------------------------- GPT
@@ -674,8 +663,9 @@ def rollout(
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class LlamaGenVQGM:
-    """LlamaGen's class-conditional model: tokenizer + GPT + class names.
+class LlamaGenVQGM(VQGMBase):
+    """LlamaGen's class-conditional model: tokenizer + GPT + class names (grid, codebook,
+    names, class-id checks, encode and decode: `VQGMBase`).
 
     Attributes: name, vqgan (LlamaGenTokenizer), gpt_config, gpt_params (float32 tree from
     `io.convert.convert_llamagen_gpt_state_dict`), class_names, dtype (the GPT's compute dtype:
@@ -711,34 +701,6 @@ class LlamaGenVQGM:
         mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), (sharding.DATA_AXIS,))
         cast = jax.tree_util.tree_map(lambda a: np.asarray(a).astype(self.dtype), self.gpt_params)
         return jax.device_put(cast, sharding.replicated(mesh))
-
-    @property
-    def grid_size(self) -> int:
-        return self.vqgan.grid_size
-
-    @property
-    def codebook(self) -> Array:
-        """(K, d) normalised codebook rows (E = codebook[ids])."""
-        return self.vqgan.codebook
-
-    def class_id(self, name: str) -> int:
-        """The class id of a name, or ValueError naming close matches."""
-        from cortex_jax.models.vqgm import resolve_name
-
-        return resolve_name(name, self.class_names, f"{self.name} class")
-
-    def check_classes(self, class_ids: Any) -> np.ndarray:
-        """(B,) integer class ids in [0, num_classes), as int32, or one-line ValueError."""
-        ids = np.asarray(class_ids)
-        n = self.gpt_config.num_classes
-        if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
-            raise ValueError(f"class ids have shape {ids.shape} / dtype {ids.dtype}; expected (B,)")
-        bad = (ids < 0) | (ids >= n)
-        if bad.any():
-            raise ValueError(
-                f"class id {int(ids[bad][0])} is outside the model's {n} classes (0..{n - 1})"
-            )
-        return ids.astype(np.int32)
 
     def check_tokens(self, tokens: Any, batch: int) -> np.ndarray:
         """(B, L) or (B, m, m) token ids of this model, as (B, L) int32, or one-line ValueError."""
@@ -828,11 +790,6 @@ class LlamaGenVQGM:
         )
         return np.where(keep, base, toks).reshape(len(ids), m, m)
 
-    def encode(self, pixels: Any) -> np.ndarray:
-        """Pixels (B, H, W, 3) in [−1, 1] → token grids (B, m, m) (the tokenizer's encoder)."""
-        ids = np.asarray(self.vqgan.encode(pixels))
-        return ids.reshape(len(ids), self.grid_size, self.grid_size)
-
     def _dt(self, dtype: Any) -> Any:
         return self.dtype if dtype is None else dtype
 
@@ -853,10 +810,6 @@ class LlamaGenVQGM:
         fields = [f.name for f in dataclasses.fields(SampleConfig)]
         over = {k: given[k] for k in fields if given.get(k) is not None}
         return dataclasses.replace(sample_config or SampleConfig(), **over)
-
-    def decode(self, tokens: Any) -> Array:
-        """(B, m, m) tokens → pixels (B, H, W, 3) clipped to [−1, 1]."""
-        return jnp.clip(self.vqgan.decode_code(tokens), -1.0, 1.0)
 
 
 @functools.lru_cache(maxsize=8)

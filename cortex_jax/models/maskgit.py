@@ -2,8 +2,9 @@
 tokenizer, its bidirectional transformer and its parallel decoding, with the released
 checkpoints' parameter trees.
 
-- `MaskGITTokenizer` is a `VQGAN` for every purpose of this project (codebook, encode, embed,
-  decode, E = codebook rows), so IEMs, TIS, selection, editing and audits run on it unchanged.
+- `MaskGITTokenizer` is a `VQTokenizer` (the base of taming's `VQGAN` too) for every purpose
+  of this project (codebook, encode, embed, decode, E = codebook rows), so IEMs, TIS,
+  selection, editing and audits run on it unchanged.
   MaskGIT works on [0, 1] images, the project on [−1, 1]: the conversion happens at this
   boundary, so `encode(x)` gives MaskGIT's indices for (x + 1)/2 and `decode_code` returns 2y − 1
   of MaskGIT's decode y. The architecture follows `maskgit/nets/vqgan_tokenizer.py`, quirks
@@ -39,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cortex_jax.core import sharding
-from cortex_jax.models.vqgan import VQGAN
+from cortex_jax.models.vqgan import TokenizerNames, VQTokenizer
+from cortex_jax.models.vqgm import VQGMBase
 
 Array = jax.Array
 
@@ -51,7 +53,7 @@ _LN_EPS = 1e-12  # BERT's layer norm epsilon, as MaskGIT's transformer
 
 
 @dataclasses.dataclass(frozen=True)
-class TokenizerConfig:
+class TokenizerConfig(TokenizerNames):
     """MaskGIT's `config.vqvae` plus the image size (which weights do not record).
 
     Attributes: filters, channel_multipliers, num_res_blocks, embedding_dim, codebook_size,
@@ -71,19 +73,11 @@ class TokenizerConfig:
         object.__setattr__(self, "channel_multipliers", tuple(self.channel_multipliers))
         if self.activation not in ("swish", "relu"):
             raise ValueError(f"activation={self.activation!r}; expected 'swish' or 'relu'")
-        if self.image_size % self.downsample_factor:
-            raise ValueError(
-                f"image_size {self.image_size} is not a multiple of the tokenizer's downsampling "
-                f"factor {self.downsample_factor}"
-            )
+        self.check_image_size()
 
-    # The VQGANConfig names the rest of the project reads.
-    n_embed = property(lambda self: self.codebook_size)
+    # with TokenizerNames: the VQGANConfig names the rest of the project reads
     embed_dim = property(lambda self: self.embedding_dim)
-    resolution = property(lambda self: self.image_size)
-    in_channels = property(lambda self: 3)
-    downsample_factor = property(lambda self: 2 ** (len(self.channel_multipliers) - 1))
-    grid_size = property(lambda self: self.image_size // self.downsample_factor)
+    levels = property(lambda self: len(self.channel_multipliers))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"family": "maskgit"}
@@ -190,14 +184,14 @@ def _tokenizer_fns(config: TokenizerConfig):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class MaskGITTokenizer(VQGAN):
-    """MaskGIT's tokenizer behind the `VQGAN` interface (pixels in [−1, 1]).
+class MaskGITTokenizer(VQTokenizer):
+    """MaskGIT's tokenizer behind the `VQTokenizer` interface (pixels in [−1, 1]).
 
     Attributes: config (TokenizerConfig), params (MaskGIT's tree: encoder, decoder,
     quantizer/codebook), dtype.
     """
 
-    config: TokenizerConfig  # type: ignore[assignment]
+    config: TokenizerConfig
 
     def _apply(self, method: str):
         fn = jax.jit(_tokenizer_fns(self.config)[method])
@@ -206,10 +200,6 @@ class MaskGITTokenizer(VQGAN):
     @property
     def codebook(self) -> Array:
         return jnp.asarray(self.params["quantizer"]["codebook"])
-
-    @property
-    def grid_size(self) -> int:
-        return self.config.grid_size
 
 
 def infer_tokenizer_config(params: dict, **overrides: Any) -> TokenizerConfig:
@@ -450,11 +440,15 @@ class SampleConfig:
     num_iter: int = 12
     choice_temperature: float = 4.5
 
+    def __post_init__(self):
+        if self.num_iter < 1:
+            raise ValueError(f"num_iter={self.num_iter}; expected at least 1 decoding step")
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class MaskGITVQGM:
+class MaskGITVQGM(VQGMBase):
     """Attributes: name, vqgan (the tokenizer), transformer_config, transformer_params,
-    class_names (one per class id)."""
+    class_names (one per class id). Grid, codebook, names, encode and decode: `VQGMBase`."""
 
     name: str
     vqgan: MaskGITTokenizer
@@ -472,34 +466,6 @@ class MaskGITVQGM:
             )
         if len(self.class_names) != c.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {c.num_classes} classes")
-
-    @property
-    def grid_size(self) -> int:
-        """m, the side of the token grid."""
-        return self.vqgan.grid_size
-
-    @property
-    def codebook(self) -> Array:
-        """(K, d) codebook rows of the tokenizer."""
-        return self.vqgan.codebook
-
-    def class_id(self, name: str) -> int:
-        """The class id of a name, or ValueError naming close matches."""
-        from cortex_jax.models.vqgm import resolve_name
-
-        return resolve_name(name, self.class_names, f"{self.name} class")
-
-    def _check_classes(self, class_ids) -> np.ndarray:
-        ids = np.asarray(class_ids)
-        n = self.transformer_config.num_classes
-        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"class ids have shape {ids.shape} / dtype {ids.dtype}; expected (B,)")
-        if ids.size and (ids.min() < 0 or ids.max() >= n):
-            raise ValueError(
-                f"class id {int(ids.max() if ids.max() >= n else ids.min())} is "
-                f"outside the model's {n} classes (0..{n - 1})"
-            )
-        return ids.astype(np.int32)
 
     @functools.cached_property
     def _decode_one(self):
@@ -528,7 +494,7 @@ class MaskGITVQGM:
         does not depend on the batch around it (MaskGIT's own decode draws for the whole batch:
         use `parallel_decode` for that)."""
         del dtype  # float32 only
-        ids = self._check_classes(class_ids)
+        ids = self.check_classes(class_ids)
         c = self.transformer_config
         seqs = np.full((len(ids), 1 + c.n_image_tokens), MASK_TOKEN_ID, np.int32)
         seqs[:, 0] = ids + c.codebook_size
@@ -550,7 +516,7 @@ class MaskGITVQGM:
         if base.ndim != 3 or base.shape[1:] != (m, m):
             raise ValueError(f"base token grids have shape {base.shape}; expected (B, {m}, {m})")
         self.vqgan.check_indices(base)
-        t = self._check_classes(np.broadcast_to(np.asarray(targets), (len(base),)))
+        t = self.check_classes(np.broadcast_to(np.asarray(targets), (len(base),)))
         flat = np.where(np.broadcast_to(np.asarray(mask, bool), base.shape), MASK_TOKEN_ID, base)
         seqs = np.concatenate(
             [t[:, None] + self.transformer_config.codebook_size, flat.reshape(len(base), -1)], 1
@@ -563,12 +529,3 @@ class MaskGITVQGM:
         """MaskGIT's own editing as the `ResamplesRegion` interface: `edit_tokens` with the
         released settings (12 iterations, temperature 4.5, from the 3rd)."""
         return self.edit_tokens(tokens, mask, class_ids, key, sample_config or SampleConfig())
-
-    def encode(self, pixels: Any) -> np.ndarray:
-        """Pixels (B, H, W, 3) in [−1, 1] → token grids (B, m, m) (the tokenizer's encoder)."""
-        ids = np.asarray(self.vqgan.encode(pixels))
-        return ids.reshape(len(ids), self.grid_size, self.grid_size)
-
-    def decode(self, tokens: Any) -> Array:
-        """(B, m, m) tokens → pixels (B, H, W, 3) clipped to [−1, 1]."""
-        return jnp.clip(self.vqgan.decode_code(tokens), -1.0, 1.0)

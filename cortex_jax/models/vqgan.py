@@ -126,6 +126,31 @@ PRESETS: dict[str, VQGANConfig] = {
 }
 
 
+class TokenizerNames:
+    """The `VQGANConfig` names the rest of the project reads (n_embed, resolution, in_channels,
+    downsample_factor, grid_size), for another family's tokenizer config (MaskGIT's,
+    LlamaGen's), a frozen dataclass with the fields `codebook_size` and `image_size` and the
+    property `levels` (resolution levels; one fewer downsamples) and `embed_dim`."""
+
+    codebook_size: int
+    image_size: int
+    levels = property(lambda self: 1)
+
+    n_embed = property(lambda self: self.codebook_size)
+    resolution = property(lambda self: self.image_size)
+    in_channels = property(lambda self: 3)
+    downsample_factor = property(lambda self: 2 ** (self.levels - 1))
+    grid_size = property(lambda self: self.image_size // self.downsample_factor)
+
+    def check_image_size(self) -> None:
+        """One ValueError unless image_size is a multiple of the downsampling factor."""
+        if self.image_size % self.downsample_factor:
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of the tokenizer's downsampling "
+                f"factor {self.downsample_factor}"
+            )
+
+
 # Where each preset's weights live on the Hugging Face hub (vqgan-jax format).
 PRESET_REPOS: dict[str, str] = {"imagenet_f16_16384": "dalle-mini/vqgan_imagenet_f16_16384"}
 
@@ -410,27 +435,32 @@ def _is_concrete(x: Any) -> bool:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class VQGAN:
-    """A VQGAN with its weights: the public face of this module.
+class VQTokenizer:
+    """A VQ tokenizer with its weights, as every command and experiment reads it: encode pixels
+    in [−1, 1] to token ids, embed ids as E (codebook rows on the grid), decode E to pixels,
+    with the checks that turn bad input into one-line errors. `VQGAN` (taming's) and the
+    MaskGIT and LlamaGen tokenizers (`maskgit.MaskGITTokenizer`, `llamagen.LlamaGenTokenizer`)
+    are its families: each gives its `config` (with the names n_embed, embed_dim, resolution,
+    in_channels, downsample_factor, grid_size), `codebook` and `_apply(method)`, a function of
+    pixels or E that runs the family's jitted `encode` / `decode` / `encode_latents` on `params`.
 
     Attributes:
       config: the architecture.
-      params: the vqgan-jax parameter tree (float32).
-      dtype: compute dtype (float32, or bfloat16 for speed).
+      params: the parameter tree (float32).
+      dtype: compute dtype.
     """
 
-    config: VQGANConfig
+    config: Any
     params: Params
     dtype: Any = jnp.float32
 
-    @functools.cached_property
-    def module(self) -> VQModule:
-        return VQModule(self.config, self.dtype)
-
     def _apply(self, method: str):
-        m = self.module
-        fn = jax.jit(lambda p, x: m.apply({"params": p}, x, method=getattr(VQModule, method)))
-        return lambda x: fn(self.params, x)
+        raise NotImplementedError(f"{type(self).__name__} does not define _apply")
+
+    @property
+    def codebook(self) -> Array:
+        """(K, d) codebook rows."""
+        raise NotImplementedError(f"{type(self).__name__} does not define codebook")
 
     @functools.cached_property
     def _encode(self):
@@ -443,11 +473,6 @@ class VQGAN:
     @functools.cached_property
     def _encode_latents(self):
         return self._apply("encode_latents")
-
-    @property
-    def codebook(self) -> Array:
-        """(K, d) codebook rows."""
-        return jnp.asarray(self.params["quantize"]["embedding"]["embedding"])
 
     @property
     def grid_size(self) -> int:
@@ -563,6 +588,36 @@ class VQGAN:
         """Pixels → (reconstructed pixels, token ids)."""
         idx = self.encode(pixels)
         return self.decode_code(idx), idx
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VQGAN(VQTokenizer):
+    """A VQGAN with its weights: the public face of this module (everything but the network is
+    `VQTokenizer`'s).
+
+    Attributes:
+      config: the architecture.
+      params: the vqgan-jax parameter tree (float32).
+      dtype: compute dtype (float32, or bfloat16 for speed).
+    """
+
+    config: VQGANConfig
+    params: Params
+    dtype: Any = jnp.float32
+
+    @functools.cached_property
+    def module(self) -> VQModule:
+        return VQModule(self.config, self.dtype)
+
+    def _apply(self, method: str):
+        m = self.module
+        fn = jax.jit(lambda p, x: m.apply({"params": p}, x, method=getattr(VQModule, method)))
+        return lambda x: fn(self.params, x)
+
+    @property
+    def codebook(self) -> Array:
+        """(K, d) codebook rows."""
+        return jnp.asarray(self.params["quantize"]["embedding"]["embedding"])
 
 
 def count_params(tree: Any) -> tuple[int, int]:

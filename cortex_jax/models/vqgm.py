@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cortex_jax.models import cin
-from cortex_jax.models.vqgan import VQGAN
+from cortex_jax.models.vqgan import VQTokenizer
 
 Array = jax.Array
 
@@ -43,7 +43,7 @@ class ClassConditional(Protocol):
     Attributes (read-only):
       name: a short name for reports and meta.json ("toy", "imagenet", "maskgit", "llamagen").
       class_names: one name per class id.
-      vqgan: its tokenizer, a `VQGAN` (codebook, encode, embed, decode_code, decode_pixels).
+      vqgan: its tokenizer, a `VQTokenizer` (codebook, encode, embed, decode_code, decode_pixels).
       grid_size: m, the side of the token grid.
       codebook: (K, d) token embeddings; E for CORTEX is codebook[grids].
 
@@ -62,7 +62,7 @@ class ClassConditional(Protocol):
     def class_names(self) -> tuple[str, ...]: ...
 
     @property
-    def vqgan(self) -> VQGAN: ...
+    def vqgan(self) -> VQTokenizer: ...
 
     @property
     def grid_size(self) -> int: ...
@@ -96,8 +96,55 @@ class ResamplesRegion(Protocol):
     def resample_region(self, tokens: Any, mask: Any, class_ids: Any, key: Any) -> Any: ...
 
 
+class VQGMBase:
+    """What every class-conditional VQGM here does the same way over its tokenizer `vqgan`, its
+    `class_names` and its `name` (a base of the frozen dataclasses `ClassConditionalVQGM`,
+    `maskgit.MaskGITVQGM` and `llamagen.LlamaGenVQGM`, which declare those fields): the grid
+    side, the codebook, names → ids, class-id checks, encoding and decoding."""
+
+    name: str
+    vqgan: Any
+    class_names: tuple[str, ...]
+
+    @property
+    def grid_size(self) -> int:
+        """m, the side of the token grid."""
+        return self.vqgan.grid_size
+
+    @property
+    def codebook(self) -> Array:
+        """(K, d) codebook rows of the tokenizer (E = codebook[ids] on the grid)."""
+        return self.vqgan.codebook
+
+    def class_id(self, name: str) -> int:
+        """The class id of a name, or ValueError naming close matches."""
+        return resolve_name(name, self.class_names, f"{self.name} class")
+
+    def check_classes(self, class_ids: Any) -> np.ndarray:
+        """(B,) integer class ids in [0, number of classes), as int32, or one-line ValueError."""
+        ids = np.asarray(class_ids)
+        n = len(self.class_names)
+        if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
+            raise ValueError(f"class ids have shape {ids.shape} / dtype {ids.dtype}; expected (B,)")
+        bad = (ids < 0) | (ids >= n)
+        if bad.any():
+            raise ValueError(
+                f"class id {int(ids[bad][0])} is outside the model's {n} classes (0..{n - 1})"
+            )
+        return ids.astype(np.int32)
+
+    def encode(self, pixels: Any) -> np.ndarray:
+        """Pixels (B, H, W, 3) in [−1, 1] → token grids (B, m, m) (the tokenizer's encoder)."""
+        ids = np.asarray(self.vqgan.encode(pixels))
+        return ids.reshape(len(ids), self.grid_size, self.grid_size)
+
+    def decode(self, tokens: Any) -> Array:
+        """(B, m, m) tokens → pixels (B, H, W, 3) clipped to [−1, 1]."""
+        return jnp.clip(self.vqgan.decode_code(tokens), -1.0, 1.0)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class ClassConditionalVQGM:
+class ClassConditionalVQGM(VQGMBase):
     """Attributes:
     name: short name ("toy", "imagenet").
     vqgan: the tokenizer/decoder.
@@ -106,7 +153,7 @@ class ClassConditionalVQGM:
     """
 
     name: str
-    vqgan: VQGAN
+    vqgan: VQTokenizer
     gpt_config: cin.GPTConfig
     gpt_params: Any
     class_names: tuple[str, ...]
@@ -129,19 +176,6 @@ class ClassConditionalVQGM:
                 f"{self.gpt_config.n_classes} classes"
             )
 
-    @property
-    def grid_size(self) -> int:
-        return self.vqgan.grid_size
-
-    @property
-    def codebook(self) -> Array:
-        """(K, d) codebook rows of the VQGAN."""
-        return self.vqgan.codebook
-
-    def class_id(self, name: str) -> int:
-        """The class id of a name, or ValueError naming close matches."""
-        return resolve_name(name, self.class_names, f"{self.name} class")
-
     def sample_tokens(
         self,
         class_ids: Sequence[int] | np.ndarray,
@@ -159,11 +193,6 @@ class ClassConditionalVQGM:
         m = self.grid_size
         return toks.reshape(-1, m, m)
 
-    def encode(self, pixels: Any) -> np.ndarray:
-        """Pixels (B, H, W, 3) in [−1, 1] → token grids (B, m, m) (the VQGAN encoder)."""
-        ids = np.asarray(self.vqgan.encode(pixels))
-        return ids.reshape(len(ids), self.grid_size, self.grid_size)
-
     def infill_tokens(self, class_ids: Any, tokens: Any) -> np.ndarray:
         """(B,) class ids, (B, m, m) grids → (B, m, m) the prior's most likely other token at
         each position given the grid's prefix (`cin.infill_tokens`)."""
@@ -172,7 +201,3 @@ class ClassConditionalVQGM:
             self.gpt_config, self.gpt_params, np.asarray(class_ids), t.reshape(len(t), -1)
         )
         return np.asarray(out).reshape(t.shape)
-
-    def decode(self, tokens: Any) -> Array:
-        """(B, m, m) tokens → pixels (B, H, W, 3) clipped to [-1, 1]."""
-        return jnp.clip(self.vqgan.decode_code(tokens), -1.0, 1.0)

@@ -10,6 +10,7 @@ trained (`python -m train.toy` rebuilds them).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Sequence
@@ -21,11 +22,11 @@ import numpy as np
 
 from cortex_jax.core import imagenet
 from cortex_jax.experiments import families
-from cortex_jax.experiments.bundle import Models, as_grids, check_iem_reads
+from cortex_jax.experiments.bundle import Models, as_grids, check_iem_reads, from_files
 from cortex_jax.io import folders, shards, sources
 from cortex_jax.models import iem
 from cortex_jax.models.cin import SampleConfig
-from cortex_jax.models.vqgan import VQGAN
+from cortex_jax.models.vqgan import VQTokenizer
 from cortex_jax.models.vqgm import ClassConditionalVQGM
 from cortex_jax.toy import world
 from cortex_jax.toy.judge import JudgeConfig, PixelJudge
@@ -72,7 +73,7 @@ def encode_procedural(
 
 
 def write_encoded_dataset(
-    vqgan: VQGAN,
+    vqgan: VQTokenizer,
     class_ids: Sequence[int],
     per_class: int,
     out: str | os.PathLike,
@@ -132,7 +133,7 @@ def resolve(name: str, vqgm: ClassConditionalVQGM | None = None) -> int:
     )
 
 
-def _user_iem(source: str | os.PathLike, arch: str | None, vq: VQGAN) -> Callable:
+def _user_iem(source: str | os.PathLike, arch: str | None, vq: VQTokenizer) -> Callable:
     """predict of an IEM the user trained on the toy world (a train.iem folder or a `.pth` of
     the authors' networks), checked to read this VQGAN's E and to have the 14 concepts."""
     config, variables, meta = sources.load_iem(source, cast(Any, arch))
@@ -190,6 +191,36 @@ def models(
         name="toy",
         infill=vqgm.infill_tokens,
     )
+
+
+def models_or_files(
+    vqgan: str = "toy",
+    iem_arch: Literal["ce", "re", "te"] | None = None,
+    iem_checkpoint: str | os.PathLike | None = None,
+    classifier: str | None = None,
+    classifier_size: int = 224,
+) -> Models:
+    """A command's bundle: the toy world's (`models(iem_arch, iem_checkpoint=…)`) when `vqgan`
+    is "toy", else `bundle.from_files` of the VQGAN source, the IEM `iem_checkpoint` (required)
+    and the pixel `classifier`, whose resolver refuses a toy concept name in one line."""
+    if vqgan == "toy":  # the shipped IEM, or one the user trained on the toy world
+        return models(iem_arch, iem_checkpoint=iem_checkpoint)
+    if iem_checkpoint is None:
+        raise ValueError("a real model needs both --vqgan SOURCE and --iem-checkpoint FOLDER")
+    real = from_files(
+        vqgan,
+        iem_checkpoint,
+        classifier=classifier,
+        classifier_size=classifier_size,
+        iem_arch=iem_arch,
+    )
+
+    def resolve(name: str) -> int:
+        if len(real.class_names) == 1000 and name in CONCEPT_NAMES:
+            raise ValueError(f"{name!r} is a toy-world concept: drop --vqgan/--iem-checkpoint")
+        return real.class_id(name)
+
+    return dataclasses.replace(real, resolve=resolve)
 
 
 def ground_truth(
