@@ -454,6 +454,7 @@ def test_explain_commands_take_a_users_toy_iem(tmp_path):
     )
 
 
+@pytest.mark.slow  # 30–70 s: two concepts' images, SmoothGrad, the audit
 def test_explain_bias_audits_with_a_users_toy_iem(tmp_path):
     """--iem-checkpoint (a train.iem folder: here the shipped RE's, by path) replaces the binary
     IEM the audit would train: its red-circle and blue-circle logits tell the held-out images
