@@ -13,18 +13,35 @@ import pytest
 # XLA's persistent compilation cache, for this test session only: many tests (and every
 # `python -m` they start, which inherits the environment) compile the same toy models again, and
 # compiling is about half of a small CLI run on 2 cores. A cache hit is the executable the
-# compiler would build, so no result changes. A fresh folder per session (removed at exit) unless
-# the developer names one in JAX_COMPILATION_CACHE_DIR to keep between runs.
+# compiler would build, so no result changes. One fresh folder per test session (made by the
+# first pytest process, inherited by its xdist workers, removed at exit) unless the developer
+# names one in JAX_COMPILATION_CACHE_DIR to keep between runs. JAX writes an entry in place, so a
+# process killed mid-write (the interrupt tests) can leave a truncated one: JAX then warns and
+# compiles afresh, with the same result; delete a kept folder if such warnings recur.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="cortex-jax-test-xla-cache-")
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
-if "jax" in sys.modules:  # imported before this file (a plugin): set it there too
+# A size limit turns on the cache's file lock, so the test workers and the processes they start
+# never read an entry another one is still writing.
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
+if "jax" in sys.modules:  # imported before this file (a plugin) read the environment already
     import jax
 
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+    )
+    jax.config.update(
+        "jax_persistent_cache_min_entry_size_bytes",
+        int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]),
+    )
+    jax.config.update(
+        "jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"])
+    )
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CORTEX_SHARED", REPO.parent / "shared"))
@@ -49,6 +66,7 @@ def entry_point():
     (--config); in their own processes that never meets, in one test process it would. The flags
     and modules a test imported are removed when it ends, so the next test can import another.
     """
+    import absl.app  # noqa: F401  (its own flags exist before the snapshot and stay)
     from absl import flags
 
     before = set(flags.FLAGS)

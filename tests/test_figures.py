@@ -97,3 +97,20 @@ def test_the_heat_map_colour_scale_names_its_ends():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["lowest", "highest"]
     assert ax.images[0].get_cmap().name == "inferno"
     plt.close(fig)
+
+
+def test_a_png_is_written_at_exactly_the_path_given(tmp_path):
+    fig = plots.image_grid_figure(np.zeros((2, 8, 8, 3)), 2, ["a"], "t")
+    path = plots.save_png(fig, tmp_path / "edited")  # no suffix: matplotlib would add ".png"
+    assert path.read_bytes()[:4] == b"\x89PNG" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_shown_images_keep_one_row_per_concept_when_a_concept_has_fewer():
+    from cortex_jax.experiments.sample_level import shown_images
+
+    labels = np.array([0] * 6 + [1] * 6 + [2] * 6 + [3] * 6)  # 4 concepts, 6 test images each
+    shown, per = shown_images(labels, [3, 0, 1, 2], 8)
+    assert per == 6 and len(shown) == 4 * 6  # 4 rows of 6, not 3 rows of 8 under 4 labels
+    np.testing.assert_array_equal(labels[shown].reshape(4, 6)[:, 0], [3, 0, 1, 2])
+    shown, per = shown_images(labels, [1, 2], 2)
+    assert per == 2 and labels[shown].tolist() == [1, 1, 2, 2]

@@ -333,6 +333,14 @@ def _generated(sample: Sample, concepts: Sequence[int], per: int, seed: int):
     return np.asarray(sample(ids, seed)), ids.astype(np.int32)
 
 
+
+def shown_images(labels: np.ndarray, concepts: Sequence[int], per: int) -> tuple[np.ndarray, int]:
+    """Indices of the images a figure shows, one row per concept in `concepts` order, and the row
+    length: `per` images, or as many as every concept has when that is fewer (test_per_concept
+    below shown_per_concept), so that rows and concept labels always correspond."""
+    per = min(per, *(int((labels == c).sum()) for c in concepts))
+    return np.concatenate([np.flatnonzero(labels == c)[:per] for c in concepts]), per
+
 def study(
     models: Models,
     concepts: Sequence[int],
@@ -367,8 +375,7 @@ def study(
                 for r, (t, n) in enumerate(zip(row[method], row[f"{method}_counts"], strict=True)):
                     w.writerow([names[int(c)], method, r + 1, t, n])
     labels, px, scores = arrays["test_labels"], arrays["test_pixels"], arrays["test_tis"]
-    per = cfg.shown_per_concept
-    shown = np.concatenate([np.flatnonzero(labels == c)[:per] for c in concepts])
+    shown, per = shown_images(labels, concepts, cfg.shown_per_concept)
     top = np.argsort(-scores[shown].reshape(len(shown), -1), axis=1)[:, : m.n]
     boxes = evaluate.positions_mask(top, scores.shape[1])
     grid = plots.image_grid_figure(

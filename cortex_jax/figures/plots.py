@@ -100,10 +100,11 @@ BOX_COLOUR = "red"  # io.images.grid_image's token boxes
 
 
 def save_png(fig: Figure, path: str | os.PathLike) -> Path:
-    """Writes a figure of images as one PNG (the given path, suffix kept) and closes it."""
+    """Writes a figure of images as one PNG at exactly the given path (matplotlib would add
+    ".png" to a name without a suffix, a file the caller never checked) and closes it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
     return path
 
