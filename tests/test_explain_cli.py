@@ -1,6 +1,7 @@
 """Every explain/ and train/ command on the toy world: files written, errors one line."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,38 @@ def test_flags_are_checked_before_any_work_or_folder(tmp_path, args, needles):
     r = _run(*args, "--out", str(out))
     _one_line_error(r, *needles)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--edit-model", "llamagen"], "--edit-model only apply with --table5"),
+        (["--maskgit-iter", "4"], "--maskgit-iter only apply with --table5"),
+        (["--table5", "--edit-checkpoint", "x"], "need --edit-model FAMILY"),
+        (["--table5", "--edit-model", "llamagen"], "--edit-model llamagen needs --edit-checkpoint"),
+        (["--table5", "--maskgit", "m", "--edit-checkpoint", "x"], "give --maskgit DIR or"),
+        (["--table5", "--maskgit", "m", "--maskgit-iter", "0"], "--maskgit-iter 0; expected"),
+        (
+            [
+                "--table5",
+                "--edit-model",
+                "llamagen",
+                "--edit-checkpoint",
+                "x",
+                "--maskgit-iter",
+                "3",
+            ],
+            "--maskgit-iter applies to MaskGIT's editing; --edit-model is llamagen",
+        ),
+    ],
+)
+def test_codebook_editing_flags_are_never_silently_ignored(entry_point, argv, message):
+    from absl import flags
+
+    codebook = entry_point("explain.codebook")
+    flags.FLAGS(["explain.codebook", *argv])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        codebook._request()
 
 
 def test_explain_codebook_and_edit(tmp_path):
