@@ -112,6 +112,12 @@ def _dallebart():
     models = bundle.from_dallebart(_DALLE.value, _TOKENIZER.value, vqgan, _SCALE.value)
     if _IEM_CKPT.value:
         predict, meta = bundle.load_predict(_IEM_CKPT.value, _IEM.value)
+        bundle.check_iem_reads(
+            predict,
+            models,
+            f"--iem-checkpoint {_IEM_CKPT.value} cannot read E",
+            f" of --vqgan {vqgan}, whose tokens DalleBart makes; expected an IEM trained on them",
+        )
         models = dataclasses.replace(
             models,
             predict=predict,

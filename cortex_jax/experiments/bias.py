@@ -88,8 +88,9 @@ def two_class_iem(
     predict: Callable[[Array], Array], class_names: Sequence[str], concept_a: str, concept_b: str
 ) -> Callable[[Array], Array]:
     """A many-class IEM as the audit's binary one: its logits of A and B only, E → (batch, 2).
-    TIS takes the gradient of the target's logit, which the restriction leaves as it is. Raises
-    one line when the IEM has no class named A or B."""
+    The audit's attribution objective (the probability, by default) is then P(A | A or B), the
+    quantity a binary IEM trained on A and B gives, not the IEM's probability over all its
+    classes. Raises one line when the IEM has no class named A or B."""
     names = list(class_names)
     missing = [c for c in (concept_a, concept_b) if c not in names]
     if missing:

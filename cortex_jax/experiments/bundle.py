@@ -180,10 +180,14 @@ def load_predict(
     return iem.predictor(cfg, variables), meta
 
 
-def check_iem_reads(predict: Predict, vq: VQTokenizer, problem: str, expected: str) -> None:
-    """Raises one line (`problem` E-shape `expected`) unless `predict` accepts this VQGAN's E
-    (1, m, m, d): shapes only (`jax.eval_shape`), before any work."""
-    e = jax.ShapeDtypeStruct((1, vq.grid_size, vq.grid_size, vq.config.embed_dim), np.float32)
+def check_iem_reads(
+    predict: Predict, vq: VQTokenizer | Models, problem: str, expected: str
+) -> None:
+    """Raises one line (`problem` E-shape `expected`) unless `predict` accepts the E (1, m, m, d)
+    of this VQGAN (or bundle's): shapes only (`jax.eval_shape`), before any work."""
+    m = vq.grid_size
+    d = vq.codebook.shape[1] if isinstance(vq, Models) else vq.config.embed_dim
+    e = jax.ShapeDtypeStruct((1, m, m, d), np.float32)
     try:
         jax.eval_shape(predict, e)
     except (FlaxError, TypeError, ValueError):  # flax's ScopeParamShapeError, XLA's shapes
