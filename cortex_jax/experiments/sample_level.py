@@ -333,13 +333,13 @@ def _generated(sample: Sample, concepts: Sequence[int], per: int, seed: int):
     return np.asarray(sample(ids, seed)), ids.astype(np.int32)
 
 
-
 def shown_images(labels: np.ndarray, concepts: Sequence[int], per: int) -> tuple[np.ndarray, int]:
     """Indices of the images a figure shows, one row per concept in `concepts` order, and the row
     length: `per` images, or as many as every concept has when that is fewer (test_per_concept
     below shown_per_concept), so that rows and concept labels always correspond."""
     per = min(per, *(int((labels == c).sum()) for c in concepts))
     return np.concatenate([np.flatnonzero(labels == c)[:per] for c in concepts]), per
+
 
 def study(
     models: Models,
