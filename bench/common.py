@@ -16,6 +16,8 @@ import jax.numpy as jnp
 
 from cortex_jax.models import iem
 
+RESULTS = Path(__file__).resolve().parent / "results"
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -50,6 +52,10 @@ def add_smoke_flag(ap: argparse.ArgumentParser) -> None:
 
 
 def sizes(args: argparse.Namespace) -> Sizes:
+    """The sizes `--smoke` asks for; a smoke run never writes over bench/results/ (the numbers
+    there are measurements RESULTS.md quotes)."""
+    if args.smoke and str(Path(args.json).resolve()).startswith(str(RESULTS.resolve())):
+        raise SystemExit(f"error: --smoke with --json {args.json}; give a --json outside {RESULTS}")
     return SMOKE if args.smoke else Sizes()
 
 

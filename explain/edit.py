@@ -98,7 +98,8 @@ def edit() -> Path:
         np.asarray(models.decode(grids)),
         ["original", f"edited ({step} step)"],
         f"{Path(_IMAGE.value).name} with T_codebook of image {_INDEX.value}"
-        + (f" (toward {target})" if target else ""),
+        + (f" (toward {target})" if target else "")
+        + (f"; P by the {models.predict_name} IEM" if probs is not None else ""),
         region=region.reshape(m, m),
         target_probs=probs,
         target=target,

@@ -114,3 +114,12 @@ def test_shown_images_keep_one_row_per_concept_when_a_concept_has_fewer():
     np.testing.assert_array_equal(labels[shown].reshape(4, 6)[:, 0], [3, 0, 1, 2])
     shown, per = shown_images(labels, [1, 2], 2)
     assert per == 2 and labels[shown].tolist() == [1, 1, 2, 2]
+
+
+def test_progression_png_shows_at_most_twelve_steps_with_both_ends():
+    from cortex_jax.experiments.codebook_level import PNG_FRAMES, png_frames
+
+    assert png_frames(5).tolist() == [0, 1, 2, 3, 4]
+    many = png_frames(101)  # --steps 100000 --log-every 1000
+    assert len(many) == PNG_FRAMES and many[0] == 0 and many[-1] == 100
+    assert (np.diff(many) > 0).all()

@@ -61,8 +61,16 @@ def target_probability(models: Models, grids: np.ndarray, target: int) -> np.nda
     """The IEM's softmax probability of class `target` for each token grid (N, m, m): (N,)."""
     (predict,) = models.require("predict", what="the target's probability")
     e = np.asarray(models.codebook)[np.asarray(grids)]
-    probs = jax.jit(lambda x: jax.nn.softmax(predict(x), -1)[:, target])
-    return np.concatenate([np.asarray(probs(e[j : j + 1])) for j in range(len(e))])
+    return np.asarray(jax.jit(lambda x: jax.nn.softmax(predict(x), -1)[:, target])(e))
+
+
+PNG_FRAMES = 12  # progression.png shows at most this many logged steps (the GIF shows them all)
+
+
+def png_frames(n: int) -> np.ndarray:
+    """Indices of the frames progression.png shows: all of `n`, or PNG_FRAMES spread evenly
+    with the first and the last among them."""
+    return np.unique(np.linspace(0, n - 1, min(n, PNG_FRAMES)).round().astype(int))
 
 
 def _study_batch(
@@ -280,12 +288,13 @@ def edit(
         "start" if sources[0] < 0 else f"start: {names[sources[0]]}",
         *(f"step {every * (j + 1)}" for j in range(len(frames) - 1)),
     ]
+    shown = png_frames(len(frames))
     strip = plots.frames_figure(
-        frames,
-        labels,
-        f"Token selection toward {names[target]}: image 0, every {every} steps",
+        frames[shown],
+        [labels[j] for j in shown],
+        f"Token selection toward {names[target]}: image 0, logged every {every} steps",
         region=mask,
-        target_probs=target_probability(models, grids, target),
+        target_probs=target_probability(models, grids[shown], target),
         target=names[target],
     )
     big = [
