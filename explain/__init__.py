@@ -1,1 +1,28 @@
 """Thin `python -m explain.*` entry points: flags → config → cortex_jax call → files."""
+
+import os
+import sys
+
+
+def quiet_interrupts_at_startup() -> None:
+    """Ctrl-C before a command's work begins (while JAX imports, say) ends in one line, not a
+    traceback. Each command's work is inside `errors.one_line_errors`, which says what was saved;
+    only an interrupt outside it reaches this hook. Standard library only: it runs first."""
+    default = sys.excepthook
+
+    def hook(kind, value, tb):
+        chain = value  # an import interrupted inside a C extension re-raises it as ImportError
+        while chain is not None and not isinstance(chain, KeyboardInterrupt):
+            chain = chain.__cause__ or chain.__context__
+        if chain is None:
+            default(kind, value, tb)
+            return
+        sys.stderr.write("\ninterrupted while starting; nothing was written\n")
+        sys.stderr.flush()
+        os._exit(130)  # a shell's status for SIGINT, as errors.one_line_errors exits
+
+    sys.excepthook = hook
+
+
+if sys.argv[:1] == ["-m"]:  # `python -m explain.…` (argv[0] is "-m" while it is located)
+    quiet_interrupts_at_startup()

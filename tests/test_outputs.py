@@ -188,3 +188,22 @@ def test_ctrl_c_ends_in_one_line_and_the_folder_stays_the_commands(tmp_path):
     assert p.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1].startswith("interrupted; ") and "Traceback" not in err
     folders.check_output(out, "explain.codebook")  # a rerun may write there
+
+
+@pytest.mark.parametrize("command", ["explain.sample", "train.generate"])
+def test_ctrl_c_while_starting_is_one_line_too(tmp_path, command):
+    out = tmp_path / "out"
+    p = subprocess.Popen(
+        [sys.executable, "-m", command, "--out", str(out)],
+        cwd=cli.REPO,
+        env={**os.environ, "PYTHONPATH": str(cli.REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)  # Python is up; JAX and the command's modules are still importing
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted"), err
+    assert not out.exists()
