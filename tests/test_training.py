@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,33 @@ def test_kill_and_resume_equals_uninterrupted(datasets, tmp_path):
         np.testing.assert_array_equal(a, b)
     lines = [json.loads(x) for x in (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == sorted({x["step"] for x in lines})  # no duplicates
+    # the TensorBoard curves are metrics.jsonl's, also across the resume
+    for run in ("full", "resumed"):
+        rows = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        want = {(r["step"], k): v for r in rows for k, v in r.items() if k != "step"}
+        got = _tensorboard_scalars(tmp_path / run / "tensorboard")
+        assert got.keys() == want.keys()
+        np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-6)
+
+
+def _tensorboard_scalars(folder: Path) -> dict[tuple[int, str], float]:
+    """{(step, tag): value} as TensorBoard reads the event files: records framed as
+    length (u64), its CRC, the Event, its CRC; a SessionLog START at step s drops what earlier
+    files logged from s on."""
+    from tensorboardX.proto import event_pb2
+
+    out: dict[tuple[int, str], float] = {}
+    for f in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns):
+        data, i = f.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            if event.session_log.status == event_pb2.SessionLog.START:
+                out = {k: v for k, v in out.items() if k[0] < event.step}
+            for v in event.summary.value:
+                out[(event.step, v.tag)] = v.simple_value
+    return out
 
 
 def test_ctrl_c_saves_the_state_and_the_rerun_resumes_there(datasets, tmp_path):

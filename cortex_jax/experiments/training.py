@@ -31,7 +31,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from cortex_jax.core import errors, sharding
-from cortex_jax.io import folders, shards
+from cortex_jax.io import events, folders, shards
 from cortex_jax.models import iem
 
 Array = jax.Array
@@ -281,6 +281,7 @@ def _claim_workdir(workdir: Path, fingerprint: dict, fresh: bool) -> None:
     if jax.process_index() == 0:
         if fresh:
             shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+            shutil.rmtree(workdir / events.FOLDER, ignore_errors=True)
             for name in ("metrics.jsonl", RUN_NAME):
                 (workdir / name).unlink(missing_ok=True)
         if run_file.exists():
@@ -381,6 +382,7 @@ def train_and_evaluate(
         _truncate_jsonl(metrics_file, start)
     end = min(total, stop_after) if stop_after is not None else total
     current: dict[str, Any] = {"state": state, "losses": []}  # what Ctrl-C finds
+    log = events.ScalarLog(workdir / events.FOLDER, start) if pi == 0 else None
     try:
         state, best_metrics = _loop(
             trainer,
@@ -395,6 +397,7 @@ def train_and_evaluate(
             total,
             eval_every,
             progress,
+            log,
         )
     except KeyboardInterrupt:
         step = _save_on_interrupt(latest, current["state"], current["losses"])
@@ -402,6 +405,9 @@ def train_and_evaluate(
         raise errors.Interrupted(
             f"interrupted; state saved at step {step}, rerun the same command to resume"
         ) from None
+    finally:
+        if log is not None:
+            log.close()
     latest.wait_until_finished()
     best.wait_until_finished()
     if pi == 0:  # the whole run's best, also after a resume or on a finished run
@@ -444,8 +450,10 @@ def _loop(
     total: int,
     eval_every: int,
     progress: Callable[[int, int, dict[str, float]], None],
+    log: events.ScalarLog | None = None,
 ) -> tuple[TrainState, dict[str, float]]:
-    """Steps start..end from current['state']: train, evaluate, checkpoint, log, keeping
+    """Steps start..end from current['state']: train, evaluate, checkpoint, log (metrics.jsonl,
+    and TensorBoard events on process 0), keeping
     `current` up to date for an interrupt. Returns the state and the best validation metrics
     seen in this call."""
     cfg, pi, state = trainer.cfg, jax.process_index(), current["state"]
@@ -476,6 +484,8 @@ def _loop(
             if pi == 0:
                 with metrics_file.open("a") as f:
                     f.write(json.dumps(line) + "\n")
+                if log is not None:
+                    log.write(done, line)
             progress(done, total, line)
     return state, best_metrics
 
