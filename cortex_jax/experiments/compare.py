@@ -58,7 +58,7 @@ def _passes(summary: dict[str, Any]) -> bool:
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # tokens (N, m, m), labels, masks
 GT_METRICS = ("gt_precision", "pointing_game", "gt_mass")
-NO_MASKS = "no object masks for these grids (ground truth exists only for the toy world)"
+NO_MASKS = "no object masks for these grids (only the toy world's encoded images have them)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,7 +405,8 @@ def markdown(result: dict[str, Any]) -> str:
                 cells.append(f"{v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     if not_applicable:
-        lines += ["", "Not applicable (n/a; NaN in compare.json):", ""]
+        head = "Not applicable (n/a here, NaN in compare.json; a removal off has no rows):"
+        lines += ["", head, ""]
         lines += [f"- {k}: {why}" for k, why in not_applicable.items()]
     lines += [
         "",
