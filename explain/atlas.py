@@ -6,8 +6,11 @@ static site, OUT/index.html, that opens from file:// with no server and no netwo
 concepts with search, a page per concept (TIS boxes and heatmaps, T_concept token portraits),
 the masking curve and tables, the codebook-level edit and Table 5, and the bias audits.
 `--vqgan` is the explained model's VQGAN (default: the toy world's), which decodes the test
-images and each token alone. On the ImageNet recipe: `--config configs/imagenet.py:iem=ce`
-reads WORKDIR/sample_ce and WORKDIR/table5 and writes WORKDIR/atlas.
+images and each token alone; `--model NAME` instead takes it from a registered family
+(`cortex_jax.experiments.families`: toy, imagenet, maskgit, llamagen, …) loaded from
+`--checkpoint` / `--vq-checkpoint` / `--gpt-config` as train.generate loads it. On the ImageNet
+recipe: `--config configs/imagenet.py:iem=ce` reads WORKDIR/sample_ce and WORKDIR/table5 and
+writes WORKDIR/atlas.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cortex_jax import toy  # noqa: F401  (registers the toy family)
 from cortex_jax.core import errors
+from cortex_jax.experiments import families
 from cortex_jax.figures import atlas
 from cortex_jax.io import folders
 from cortex_jax.io.sources import load_vqgan
@@ -30,6 +35,10 @@ _EDIT = flags.DEFINE_string("edit", "runs/explain_codebook", "explain.codebook's
 _TABLE5 = flags.DEFINE_string("table5", "runs/table5", "explain.codebook --table5's --out.")
 _BIAS = flags.DEFINE_string("bias", "runs/explain_bias", "explain.bias --out folders, a,b,…")
 _VQGAN = flags.DEFINE_string("vqgan", "toy", "The explained model's VQGAN (decodes the tokens).")
+_MODEL = flags.DEFINE_string("model", None, "A registered family; its tokenizer decodes.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "--model's main file (train.generate's).")
+_VQ_CHECKPOINT = flags.DEFINE_string("vq-checkpoint", None, "--model's tokenizer file (llamagen).")
+_GPT_CONFIG = flags.DEFINE_string("gpt-config", None, "llamagen: a preset or ModelArgs JSON.")
 _OUT = flags.DEFINE_string(
     "out",
     "runs/atlas",
@@ -41,6 +50,9 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     with errors.one_line_errors():
+        family = families.get(_MODEL.value) if _MODEL.value else None  # before any work
+        if family is not None and (flags.FLAGS["vqgan"].present or _CONFIG.value is not None):
+            raise ValueError(f"--model {_MODEL.value} and --vqgan/--config both name the decoder")
         sample, edit, table5, vqgan, out = (
             Path(_SAMPLE.value),
             _EDIT.value,
@@ -62,7 +74,12 @@ def main(argv):
             if d and not Path(d).is_dir():
                 print(f"note: {flag} {d} not found; the atlas leaves that section out")
         folders.check_output(out, "explain.atlas")
-        info = atlas.build_atlas(out, sample, load_vqgan(vqgan).decode_pixels, edit, table5, bias)
+        if family is not None:
+            args = families.LoadArgs(_CHECKPOINT.value, _VQ_CHECKPOINT.value, _GPT_CONFIG.value)
+            decode = family.load(args).vqgan.decode_pixels
+        else:
+            decode = load_vqgan(vqgan).decode_pixels
+        info = atlas.build_atlas(out, sample, decode, edit, table5, bias)
     print(f"wrote {info['index']} ({info['concepts']} concepts, {info['bytes'] / 1e6:.1f} MB)")
 
 

@@ -70,3 +70,120 @@ def test_markdown_table_has_a_row_per_metric():
     md = compare.markdown(res)
     assert "| m1 | 0.500 [0.400, 0.600] |  |" in md
     assert compare.baseline_token(np.array([[0.0, 0.0], [1.0, 1.0], [0.4, 0.6]])) == 2
+
+
+class _NoInfill:
+    """A VQGM whose prior gives no infill (as MaskGIT's and LlamaGen's do not)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        if name == "infill_tokens":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def _random_like(init, seed: int = 0):
+    """Random weights of `init()`'s shapes without running (compiling) it: N(0, 0.1), BatchNorm
+    statistics at mean 0 and variance 1."""
+    import jax
+
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, s):
+        name = jax.tree_util.keystr(path)
+        if "'var'" in name:
+            return np.ones(s.shape, s.dtype)
+        if "'mean'" in name:
+            return np.zeros(s.shape, s.dtype)
+        return (0.1 * rng.standard_normal(s.shape)).astype(s.dtype)
+
+    return jax.tree_util.tree_map_with_path(leaf, jax.eval_shape(init))
+
+
+def _tiny_family_model(args):
+    """3 classes, random weights, 16 px, 8×8 tokens, K = 16, d = 4; no infill."""
+    import jax
+
+    from cortex_jax.models import cin
+    from cortex_jax.models.vqgan import VQGAN, VQGANConfig
+    from cortex_jax.models.vqgan import init_params as vqgan_init
+    from cortex_jax.models.vqgm import ClassConditionalVQGM
+
+    vcfg = VQGANConfig(
+        ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), z_channels=32,
+        embed_dim=4, n_embed=16, resolution=16,
+    )  # fmt: skip
+    gcfg = cin.GPTConfig(
+        vocab_size=19, block_size=64, n_layer=1, n_head=2, n_embd=16, image_vocab_size=16,
+        class_offset=16, n_classes=3,
+    )  # fmt: skip
+    vq = VQGAN(vcfg, _random_like(lambda: vqgan_init(vcfg, jax.random.PRNGKey(0))))
+    params = _random_like(lambda: cin.init_params(gcfg, jax.random.PRNGKey(1)), 1)
+    return _NoInfill(ClassConditionalVQGM("tiny-cmp", vq, gcfg, params, ("ant", "bee", "cat")))
+
+
+def test_compare_runs_on_a_registered_family_without_ground_truth(tmp_path, entry_point):
+    """--model through the registry on a dataset of grids without masks: the gt metrics keep
+    compare.json's schema as NaN with the reason in settings and compare.md, and the generator
+    removal is off (said so) because this family's prior has no infill."""
+    import jax
+    from absl import flags
+
+    from cortex_jax.experiments import families
+    from cortex_jax.io import folders, shards
+    from cortex_jax.models import cin, iem
+
+    families.register(families.Family("tiny-cmp", _tiny_family_model, cin.SampleConfig()))
+    try:
+        rng = np.random.default_rng(0)
+        labels = np.repeat(np.arange(3), 3)
+        tokens = rng.integers(0, 16, (9, 8, 8))
+        shards.write_arrays(tmp_path / "ds", tokens, labels, ["ant", "bee", "cat"], 16, "tiny-cmp")
+        icfg = iem.IEMConfig("ce", 3, width=8, depth=1, hidden=16)
+        variables = _random_like(lambda: iem.init_variables(icfg, jax.random.PRNGKey(0), 8, 4))
+        folders.write_iem_folder(tmp_path / "iem", icfg, variables, ["ant", "bee", "cat"], "x")
+        cmd = entry_point("explain.compare")
+        out = tmp_path / "cmp"
+        flags.FLAGS(
+            ["explain.compare", "--model", "tiny-cmp", "--dataset", str(tmp_path / "ds"),
+             "--iem-checkpoint", str(tmp_path / "iem"), "--methods", "frequency",
+             "--per-concept", "2", "--train-per-concept", "0", "--steps", "2",
+             "--n-boot", "20", "--out", str(out)]
+        )  # fmt: skip
+        cmd.main([])
+    finally:
+        families.unregister("tiny-cmp")
+    result = json.loads((out / "compare.json").read_text())
+    settings = result["settings"]
+    assert (settings["vqgm"], settings["images"]) == ("tiny-cmp", 6)  # 2 of each class
+    assert settings["removals"] == ["baseline"]
+    why = settings["not_applicable"]
+    assert set(why) == {"gt_precision", "pointing_game", "gt_mass", "generator removal"}
+    assert "infill" in why["generator removal"] and "masks" in why["gt_precision"]
+    for row in result["methods"].values():
+        assert np.isnan(row["gt_precision"]["value"]) and np.isnan(row["pointing_game"]["ci"]).all()
+        assert not any("generator" in k for k in row)
+        auc = row["deletion_auc_iem_baseline"]
+        assert auc["ci"][0] <= auc["value"] <= auc["ci"][1]
+        assert "randomization_spearman" in row
+    md = (out / "compare.md").read_text()
+    assert "| gt_precision | n/a |" in md and "- generator removal: " in md
+
+
+def test_compare_refuses_an_unknown_or_dataless_family_before_writing(tmp_path, entry_point):
+    from absl import flags
+
+    cmd = entry_point("explain.compare")
+    out = tmp_path / "x"
+    for extra, needle in (
+        (["--model", "nope"], "unknown model 'nope'; expected one of"),
+        (["--model", "llamagen"], "--model llamagen needs --dataset DIR"),
+    ):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["explain.compare", "--out", str(out), *extra])
+        with pytest.raises(SystemExit) as e:
+            cmd.main([])
+        assert str(e.value).startswith("error: ") and needle in str(e.value), e.value
+    assert not out.exists()

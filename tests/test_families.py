@@ -163,3 +163,24 @@ def test_a_registered_family_becomes_a_table5_editor_with_no_command_change(tmp_
     with pytest.raises(ValueError, match="num_iter do not apply to --model llamagen"):
         codebook_level.check_request(req, tmp_path / "o", "explain.codebook")
     assert not (tmp_path / "o").exists()
+
+
+def test_explain_atlas_model_flag_goes_through_the_registry(tiny_family, tmp_path, entry_point):
+    """explain.atlas --model: a registered family is accepted (the run goes on to its inputs);
+    an unknown name, or a second decoder named beside it, is one line before any is read."""
+    from absl import flags
+
+    atlas = entry_point("explain.atlas")
+    out = tmp_path / "site"
+    for extra, needle in (
+        (["--model", "nope"], "unknown model 'nope'; expected one of"),
+        (["--model", "tiny-test", "--vqgan", "toy"], "both name the decoder"),
+        (["--model", "tiny-test"], f"no explain.sample report in {tmp_path / 'none'}"),
+    ):
+        flags.FLAGS.unparse_flags()
+        sample = ["--sample", str(tmp_path / "none")]
+        flags.FLAGS(["explain.atlas", *sample, "--out", str(out), *extra])
+        with pytest.raises(SystemExit) as e:
+            atlas.main([])
+        assert str(e.value).startswith("error: ") and needle in str(e.value), e.value
+    assert not out.exists()

@@ -18,7 +18,10 @@ Metrics (`method.faithfulness` says how each is computed):
   `insertion_auc_classifier_patch`: the paper's black patches in the decoded image (pixel side
   only).
 - `gt_precision` (top-n positions on the object mask), `pointing_game` (top-1 on the object),
-  `gt_mass` (share of positive score on the object): only with masks.
+  `gt_mass` (share of positive score on the object): only with masks. Without them (grids of a
+  token dataset of generated images) each is NaN with NaN bounds, and settings.not_applicable
+  and compare.md say why; so is the `generator` removal on a bundle without an infill (its
+  curves are then left out).
 - `randomization_spearman` / `randomization_top_overlap`: agreement of the scores with those of
   the IEM with every layer re-drawn (`faithfulness.cascading_randomization`; all stages in
   OUT/cascade.json); `label_permutation_spearman`: agreement with the scores of an IEM of the
@@ -54,6 +57,8 @@ def _passes(summary: dict[str, Any]) -> bool:
 
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # tokens (N, m, m), labels, masks
+GT_METRICS = ("gt_precision", "pointing_game", "gt_mass")
+NO_MASKS = "no object masks for these grids (only the toy world's encoded images have them)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +120,50 @@ def check_config(cfg: CompareConfig) -> None:
             raise ValueError(f"{name}={getattr(cfg, name)}; expected ≥ 1")
     if cfg.permutation_epochs < 0:
         raise ValueError(f"permutation_epochs={cfg.permutation_epochs}; expected ≥ 0")
+
+
+def applicable(
+    config: CompareConfig, models: Models, masks: bool
+) -> tuple[CompareConfig, dict[str, str]]:
+    """The config `run` runs on this bundle and data, and {metric or removal: why it is not
+    applicable}: the `generator` removal is dropped when the bundle has no infill (its family's
+    prior gives none), the ground-truth metrics are not applicable without `masks`."""
+    why: dict[str, str] = {}
+    if "generator" in config.removals and models.infill is None:
+        why["generator removal"] = (
+            f"the {models.name} bundle has no infill (its prior gives no most likely other "
+            "token), so the generator removal is off"
+        )
+        config = dataclasses.replace(
+            config, removals=tuple(r for r in config.removals if r != "generator")
+        )
+    if not masks:
+        why |= {k: NO_MASKS for k in GT_METRICS}
+    return config, why
+
+
+def split_by_class(
+    tokens: np.ndarray,
+    labels: np.ndarray,
+    masks: np.ndarray | None,
+    per_class: int,
+    train_per_class: int = 0,
+) -> tuple[Data, Data | None]:
+    """A token dataset's grids as (compared data, permuted-label training set): the first
+    `per_class` grids of each class it holds, then the next `train_per_class` (None when 0 or
+    none are left). Masks follow the grids (None for a dataset without them)."""
+    if per_class < 1 or train_per_class < 0:
+        raise ValueError(
+            f"per_class={per_class}, train_per_class={train_per_class}; expected ≥ 1 and ≥ 0"
+        )
+    labels = np.asarray(labels)
+    if not len(labels):
+        raise ValueError("the dataset holds no grids; expected at least one per class")
+    rows = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    test = np.concatenate([r[:per_class] for r in rows])
+    train = np.concatenate([r[per_class : per_class + train_per_class] for r in rows])
+    pick = lambda i: (tokens[i], labels[i], None if masks is None else masks[i])
+    return pick(test), (pick(train) if len(train) else None)
 
 
 def _options(method: str, cfg: CompareConfig) -> dict[str, Any]:
@@ -227,13 +276,13 @@ def run(
     (predict,) = models.require("predict", what="comparing attribution methods")
     check_config(config)
     tokens, labels, masks = data
+    config, not_applicable = applicable(config, models, masks is not None)
     cb = np.asarray(models.codebook)
     repl: dict[str, Any] = {}
     if "baseline" in config.removals:
         repl["baseline"] = baseline_token(cb)
     if "generator" in config.removals:
-        if models.infill is None:
-            raise ValueError("removal 'generator' needs the bundle's infill (the VQGM's prior)")
+        assert models.infill is not None  # applicable() dropped it otherwise
         n = len(models.class_names)
         cond = labels if config.generator_condition == "own" else (labels + n // 2) % n
         repl["generator"] = np.asarray(models.infill(cond, tokens))
@@ -283,6 +332,8 @@ def run(
             g = fa.ground_truth_scores(s, masks, config.top_n)
             row |= {"gt_precision": ci(g["precision"]), "pointing_game": ci(g["pointing"])}
             row["gt_mass"] = ci(g["mass"])
+        else:  # the schema stays: NaN, with the reason in settings.not_applicable
+            row |= {k: {"value": nan, "ci": [nan, nan]} for k in GT_METRICS}
         for layer, p in stages:
             a = fa.agreement(s, scores_of(p, cb, data, m, config), config.top_n)
             cascade_rows.setdefault(m, []).append(
@@ -306,6 +357,7 @@ def run(
         "baseline_token": repl.get("baseline"),
         "curve_counts": [int(c) for c in counts],
         "ci": "95 % percentile bootstrap over images",
+        "not_applicable": not_applicable,
     }
     result = {"settings": settings, "methods": methods}
     out.mkdir(parents=True, exist_ok=True)
@@ -327,6 +379,7 @@ def run(
 def markdown(result: dict[str, Any]) -> str:
     """compare.json as one markdown table: methods × metrics, `value [lo, hi]`."""
     methods = result["methods"]
+    not_applicable = result.get("settings", {}).get("not_applicable", {})
     metrics: list[str] = []
     for row in methods.values():
         metrics += [k for k in row if k not in metrics]
@@ -344,10 +397,17 @@ def markdown(result: dict[str, Any]) -> str:
         cells = []
         for row in methods.values():
             v = row.get(k)
-            cells.append(
-                "" if v is None else f"{v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"
-            )
+            if v is None:
+                cells.append("")
+            elif k in not_applicable:
+                cells.append("n/a")
+            else:
+                cells.append(f"{v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    if not_applicable:
+        head = "Not applicable (n/a here, NaN in compare.json; a removal off has no rows):"
+        lines += ["", head, ""]
+        lines += [f"- {k}: {why}" for k, why in not_applicable.items()]
     lines += [
         "",
         f"Randomisation checks (pass: 95 % upper bound of Spearman < {MAX_AGREEMENT}):",

@@ -56,7 +56,9 @@ def default_bundle(
     decode_batch: int = 64,
 ) -> Models:
     """The experiments' bundle of a class-conditional VQGM: its codebook, decoding (batched),
-    class names and resolver, sampling `(class ids, seed)` with `sampling`, and the encoder."""
+    class names and resolver, sampling `(class ids, seed)` with `sampling`, the encoder, and the
+    prior's infill (`infill_tokens`, the faithfulness curves' generator removal) when the model
+    has one (cin priors do; MaskGIT and LlamaGen do not)."""
     vq = vqgm.vqgan
 
     def sample(class_ids: np.ndarray, seed: int) -> np.ndarray:
@@ -75,6 +77,7 @@ def default_bundle(
         encode=lambda px: as_grids(vq.encode(px)),
         resolve=vqgm.class_id,
         name=vqgm.name,
+        infill=getattr(vqgm, "infill_tokens", None),
     )
 
 
