@@ -2,12 +2,14 @@
 
 Writes OUT/compare.json ({"settings", "methods": {NAME: {METRIC: {"value", "ci"}}}}),
 OUT/compare.md, OUT/cascade.json and OUT/curves/ (PNG, SVG, CSV); see
-cortex_jax/experiments/compare.py for every metric.
+cortex_jax/experiments/compare.py for every metric. OUT/timings.json holds the wall seconds of
+each stage (bench/compare.py prints them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from absl import app, flags
 
@@ -41,12 +43,16 @@ def main(argv):
             n_boot=_BOOT.value, seed=_SEED.value,
         )  # fmt: skip
         compare.check_config(cfg)
+        clock = compare.StageClock()
         models = toy.models(_IEM.value)
         icfg, variables, _ = toy.load_toy_iem(_IEM.value)
+        clock("loading the toy models")
         concepts = range(len(models.class_names))
         data = toy.ground_truth(models, concepts, _PER.value, _SEED.value)
         train = toy.ground_truth(models, concepts, _TRAIN.value, _SEED.value + 1)
-        result = compare.run(models, cfg, out, data, (icfg, variables), train)
+        clock("sampling the images")
+        result = compare.run(models, cfg, out, data, (icfg, variables), train, clock)
+        (out / "timings.json").write_text(json.dumps(clock.seconds, indent=1) + "\n")
         print(compare.markdown(result))
         print(f"wrote {out / 'compare.json'}, compare.md, cascade.json and curves/")
 
