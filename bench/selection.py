@@ -2,8 +2,8 @@
 
 Optimisation steps/s × images for CE (K = 16384, d = 256, 16×16 grid, centre 4×4 mask,
 1000 classes, random weights), one image and a vmapped batch, with XLA's FLOP count per step
-and the achieved share of the matmul peak measured in the same run. No ratio against the
-authors' loop is printed (see bench/tis.py).
+(`selection.step_flops`) and the achieved share of the matmul peak measured in the same run. No
+ratio against the authors' loop is printed (see bench/tis.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.common import Sizes, add_smoke_flag, flops_of, matmul_peak, report, sizes, time_fn
+from bench.common import Sizes, add_smoke_flag, matmul_peak, report, sizes, time_fn
 from cortex_jax.method import selection
 from cortex_jax.models import iem
 
@@ -27,18 +27,15 @@ def bench(arch: str, batch: int, steps: int, peak: float, size: Sizes = Sizes())
     codebook = jax.random.normal(jax.random.PRNGKey(1), (k, size.dim))
     base = jnp.asarray(np.random.default_rng(0).integers(0, k, (batch, m, m)), jnp.int32)
     mask = selection.region_mask(m)
-    positions = tuple(int(p) for p in np.flatnonzero(mask.ravel()))
+    positions = np.flatnonzero(mask.ravel())
     scfg = selection.SelectionConfig(steps=steps, log_every=steps)
     t = jnp.arange(batch) % size.classes
-    keys = jax.random.split(jax.random.PRNGKey(2), batch)
-    p, opt = selection._select_part(predict, codebook, scfg, positions, m, "init", base, keys)
-    step_args = (predict, codebook, scfg, positions, m, "step", p, opt, base, t, keys, 0)
-    flops = flops_of(selection._select_part, *step_args) * steps  # one jitted step, × steps
+    rng = jax.random.PRNGKey(2)
+    # one jitted step over the batch, × steps (the public count; this process's backend)
+    flops = selection.step_flops(predict, codebook, np.asarray(base), mask, t, rng, scfg) * steps
 
     def run():
-        return selection.select_tokens(
-            predict, codebook, base, mask, t, t, jax.random.PRNGKey(2), scfg
-        ).f_target
+        return selection.select_tokens(predict, codebook, base, mask, t, t, rng, scfg).f_target
 
     sec = time_fn(run, warmup=1, repeats=3)
     row = {

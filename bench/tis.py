@@ -3,11 +3,14 @@
 Images/s of SmoothGrad TIS (1000 classes, E 16×16×256, N = 20 noisy copies, probability
 objective) for random-weight CE/RE IEMs, through the public `cx.token_importance` (its input
 checks included), with XLA's FLOP count of the same call under jit and the achieved share of the
-measured matmul peak. `--methods gradient,integrated_gradients,...` also times those methods
-through `cx.token_attribution` (images/s only: that call places batches on devices itself, so it
-is not jitted whole and XLA gives no FLOP count for it). No ratio against the authors' PyTorch
-loop is printed: one measured on another day is no comparison on a shared, noisy machine; run
-both in one session to compare.
+measured matmul peak. `--methods gradient,integrated_gradients,occlusion,...` adds a row per
+method, timed through the public `cx.token_attribution` at the same sizes, its FLOPs XLA's count
+of the same method jitted whole (`attribution.attribution_fn`): integrated gradients with
+`--ig_steps` path points (`--chunk` per pass), occlusion with m² occluded forward passes per
+image (`--occlusion_chunk` positions per pass; 0: all). Column N: model passes per image
+(SmoothGrad's noisy copies, IG's path points, occlusion's m² + 1 forward passes). No ratio
+against the authors' PyTorch loop is printed: one measured on another day is no comparison on a
+shared, noisy machine; run both in one session to compare.
 """
 
 from __future__ import annotations
@@ -19,7 +22,24 @@ import jax.numpy as jnp
 
 import cortex_jax as cx
 from bench.common import Sizes, add_smoke_flag, flops_of, matmul_peak, report, sizes, time_fn
+from cortex_jax.method import attribution
 from cortex_jax.models import iem
+
+
+def method_options(method: str, chunk: int, ig_steps: int, occlusion_chunk: int) -> dict:
+    """The options a method is timed with (the method's defaults otherwise)."""
+    if method == "integrated_gradients":
+        return {"steps": ig_steps, "steps_per_chunk": chunk}
+    if method == "occlusion":
+        return {"positions_per_chunk": occlusion_chunk or None}
+    return {}
+
+
+def _passes(method: str, options: dict, m: int) -> int | None:
+    """Model passes per image (forward + backward counted as one) of a method."""
+    return {"gradient": 1, "grad_x_input": 1, "random": 0, "occlusion": m * m + 1}.get(
+        method, options.get("steps")
+    )
 
 
 def bench_arch(
@@ -30,6 +50,8 @@ def bench_arch(
     peak: float,
     methods: tuple[str, ...] = (),
     size: Sizes = Sizes(),
+    ig_steps: int = 32,
+    occlusion_chunk: int = 0,
 ) -> list[dict]:
     m, d, classes = size.grid, size.dim, size.classes
     cfg = size.iem_config(arch)
@@ -58,10 +80,29 @@ def bench_arch(
             "% of matmul peak": 100 * flops / sec / peak,
         }
     ]
+    ids = jnp.arange(batch)
     for method in methods:
-        call = lambda: cx.token_attribution(predict, e, y, rng, method).positions  # noqa: B023
+        if method == "smoothgrad":
+            continue  # the row above
+        o = method_options(method, chunk, ig_steps, occlusion_chunk)
+        flops = flops_of(
+            jax.jit(attribution.attribution_fn(predict, rng, method, d, **o)), e, y, ids
+        )
+        call = lambda: cx.token_attribution(predict, e, y, rng, method, **o).positions  # noqa: B023
         sec = time_fn(call, warmup=1, repeats=3)
-        rows.append({"arch": arch, "method": method, "batch": batch, "images/s": batch / sec})
+        rows.append(
+            {
+                "arch": arch,
+                "method": method,
+                "batch": batch,
+                "N": _passes(method, o, m),
+                "chunk": next((v for k, v in o.items() if k.endswith("_per_chunk")), None),
+                "images/s": batch / sec,
+                "GFLOP/image": flops / batch / 1e9,
+                "TFLOP/s": flops / sec / 1e12,
+                "% of matmul peak": 100 * flops / sec / peak,
+            }
+        )
     return rows
 
 
@@ -72,6 +113,8 @@ def main():
     ap.add_argument("--n_samples", type=int, default=20)
     ap.add_argument("--chunk", type=int, default=10, help="noisy copies per image per pass")
     ap.add_argument("--methods", default="", help="other attribution methods to time, by name")
+    ap.add_argument("--ig_steps", type=int, default=32, help="integrated gradients' path points")
+    ap.add_argument("--occlusion_chunk", type=int, default=0, help="positions per pass; 0: all")
     ap.add_argument("--json", default="bench/results/tis.json")
     add_smoke_flag(ap)
     args = ap.parse_args()
@@ -82,7 +125,17 @@ def main():
     rows = [
         r
         for a in args.archs.split(",")
-        for r in bench_arch(a, args.batch, args.n_samples, args.chunk, peak, methods, size)
+        for r in bench_arch(
+            a,
+            args.batch,
+            args.n_samples,
+            args.chunk,
+            peak,
+            methods,
+            size,
+            args.ig_steps,
+            args.occlusion_chunk,
+        )  # fmt: skip
     ]
     for r in rows:
         r["matmul peak TFLOP/s"] = peak / 1e12

@@ -1,16 +1,17 @@
 """The token atlas: `python -m explain.atlas` (the toy world's default output folders).
 
 Reads what the other commands wrote (explain.sample → --sample, explain.codebook → --edit,
-explain.codebook --table5 → --table5, explain.bias → --bias, comma-separated) and writes one
-static site, OUT/index.html, that opens from file:// with no server and no network:
-concepts with search, a page per concept (TIS boxes and heatmaps, T_concept token portraits),
-the masking curve and tables, the codebook-level edit and Table 5, and the bias audits.
+explain.codebook --table5 → --table5, explain.bias → --bias, comma-separated, explain.compare →
+--compare) and writes one static site, OUT/index.html, that opens from file:// with no server
+and no network: concepts with search, a page per concept (TIS boxes and heatmaps, T_concept
+token portraits), the masking curve and tables, the codebook-level edit and Table 5, the bias
+audits, and a methods page (the attribution methods' table and curves).
 `--vqgan` is the explained model's VQGAN (default: the toy world's), which decodes the test
 images and each token alone; `--model NAME` instead takes it from a registered family
 (`cortex_jax.experiments.families`: toy, imagenet, maskgit, llamagen, …) loaded from
 `--checkpoint` / `--vq-checkpoint` / `--gpt-config` as train.generate loads it. On the ImageNet
-recipe: `--config configs/imagenet.py:iem=ce` reads WORKDIR/sample_ce and WORKDIR/table5 and
-writes WORKDIR/atlas.
+recipe: `--config configs/imagenet.py:iem=ce` reads WORKDIR/sample_ce and WORKDIR/table5 (and
+--compare only when given) and writes WORKDIR/atlas.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _SAMPLE = flags.DEFINE_string("sample", "runs/explain_sample", "explain.sample's
 _EDIT = flags.DEFINE_string("edit", "runs/explain_codebook", "explain.codebook's --out.")
 _TABLE5 = flags.DEFINE_string("table5", "runs/table5", "explain.codebook --table5's --out.")
 _BIAS = flags.DEFINE_string("bias", "runs/explain_bias", "explain.bias --out folders, a,b,…")
+_COMPARE = flags.DEFINE_string("compare", "runs/compare", "explain.compare's --out.")
 _VQGAN = flags.DEFINE_string("vqgan", "toy", "The explained model's VQGAN (decodes the tokens).")
 _MODEL = flags.DEFINE_string("model", None, "A registered family; its tokenizer decodes.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "--model's main file (train.generate's).")
@@ -60,11 +62,13 @@ def main(argv):
             _VQGAN.value,
             _OUT.value,
         )
+        compare = Path(_COMPARE.value) if _COMPARE.value else None
         bias = [Path(b) for b in _BIAS.value.split(",") if b.strip()]
         if _CONFIG.value is not None:  # the ImageNet recipe's layout (experiments/recipe.py)
             w = Path(_CONFIG.value.workdir)
             sample, edit, table5, bias = w / f"sample_{_CONFIG.value.arch}", None, w / "table5", []
             vqgan, out = str(_CONFIG.value.vqgan), str(w / "atlas")
+            compare = compare if _COMPARE.present else None  # not the toy world's default
         if not (sample / "report.json").is_file():
             raise FileNotFoundError(
                 f"no explain.sample report in {sample}; run `python -m explain.sample --all "
@@ -73,13 +77,16 @@ def main(argv):
         for flag, d in (("--edit", edit), ("--table5", table5), *(("--bias", b) for b in bias)):
             if d and not Path(d).is_dir():
                 print(f"note: {flag} {d} not found; the atlas leaves that section out")
+        if compare and not (compare / "compare.json").is_file():
+            print(f"note: --compare {compare} has no compare.json; the atlas has no methods page")
+            compare = None
         folders.check_output(out, "explain.atlas")
         if family is not None:
             args = families.LoadArgs(_CHECKPOINT.value, _VQ_CHECKPOINT.value, _GPT_CONFIG.value)
             decode = family.load(args).vqgan.decode_pixels
         else:
             decode = load_vqgan(vqgan).decode_pixels
-        info = atlas.build_atlas(out, sample, decode, edit, table5, bias)
+        info = atlas.build_atlas(out, sample, decode, edit, table5, bias, compare)
     print(f"wrote {info['index']} ({info['concepts']} concepts, {info['bytes'] / 1e6:.1f} MB)")
 
 

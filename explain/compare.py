@@ -11,12 +11,14 @@ infill (MaskGIT, LlamaGen) runs without the generator removal (compare.md says s
 
 Writes OUT/compare.json ({"settings", "methods": {NAME: {METRIC: {"value", "ci"}}}}),
 OUT/compare.md, OUT/cascade.json and OUT/curves/ (PNG, SVG, CSV); see
-cortex_jax/experiments/compare.py for every metric.
+cortex_jax/experiments/compare.py for every metric. OUT/timings.json holds the wall seconds of
+each stage (bench/compare.py prints them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from absl import app, flags, logging
@@ -146,9 +148,13 @@ def main(argv):
     with errors.one_line_errors():
         cfg, family, dataset = _checked()
         out = errors.writable_folder(_OUT.value)
+        clock = compare.StageClock()
         models, iem_model = _bundle(family)
+        clock("loading the models")
         data, train = _grids(models, dataset)
-        result = compare.run(models, cfg, out, data, iem_model, train)
+        clock("sampling the images")
+        result = compare.run(models, cfg, out, data, iem_model, train, clock)
+        (out / "timings.json").write_text(json.dumps(clock.seconds, indent=1) + "\n")
         print(compare.markdown(result))
         print(f"wrote {out / 'compare.json'}, compare.md, cascade.json and curves/")
 

@@ -3,12 +3,15 @@ real headless browser (Debian's chromium driven by Playwright) clicks through it
 
 import functools
 import html.parser
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from cortex_jax.figures import atlas
 from tests.helpers import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +61,8 @@ def site(tmp_path_factory):
         str(tmp / "none"),
         "--bias",
         "",
+        "--compare",
+        "",
         "--out",
         str(tmp / "site"),
     )
@@ -77,6 +82,16 @@ class _Refs(html.parser.HTMLParser):
                 self.refs.append(a[key])
 
 
+def _assert_links_resolve_offline(page: Path) -> None:
+    p = _Refs()
+    p.feed(page.read_text())
+    assert p.refs, page
+    for ref in p.refs:
+        assert "://" not in ref and not ref.startswith("//"), (page, ref)  # no network
+        target = (page.parent / ref.split("#")[0]).resolve()
+        assert target.is_file(), (page.name, ref)
+
+
 @pytest.mark.slow
 def test_a_rerun_rebuilds_its_own_site_and_never_touches_the_sample_folder(site):
     tmp = site.parent
@@ -87,9 +102,11 @@ def test_a_rerun_rebuilds_its_own_site_and_never_touches_the_sample_folder(site)
         owner.read_text().replace('"files": [', '"files": [\n    "concepts/gone.html",')
     )
     args = ["--edit", str(tmp / "edit"), "--table5", str(tmp / "none"), "--bias", ""]
+    args += ["--compare", str(tmp / "none")]
     r = cli.run("explain.atlas", "--sample", str(tmp / "sample"), *args, "--out", str(site))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "--table5" in r.stdout and "not found" in r.stdout  # says which input it lacks
+    assert "--compare" in r.stdout and "no methods page" in r.stdout
     assert not stale.exists() and (site / "index.html").exists()
     before = sorted(p.name for p in (tmp / "sample").iterdir())
     r = cli.run(
@@ -104,13 +121,7 @@ def test_every_link_and_image_resolves_offline(site):
     pages = [site / "index.html", *sorted((site / "concepts").glob("*.html"))]
     assert len(pages) == 4
     for page in pages:
-        p = _Refs()
-        p.feed(page.read_text())
-        assert p.refs, page
-        for ref in p.refs:
-            assert "://" not in ref and not ref.startswith("//"), (page, ref)  # no network
-            target = (page.parent / ref.split("#")[0]).resolve()
-            assert target.is_file(), (page.name, ref)
+        _assert_links_resolve_offline(page)
     index = (site / "index.html").read_text()
     assert (
         index.count('data-name="') == 3 and "Figure 4" in index and "Edit toward blue-star" in index
@@ -119,6 +130,40 @@ def test_every_link_and_image_resolves_offline(site):
         assert (site / "figures" / f"image_level_curve{ext}").stat().st_size > 0
     curve = (site / "figures" / "image_level_curve.csv").read_text().splitlines()
     assert curve[0].startswith("n,top-n TIS positions mean,top-n TIS positions se")
+
+
+def test_methods_page_shows_the_compare_table_and_curves_offline(tmp_path):
+    cmp, out = tmp_path / "compare", tmp_path / "site"
+    (cmp / "curves").mkdir(parents=True)
+    nan = float("nan")
+    result = {
+        "settings": {"images": 12, "iem": "toy ce"},
+        "methods": {
+            "gradient": {
+                "deletion_auc_iem_baseline": {"value": 0.25, "ci": [0.2, 0.3]},
+                "randomization_spearman": {"value": nan, "ci": [nan, nan]},
+            },
+            "random": {"deletion_auc_iem_baseline": {"value": 0.5, "ci": [0.45, 0.55]}},
+        },
+    }
+    (cmp / "compare.json").write_text(json.dumps(result))
+    Image.new("RGB", (4, 4)).save(cmp / "curves" / "deletion_iem_baseline.png")
+    (cmp / "curves" / "deletion_iem_baseline.csv").write_text("n,gradient mean\n0,1\n")
+    assert atlas.methods_page(out, tmp_path / "none") == ""  # no compare.json: no page
+    section = atlas.methods_page(out, cmp)
+    assert 'href="methods.html"' in section
+    page = out / "methods.html"
+    text = page.read_text()
+    # metrics are rows, methods columns, each cell value [95 % interval]; undefined (NaN) is —,
+    # a metric a method lacks is — too
+    assert "<td>deletion_auc_iem_baseline</td><td>0.250 [0.200, 0.300]</td>" in text
+    assert "<td>0.500 [0.450, 0.550]</td>" in text
+    assert "<td>randomization_spearman</td><td>—</td><td>—</td>" in text
+    assert (out / "methods" / "deletion_iem_baseline.csv").is_file()
+    for name in ("index.html", "style.css", "atlas.js"):  # what build_atlas writes beside it
+        (out / name).write_text(section if name == "index.html" else "")
+    _assert_links_resolve_offline(page)
+    assert "deletion_iem_baseline.svg" not in text  # only the files compare wrote are linked
 
 
 @pytest.mark.slow

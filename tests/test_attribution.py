@@ -173,6 +173,19 @@ def test_batching_and_chunking_never_change_a_result(method):
     assert whole.channels.shape == E.shape and whole.positions.shape == E.shape[:3]
 
 
+@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])  # chunk loops
+def test_the_method_as_one_jitted_function_gives_the_seams_result(method):
+    opts = METHOD_OPTIONS[method]
+    rng, ids = jax.random.PRNGKey(1), jnp.arange(B)
+    fn = jax.jit(attribution.attribution_fn(mlp, rng, method, D, **opts))  # whole: chunks unroll
+    channels, positions = fn(jnp.asarray(E), jnp.asarray(Y, jnp.int32), ids)
+    want = run(method, mlp, **opts)
+    np.testing.assert_allclose(np.asarray(positions), want.positions, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(channels), want.channels, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no option 'steps'"):  # options checked up front
+        attribution.attribution_fn(mlp, rng, "gradient", D, steps=3)
+
+
 def test_smoothgrad_through_the_seam_is_bit_identical_to_tis():
     rng = jax.random.PRNGKey(3)
     want = tis.token_importance(mlp, jnp.asarray(E), jnp.asarray(Y), rng, 2, 0.3, signed=True)

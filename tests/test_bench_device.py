@@ -24,10 +24,11 @@ def test_device_script_smoke_run_writes_every_table(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     log = (tmp_path / "device.log").read_text()
-    assert log.count("   exit 0") == 4, log[-3000:]
+    assert log.count("   exit 0") == 5, log[-3000:]
     for name, key in (
         ("iem_train", "images/s/device"),
         ("tis", "images/s"),
+        ("tis_methods", "images/s"),
         ("selection", "steps/s x images"),
         ("generate", "tokens/s"),
     ):
@@ -35,3 +36,6 @@ def test_device_script_smoke_run_writes_every_table(tmp_path):
         assert rows and all(row[key] > 0 and row["% of matmul peak"] > 0 for row in rows)
     archs = [row["arch"] for row in json.loads((tmp_path / "iem_train.json").read_text())["rows"]]
     assert archs == ["ce", "re", "te"]
+    rows = json.loads((tmp_path / "tis_methods.json").read_text())["rows"]
+    assert [row["method"] for row in rows] == ["smoothgrad", "integrated_gradients", "occlusion"]
+    assert rows[2]["N"] == 8 * 8 + 1  # occlusion: a forward pass per position, and the intact one

@@ -58,6 +58,10 @@ def test_compare_writes_the_table_and_real_methods_beat_random(tmp_path):
     assert [r["layer"] for r in json.loads((out / "cascade.json").read_text())["gradient"]][
         0
     ] == "out"
+    stages = json.loads((out / "timings.json").read_text())  # what bench/compare.py prints
+    assert {"loading the toy models", "occlusion: scores", "writing the table and curves"} <= set(
+        stages
+    ) and all(v >= 0 for v in stages.values())
 
 
 def test_compare_unknown_method_is_one_line(tmp_path):
@@ -187,3 +191,13 @@ def test_compare_refuses_an_unknown_or_dataless_family_before_writing(tmp_path, 
             cmd.main([])
         assert str(e.value).startswith("error: ") and needle in str(e.value), e.value
     assert not out.exists()
+
+
+def test_stage_clock_adds_the_time_since_the_last_mark_per_stage(monkeypatch):
+    now = iter([10.0, 11.0, 13.5, 14.0])
+    monkeypatch.setattr(compare.time, "perf_counter", lambda: next(now))
+    clock = compare.StageClock()
+    clock("a")
+    clock("b")
+    clock("a")
+    assert clock.seconds == {"a": 1.5, "b": 2.5}

@@ -131,3 +131,38 @@ def test_modules_say_what_they_are_for_and_public_functions_are_typed(path):
             assert node.returns is not None, (
                 f"{path.name}:{node.lineno} {node.name}: no return type"
             )
+
+
+def _private_uses(source: str) -> list[str]:
+    """`module._name` uses (and `from cortex_jax… import _name`) of our modules in a script."""
+    tree = ast.parse(source)
+    ours: set[str] = set()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cortex_jax"):
+            ours |= {a.asname or a.name for a in node.names}
+            found += [a.name for a in node.names if a.name.startswith("_")]
+        elif isinstance(node, ast.Import):
+            ours |= {a.asname or a.name for a in node.names if a.name.startswith("cortex_jax")}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ours
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{node.value.id}.{node.attr}")
+    return sorted(found)
+
+
+@pytest.mark.parametrize("path", sorted((PKG.parent / "bench").glob("*.py")), ids=lambda p: p.name)
+def test_benchmarks_call_public_functions_only(path):
+    assert not _private_uses(path.read_text()), path.name
+
+
+def test_the_private_use_checker_bites():
+    src = "import cortex_jax as cx\nfrom cortex_jax.method import selection\n"
+    found = _private_uses(src + "selection._select_part(1)\ncx._x\n")
+    assert sorted(found) == ["cx._x", "selection._select_part"]
+    assert _private_uses(src + "selection.select_tokens(1)\ncx.__version__\n") == []

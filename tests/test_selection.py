@@ -55,6 +55,18 @@ def test_finds_the_known_best_tokens_and_keeps_the_rest():
     assert (res.f_target[:, -1] > res.start_f_target).all()
 
 
+def test_step_flops_counts_one_step_for_the_whole_batch():
+    mask = selection.region_mask(M, "1:3,1:3")
+    cfg = selection.SelectionConfig(steps=5, log_every=5)
+    one, two = (
+        selection.step_flops(predict, CODEBOOK, _base(b), mask, 0, jax.random.PRNGKey(0), cfg)
+        for b in (1, 2)
+    )
+    assert one > 0 and two == pytest.approx(2 * one, rel=0.05)  # per image, not per call
+    with pytest.raises(ValueError, match="token ids"):
+        selection.step_flops(predict, CODEBOOK, _base(1) + K, mask, 0, jax.random.PRNGKey(0))
+
+
 def test_batch_equals_per_image_loop():
     mask = selection.region_mask(M, "0:2,0:4")
     base = _base(3)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,20 @@ def _passes(summary: dict[str, Any]) -> bool:
 Data = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # tokens (N, m, m), labels, masks
 GT_METRICS = ("gt_precision", "pointing_game", "gt_mass")
 NO_MASKS = "no object masks for these grids (only the toy world's encoded images have them)"
+
+
+class StageClock:
+    """Wall seconds per stage: `clock(name)` adds the time since the previous call (or since
+    the clock was made) to `seconds[name]` (bench/compare.py prints them)."""
+
+    def __init__(self, seconds: dict[str, float] | None = None) -> None:
+        self.seconds = {} if seconds is None else seconds
+        self._t = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._t
+        self._t = now
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,12 +282,16 @@ def run(
     data: Data,
     iem_model: tuple[iem.IEMConfig, dict[str, Any]] | None = None,
     permuted_train: Data | None = None,
+    clock: StageClock | None = None,
 ) -> dict[str, Any]:
     """Scores every method (module docstring) and writes OUT/compare.json, compare.md,
     cascade.json and curves/; returns compare.json's content. `iem_model` (the IEM's config and
     variables behind `models.predict`) enables the randomisation checks; with it and
-    `permuted_train` (grids, labels, _) the label-permutation check runs too."""
+    `permuted_train` (grids, labels, _) the label-permutation check runs too. `clock` gets the
+    wall seconds of each stage (the generator's infill, the randomised and permuted IEMs, and
+    per method its scores, curves and checks)."""
     out = Path(out)
+    clock = clock or StageClock()
     (predict,) = models.require("predict", what="comparing attribution methods")
     check_config(config)
     tokens, labels, masks = data
@@ -286,6 +305,7 @@ def run(
         n = len(models.class_names)
         cond = labels if config.generator_condition == "own" else (labels + n // 2) % n
         repl["generator"] = np.asarray(models.infill(cond, tokens))
+    clock("generator infill")
 
     stages: list[tuple[str, Callable]] = []
     if iem_model is not None:
@@ -304,6 +324,7 @@ def run(
     permuted = None
     if iem_model is not None and permuted_train is not None and config.permutation_epochs > 0:
         permuted = _permuted_iem(iem_model[0], cb, permuted_train, config, out / "permuted_iem")
+    clock("randomised and permuted-label IEMs")
 
     ci = lambda v: stats.mean_ci(v, n_boot=config.n_boot, seed=config.seed)
     # Spearman is NaN on images whose scores are constant: the agreement is then undefined
@@ -318,6 +339,7 @@ def run(
     counts = np.zeros(0)
     for m in config.methods:
         s = scores_of(predict, cb, data, m, config)
+        clock(f"{m}: scores")
         order = fa.order_positions(s)
         counts, curves = _curves(models, data, order, config, repl)
         row: dict[str, Any] = {}
@@ -334,6 +356,7 @@ def run(
             row["gt_mass"] = ci(g["mass"])
         else:  # the schema stays: NaN, with the reason in settings.not_applicable
             row |= {k: {"value": nan, "ci": [nan, nan]} for k in GT_METRICS}
+        clock(f"{m}: curves, ground truth")
         for layer, p in stages:
             a = fa.agreement(s, scores_of(p, cb, data, m, config), config.top_n)
             cascade_rows.setdefault(m, []).append(
@@ -347,6 +370,7 @@ def run(
             a = fa.agreement(s, scores_of(permuted, cb, data, m, config), config.top_n)
             row["label_permutation_spearman"] = sp(a["spearman"])
         methods[m] = row
+        clock(f"{m}: randomisation checks")
 
     settings = dataclasses.asdict(config) | {
         "images": len(tokens),
@@ -373,6 +397,7 @@ def run(
             ylabel=f"probability of the concept ({judge})",
             xlabel="token positions removed" if kind == "deletion" else "token positions restored",
         )
+    clock("writing the table and curves")
     return result
 
 

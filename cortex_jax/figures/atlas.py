@@ -15,7 +15,10 @@ no network and no CDN: plain HTML, one CSS file, one small script, PNG thumbnail
   (test images are decoded from their tokens with the model's VQGAN);
 - the codebook-level edit (frames and animation) and the Table 5 rows;
 - every bias audit: the verdict, the per-image count histograms, and neutral images with the
-  over-represented concept's tokens boxed.
+  over-represented concept's tokens boxed;
+- a methods page (methods.html) from what explain.compare wrote: the table of every attribution
+  method against every faithfulness, sanity and ground-truth metric (value and 95 % interval)
+  and its deletion/insertion curves.
 
 Concept pages are separate files and images load lazily, so 1000 concepts stay browsable; the
 site's size is about 30 KB a concept plus the plots.
@@ -159,13 +162,15 @@ def _copy_figure(src_stem: Path, dst: Path) -> str | None:
     return dst.with_suffix(".png").name
 
 
-def _figure_html(name: str, caption: str, prefix: str = "") -> str:
+def _figure_html(
+    name: str, caption: str, prefix: str = "", exts: Sequence[str] = (".svg", ".csv")
+) -> str:
     stem = name[:-4]
-    links = " · ".join(f'<a href="{prefix}{stem}{e}">{e[1:]}</a>' for e in (".svg", ".csv"))
+    links = " · ".join(f'<a href="{prefix}{stem}{e}">{e[1:]}</a>' for e in exts)
     alt = html.escape(caption)
     return (
         f'<figure><img src="{prefix}{name}" alt="{alt}" loading="lazy">'
-        f'<figcaption class="small">{alt} ({links})</figcaption></figure>'
+        f'<figcaption class="small">{alt}{f" ({links})" if links else ""}</figcaption></figure>'
     )
 
 
@@ -528,6 +533,56 @@ def _bias_section(out: Path, bias_dirs: Sequence[Path]) -> str:
     return "<h2>Bias audits</h2>" + "".join(parts) if parts else ""
 
 
+def _cell(v: dict[str, Any] | None) -> str:
+    """One compare.json metric as `value [lo, hi]`; — when absent or undefined (NaN)."""
+    if v is None or not np.isfinite(v["value"]):
+        return "—"
+    lo, hi = v["ci"]
+    return f"{v['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def methods_page(out: str | Path, compare_dir: str | Path) -> str:
+    """Writes OUT/methods.html (and OUT/methods/, the curves) from explain.compare's folder:
+    its compare.json as a metrics × methods table and every curves/*.png with its SVG and CSV.
+    Returns the index's section linking it; "" when the folder holds no compare.json."""
+    out, compare_dir = Path(out), Path(compare_dir)
+    if not (compare_dir / "compare.json").is_file():
+        return ""
+    result = json.loads((compare_dir / "compare.json").read_text())
+    methods: dict[str, dict[str, Any]] = result["methods"]
+    metrics: list[str] = []
+    for row in methods.values():
+        metrics += [k for k in row if k not in metrics]
+    table = _table(
+        ["metric", *methods],
+        [[html.escape(k), *(_cell(row.get(k)) for row in methods.values())] for k in metrics],
+        'id="methods"',
+    )
+    s = result.get("settings", {})
+    known = ("images", "grid_size", "iem", "classifier", "vqgm", "steps", "n_boot", "ci")
+    settings = ", ".join(f"{k}: {html.escape(str(s[k]))}" for k in known if k in s)
+    figs = []
+    for png in sorted((compare_dir / "curves").glob("*.png")):
+        name = _copy_figure(png.with_suffix(""), out / "methods" / png.stem)
+        if name:
+            caption = f"{png.stem.replace('_', ' ')}: mean curve per method"
+            exts = [e for e in (".svg", ".csv") if png.with_suffix(e).is_file()]
+            figs.append(_figure_html(f"methods/{name}", caption, exts=exts))
+    body = (
+        '<p><a href="index.html">← atlas</a></p><h1>Attribution methods compared</h1>'
+        f'<p class="small">From {html.escape(str(compare_dir))} (explain.compare); {settings}.'
+        " Deletion AUC and randomisation / label-permutation agreement: lower is better; "
+        "insertion AUC, gt_*, pointing_game: higher is better. Each cell: value [95 % "
+        "interval].</p>" + table + '<h2>Curves</h2><div class="grid">' + "".join(figs) + "</div>"
+    )
+    (out / "methods.html").write_text(_page("Attribution methods compared", body))
+    return (
+        f'<h2>Attribution methods</h2><p><a href="methods.html">{len(methods)} methods '
+        f"against {len(metrics)} metrics</a>: faithfulness curves, sanity checks, ground "
+        "truth.</p>"
+    )
+
+
 def build_atlas(
     out: str | Path,
     sample_dir: str | Path,
@@ -535,6 +590,7 @@ def build_atlas(
     edit_dir: str | Path | None = None,
     table5_dir: str | Path | None = None,
     bias_dirs: Sequence[str | Path] = (),
+    compare_dir: str | Path | None = None,
     title: str = "CORTEX token atlas",
     n_show: int = 8,
     n_patches: int = 4,
@@ -544,7 +600,8 @@ def build_atlas(
     there before and refusing a folder that holds anything else (`folders.claim_output`); returns
     {'index': path, 'concepts': count, 'bytes': size of the site}. Per concept: `n_show` test
     images, and portraits (`n_patches` patches and the id decoded alone) for its first
-    `n_portraits` tokens; the rest of T_concept is listed without images."""
+    `n_portraits` tokens; the rest of T_concept is listed without images. With `compare_dir`
+    (explain.compare's folder) the site gets the methods page (`methods_page`)."""
     out = folders.claim_output(out, "explain.atlas", rebuild=True)  # only its own files go
     (out / "style.css").write_text(_CSS)
     (out / "atlas.js").write_text(_JS)
@@ -559,6 +616,7 @@ def build_atlas(
             out, Path(edit_dir) if edit_dir else None, Path(table5_dir) if table5_dir else None
         )
         + _bias_section(out, [Path(d) for d in bias_dirs])
+        + (methods_page(out, compare_dir) if compare_dir else "")
     )
     (out / "index.html").write_text(_page(title, body))
     folders.finish_output(out, "explain.atlas")

@@ -362,6 +362,17 @@ def _scorer(predict: Predict, rng: Array, spec: Method, o: dict[str, Any]):
     return score
 
 
+def attribution_fn(
+    predict: Predict, rng: Array, method: str = "smoothgrad", d: int = 256, **options: Any
+) -> Callable[[Array, Array, Array], tuple[Array, Array]]:
+    """`method` as one pure function (E (B, m, m, d) float32, concepts (B,) int32, image_ids
+    (B,)) → (channels, positions) on device, its options checked (as `resolve`, for d channels)
+    once here and its inputs not at all: what `token_attribution` runs per batch, and jittable
+    whole (chunk loops unroll), e.g. for XLA's FLOP count of a call (bench/tis.py)."""
+    spec, o = resolve(method, options, d)
+    return _scorer(predict, rng, spec, o)
+
+
 def token_attribution(
     predict: Predict,
     embeddings: ArrayLike,

@@ -219,6 +219,31 @@ def _select_part(predict, codebook, cfg: SelectionConfig, positions, m, what, *a
     return jax.vmap(fn, in_axes=in_axes)(*args)
 
 
+def step_flops(
+    predict: Predict,
+    codebook: ArrayLike,
+    base_indices: np.ndarray,
+    mask: np.ndarray,
+    targets: ArrayLike,
+    rng: Array,
+    cfg: SelectionConfig = SelectionConfig(),
+) -> float:
+    """XLA's FLOP count of one optimisation step of `select_tokens` over the whole batch of base
+    grids (B, m, m) (the jitted step the Python loop runs `cfg.steps` times; the scan runs the
+    same step), as compiled for this backend; 0.0 where XLA gives no count. Inputs as for
+    `select_tokens` (sources do not enter a step)."""
+    base, mask, t, _ = _check(base_indices, mask, codebook, targets, targets)
+    positions = tuple(int(p) for p in np.flatnonzero(mask.ravel()))
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(len(base)))
+    cb, b = jnp.asarray(codebook), jnp.asarray(base)
+    p, opt = _select_part(predict, cb, cfg, positions, b.shape[1], "init", b, keys)
+    args = (predict, cb, cfg, positions, b.shape[1], "step", p, opt, b, jnp.asarray(t), keys, 0)
+    cost = _select_part.lower(*args).compile().cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+        cost = cost[0] if cost else None
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
 def _select_loop(predict, codebook, base, targets, sources, keys, cfg: SelectionConfig, positions):
     """The same steps driven from Python, state and trajectory kept on device (CPU: convolution
     gradients inside an XLA:CPU while loop ran ~4x slower, bench/RESULTS.md)."""
