@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import io
 import json
 import os
@@ -218,6 +219,16 @@ def iem_folder(config: ConfigDict, arch: str | None = None) -> Path:
     return folder
 
 
+def iem_identity(config: ConfigDict, arch: str | None = None) -> dict[str, str]:
+    """What identifies the IEM of `arch` for fingerprints: its architecture and the sha256 of its
+    folder's config.json and weights (a retrained IEM is another model)."""
+    folder = iem_folder(config, arch)
+    digest = hashlib.sha256()
+    for name in (folders.CONFIG_NAME, folders.WEIGHTS_NAME):
+        digest.update((folder / name).read_bytes())
+    return {"iem": arch or config.arch, "sha256": digest.hexdigest()}
+
+
 def models(config: ConfigDict, classifier: str, batch: int, arch: str | None = None) -> Models:
     """The recipe's bundle for one step: the VQGAN at config.vqgan (decoding `batch` grids at a
     time), the IEM train.iem wrote for `arch`, and the pixel classifier `classifier` (batched)."""
@@ -281,6 +292,7 @@ def sample_level_step(
         out / "tis",
         cfg,
         lambda n: progress("TIS (train split)", n, len(train)),
+        model=iem_identity(config),
     )
     _sync("tis")
     if jax.process_index() != 0:

@@ -148,6 +148,10 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(target, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def _temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp") and name.count("~") >= 3
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -226,6 +230,45 @@ def differences(old: dict[str, Any], new: dict[str, Any], n: int = 3) -> str:
     a, b = _flat(old), _flat(new)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return "; ".join(f"{k}: {_short(a.get(k))} there, {_short(b.get(k))} now" for k in keys[:n])
+
+
+FINGERPRINT_NAME = "fingerprint.json"
+
+
+def claim_fingerprint(folder: str | os.PathLike, fingerprint: dict[str, Any], what: str) -> None:
+    """Marks `folder` as holding the `what` that `fingerprint` describes (what made it: settings,
+    model hashes, format version), or checks that it already does. FINGERPRINT_NAME is created
+    exclusively, so of two runs started at once with other settings one is refused. A folder
+    made with other settings is refused in one line naming the fields that differ, and so is one
+    holding files but no fingerprint (written before fingerprints existed): stored work is never
+    reused unchecked."""
+    root = paths.of(folder)
+    if not paths.is_remote(root):
+        root.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(root)
+    target = root / FINGERPRINT_NAME
+    want = json.loads(json.dumps(fingerprint))
+    if not target.exists():
+        others = [p for p in root.iterdir() if p.name != FINGERPRINT_NAME and not _temp(p.name)]
+        if others and not target.exists():  # (another process may have just claimed it)
+            raise ValueError(
+                f"{root} holds {what} files but no {FINGERPRINT_NAME} saying what made them; "
+                "move that folder away to compute them anew"
+            )
+        try:
+            atomic_write_bytes(target, (json.dumps(want, indent=2) + "\n").encode(), True)
+            return
+        except FileExistsError:
+            pass
+    try:
+        old = json.loads(target.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{target} is not valid JSON ({e}); move that folder away") from None
+    if old != want:
+        raise ValueError(
+            f"{root} holds {what} made with other settings ({differences(old, want)}); it is "
+            "never reused: choose another folder (or workdir), or move that one away"
+        )
 
 
 def _read_meta(path: epath.Path) -> dict[str, Any]:
