@@ -41,6 +41,16 @@ def test_unsupported_urls_are_refused_in_one_line(tmp_path):
         errors.writable_folder("gs://b/x")
     with pytest.raises(ValueError, match=r"s3:// is not supported"):
         shards.write_meta("s3://b/x", {"class_names": ["a"]})
+    from configs import imagenet as imagenet_config
+    from cortex_jax.experiments import recipe
+
+    c = imagenet_config.get_config("runlocal")
+    c.workdir = "s3://b/run"  # refused before any model is built or file written
+    with pytest.raises(ValueError, match=r"^--config.workdir s3://b/run: s3:// is not supported"):
+        recipe.generate(c)
+    c.workdir = "gs://b/run"  # a step that writes local folders only so far
+    with pytest.raises(ValueError, match=r"^--config.workdir gs://b/run: explain.sample reads"):
+        recipe.sample_level_step(c)
     assert not list(tmp_path.iterdir())  # nothing written anywhere local
 
 
@@ -128,6 +138,12 @@ def test_recipe_generate_to_a_bucket_equals_a_local_run(bucket, tmp_path, monkey
     from cortex_jax.experiments import recipe
 
     monkeypatch.setenv("CORTEX_JAX_CACHE", str(tmp_path / "cache"))
+    # One random VQGM for both runs (the same seeded weights either way): the second run reuses
+    # the first one's compiled sampler and decoder instead of building them again.
+    load, made = recipe.load_vqgm, []
+    monkeypatch.setattr(
+        recipe, "load_vqgm", lambda c: made[0] if made else made.append(load(c)) or made[0]
+    )
     runs = {}
     for name, workdir in (("local", str(tmp_path / "run")), ("gs", f"{bucket}/run")):
         c = imagenet_config.get_config("runlocal")
