@@ -62,19 +62,16 @@ def one_line_errors() -> Iterator[None]:
         sys.exit(INTERRUPTED_STATUS)
 
 
-def writable_folder(path: str | os.PathLike, flag: str = "--out", remote_ok: bool = False) -> Path:
+def writable_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Creates `path` if needed and checks that a file can be written in it; raises one-line
-    errors naming `flag` otherwise. A URL is refused in one line (another scheme than gs://, or
-    `remote_ok` False: a command that writes local folders only); a gs:// URL with `remote_ok` is
-    checked for its scheme only (an object store has no folders to create) and returned as is."""
+    errors naming `flag` otherwise. A URL is refused in one line: another scheme than gs://, or
+    gs:// (the commands that call this write local folders)."""
     if paths.is_remote(path):
         paths.of(path, flag)
-        if not remote_ok:
-            raise ValueError(
-                f"{flag} {os.fspath(path)}: this command writes local folders only; give a local "
-                "path (or copy the folder to the bucket afterwards)"
-            )
-        return path  # type: ignore[return-value]  # a str URL: pathlib would collapse its //
+        raise ValueError(
+            f"{flag} {os.fspath(path)}: this command writes local folders only; give a local "
+            "path (or copy the folder to the bucket afterwards)"
+        )
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {path} is a file; expected a folder to write into")
