@@ -119,6 +119,41 @@ def load_vqgm(config: ConfigDict) -> ClassConditional:
     return fam.load(args)
 
 
+def _sha256_of(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (relative names and bytes, in name
+    order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            digest.update(str(f.relative_to(path)).encode())
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def vqgm_identity(config: ConfigDict) -> dict[str, Any]:
+    """What identifies the generator in the token datasets' meta.json (their fingerprint): the
+    family, and for random weights the settings that shape them, otherwise the sha256 of each
+    checkpoint file or folder the config names (another checkpoint at the same path is another
+    model; a name that is no local file, e.g. a hub repo id, stands for itself)."""
+    out: dict[str, Any] = {"family": family(config).name}
+    if config.checkpoint == "random":
+        out["random"] = {
+            k: config[k].to_dict() for k in ("random_vqgan", "random_gpt") if k in config
+        }
+        return out
+    for key in ("checkpoint", "vq_checkpoint"):
+        value = config.get(key)
+        if value:
+            path = Path(value)
+            out[key] = {"sha256": _sha256_of(path)} if path.exists() else str(value)
+    if config.get("gpt_config"):
+        out["gpt_config"] = config.gpt_config
+    return out
+
+
 def sampling(config: ConfigDict) -> Any:
     """The family's sampler settings, its fields read from config.generate where present."""
     return family(config).settings(dict(config.generate), strict=False)
@@ -167,6 +202,7 @@ def generate(
         folders.save_vqgan(vqgm.vqgan, config.vqgan)
     ids = class_ids(g.classes)
     settings = sampling(config)
+    identity = vqgm_identity(config)
     out = {}
     for i, split in enumerate(SPLITS):
         per = int(g[split])
@@ -181,6 +217,7 @@ def generate(
             g.shard_size,
             functools.partial(_split_progress, progress, split, total),
             g.dtype,
+            model=identity,
         )
         out[split] = len(ds)
     if g.test_png:
