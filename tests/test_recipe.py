@@ -1,6 +1,7 @@
 """The ImageNet recipe (configs/imagenet.py): config wiring, and the whole dry run on 8 devices."""
 
 import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -73,6 +74,26 @@ def test_missing_checkpoint_names_what_to_download():
     c.checkpoint = "/nowhere/last.ckpt"
     with pytest.raises(FileNotFoundError, match="cin_transformer.*checkpoints/last.ckpt"):
         recipe.load_vqgm(c)
+
+
+def test_token_datasets_record_the_generator_and_refuse_another_one(tmp_path):
+    """meta.json's "model" (recipe.vqgm_identity): random weights by their settings, a checkpoint
+    by its sha256; a rerun into the same folder with another checkpoint at the same path is
+    refused naming the field, before any shard of the other model is added."""
+    c = imagenet_config.get_config("runlocal")
+    rand = recipe.vqgm_identity(c)
+    assert rand["family"] == "imagenet" and rand["random"]["random_vqgan"]["n_embed"] == 64
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(b"weights v1")
+    c.checkpoint = str(ckpt)
+    first = recipe.vqgm_identity(c)
+    assert first["checkpoint"]["sha256"] == hashlib.sha256(b"weights v1").hexdigest()
+    meta = {"class_names": ["a", "b"], "vqgm": "cin", "grid_size": 16, "codebook_size": 64}
+    shards.write_meta(tmp_path / "d", {**meta, "model": first})
+    shards.write_meta(tmp_path / "d", {**meta, "model": recipe.vqgm_identity(c)})  # same: reuse
+    ckpt.write_bytes(b"weights v2")
+    with pytest.raises(ValueError, match=r"different dataset.*\(model.checkpoint.sha256: '"):
+        shards.write_meta(tmp_path / "d", {**meta, "model": recipe.vqgm_identity(c)})
 
 
 _run = functools.partial(cli.run, check=True)  # every command here must succeed

@@ -1,5 +1,6 @@
 """TIS against closed forms, its per-image independence, and the token sets against NumPy."""
 
+import dataclasses
 import functools
 
 import jax
@@ -207,6 +208,38 @@ def test_score_dataset_shards_and_resumes(tmp_path):
     again = sample_level.score_dataset(lin, tiny.codebook(), ds, str(tmp_path / "tis"), cfg)
     assert [p.rsplit("/", 1)[1] for p in again] == ["tis-00001.npy"]  # only the missing shard
     assert (tmp_path / "tis" / "tis-00001.npy").read_bytes() == before
+
+
+def test_stored_scores_are_reused_only_with_the_settings_that_made_them(tmp_path):
+    """OUT/fingerprint.json: the same settings skip the finished shards; another n_samples, alpha
+    or IEM is refused in one line naming the field, and the stored scores stay as they were."""
+    from cortex_jax.experiments import sample_level
+    from tests.helpers import tiny
+
+    ds = tiny.make_dataset(tmp_path / "d", 40, 0)
+    w = np.random.default_rng(1).standard_normal((tiny.GRID * tiny.GRID * tiny.D, tiny.N_CLASSES))
+    lin = functools.partial(linear, w=jnp.asarray(w.astype(np.float32)))
+    cfg = sample_level.SampleLevelConfig(n_samples=2, batch=40, objective="logit")
+    out, iem = str(tmp_path / "tis"), {"iem": "ce", "sha256": "aa"}
+
+    def score(c=cfg, m=iem):
+        return sample_level.score_dataset(lin, tiny.codebook(), ds, out, c, model=m)
+
+    assert len(score()) == 1
+    stored = (tmp_path / "tis" / "tis-00000.npy").read_bytes()
+    assert score() == []  # same settings: reused
+    other = dataclasses.replace(cfg, n_samples=3)
+    with pytest.raises(ValueError, match=r"other settings \(method.n_samples: 2 there, 3 now\)"):
+        score(other)
+    with pytest.raises(ValueError, match=r"method.alpha: 0.2 there, 0.5 now"):
+        score(dataclasses.replace(cfg, alpha=0.5))
+    with pytest.raises(ValueError, match=r"model.sha256: 'aa' there, 'bb' now"):
+        score(cfg, {"iem": "ce", "sha256": "bb"})
+    assert (tmp_path / "tis" / "tis-00000.npy").read_bytes() == stored
+    assert score(dataclasses.replace(cfg, batch=8, n=3)) == []  # n, batch: no score changes
+    (tmp_path / "tis" / "fingerprint.json").unlink()  # scores nobody can vouch for
+    with pytest.raises(ValueError, match="holds scores files but no fingerprint.json"):
+        score()
 
 
 @pytest.mark.slow

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from cortex_jax.core import paths
+
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, Image.DecompressionBombError)
 
 
@@ -62,7 +64,14 @@ def one_line_errors() -> Iterator[None]:
 
 def writable_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Creates `path` if needed and checks that a file can be written in it; raises one-line
-    errors naming `flag` otherwise."""
+    errors naming `flag` otherwise. A URL is refused in one line: another scheme than gs://, or
+    gs:// (the commands that call this write local folders)."""
+    if paths.is_remote(path):
+        paths.of(path, flag)
+        raise ValueError(
+            f"{flag} {os.fspath(path)}: this command writes local folders only; give a local "
+            "path (or copy the folder to the bucket afterwards)"
+        )
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {path} is a file; expected a folder to write into")

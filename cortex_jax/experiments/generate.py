@@ -61,11 +61,14 @@ def generate_dataset(
     shard_size: int = 256,
     progress: Callable[[int], None] = lambda n: None,
     dtype: Literal["float32", "bfloat16"] = "float32",
+    model: dict[str, Any] | None = None,
 ) -> shards.TokenDataset:
     """Samples `per_class` token grids for each class id into `out`; returns the dataset.
     `sample_config`: the family's own settings dataclass (required: the registry's
     `Family.settings` gives it); `dtype`: the transformer's compute type ("float32" or
-    "bfloat16"), recorded in meta.json.
+    "bfloat16"), recorded in meta.json; `model`: what identifies the weights (e.g. checkpoint
+    hashes, `recipe.vqgm_identity`), recorded in meta.json as "model", so a rerun into the same
+    folder with other weights is refused naming it instead of adding shards of another model.
 
     `progress(n)` is called with the number of images finished (skipped shards included).
     """
@@ -83,6 +86,8 @@ def generate_dataset(
         "classes": [int(c) for c in class_ids],
         "sampling": dataclasses.asdict(sample_config),  # type: ignore[arg-type]
     }
+    if model is not None:
+        meta["model"] = model
     if dtype != "float32":  # older datasets have no key: float32
         meta["sampling"] = {**meta["sampling"], "dtype": dtype}
     compute = jnp.dtype(dtype)

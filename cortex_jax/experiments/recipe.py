@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import io
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from ml_collections import ConfigDict
 from PIL import Image
 from tqdm import tqdm
 
-from cortex_jax.core import imagenet
+from cortex_jax.core import imagenet, paths
 from cortex_jax.core.configs import from_section
 from cortex_jax.experiments import codebook_level, families, sample_level
 from cortex_jax.experiments.bundle import Models, from_files
@@ -116,6 +119,41 @@ def load_vqgm(config: ConfigDict) -> ClassConditional:
     return fam.load(args)
 
 
+def _sha256_of(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (relative names and bytes, in name
+    order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            digest.update(str(f.relative_to(path)).encode())
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def vqgm_identity(config: ConfigDict) -> dict[str, Any]:
+    """What identifies the generator in the token datasets' meta.json (their fingerprint): the
+    family, and for random weights the settings that shape them, otherwise the sha256 of each
+    checkpoint file or folder the config names (another checkpoint at the same path is another
+    model; a name that is no local file, e.g. a hub repo id, stands for itself)."""
+    out: dict[str, Any] = {"family": family(config).name}
+    if config.checkpoint == "random":
+        out["random"] = {
+            k: config[k].to_dict() for k in ("random_vqgan", "random_gpt") if k in config
+        }
+        return out
+    for key in ("checkpoint", "vq_checkpoint"):
+        value = config.get(key)
+        if value:
+            path = Path(value)
+            out[key] = {"sha256": _sha256_of(path)} if path.exists() else str(value)
+    if config.get("gpt_config"):
+        out["gpt_config"] = config.gpt_config
+    return out
+
+
 def sampling(config: ConfigDict) -> Any:
     """The family's sampler settings, its fields read from config.generate where present."""
     return family(config).settings(dict(config.generate), strict=False)
@@ -124,26 +162,26 @@ def sampling(config: ConfigDict) -> Any:
 def write_pngs(
     decode: Callable[[np.ndarray], np.ndarray],
     dataset: shards.TokenDataset,
-    folder: str | Path,
+    folder: str | os.PathLike,
     batch: int = 32,
 ) -> int:
     """Decoded PNGs `folder/NNNNNNN.png` (global dataset index) for every image; a process
     writes the shards it owns (s mod P), each file atomically; existing files are skipped."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    root = paths.of(folder)
+    if not paths.is_remote(root):
+        root.mkdir(parents=True, exist_ok=True)
     start, written = 0, 0
     for s, toks in enumerate(dataset.tokens):
         mine = s % jax.process_count() == jax.process_index()
-        todo = [i for i in range(len(toks)) if not (folder / f"{start + i:07d}.png").exists()]
+        todo = [i for i in range(len(toks)) if not (root / f"{start + i:07d}.png").exists()]
         for j in range(0, len(todo) if mine else 0, batch):
             rows = todo[j : j + batch]
             px = np.asarray(decode(np.asarray(toks[rows], np.int32)))
             u8 = to_uint8(px)
             for i, img in zip(rows, u8, strict=True):
-                path = folder / f"{start + i:07d}.png"
-                tmp = path.with_suffix(".png.tmp")
-                Image.fromarray(img).save(tmp, format="PNG")
-                tmp.replace(path)
+                buf = io.BytesIO()
+                Image.fromarray(img).save(buf, format="PNG")
+                shards.atomic_write_bytes(root / f"{start + i:07d}.png", buf.getvalue())
                 written += 1
         start += len(toks)
     return written
@@ -157,12 +195,14 @@ def generate(
     config: ConfigDict, progress: Callable[[str, int, int], None] = lambda s, n, t: None
 ) -> dict:
     """Step 1: the VQGAN to models/vqgan, then the train/val/test token splits (and test PNGs)."""
+    check_paths(config, remote_ok=True)
     g = config.generate
     vqgm = load_vqgm(config)
-    if jax.process_index() == 0 and not Path(config.vqgan, folders.CONFIG_NAME).exists():
+    if jax.process_index() == 0 and not (paths.of(config.vqgan) / folders.CONFIG_NAME).exists():
         folders.save_vqgan(vqgm.vqgan, config.vqgan)
     ids = class_ids(g.classes)
     settings = sampling(config)
+    identity = vqgm_identity(config)
     out = {}
     for i, split in enumerate(SPLITS):
         per = int(g[split])
@@ -177,15 +217,31 @@ def generate(
             g.shard_size,
             functools.partial(_split_progress, progress, split, total),
             g.dtype,
+            model=identity,
         )
         out[split] = len(ds)
     if g.test_png:
         _sync("test-tokens")
         test = shards.TokenDataset.open(config.data.test)
         decode = functools.partial(vqgm.vqgan.decode_pixels, batch=32)
-        out["test_png"] = write_pngs(decode, test, Path(config.data.test) / "png")
+        out["test_png"] = write_pngs(decode, test, paths.of(config.data.test) / "png")
     _sync("generate")
     return out
+
+
+def check_paths(config: ConfigDict, remote_ok: bool, step: str = "this step") -> None:
+    """Refuses, in one line before any work, a path of the config (workdir, vqgan, data.*) that
+    is a URL of a scheme we do not read, or a gs:// URL where `step` writes local files only."""
+    named = {"workdir": config.workdir, "vqgan": config.vqgan}
+    named.update({f"data.{k}": v for k, v in config.data.items() if isinstance(v, str)})
+    for name, value in named.items():
+        if paths.is_remote(value):
+            paths.of(value, f"--config.{name}")
+            if not remote_ok:
+                raise ValueError(
+                    f"--config.{name} {value}: {step} reads and writes local folders only so far "
+                    "(train.generate takes gs://); give a local workdir"
+                )
 
 
 def iem_folder(config: ConfigDict, arch: str | None = None) -> Path:
@@ -198,6 +254,16 @@ def iem_folder(config: ConfigDict, arch: str | None = None) -> Path:
             f"configs/imagenet.py:iem={arch}"
         )
     return folder
+
+
+def iem_identity(config: ConfigDict, arch: str | None = None) -> dict[str, str]:
+    """What identifies the IEM of `arch` for fingerprints: its architecture and the sha256 of its
+    folder's config.json and weights (a retrained IEM is another model)."""
+    folder = iem_folder(config, arch)
+    digest = hashlib.sha256()
+    for name in (folders.CONFIG_NAME, folders.WEIGHTS_NAME):
+        digest.update((folder / name).read_bytes())
+    return {"iem": arch or config.arch, "sha256": digest.hexdigest()}
 
 
 def models(config: ConfigDict, classifier: str, batch: int, arch: str | None = None) -> Models:
@@ -250,6 +316,7 @@ def sample_level_step(
 ) -> dict | None:
     """Step 3 (Table 2): TIS over the training split (resumable float32 shards), T_concept,
     then concept- and image-level masking of the test split scored by the classifier."""
+    check_paths(config, remote_ok=False, step="explain.sample")
     s = config.sample
     out = Path(config.workdir) / f"sample_{config.arch}"
     bundle = models(config, config.classifier, s.batch)
@@ -262,6 +329,7 @@ def sample_level_step(
         out / "tis",
         cfg,
         lambda n: progress("TIS (train split)", n, len(train)),
+        model=iem_identity(config),
     )
     _sync("tis")
     if jax.process_index() != 0:
@@ -309,6 +377,7 @@ def sample_level_step(
 def codebook_level_step(config: ConfigDict) -> dict | None:
     """Step 4 (Table 5): token selection vs embedding optimisation on test images of each
     source class toward its target, scored by the IEM and by config.edit_classifier."""
+    check_paths(config, remote_ok=False, step="explain.codebook")
     c = config.codebook
     if jax.process_index() != 0:
         return None
@@ -361,6 +430,7 @@ def _best_validation(workdir: Path) -> dict | None:
 def tables(config: ConfigDict, archs: Sequence[str] = ("ce", "re", "te")) -> tuple[dict, str]:
     """Step 5: the paper's Tables 1, 2 and 5 from the artefacts present (missing steps show as
     'not run'); returns (dict, markdown) and writes WORKDIR/tables.{json,md}."""
+    check_paths(config, remote_ok=False, step="explain.report")
     w = Path(config.workdir)
     t1 = {a: _best_validation(w / f"iem_{a}") for a in archs}
     t2 = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -271,6 +272,39 @@ def save_test_arrays(folder: str | os.PathLike, arrays: Mapping[str, np.ndarray]
     shards.atomic_write_bytes(Path(folder) / "arrays.npz", buf.getvalue())
 
 
+TIS_FORMAT = 1  # the layout of OUT/tis-NNNNN.npy; a change that alters stored scores bumps it
+
+
+def tis_fingerprint(
+    codebook: ArrayLike,
+    dataset: shards.TokenDataset,
+    cfg: SampleLevelConfig,
+    model: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What stored per-image scores depend on: the method and its options (not n, k, curve_ns or
+    batch, which do not change a score), the codebook and the dataset (hashes), `model` (what
+    identifies the predictor) and TIS_FORMAT."""
+    method: dict[str, Any] = (
+        {"method": "smoothgrad", "n_samples": cfg.n_samples, "alpha": cfg.alpha}
+        | {"objective": cfg.objective}
+        if cfg.attribution is None
+        else dict(cfg.attribution)
+    )
+    meta = json.dumps(dataset.meta, sort_keys=True).encode()
+    sizes = [len(x) for x in dataset.labels]
+    return {
+        "format": TIS_FORMAT,
+        "method": {**method, "seed": cfg.seed},
+        "codebook_sha256": hashlib.sha256(np.asarray(codebook, np.float32).tobytes()).hexdigest(),
+        "dataset": {
+            "images": int(sum(sizes)),
+            "shard_sizes_sha256": hashlib.sha256(json.dumps(sizes).encode()).hexdigest(),
+            "meta_sha256": hashlib.sha256(meta).hexdigest(),
+        },
+        "model": dict(model) if model is not None else None,
+    }
+
+
 def score_dataset(
     predict: Callable[[Array], Array],
     codebook: ArrayLike,
@@ -278,8 +312,14 @@ def score_dataset(
     out: str | os.PathLike,
     cfg: SampleLevelConfig = SampleLevelConfig(),
     progress: Callable[[int], None] = lambda n: None,
+    model: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """TIS for every image of a token dataset, one float32 file per dataset shard.
+
+    OUT/fingerprint.json records what made the scores (`tis_fingerprint`: the scoring settings,
+    the codebook's and the dataset's hashes, `model`: what identifies `predict`, e.g. the IEM's
+    architecture and weights hash, and the format version). A rerun with the same fingerprint
+    skips the finished shards; with another it is refused in one line naming what differs.
 
     OUT/tis-NNNNN.npy holds (n, m, m) float32 TIS of shard NNNNN (1 KiB an image at 16×16),
     enough to re-derive T_image for any n later without the N backward passes. float32, not
@@ -291,7 +331,7 @@ def score_dataset(
     depend on the number of devices. Finished shards are skipped on restart.
     """
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    shards.claim_fingerprint(out_dir, tis_fingerprint(codebook, dataset, cfg, model), "scores")
     shards.clean_stale_temps(out_dir)  # a kill between write and rename leaves one behind
     offsets = np.cumsum([0] + [len(x) for x in dataset.labels])
     written, done = [], 0

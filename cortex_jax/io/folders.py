@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from cortex_jax.core import paths
 from cortex_jax.core.errors import writable_folder
 from cortex_jax.core.trees import flatten_paths, unflatten_paths
 from cortex_jax.io.shards import atomic_write_bytes, atomic_write_json, clean_stale_temps
@@ -86,17 +87,18 @@ def _as_float32_tree(params: Mapping[str, Any]) -> dict:
     )
 
 
-def _require_file(path: Path, what: str) -> Path:
+def _require_file(path: Any, what: str) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     return path
 
 
 def read_model_folder(folder: str | os.PathLike, what: str = "model") -> tuple[dict, dict]:
-    """(config dict, parameter tree) from a folder with config.json + flax_model.msgpack."""
-    folder = Path(folder)
-    cfg_path = _require_file(folder / CONFIG_NAME, f"{what} config")
-    w_path = _require_file(folder / WEIGHTS_NAME, f"{what} weights")
+    """(config dict, parameter tree) from a folder with config.json + flax_model.msgpack (local,
+    or gs://)."""
+    root = paths.of(folder)
+    cfg_path = _require_file(root / CONFIG_NAME, f"{what} config")
+    w_path = _require_file(root / WEIGHTS_NAME, f"{what} weights")
     try:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
@@ -138,16 +140,16 @@ def read_vqgan_folder(folder: str | os.PathLike, dtype: Any = jnp.float32) -> VQ
 def write_model_folder(
     folder: str | os.PathLike, config: Mapping[str, Any], params: Mapping[str, Any]
 ) -> Path:
-    """Writes config.json + flax_model.msgpack; each file appears whole or not at all."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(folder)
+    """Writes config.json + flax_model.msgpack (local, or gs://); each file appears whole or not
+    at all."""
+    root = paths.of(folder)
+    if not paths.is_remote(root):
+        root.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(root)
     flat = {k: np.asarray(v) for k, v in flatten_paths(params).items()}
-    atomic_write_bytes(
-        folder / WEIGHTS_NAME, serialization.msgpack_serialize(unflatten_paths(flat))
-    )
-    atomic_write_json(folder / CONFIG_NAME, dict(config))
-    return folder
+    atomic_write_bytes(root / WEIGHTS_NAME, serialization.msgpack_serialize(unflatten_paths(flat)))
+    atomic_write_json(root / CONFIG_NAME, dict(config))
+    return root
 
 
 def save_vqgan(vqgan: VQTokenizer, folder: str | os.PathLike) -> Path:
@@ -338,9 +340,19 @@ def _owned(folder: Path, owner: dict[str, Any], present: list[str]) -> set[str]:
     return owned
 
 
+def _local_only(path: str | os.PathLike, command: str, flag: str) -> None:
+    # The manifest needs a file system's listing and mtimes: a URL is refused before any work
+    # (it used to become a local folder named `gs:`).
+    if paths.is_remote(path):
+        raise ValueError(
+            f"{flag} {os.fspath(path)}: {command} writes local folders only; give a local path"
+        )
+
+
 def check_output(path: str | os.PathLike, command: str, flag: str = "--out") -> Path:
     """Raises a one-line ValueError unless `path` is absent, an empty folder, or a folder holding
     only files that `command` wrote there. Creates and writes nothing: call it before any work."""
+    _local_only(path, command, flag)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {path} is a file; expected a folder to write into")
@@ -412,6 +424,7 @@ def _sha256(path: Path) -> str:
 def check_output_file(path: str | os.PathLike, command: str, flag: str = "--out") -> Path:
     """Raises a one-line ValueError if `path` exists and is not the file `command` wrote there
     (its sidecar names the command and the file's checksum). Creates nothing."""
+    _local_only(path, command, flag)
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a folder; expected the file to write")

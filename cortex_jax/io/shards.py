@@ -9,6 +9,13 @@ Layout of a dataset folder:
 E is never stored: 256 uint16 ids are 512 bytes an image, against 256 KiB for a float32 E. Each
 shard is written to a temporary name and renamed, so a shard on disk is always whole, and a
 restarted writer skips the shards that exist.
+
+A folder may be a gs:// URL (`core.paths`). There a file is one object uploaded whole from
+memory (`atomic_write_bytes`: Cloud Storage makes an object visible only once its upload is
+complete, so a killed writer leaves nothing, never a truncated object), and a shard is read
+through a local copy (`local_copy`: cached under CORTEX_JAX_CACHE, default
+~/.cache/cortex_jax, by object generation and checked against the object's size) which is then
+memory-mapped like a local shard, so memory stays flat however large the dataset.
 """
 
 from __future__ import annotations
@@ -25,19 +32,73 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
+
+from cortex_jax.core import paths
 
 META_NAME = "meta.json"
 
 
-def shard_path(folder: Path, index: int, kind: str) -> Path:
-    return Path(folder) / f"shard-{index:05d}.{kind}.npy"
+def shard_path(folder: str | os.PathLike, index: int, kind: str) -> epath.Path:
+    return paths.of(folder) / f"shard-{index:05d}.{kind}.npy"
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """np.save that never leaves a partial file behind."""
     buf = io.BytesIO()
     np.save(buf, array)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _remote_fs(url: str | os.PathLike):
+    """The fsspec file system epath itself uses for `url` (one instance: its listing cache
+    sees our writes)."""
+    from etils.epath import backend
+
+    return backend.fsspec_backend.fs(os.fspath(url))
+
+
+REMOTE_CHUNK = 50 * 2**20  # larger objects go up in chunks, as one resumable upload
+
+
+def _remote_write(url: str, payload: bytes, exclusive: bool) -> None:
+    # One upload from memory: the object appears whole when the upload completes, or not at all.
+    # exclusive: the store's generation precondition (ifGenerationMatch=0) refuses an existing
+    # object, so of two writers one gets FileExistsError; the exists() check before it serves
+    # stores (emulators) that ignore preconditions.
+    fs = _remote_fs(url)
+    if exclusive and fs.exists(url):
+        raise FileExistsError(url)
+    mode = "create" if exclusive else "overwrite"
+    fs.pipe_file(url, payload, mode=mode, chunksize=REMOTE_CHUNK)
+
+
+def cache_dir() -> Path:
+    """Where local copies of remote shards live: $CORTEX_JAX_CACHE/remote, default
+    ~/.cache/cortex_jax/remote."""
+    root = os.environ.get("CORTEX_JAX_CACHE") or Path.home() / ".cache" / "cortex_jax"
+    return Path(root) / "remote"
+
+
+def local_copy(url: str | os.PathLike) -> Path:
+    """A local file with the bytes of the remote object `url`, downloaded once per object
+    generation (a rewritten object gets a new copy) and checked against the object's size; the
+    download is written atomically, so a killed reader never leaves a short copy behind."""
+    url = os.fspath(url)
+    fs = _remote_fs(url)
+    info = fs.info(url)
+    size = int(info["size"])
+    tag = str(info.get("generation") or info.get("md5Hash") or info.get("etag") or size)
+    bucket_key = url.split("://", 1)[1]
+    local = cache_dir() / f"{bucket_key}@{''.join(c for c in tag if c.isalnum())}"
+    if local.is_file() and local.stat().st_size == size:
+        return local
+    data = fs.cat_file(url)
+    if len(data) != size:
+        raise OSError(f"{url}: read {len(data)} bytes of its {size}; the copy is incomplete")
+    local.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(local, data)
+    return local
 
 
 _UMASK = os.umask(0)
@@ -51,13 +112,17 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}~{_HOST}~{os.getpid()}~"
 
 
-def atomic_write_bytes(path: Path, payload: bytes, exclusive: bool = False) -> None:
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes, exclusive: bool = False) -> None:
     """Writes a temporary sibling, fsyncs it and renames it over `path`, with the permissions a
-    plain open() would give (0666 less the umask, not tempfile's 0600).
+    plain open() would give (0666 less the umask, not tempfile's 0600). A gs:// `path` is one
+    upload of `payload`, which the store shows whole or not at all.
 
     exclusive: fail with FileExistsError if `path` already exists (a hard link instead of the
     rename, so two writers cannot both create it).
     """
+    if paths.is_remote(path):
+        return _remote_write(os.fspath(paths.of(path)), payload, exclusive)
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
@@ -77,9 +142,14 @@ def atomic_write_bytes(path: Path, payload: bytes, exclusive: bool = False) -> N
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """PATH as indented JSON with a final newline, written atomically (parent made if needed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    target = paths.of(path)
+    if not paths.is_remote(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp") and name.count("~") >= 3
 
 
 def _alive(pid: int) -> bool:
@@ -95,8 +165,11 @@ def _alive(pid: int) -> bool:
 def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Removes temp files our writers left in `folder` when killed between write and rename: those
     of a process of this host that no longer runs, and those of other hosts (shared filesystems)
-    older than STALE_AFTER_S. Live writers' temp files are left alone. Returns what was removed."""
-    removed = []
+    older than STALE_AFTER_S. Live writers' temp files are left alone. Returns what was removed.
+    A gs:// folder has none (its writes make no temp objects)."""
+    removed: list[Path] = []
+    if paths.is_remote(folder):
+        return removed
     now = time.time()
     for p in Path(folder).glob(".*~*~*~*.tmp"):
         try:
@@ -116,33 +189,89 @@ def write_meta(folder: str | os.PathLike, meta: dict[str, Any]) -> None:
     """Creates the dataset folder with its meta.json, or checks that an existing one describes the
     same dataset. Creation is exclusive: of two runs started at once with different arguments,
     one creates meta.json and the other is told the folder holds a different dataset."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ValueError(f"{folder} is a file; expected a dataset folder") from None
-    clean_stale_temps(folder)
-    path = folder / META_NAME
+    root = paths.of(folder)
+    if not paths.is_remote(root):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ValueError(f"{root} is a file; expected a dataset folder") from None
+    clean_stale_temps(root)
+    target = root / META_NAME
     want = json.loads(json.dumps(meta))
     try:
-        atomic_write_bytes(path, json.dumps(meta, indent=2).encode(), exclusive=True)
+        atomic_write_bytes(target, json.dumps(meta, indent=2).encode(), exclusive=True)
         return
     except FileExistsError:
         pass
-    old = _read_meta(path)
+    old = _read_meta(target)
     if old != want:
-        diff = sorted(k for k in set(old) | set(want) if old.get(k) != want.get(k))
-        short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "…"  # noqa: E731
-        shown = "; ".join(
-            f"{k}: {short(old.get(k))} there, {short(want.get(k))} now" for k in diff[:3]
-        )
         raise ValueError(
-            f"{folder} already holds a different dataset, made with other settings ({shown}); "
-            "choose another folder for this one, or move that one away"
+            f"{root} already holds a different dataset, made with other settings "
+            f"({differences(old, want)}); choose another folder for this one, or move that one away"
         )
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _short(v: Any) -> str:
+    return repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "…"
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], n: int = 3) -> str:
+    """The first `n` fields (dotted paths into nested dicts) where `old` and `new` differ, as
+    'field: OLD there, NEW now; …'."""
+    a, b = _flat(old), _flat(new)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return "; ".join(f"{k}: {_short(a.get(k))} there, {_short(b.get(k))} now" for k in keys[:n])
+
+
+FINGERPRINT_NAME = "fingerprint.json"
+
+
+def claim_fingerprint(folder: str | os.PathLike, fingerprint: dict[str, Any], what: str) -> None:
+    """Marks `folder` as holding the `what` that `fingerprint` describes (what made it: settings,
+    model hashes, format version), or checks that it already does. FINGERPRINT_NAME is created
+    exclusively, so of two runs started at once with other settings one is refused. A folder
+    made with other settings is refused in one line naming the fields that differ, and so is one
+    holding files but no fingerprint (written before fingerprints existed): stored work is never
+    reused unchecked."""
+    root = paths.of(folder)
+    if not paths.is_remote(root):
+        root.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(root)
+    target = root / FINGERPRINT_NAME
+    want = json.loads(json.dumps(fingerprint))
+    if not target.exists():
+        others = [p for p in root.iterdir() if p.name != FINGERPRINT_NAME and not _temp(p.name)]
+        if others and not target.exists():  # (another process may have just claimed it)
+            raise ValueError(
+                f"{root} holds {what} files but no {FINGERPRINT_NAME} saying what made them; "
+                "move that folder away to compute them anew"
+            )
+        try:
+            atomic_write_bytes(target, (json.dumps(want, indent=2) + "\n").encode(), True)
+            return
+        except FileExistsError:
+            pass
+    try:
+        old = json.loads(target.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{target} is not valid JSON ({e}); move that folder away") from None
+    if old != want:
+        raise ValueError(
+            f"{root} holds {what} made with other settings ({differences(old, want)}); it is "
+            "never reused: choose another folder (or workdir), or move that one away"
+        )
+
+
+def _read_meta(path: epath.Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -154,16 +283,17 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _load(path: Path) -> np.ndarray:
+def _load(path: epath.Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"dataset shard file missing: {path}")
+    local = local_copy(path) if paths.is_remote(path) else path
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.load(local, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise ValueError(f"{path} is damaged or not a .npy array ({e})") from None
 
 
-def _open_shard(folder: Path, i: int, meta: dict[str, Any]):
+def _open_shard(folder: epath.Path, i: int, meta: dict[str, Any]):
     """One shard's (tokens, labels, masks or None), memory-mapped and validated."""
     tp, lp, mp = (shard_path(folder, i, k) for k in ("tokens", "labels", "masks"))
     tokens, labels = _load(tp), _load(lp)
@@ -202,7 +332,7 @@ def _open_shard(folder: Path, i: int, meta: dict[str, Any]):
 
 
 def shard_done(folder: str | os.PathLike, index: int) -> bool:
-    return shard_path(Path(folder), index, "labels").exists()
+    return shard_path(folder, index, "labels").exists()
 
 
 def write_shard(
@@ -213,7 +343,6 @@ def write_shard(
     masks: np.ndarray | None = None,
 ) -> None:
     """Writes one shard; labels last, so its presence marks the shard complete."""
-    folder = Path(folder)
     if tokens.ndim != 3 or tokens.shape[1] != tokens.shape[2]:
         raise ValueError(f"tokens have shape {tokens.shape}; expected (n, m, m)")
     if tokens.max(initial=0) > np.iinfo(np.uint16).max or tokens.min(initial=0) < 0:
@@ -234,7 +363,7 @@ class TokenDataset:
     (None unless every shard has masks).
     """
 
-    folder: Path
+    folder: epath.Path
     meta: dict[str, Any]
     tokens: Sequence[np.ndarray]
     labels: Sequence[np.ndarray]
@@ -245,24 +374,26 @@ class TokenDataset:
         """Opens and validates a dataset: every shard's dtype, shape, token ids (against the
         codebook size in meta.json), labels (against its class names) and counts are checked
         once here, and a damaged file is named in a one-line ValueError."""
-        folder = Path(folder)
-        meta_path = folder / META_NAME
+        root = paths.of(folder)
+        if paths.is_remote(root):  # another process may have written shards since we listed
+            _remote_fs(root).invalidate_cache(os.fspath(root))
+        meta_path = root / META_NAME
         if not meta_path.is_file():
             raise FileNotFoundError(f"token dataset metadata not found: {meta_path}")
         meta = _read_meta(meta_path)
-        shards = sorted(int(p.name[6:11]) for p in folder.glob("shard-*.labels.npy"))
+        shards = sorted(int(p.name[6:11]) for p in root.glob("shard-*.labels.npy"))
         if not shards:
-            raise FileNotFoundError(f"{folder} has no complete shard (shard-*.labels.npy)")
+            raise FileNotFoundError(f"{root} has no complete shard (shard-*.labels.npy)")
         tokens, labels, masks = [], [], []
         for i in shards:
-            t, lab, m = _open_shard(folder, i, meta)
+            t, lab, m = _open_shard(root, i, meta)
             tokens.append(t)
             labels.append(lab)
             masks.append(m)
         grids = {t.shape[1] for t in tokens}
         if len(grids) > 1:
-            raise ValueError(f"{folder}: shards hold token grids of sizes {sorted(grids)}")
-        return cls(folder, meta, tokens, labels, None if any(m is None for m in masks) else masks)
+            raise ValueError(f"{root}: shards hold token grids of sizes {sorted(grids)}")
+        return cls(root, meta, tokens, labels, None if any(m is None for m in masks) else masks)
 
     def __len__(self) -> int:
         return int(sum(len(x) for x in self.labels))
