@@ -27,7 +27,7 @@ from ml_collections import config_flags
 
 from cortex_jax import toy
 from cortex_jax.core import errors, sharding
-from cortex_jax.experiments import codebook_level, families, recipe
+from cortex_jax.experiments import codebook_level, recipe
 
 _LR_DEFAULT = codebook_level.Request().learning_rate
 _PAIRS_DEFAULT = "red-circle:blue-circle,red-square:green-square,red-star:yellow-star,blue-triangle:yellow-triangle"  # noqa: E501
@@ -59,33 +59,20 @@ _OUT = flags.DEFINE_string("out", None, "Output folder (runs/explain_codebook; w
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 # fmt: on
 COMMAND = "explain.codebook"
-_EDIT_FLAGS = ("edit-model", "edit-checkpoint", "edit-vq-checkpoint", "maskgit", "maskgit-iter")
 
 
 def _request() -> codebook_level.Request:
     """The flags as one request; `--maskgit DIR` is `--edit-model maskgit --edit-checkpoint DIR`."""
-    family, args = _EDIT_MODEL.value, families.LoadArgs(_EDIT_CKPT.value, _EDIT_VQ.value)
-    given = [f"--{n}" for n in _EDIT_FLAGS if flags.FLAGS[n].present]
-    if given and not _TABLE5.value:
-        raise ValueError(f"{', '.join(given)} only apply with --table5 (an editing model's row)")
-    if _MASKGIT.value:
-        if family not in (None, "maskgit") or _EDIT_CKPT.value:
-            raise ValueError("give --maskgit DIR or --edit-model maskgit --edit-checkpoint DIR")
-        family, args = "maskgit", families.LoadArgs(_MASKGIT.value)
-    if family is None and (_EDIT_CKPT.value or _EDIT_VQ.value):
-        raise ValueError("--edit-checkpoint/--edit-vq-checkpoint need --edit-model FAMILY")
-    if family is not None and not args.checkpoint:
-        raise ValueError(f"--edit-model {family} needs --edit-checkpoint (its model file/folder)")
-    if flags.FLAGS["maskgit-iter"].present and family != "maskgit":
-        raise ValueError(f"--maskgit-iter applies to MaskGIT's editing; --edit-model is {family}")
-    if _MASKGIT_ITER.value < 1:
-        raise ValueError(f"--maskgit-iter {_MASKGIT_ITER.value}; expected at least 1")
-    iters = family == "maskgit"
+    edit_flags = ("edit-model", "edit-checkpoint", "edit-vq-checkpoint", "maskgit", "maskgit-iter")
+    family, args, settings = codebook_level.editing_model(
+        _TABLE5.value, _EDIT_MODEL.value, _EDIT_CKPT.value, _EDIT_VQ.value, _MASKGIT.value,
+        _MASKGIT_ITER.value, [f"--{n}" for n in edit_flags if flags.FLAGS[n].present],
+    )  # fmt: skip
     return codebook_level.Request(
         _CONCEPT.value, _FROM_IMAGE.value, _FROM_CONCEPT.value, _FROM_INDEX.value, _DATASET.value,
         _REGION.value, _STEPS.value, _LOG_EVERY.value, _LR.value, _N_IMAGES.value, _SEED.value,
         _TABLE5.value, _PAIRS.value, _VQGAN.value != "toy", _IEM_CKPT.value, _CLASSIFIER.value,
-        _CLASSIFIER_SIZE.value, family, args, {"num_iter": _MASKGIT_ITER.value} if iters else {},
+        _CLASSIFIER_SIZE.value, family, args, settings,
     )  # fmt: skip
 
 

@@ -524,6 +524,37 @@ class Request:
         )
 
 
+def editing_model(
+    table5: bool,
+    family: str | None,
+    checkpoint: str | None,
+    vq_checkpoint: str | None,
+    maskgit: str | None,
+    maskgit_iter: int,
+    given: Sequence[str],
+) -> tuple[str | None, families.LoadArgs, dict[str, Any]]:
+    """explain.codebook's editing-model flags (`given`: those on the command line) → (family,
+    its LoadArgs, its sampler settings), refusing in one line every combination that would be
+    ignored: editing flags without --table5, a checkpoint without a family, --maskgit beside
+    --edit-checkpoint, --maskgit-iter for another family or below 1."""
+    args = families.LoadArgs(checkpoint, vq_checkpoint)
+    if given and not table5:
+        raise ValueError(f"{', '.join(given)} only apply with --table5 (an editing model's row)")
+    if maskgit:
+        if family not in (None, "maskgit") or checkpoint:
+            raise ValueError("give --maskgit DIR or --edit-model maskgit --edit-checkpoint DIR")
+        family, args = "maskgit", families.LoadArgs(maskgit)
+    if family is None and (checkpoint or vq_checkpoint):
+        raise ValueError("--edit-checkpoint/--edit-vq-checkpoint need --edit-model FAMILY")
+    if family is not None and not args.checkpoint:
+        raise ValueError(f"--edit-model {family} needs --edit-checkpoint (its model file/folder)")
+    if "--maskgit-iter" in given and family != "maskgit":
+        raise ValueError(f"--maskgit-iter applies to MaskGIT's editing; --edit-model is {family}")
+    if maskgit_iter < 1:
+        raise ValueError(f"--maskgit-iter {maskgit_iter}; expected at least 1")
+    return family, args, {"num_iter": maskgit_iter} if family == "maskgit" else {}
+
+
 def check_request(req: Request, out: Path, command: str) -> None:
     """Every field and input file, and the output folder, before a model is loaded or fetched:
     one ValueError / FileNotFoundError naming the flag."""
