@@ -91,16 +91,7 @@ def main(argv):
             _CHECKPOINT.value, _VQ_CHECKPOINT.value, _GPT_CONFIG.value, _N_HEAD.value
         )
         vqgm = family.load(args)
-        if _CLASSES.value in ("all", "concepts"):
-            n = family.concepts if _CLASSES.value == "concepts" and family.concepts else None
-            class_ids = list(range(n or len(vqgm.class_names)))
-        else:
-            class_ids = [vqgm.class_id(c.strip()) for c in _CLASSES.value.split(",") if c.strip()]
-        if not class_ids:  # before anything is written: an empty dataset would block the folder
-            raise ValueError(
-                f"--classes {_CLASSES.value!r} names no class; expected 'all', "
-                "'concepts' or comma-separated class names"
-            )
+        class_ids = families.class_ids(family, vqgm, _CLASSES.value)
         if _PER_CLASS.value <= 0:
             raise ValueError(f"--per-class {_PER_CLASS.value}; expected a positive number")
         folders.claim_output(_OUT.value, COMMAND)

@@ -132,6 +132,23 @@ class Family:
 _REGISTRY: dict[str, Family] = {}
 
 
+def class_ids(family: Family, vqgm: Any, spec: str) -> list[int]:
+    """train.generate's --classes: 'all', 'concepts' (the family's first `concepts` classes, the
+    toy world's 14) or comma-separated names; refused in one line when it names no class (an
+    empty dataset would block its folder)."""
+    if spec in ("all", "concepts"):
+        n = family.concepts if spec == "concepts" and family.concepts else None
+        ids = list(range(n or len(vqgm.class_names)))
+    else:
+        ids = [vqgm.class_id(c.strip()) for c in spec.split(",") if c.strip()]
+    if not ids:
+        raise ValueError(
+            f"--classes {spec!r} names no class; expected 'all', 'concepts' or comma-separated "
+            "class names"
+        )
+    return ids
+
+
 def register(family: Family, replace: bool = False) -> Family:
     """Adds `family` under its name (a second registration of a name is refused unless
     `replace`); returns it."""
