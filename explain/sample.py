@@ -22,6 +22,7 @@ from cortex_jax import toy
 from cortex_jax.core import errors, sharding
 from cortex_jax.experiments import recipe, sample_level
 from cortex_jax.io import folders
+from cortex_jax.method import attribution
 
 COMMAND = "explain.sample"
 
@@ -46,6 +47,13 @@ _PER_CONCEPT = flags.DEFINE_integer(
 _TEST = flags.DEFINE_integer("test-per-concept", 40, "Held-out generated images per concept.")
 _TRUTH = flags.DEFINE_integer("truth-per-concept", 40, "Encoded images per concept (with masks).")
 _N_SAMPLES = flags.DEFINE_integer("n-samples", 20, "SmoothGrad noise samples N.")
+_METHOD = flags.DEFINE_enum(
+    "method",
+    "smoothgrad",
+    list(attribution.method_names()),
+    "Attribution behind TIS: smoothgrad (the paper's), or another method with its defaults "
+    "(explain.compare measures them side by side).",
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 
 
@@ -84,8 +92,11 @@ def _flag_configs() -> sample_level.StudyConfig:
     ):
         if value < 1:
             raise ValueError(f"{flag} {value}; expected at least 1")
+    if _METHOD.value != "smoothgrad" and flags.FLAGS["n-samples"].present:
+        raise ValueError(f"--n-samples is SmoothGrad's; --method is {_METHOD.value}")
+    other = None if _METHOD.value == "smoothgrad" else {"method": _METHOD.value}
     method = sample_level.SampleLevelConfig(
-        n=_N.value, k=_K.value, n_samples=_N_SAMPLES.value, seed=_SEED.value
+        n=_N.value, k=_K.value, n_samples=_N_SAMPLES.value, seed=_SEED.value, attribution=other
     )
     return sample_level.StudyConfig(method, _PER_CONCEPT.value, _TEST.value)
 

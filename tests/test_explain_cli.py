@@ -503,3 +503,21 @@ def test_explain_bias_audits_with_a_users_toy_iem(tmp_path):
     assert report["iem_validation"]["val_top1"] >= 0.75  # 8 held-out images of two concepts
     assert not (tmp_path / "work" / "iem").exists()
     assert f"IEM {ckpt} on A vs B" in (tmp_path / "report.md").read_text()
+
+
+def test_explain_sample_method_flag_reaches_the_study_config(entry_point):
+    """--method picks the attribution behind TIS (the seam tests/test_attribution.py checks runs
+    it); smoothgrad stays the paper's flat config; --n-samples with another method is refused."""
+    from absl import flags
+
+    sample = entry_point("explain.sample")
+    flags.FLAGS(["explain.sample", "--all", "--method", "integrated_gradients"])
+    cfg = sample._flag_configs()
+    assert cfg.method.attribution["method"] == "integrated_gradients"
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["explain.sample", "--all"])
+    assert sample._flag_configs().method.attribution is None
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["explain.sample", "--all", "--method", "occlusion", "--n-samples", "4"])
+    with pytest.raises(ValueError, match="--n-samples is SmoothGrad's; --method is occlusion"):
+        sample._flag_configs()
