@@ -141,6 +141,15 @@ def test_runlocal_dry_run_on_8_devices_writes_every_artefact(tmp_path):
     assert rep["image_level_curve"]["n"] == [1, 5, 10]
     assert rep["concept_names"]["11"] == "goldfinch"
 
+    # the README's flagship command on the recipe's layout, the one documented path
+    flagship = ("--vqgan", str(w / "models/vqgan"), "--iem-checkpoint", str(w / "iem_ce/iem"))
+    png = str(pngs[0])
+    r = _run(
+        "explain.codebook", "--concept", "goldfinch", *flagship, "--from-image", png,
+        "--steps", "10", "--log-every", "5", "--out", str(tmp_path / "flagship"), env=env,
+    )  # fmt: skip
+    assert r.stdout.startswith("goldfinch: f_target ")
+
     _run("explain.codebook", *cfg(), env=env)
     t5 = json.loads((w / "table5" / "table5.json").read_text())
     assert t5["n_images"] == 4 and t5["region_tokens"] == 16
