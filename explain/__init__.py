@@ -1,7 +1,9 @@
 """Thin `python -m explain.*` entry points: flags → config → cortex_jax call → files."""
 
+import _thread
 import os
 import sys
+import threading
 
 
 def quiet_interrupts_at_startup() -> None:
@@ -21,7 +23,20 @@ def quiet_interrupts_at_startup() -> None:
         sys.stderr.flush()
         os._exit(130)  # a shell's status for SIGINT, as errors.one_line_errors exits
 
+    def unraisable(info):
+        # Ctrl-C inside a callback (a gc hook of JAX's) would be printed and dropped here, and
+        # the command would run on. Before the work: end as above. During it: deliver it to the
+        # main thread again, after this hook returns, for errors.one_line_errors to save state.
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            default_unraisable(info)
+        elif getattr(sys.modules.get("cortex_jax.core.errors"), "working", False):
+            threading.Timer(0.01, _thread.interrupt_main).start()
+        else:
+            hook(type(info.exc_value), info.exc_value, info.exc_traceback)
+
+    default_unraisable = sys.unraisablehook
     sys.excepthook = hook
+    sys.unraisablehook = unraisable
 
 
 if sys.argv[:1] == ["-m"]:  # `python -m explain.…` (argv[0] is "-m" while it is located)

@@ -59,7 +59,7 @@ def test_compare_writes_the_table_and_real_methods_beat_random(tmp_path):
         0
     ] == "out"
     stages = json.loads((out / "timings.json").read_text())  # what bench/compare.py prints
-    assert {"loading the toy models", "occlusion: scores", "writing the table and curves"} <= set(
+    assert {"loading the models", "occlusion: scores", "writing the table and curves"} <= set(
         stages
     ) and all(v >= 0 for v in stages.values())
 

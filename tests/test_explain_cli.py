@@ -210,7 +210,6 @@ def test_train_iem_ctrl_c_saves_its_step_and_the_rerun_resumes_there(tmp_path):
     import os
     import re
     import signal
-    import subprocess
     import sys
     import time
 
@@ -232,9 +231,7 @@ def test_train_iem_ctrl_c_saves_its_step_and_the_rerun_resumes_there(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
 
     def start():
-        return subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        return cli.popen(*args[2:], env=env)  # SIGINT at its default, as from a terminal
 
     p = start()
     deadline = time.time() + 300

@@ -272,7 +272,7 @@ def test_train_generate_writes_llamagen_token_datasets(fx, model, tmp_path):
     shard_key = jax.random.fold_in(jax.random.PRNGKey(0), 0)  # shard 0 of seed 0
     np.testing.assert_array_equal(toks, model.sample_tokens(labels, shard_key, top_k=16))
     r = cli.run(
-        "train.generate", "--model", "llamagen", "--checkpoint", gpt, "--out", str(tmp_path)
+        "train.generate", "--model", "llamagen", "--checkpoint", gpt, "--out", str(tmp_path / "x")
     )
     cli.one_line_error(r, "--vq-checkpoint VQ.pt", status=1)
 

@@ -4,8 +4,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -170,14 +168,7 @@ def test_explain_sample_rewrites_a_folder_it_wrote(tmp_path):
 def test_ctrl_c_ends_in_one_line_and_the_folder_stays_the_commands(tmp_path):
     out = tmp_path / "cb"
     args = ("--concept", "blue-star", "--steps", "100000", "--log-every", "1000", "--out", str(out))
-    p = subprocess.Popen(
-        [sys.executable, "-m", "explain.codebook", *args],
-        cwd=cli.REPO,
-        env={**os.environ, "PYTHONPATH": str(cli.REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    p = cli.popen("explain.codebook", *args)
     deadline = time.time() + 180
     while not (out / folders.OWNER_NAME).exists():  # claimed: the optimisation starts now
         assert p.poll() is None and time.time() < deadline, p.communicate()[1][-2000:]
@@ -193,14 +184,7 @@ def test_ctrl_c_ends_in_one_line_and_the_folder_stays_the_commands(tmp_path):
 @pytest.mark.parametrize("command", ["explain.sample", "train.generate"])
 def test_ctrl_c_while_starting_is_one_line_too(tmp_path, command):
     out = tmp_path / "out"
-    p = subprocess.Popen(
-        [sys.executable, "-m", command, "--out", str(out)],
-        cwd=cli.REPO,
-        env={**os.environ, "PYTHONPATH": str(cli.REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    p = cli.popen(command, "--out", str(out))
     time.sleep(0.5)  # Python is up; JAX and the command's modules are still importing
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)

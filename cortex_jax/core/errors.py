@@ -36,6 +36,9 @@ def describe(e: BaseException) -> str:
 INTERRUPTED_STATUS = 130  # a shell's status for a process ended by SIGINT
 
 
+working = False  # True once a command's work runs inside one_line_errors
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, caught by a long loop that saved its state first; its message says where."""
 
@@ -44,6 +47,8 @@ class Interrupted(KeyboardInterrupt):
 def one_line_errors() -> Iterator[None]:
     """Turns a user error inside the block into `error: …` and exit status 1, and Ctrl-C into
     one `interrupted; …` line and exit status 130."""
+    global working
+    working = True  # read by the entry points' interrupt hook (explain/__init__.py)
     try:
         yield
     except USER_ERRORS as e:

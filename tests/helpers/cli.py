@@ -2,6 +2,7 @@
 that a bad input ended in one `error: …` line and no traceback."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,23 @@ def run(
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
+
+
+def popen(*args: str, cwd: Path = REPO, **kwargs) -> subprocess.Popen:
+    """`python -m args…` started in the background (text pipes for stdout and stderr), with
+    SIGINT at its default, as from a terminal: pytest-xdist's workers ignore SIGINT, a
+    disposition a child inherits, and Python then never raises KeyboardInterrupt on Ctrl-C."""
+    env = kwargs.pop("env", None) or {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **kwargs,
+    )
 
 
 def one_line_error(r: subprocess.CompletedProcess, *needles: str, status: int | None = None):
