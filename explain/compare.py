@@ -116,6 +116,8 @@ def _bundle(family: families.Family) -> tuple[Models, tuple[iem.IEMConfig, dict[
     models = dataclasses.replace(models, class_names=names, predict_name=iem_name)
     if classifier is not None:
         models = dataclasses.replace(models, classifier_name=_CLASSIFIER.value)
+    elif family.name == "toy":  # the toy bundle's own classifier: the pixel judge
+        models = dataclasses.replace(models, classifier_name="pixel judge")
     return models, (icfg, variables)
 
 

@@ -148,6 +148,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     with errors.one_line_errors():
         if _CONFIG.value is not None:
+            if flags.FLAGS["method"].present:
+                raise ValueError("--method with --config; the recipe's method is config.sample")
             return run_recipe(_CONFIG.value)
         report = run(Path(_OUT.value))
     s = report["summary"]

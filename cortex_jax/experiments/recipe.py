@@ -139,6 +139,8 @@ def vqgm_identity(config: ConfigDict) -> dict[str, Any]:
     checkpoint file or folder the config names (another checkpoint at the same path is another
     model; a name that is no local file, e.g. a hub repo id, stands for itself)."""
     out: dict[str, Any] = {"family": family(config).name}
+    if config.get("n_head"):  # heads change what the weights compute, not their shapes
+        out["n_head"] = config.n_head
     if config.checkpoint == "random":
         out["random"] = {
             k: config[k].to_dict() for k in ("random_vqgan", "random_gpt") if k in config

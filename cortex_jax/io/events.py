@@ -15,17 +15,15 @@ FOLDER = "tensorboard"  # under a training workdir: `tensorboard --logdir WORKDI
 
 
 class ScalarLog:
-    """Scalars per step into `folder` (created); a run resumed from `start_step` > 0 (its state
-    after that step) purges what earlier attempts logged for later steps. Use as a context
-    manager, or `close()`."""
+    """Scalars per step into `folder` (created); a run starting from `start_step` (its state
+    after that step; 0 for a run killed before its first checkpoint, too) purges what earlier
+    attempts logged for later steps. Use as a context manager, or `close()`."""
 
     def __init__(self, folder: str | os.PathLike, start_step: int = 0):
         from tensorboardX import SummaryWriter  # imported on use: only training writes events
 
         Path(folder).mkdir(parents=True, exist_ok=True)
-        self._writer = SummaryWriter(
-            str(folder), purge_step=start_step + 1 if start_step else None, flush_secs=30
-        )
+        self._writer = SummaryWriter(str(folder), purge_step=start_step + 1, flush_secs=30)
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         for name, value in scalars.items():
