@@ -46,10 +46,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sample = ml_collections.ConfigDict(dict(temperature=0.8, top_k=20, top_p=1.0))
     config.eval_per_class = 50
 
-    if arg == "runlocal":
-        config.vqgan.steps = 30
-        config.vqgan.kmeans_vectors = 4096
-        config.judge.steps = 30
+    if arg == "runlocal":  # every step of the build, at sizes that prove the plumbing only
+        config.vqgan.steps = 8
+        config.vqgan.batch_size = 8
+        config.vqgan.kmeans_vectors = 1024
+        config.judge.steps = 8
+        config.judge.batch_size = 16
         config.prior_data_per_class = 16
         config.prior.steps = 20
         config.prior.warmup = 5

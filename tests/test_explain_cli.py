@@ -278,7 +278,7 @@ def test_train_iem_refuses_a_stored_dataset_made_with_other_settings(tmp_path):
     assert not (tmp_path / "w").exists() and not (tmp_path / "val").exists()
 
 
-def test_explain_codebook_with_real_format_models(tmp_path, fixtures):
+def test_explain_codebook_with_real_format_models(tmp_path, fixtures, entry_point):
     """--vqgan FOLDER + --iem-checkpoint FOLDER of a 1000-class IEM: ImageNet names resolve."""
     import jax
 
@@ -313,26 +313,23 @@ def test_explain_codebook_with_real_format_models(tmp_path, fixtures):
     assert r.returncode == 0, r.stderr[-3000:]
     info = json.loads((out / "tokens.json").read_text())
     assert info["target"] == "goldfinch" and len(info["images"][0]["tokens_final"]) == 16
-    _one_line_error(
-        _run(
-            "explain.codebook", "--concept", "crane", "--vqgan", vq, "--iem-checkpoint", str(ckpt)
-        ),
-        "ambiguous",
-        "134",
-        "517",
-    )
-    _one_line_error(
-        _run(
-            "explain.codebook",
-            "--concept",
-            "red-circle",
-            "--vqgan",
-            vq,
-            "--iem-checkpoint",
-            str(ckpt),
-        ),
-        "toy-world concept",
-    )
+    from absl import flags  # the refusals in-process: a CLI start each is a CI minute
+
+    codebook = entry_point("explain.codebook")
+    for concept, needles in (
+        ("crane", ("ambiguous", "134", "517")),
+        ("red-circle", ("toy-world concept",)),
+    ):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["explain.codebook", "--concept", concept, "--vqgan", vq])
+        flags.FLAGS(
+            ["explain.codebook", "--iem-checkpoint", str(ckpt), "--out", str(tmp_path / "x")]
+        )
+        with pytest.raises(SystemExit) as e:
+            codebook.main([])
+        assert str(e.value).startswith("error: ") and "\n" not in str(e.value), e.value
+        assert all(n in str(e.value) for n in needles), e.value
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
@@ -364,10 +361,12 @@ def test_explain_bias_finds_the_known_bias(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("share", [0.5, 0.2])
+@pytest.mark.parametrize("share", [0.2])
 def test_explain_bias_verdict_covers_the_mixture_of_an_overlapping_pair(tmp_path, share):
     # red-square and red-cross share colour and preferred background (water): their token sets
-    # occur on each other's images, the case the verdict must stay unbiased in.
+    # occur on each other's images, the case the verdict must stay unbiased in. One share here
+    # (a CLI run costs a CI minute); tests/test_bias.py checks the interval's coverage and the
+    # even mixture's false "lean" rate over hundreds of simulated audits of this kind.
     r = _run(
         "explain.bias",
         "--pair",

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import signal
 import socket
 import struct
 import subprocess
@@ -131,6 +133,25 @@ def test_ctrl_c_saves_the_state_and_the_rerun_resumes_there(datasets, tmp_path):
     with pytest.raises(SystemExit) as e, errors.one_line_errors():
         raise errors.Interrupted("interrupted; state saved at step 5")
     assert e.value.code == errors.INTERRUPTED_STATUS
+
+
+def test_sigterm_stops_at_the_next_step_with_the_state_saved(datasets, tmp_path):
+    # A preempted VM gets SIGTERM: the loop ends at the next step boundary (never inside a
+    # checkpoint write) with that step saved, and the handlers are the old ones afterwards.
+    train, val = datasets
+    args = (tiny.model_config(), tiny.train_config(), train, val, tiny.codebook(), tmp_path)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+    def preempt(step, total, m):
+        if step == 5:  # called at step 5 (an evaluation), of 9
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(errors.Interrupted, match="^stopped by SIGTERM; state saved at step 5,"):
+        training.train_and_evaluate(*args, preempt)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    resumed = []
+    training.train_and_evaluate(*args, on_resume=resumed.append, stop_after=6)
+    assert resumed == [5]
 
 
 def test_best_checkpoint_has_lowest_validation_loss(datasets, tmp_path):

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PIL import Image
@@ -41,6 +43,32 @@ working = False  # True once a command's work runs inside one_line_errors
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, caught by a long loop that saved its state first; its message says where."""
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[Callable[[], str | None]]:
+    """Inside the block, Ctrl-C (SIGINT) and SIGTERM (what a preempted cloud VM gets) only ask
+    a loop to stop: the yielded function returns the signal's name once one arrived, else None,
+    and the loop saves its state and ends at its next step boundary, so a signal never lands
+    inside a checkpoint write. A second signal interrupts at once (KeyboardInterrupt). Outside
+    the main thread, or in a multi-process run (every process must stop at the same step, which
+    one process's signal cannot promise), the handlers stay as they were."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ pure functions of (seed, step), so a resumed run equals an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -383,27 +384,33 @@ def train_and_evaluate(
     end = min(total, stop_after) if stop_after is not None else total
     current: dict[str, Any] = {"state": state, "losses": []}  # what Ctrl-C finds
     log = events.ScalarLog(workdir / events.FOLDER, start) if pi == 0 else None
+    stopping = errors.stop_requests() if jax.process_count() == 1 else contextlib.nullcontext()
     try:
-        state, best_metrics = _loop(
-            trainer,
-            current,
-            train_reader,
-            val_reader,
-            latest,
-            best,
-            metrics_file,
-            start,
-            end,
-            total,
-            eval_every,
-            progress,
-            log,
-        )
-    except KeyboardInterrupt:
+        with stopping as requested:
+            state, best_metrics = _loop(
+                trainer,
+                current,
+                train_reader,
+                val_reader,
+                latest,
+                best,
+                metrics_file,
+                start,
+                end,
+                total,
+                eval_every,
+                progress,
+                log,
+                requested or (lambda: None),
+            )
+    except KeyboardInterrupt as e:
         step = _save_on_interrupt(latest, current["state"], current["losses"])
         best.wait_until_finished()
+        why = "interrupted"
+        if isinstance(e, _Stopped) and e.signal != "SIGINT":
+            why = f"stopped by {e.signal}"
         raise errors.Interrupted(
-            f"interrupted; state saved at step {step}, rerun the same command to resume"
+            f"{why}; state saved at step {step}, rerun the same command to resume"
         ) from None
     finally:
         if log is not None:
@@ -413,6 +420,14 @@ def train_and_evaluate(
     if pi == 0:  # the whole run's best, also after a resume or on a finished run
         best_metrics = best_validation(workdir) or best_metrics
     return state, best_metrics
+
+
+class _Stopped(KeyboardInterrupt):
+    """A SIGINT or SIGTERM the loop took at a step boundary (`errors.stop_requests`)."""
+
+    def __init__(self, signal: str):
+        super().__init__(signal)
+        self.signal = signal
 
 
 def _save_on_interrupt(
@@ -451,16 +466,21 @@ def _loop(
     eval_every: int,
     progress: Callable[[int, int, dict[str, float]], None],
     log: events.ScalarLog | None = None,
+    requested: Callable[[], str | None] = lambda: None,
 ) -> tuple[TrainState, dict[str, float]]:
     """Steps start..end from current['state']: train, evaluate, checkpoint, log (metrics.jsonl,
     and TensorBoard events on process 0), keeping
-    `current` up to date for an interrupt. Returns the state and the best validation metrics
-    seen in this call."""
+    `current` up to date for an interrupt. A stop `requested` (a signal's name) raises
+    `_Stopped` at the next step boundary, after the pending checkpoint writes finished. Returns
+    the state and the best validation metrics seen in this call."""
     cfg, pi, state = trainer.cfg, jax.process_index(), current["state"]
     best_metrics: dict[str, float] = {}
     losses: list[tuple[int, Array]] = current["losses"]  # since the last finiteness check
     t0, seen = time.time(), 0
     for step in range(start, end):
+        if (signal := requested()) is not None:
+            latest.wait_until_finished()
+            raise _Stopped(signal)
         toks, labels = sharding.global_batch(trainer.mesh, train_reader.batch(step))
         state, m = trainer.train_step(state, toks, labels)
         current["state"] = state

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,9 +28,13 @@ def run(
     """`python -m args…`; the package is importable from any `cwd` (PYTHONPATH is the repo unless
     `env` is given whole). `check`: assert it succeeded, showing the end of stderr if not."""
     env = env if env is not None else {**os.environ, "PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
     r = subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, env=env
     )
+    if log := os.environ.get("CORTEX_TEST_COMMAND_LOG"):  # sizing tests: seconds per command
+        with open(log, "a") as f:
+            f.write(f"{time.perf_counter() - start:7.1f}s  {' '.join(args)[:160]}\n")
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
