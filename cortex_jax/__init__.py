@@ -37,7 +37,6 @@ from cortex_jax.experiments.bundle import (
     decode_tokens,
     embed,
 )
-from cortex_jax.experiments.bundle import from_dallebart as models_from_dallebart
 from cortex_jax.experiments.bundle import from_files as models_from_files
 from cortex_jax.experiments.bundle import from_vqgm as models_of
 from cortex_jax.experiments.codebook_level import (
@@ -51,6 +50,7 @@ from cortex_jax.experiments.codebook_level import (
     start_from_image,
     table5,
 )
+from cortex_jax.experiments.families import from_dallebart as models_from_dallebart
 from cortex_jax.experiments.sample_level import SampleLevelConfig, StudyConfig
 from cortex_jax.experiments.sample_level import run as sample_level
 from cortex_jax.experiments.sample_level import study as sample_study

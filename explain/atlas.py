@@ -52,7 +52,8 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     with errors.one_line_errors():
-        family = families.get(_MODEL.value) if _MODEL.value else None  # before any work
+        use = "explain.atlas --model"
+        family = families.get(_MODEL.value, "class", use) if _MODEL.value else None  # before work
         if family is not None and (flags.FLAGS["vqgan"].present or _CONFIG.value is not None):
             raise ValueError(f"--model {_MODEL.value} and --vqgan/--config both name the decoder")
         sample, edit, table5, vqgan, out = (

@@ -2,7 +2,10 @@
 
 On DALL·E-mini: `python -m explain.bias --dalle dalle-mini/dalle-mini --tokenizer DIR --vqgan
 dalle-mini/vqgan_imagenet_f16_16384 --pair "a white doctor in the hospital|a black doctor in the
-hospital" --neutral "a doctor in the hospital"` (prompts separated by |).
+hospital" --neutral "a doctor in the hospital"` (prompts separated by |). The model comes from
+the registry's `dallebart` family (`cortex_jax.experiments.families`, the prompt-conditioned
+kind): --dalle is its checkpoint, --tokenizer its BART files, --vqgan its VQGAN and
+--condition-scale its sampler's super-conditioning (top-k 50, as dalle-mini samples).
 
 Compares two concepts (`--pair red-circle,blue-circle`, by default the pair the toy world names
 for `--neutral`) inside images of a neutral class: generate → binary IEM → TIS → T_concept for
@@ -34,7 +37,7 @@ from tqdm import tqdm
 
 from cortex_jax import toy
 from cortex_jax.core import errors
-from cortex_jax.experiments import bias, bundle
+from cortex_jax.experiments import bias, bundle, families
 from cortex_jax.io import folders
 from cortex_jax.toy import world
 
@@ -50,7 +53,9 @@ _MIX = flags.DEFINE_float(
     "Instead of the neutral class, an exact mixture of generated A and B images with "
     "this share of A (0.5: an even control by construction, which tests the statistic alone).",
 )
-_DALLE = flags.DEFINE_string("dalle", None, "DalleBart folder or repo id (default: toy world).")
+_DALLE = flags.DEFINE_string(
+    "dalle", None, "DalleBart folder or repo id: the registry's dallebart family (default: toy)."
+)
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Folder with the BART tokenizer files.")
 _VQGAN = flags.DEFINE_string(
     "vqgan",
@@ -104,12 +109,15 @@ def _toy():
 
 
 def _dallebart():
-    """The same on DalleBart prompts."""
+    """The same on DalleBart prompts: the registry's `dallebart` family loads and bundles it."""
     if not _PAIR.value or "|" not in _PAIR.value:
         raise ValueError('--dalle needs --pair "prompt A|prompt B" and --neutral "prompt"')
     a, b = _two(_PAIR.value, "|")
+    family = families.get("dallebart", "prompt", "explain.bias --dalle")
+    sampling = family.settings({"condition_scale": _SCALE.value})
     vqgan = _VQGAN.value or "imagenet_f16_16384"
-    models = bundle.from_dallebart(_DALLE.value, _TOKENIZER.value, vqgan, _SCALE.value)
+    args = families.LoadArgs(_DALLE.value, vqgan, tokenizer=_TOKENIZER.value)
+    models = family.bundle(family.load(args), sampling)
     if _IEM_CKPT.value:
         predict, meta = bundle.load_predict(_IEM_CKPT.value, _IEM.value)
         bundle.check_iem_reads(

@@ -69,7 +69,7 @@ def _checked() -> tuple[compare.CompareConfig, families.Family, shards.TokenData
         raise ValueError(
             f"--per-concept {_PER.value} / --train-per-concept {_TRAIN.value}; expected ≥ 1 / ≥ 0"
         )
-    family = families.get(_MODEL.value)
+    family = families.get(_MODEL.value, "class", "explain.compare --model")
     if _DATASET.value is None and family.encoded is None:
         raise ValueError(
             f"--model {_MODEL.value} needs --dataset DIR: a token dataset of its generated "

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cortex_jax.experiments import bias, generate
+from cortex_jax.experiments import bias, families, generate
 from cortex_jax.io import folders
 from cortex_jax.models import dalle
 
@@ -198,3 +198,60 @@ def test_prompt_dataset_written_and_resumed(fixtures, tmp_path):
     generate.write_prompt_dataset(sample, prompts, 5, tmp_path / "d", shard_size=4)
     assert (tmp_path / "d" / "shard-00001.tokens.npy").read_bytes() == before
     assert shards.TokenDataset.open(tmp_path / "d").meta["vqgm"] == "dallebart"
+
+
+@pytest.fixture(scope="module")
+def family_args(fixtures, tmp_path_factory):
+    """The registry's LoadArgs for the tiny DalleBart, a tiny BART tokenizer and the tiny VQGAN
+    (64 codes, like the DalleBart's image vocabulary)."""
+    from tests.helpers import tiny
+
+    tok = tiny.bart_tokenizer(tmp_path_factory.mktemp("tok"))
+    scan, vq = fixtures / "dallebart_tiny" / "scan", fixtures / "vqgan_jax_tiny"
+    return families.LoadArgs(str(scan), str(vq), tokenizer=str(tok))
+
+
+def test_dallebart_through_the_registry_samples_as_prompt_sampler(family_args):
+    from cortex_jax.io import sources
+    from cortex_jax.models.vqgm import ClassConditional, PromptConditional
+
+    fam = families.get("dallebart", "prompt")
+    model = fam.load(family_args)
+    assert isinstance(model, PromptConditional) and not isinstance(model, ClassConditional)
+    assert fam.sampling == dalle.SampleConfig(condition_scale=10.0, top_k=50)
+    got = model.sample_prompt("a red circle", 4, 5, fam.sampling)
+    # what bundle.from_dallebart sampled before the registry: prompt_sampler on the same files
+    cfg, p = sources.load_dallebart(family_args.checkpoint)
+    tok = sources.load_bart_tokenizer(family_args.tokenizer)
+    sample = dalle.prompt_sampler(cfg, p, lambda t: tok(t)["input_ids"], 64, condition_scale=10.0)
+    want = sample("a red circle", 4, 5)
+    assert got.shape == (4, 4, 4) and len(np.unique(want)) > 1
+    np.testing.assert_array_equal(got, want)
+    models = fam.bundle(model, fam.sampling)  # explain.bias --dalle's bundle
+    np.testing.assert_array_equal(models.sample_named("a red circle", 4, 5), want)
+    assert models.class_names == () and models.codebook.shape == (64, 32)
+
+
+def test_train_generate_writes_a_prompt_dataset(family_args, tmp_path, entry_point):
+    from absl import flags
+
+    from cortex_jax.io import shards
+
+    generate = entry_point("train.generate")
+    out, prompts = tmp_path / "ds", ["a red circle", "a blue square"]
+    a = family_args
+    load = ["--checkpoint", a.checkpoint, "--vq-checkpoint", a.vq_checkpoint, "--tokenizer"]
+    flags.FLAGS(["train.generate", "--model", "dallebart", *load, a.tokenizer, "--per-class", "4"])
+    flags.FLAGS(["train.generate", "--prompts", "|".join(prompts), "--out", str(out)])
+    generate.main([])
+    ds = shards.TokenDataset.open(out)
+    assert ds.meta["prompts"] == ds.class_names == prompts and ds.meta["vqgm"] == "dallebart"
+    assert ds.meta["sampling"]["condition_scale"] == 10.0 and ds.meta["grid_size"] == 4
+    tokens, labels, _ = ds.arrays()
+    assert labels.tolist() == [0] * 4 + [1] * 4
+    # write_prompt_dataset's seeds: shard 0's key draws a base, prompt i samples from base + i
+    base = int(jax.random.randint(jax.random.fold_in(jax.random.PRNGKey(0), 0), (), 0, 2**30))
+    model = families.DALLEBART.load(family_args)
+    for i, prompt in enumerate(prompts):
+        want = model.sample_prompt(prompt, 4, base + i)
+        np.testing.assert_array_equal(tokens[labels == i], want)

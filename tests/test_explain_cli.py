@@ -11,7 +11,7 @@ from PIL import Image
 from cortex_jax.io import folders
 from cortex_jax.io.images import to_uint8
 from cortex_jax.toy import world
-from tests.helpers import cli
+from tests.helpers import cli, tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -388,21 +388,10 @@ def test_explain_bias_verdict_covers_the_mixture_of_an_overlapping_pair(tmp_path
             assert r["verdict"]["lean"] == "none"
 
 
-def _tiny_bart_tokenizer(folder):
-    """A byte-level BPE over the characters of plain lower-case prompts, ids < 40."""
-    from transformers import BartTokenizerFast
-
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "Ġ": 4}  # Ġ: GPT-2's byte for a space
-    for ch in "abcdefghijklmnopqrstuvwxyz":
-        vocab[ch] = len(vocab)
-    BartTokenizerFast(vocab=vocab, merges=[]).save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.slow
 def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures):
-    tok = _tiny_bart_tokenizer(tmp_path / "tok")
-    tiny = [
+    tok = tiny.bart_tokenizer(tmp_path / "tok")
+    small = [
         "--dalle",
         str(fixtures / "dallebart_tiny" / "scan"),
         "--tokenizer",
@@ -420,7 +409,7 @@ def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures):
     ]
     r = _run(
         "explain.bias",
-        *tiny,
+        *small,
         "--neutral",
         "a doctor",
         "--neutral-images",
@@ -436,7 +425,7 @@ def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures):
     assert "judge_share_a" not in report  # no pixel judge outside the toy world
     r = _run(
         "explain.bias",
-        *tiny,
+        *small,
         "--mix",
         "0.25",
         "--neutral-images",

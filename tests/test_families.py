@@ -4,6 +4,7 @@ family is one registration; unknown names, duplicate names and foreign sampler f
 in one line."""
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -77,7 +78,9 @@ def test_one_registration_generates_through_train_generate(tiny_family, tmp_path
 
 
 def test_registry_refuses_unknown_duplicate_and_foreign_settings(tiny_family):
-    assert {"toy", "imagenet", "maskgit", "llamagen", "tiny-test"} <= set(families.names())
+    assert {"toy", "imagenet", "maskgit", "llamagen", "dallebart", "tiny-test"} <= set(
+        families.names()
+    )
     with pytest.raises(ValueError, match="unknown model 'nope'; expected one of .*llamagen"):
         families.get("nope")
     with pytest.raises(ValueError, match="already registered"):
@@ -182,5 +185,65 @@ def test_explain_atlas_model_flag_goes_through_the_registry(tiny_family, tmp_pat
         flags.FLAGS(["explain.atlas", *sample, "--out", str(out), *extra])
         with pytest.raises(SystemExit) as e:
             atlas.main([])
+        assert str(e.value).startswith("error: ") and needle in str(e.value), e.value
+    assert not out.exists()
+
+
+def test_the_five_families_come_through_one_registry_in_two_kinds(tmp_path):
+    """toy, imagenet, maskgit, llamagen are class-conditional, dallebart prompt-conditioned; a
+    class-only consumer given dallebart (or explain.bias's dallebart given a class family) is
+    one line naming what it takes, before any file is read."""
+    from ml_collections import ConfigDict
+
+    from cortex_jax.experiments import codebook_level, recipe
+
+    five = ("toy", "imagenet", "maskgit", "llamagen", "dallebart")
+    assert {n: families.get(n).conditioning for n in five} == {
+        "dallebart": "prompt",
+        "imagenet": "class",
+        "llamagen": "class",
+        "maskgit": "class",
+        "toy": "class",
+    }
+    expected = "takes a class-conditional family (imagenet, llamagen, maskgit, toy); 'dallebart'"
+    with pytest.raises(ValueError, match=r"explain.compare --model " + re.escape(expected)):
+        families.get("dallebart", "class", "explain.compare --model")
+    with pytest.raises(ValueError, match=r"the recipe's config.family " + re.escape(expected)):
+        recipe.family(ConfigDict({"family": "dallebart"}))
+    with pytest.raises(ValueError, match="--edit-model takes a class-conditional family"):
+        codebook_level.check_request(
+            codebook_level.Request(table5=True, edit_family="dallebart"), tmp_path / "o", "x"
+        )
+    with pytest.raises(ValueError, match="--classes takes a class-conditional family"):
+        families.class_ids(families.DALLEBART, None, "all")
+    with pytest.raises(ValueError, match=r"takes a prompt-conditioned .*family \(dallebart\)"):
+        families.get("maskgit", "prompt", "explain.bias --dalle")
+    assert families.get("dallebart", "prompt") is families.DALLEBART
+    with pytest.raises(ValueError, match="needs --checkpoint .* and --tokenizer DIR"):
+        families.DALLEBART.load(families.LoadArgs(checkpoint="dalle-mini/dalle-mini"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_generate_refuses_the_other_kinds_flag(tmp_path, entry_point):
+    """--prompts with a class family, --classes with dallebart and dallebart without prompts:
+    one line each, nothing loaded or written."""
+    from absl import flags
+
+    generate = entry_point("train.generate")
+    out = tmp_path / "ds"
+    for extra, needle in (
+        (["--prompts", "a|b"], "--prompts with --model toy, a class-conditional family"),
+        (
+            ["--model", "dallebart", "--classes", "all", "--prompts", "a|b"],
+            "--classes with --model dallebart, a prompt-conditioned family; it takes --prompts",
+        ),
+        (["--model", "dallebart"], "--model dallebart needs --prompts with distinct prompts"),
+        (["--model", "dallebart", "--prompts", "a|a"], "needs --prompts with distinct prompts"),
+        (["--model", "dallebart", "--prompts", "a|b", "--num-iter", "3"], "num_iter do not"),
+    ):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["train.generate", "--out", str(out), *extra])
+        with pytest.raises(SystemExit) as e:
+            generate.main([])
         assert str(e.value).startswith("error: ") and needle in str(e.value), e.value
     assert not out.exists()

@@ -23,7 +23,7 @@ from flax.errors import FlaxError
 
 from cortex_jax.core import imagenet
 from cortex_jax.io import sources
-from cortex_jax.models import dalle, iem
+from cortex_jax.models import iem
 from cortex_jax.models.vqgan import VQTokenizer
 from cortex_jax.models.vqgm import resolve_name
 
@@ -266,35 +266,4 @@ def from_vqgm(
         sample=sample,
         encode=encode,
         name=name,
-    )
-
-
-def from_dallebart(
-    dallebart: str | os.PathLike,
-    tokenizer: str | os.PathLike,
-    vqgan: str | os.PathLike = "imagenet_f16_16384",
-    condition_scale: float = 10.0,
-) -> Models:
-    """A text-to-image bundle: DalleBart (folder or repo id) samples `(prompt, n, seed)` with
-    super-conditioning, its BART tokenizer files read the prompts, the VQGAN decodes. No IEM
-    and no classifier: the bias audit trains its own IEM."""
-    cfg, params = sources.load_dallebart(dallebart)
-    tok = sources.load_bart_tokenizer(tokenizer)
-    vq = sources.load_vqgan(vqgan)
-    sample = dalle.prompt_sampler(
-        cfg,
-        params,
-        lambda t: tok(t)["input_ids"],
-        vq.config.n_embed,
-        condition_scale=condition_scale,
-    )
-    return Models(
-        codebook=np.asarray(vq.codebook),
-        decode=vq.decode_pixels,
-        class_names=(),
-        grid_size=vq.grid_size,
-        image_size=vq.config.resolution,
-        sample_prompt=sample,
-        encode=_vqgan_encoder(vq),
-        name=str(dallebart),
     )

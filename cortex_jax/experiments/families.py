@@ -1,23 +1,30 @@
-"""The one registry of class-conditional VQGM families: name → loader, sampler settings, bundle.
+"""The one registry of VQGM families: name → loader, sampler settings, bundle builder.
 
-Every entry point (`train.generate`, `explain.codebook --edit-model`) and the recipe
-(`recipe.load_vqgm`, `recipe.generate`, Table 5's `family_edit` row) ask this registry for a
-family and never branch on its name (`family_editor`: a family's own region re-sampling as a
-Table 5 editor). Adding a family is one model module
-(satisfying `models.vqgm.ClassConditional`), one io loader and one `register(Family(...))`.
+Every entry point (`train.generate`, `explain.bias --dalle`, `explain.compare`, `explain.atlas`,
+`explain.codebook --edit-model`) and the recipe (`recipe.load_vqgm`, `recipe.generate`, Table 5's
+`family_edit` row) ask this registry for a family and never branch on its name
+(`family_editor`: a family's own region re-sampling as a Table 5 editor). Adding a family is one
+model module (satisfying `models.vqgm.ClassConditional` or `PromptConditional`), one io loader
+and one `register(Family(...))`.
 
-Registered here: `imagenet` (taming's cin transformer), `maskgit`, `llamagen`; the toy world
-registers `toy` itself (`cortex_jax.toy`, a layer above this one). A name that is not registered
-but is a folder loads as the toy world's layout (`--model runs/toy/weights`).
+Two kinds (`Family.conditioning`): "class" families sample `(class ids, key)` and "prompt"
+families (text to image) sample `(prompt, n, seed)`. A command that takes one kind asks
+`get(name, kind, use)`, which refuses the other in one line before anything loads.
+
+Registered here: `imagenet` (taming's cin transformer), `maskgit`, `llamagen` (class) and
+`dallebart` (prompt); the toy world registers `toy` itself (`cortex_jax.toy`, a layer above this
+one). A name that is not registered but is a folder loads as the toy world's layout (`--model
+runs/toy/weights`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import numpy as np
@@ -25,10 +32,12 @@ import numpy as np
 from cortex_jax.core import imagenet
 from cortex_jax.experiments.bundle import Models, as_grids
 from cortex_jax.io import sources
-from cortex_jax.models import cin, llamagen, maskgit
-from cortex_jax.models.vqgm import ClassConditional, ResamplesRegion
+from cortex_jax.models import cin, dalle, llamagen, maskgit
+from cortex_jax.models.vqgm import ClassConditional, PromptConditional, ResamplesRegion
 
 Editor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+Conditioning = Literal["class", "prompt"]
+_KIND = {"class": "class-conditional", "prompt": "prompt-conditioned (text-to-image)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,16 +45,20 @@ class LoadArgs:
     """What a loader may read; each family's loader names what it needs when it is missing.
 
     Attributes:
-      checkpoint: the family's main file or folder (cin last.ckpt, MaskGIT folder, GPT .pt).
-      vq_checkpoint: a separate tokenizer file (LlamaGen's vq_ds16_c2i.pt).
+      checkpoint: the family's main file or folder (cin last.ckpt, MaskGIT folder, GPT .pt,
+        DalleBart folder or Hugging Face repo id).
+      vq_checkpoint: a separate tokenizer (LlamaGen's vq_ds16_c2i.pt; DalleBart's VQGAN, any
+        `load_vqgan` source, default imagenet_f16_16384).
       config: a model config the weights do not record (LlamaGen: a preset or ModelArgs JSON).
       n_head: attention heads, where neither the file nor a sidecar records them (cin).
+      tokenizer: a text tokenizer's folder (DalleBart: the dalle-mini repo's BART files).
     """
 
     checkpoint: str | None = None
     vq_checkpoint: str | None = None
     config: str | None = None
     n_head: int | None = None
+    tokenizer: str | None = None
 
 
 def default_bundle(
@@ -81,13 +94,43 @@ def default_bundle(
     )
 
 
+def prompt_bundle(
+    model: PromptConditional,
+    sampling: Any,
+    predict: Any = None,
+    classifier: Any = None,
+    decode_batch: int | None = None,
+) -> Models:
+    """The experiments' bundle of a prompt-conditioned VQGM: its codebook, decoding, the
+    encoder and `sample_prompt` `(prompt, n, seed)` with `sampling`; no class names (a bias
+    audit trains its own IEM, or names one whose classes become the bundle's)."""
+    vq = model.vqgan
+
+    def sample(prompt: str, n: int, seed: int) -> np.ndarray:
+        return np.asarray(model.sample_prompt(prompt, n, seed, sampling))
+
+    return Models(
+        codebook=np.asarray(model.codebook),
+        decode=functools.partial(vq.decode_pixels, batch=decode_batch),
+        class_names=(),
+        grid_size=model.grid_size,
+        image_size=vq.config.resolution,
+        predict=predict,
+        classifier=classifier,
+        sample_prompt=sample,
+        encode=lambda px: as_grids(vq.encode(px)),
+        name=model.name,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """One class-conditional VQGM family.
+    """One VQGM family.
 
     Attributes:
       name: what `--model` / `config.family` says.
-      load: LoadArgs → the model (raising one line naming the files it needs).
+      load: LoadArgs → the model, a `ClassConditional` (or a `PromptConditional` when
+        `conditioning` is "prompt"), raising one line naming the files it needs.
       sampling: the default sampler settings, a frozen dataclass (the family's SampleConfig);
         `settings()` overrides its fields by name.
       bundle: (model, sampling, predict, classifier) → the experiments' `Models`.
@@ -98,10 +141,11 @@ class Family:
       edit_row: the Table 5 row name of the family's own region re-sampling, if it has one.
       edit_note: what that row is, for table5.md; `{family}` and the sampler settings' fields
         (`{num_iter}`, …) are filled in.
+      conditioning: "class" (sampled from class ids) or "prompt" (from text prompts).
     """
 
     name: str
-    load: Callable[[LoadArgs], ClassConditional]
+    load: Callable[[LoadArgs], Any]
     sampling: Any
     bundle: Callable[..., Models] = default_bundle
     concepts: int | None = None
@@ -109,6 +153,7 @@ class Family:
     random: Callable[[Any, int], ClassConditional] | None = None
     edit_row: str | None = None
     edit_note: str = "{family}'s own re-sampling of the region"
+    conditioning: Conditioning = "class"
 
     def describe_edit(self, sampling: Any) -> str:
         """table5.md's note on the `edit_row` row, with `sampling` filled in."""
@@ -135,7 +180,8 @@ _REGISTRY: dict[str, Family] = {}
 def class_ids(family: Family, vqgm: Any, spec: str) -> list[int]:
     """train.generate's --classes: 'all', 'concepts' (the family's first `concepts` classes, the
     toy world's 14) or comma-separated names; refused in one line when it names no class (an
-    empty dataset would block its folder)."""
+    empty dataset would block its folder) or the family is not class-conditional."""
+    _check_kind(family, "class", "--classes")
     if spec in ("all", "concepts"):
         n = family.concepts if spec == "concepts" and family.concepts else None
         ids = list(range(n or len(vqgm.class_names)))
@@ -147,6 +193,30 @@ def class_ids(family: Family, vqgm: Any, spec: str) -> list[int]:
             "class names"
         )
     return ids
+
+
+def prompts(family: Family, spec: str | None, classes_given: bool) -> list[str] | None:
+    """train.generate's --prompts "a|b|c" for a prompt family (None for a class family, which
+    takes --classes), each prompt once; anything else is one ValueError, before a model loads."""
+    if family.conditioning == "class":
+        if spec is not None:
+            raise ValueError(
+                f"--prompts with --model {family.name}, a class-conditional family; it takes "
+                "--classes"
+            )
+        return None
+    if classes_given:
+        raise ValueError(
+            f"--classes with --model {family.name}, a prompt-conditioned family; it takes "
+            '--prompts "a|b|c"'
+        )
+    texts = [p.strip() for p in (spec or "").split("|") if p.strip()]
+    if not texts or len(set(texts)) != len(texts):
+        raise ValueError(
+            f"--model {family.name} needs --prompts with distinct prompts separated by |, e.g. "
+            f'--prompts "a red car|a blue car"; got {spec!r}'
+        )
+    return texts
 
 
 def register(family: Family, replace: bool = False) -> Family:
@@ -168,9 +238,25 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str) -> Family:
+def _check_kind(family: Family, conditioning: Conditioning | None, use: str) -> Family:
+    if conditioning is not None and family.conditioning != conditioning:
+        having = [n for n in names() if _REGISTRY[n].conditioning == conditioning]
+        raise ValueError(
+            f"{use} takes a {_KIND[conditioning]} family ({', '.join(having)}); "
+            f"{family.name!r} is {_KIND[family.conditioning]}"
+        )
+    return family
+
+
+def get(name: str, conditioning: Conditioning | None = None, use: str = "--model") -> Family:
     """The family registered as `name`; a folder not registered by name reads as the toy
-    world's layout (its family with the folder as checkpoint); else one ValueError."""
+    world's layout (its family with the folder as checkpoint); else one ValueError. With
+    `conditioning`, a family of the other kind is one ValueError naming `use` (the flag or
+    command asking) and the families it takes."""
+    return _check_kind(_lookup(name), conditioning, use)
+
+
+def _lookup(name: str) -> Family:
     if name in _REGISTRY:
         return _REGISTRY[name]
     if Path(name).is_dir() and "toy" in _REGISTRY:
@@ -200,7 +286,7 @@ def edit_family(name: str, overrides: Mapping[str, Any] | None = None) -> tuple[
     """The family `name` and its sampler settings with `overrides`, when it has a region
     re-sampling of its own (`edit_row`); else one ValueError naming those that have one. Reads
     no file: a command checks its flags with it before any model loads."""
-    family = get(name)
+    family = get(name, "class", "--edit-model")
     if family.edit_row is None:
         having = [n for n in names() if _REGISTRY[n].edit_row]
         raise ValueError(
@@ -356,3 +442,42 @@ LLAMAGEN = register(
         "{top_k})",
     )
 )
+
+
+def _load_dallebart(args: LoadArgs) -> PromptConditional:
+    message = (
+        "--model dallebart needs --checkpoint (a DalleBart folder or repo id, e.g. "
+        "dalle-mini/dalle-mini) and --tokenizer DIR (the dalle-mini repo's BART tokenizer files)"
+    )
+    checkpoint, tokenizer = _need(args, "checkpoint", message), _need(args, "tokenizer", message)
+    if not Path(tokenizer).is_dir():
+        raise FileNotFoundError(f"--tokenizer folder not found: {tokenizer}")
+    vqgan = args.vq_checkpoint or "imagenet_f16_16384"
+    return sources.load_dallebart_vqgm(checkpoint, tokenizer, vqgan)
+
+
+DALLEBART = register(
+    # dalle-mini's generation defaults: super-conditioning 10, top-k 50
+    Family(
+        "dallebart",
+        _load_dallebart,
+        dalle.SampleConfig(),
+        bundle=prompt_bundle,
+        conditioning="prompt",
+    )
+)
+
+
+def from_dallebart(
+    dallebart: str | os.PathLike,
+    tokenizer: str | os.PathLike,
+    vqgan: str | os.PathLike = "imagenet_f16_16384",
+    condition_scale: float = 10.0,
+) -> Models:
+    """A text-to-image bundle through the registry's `dallebart` family: DalleBart (folder or
+    repo id) samples `(prompt, n, seed)` with super-conditioning, its BART tokenizer files read
+    the prompts, the VQGAN decodes. No IEM and no classifier: the bias audit trains its own."""
+    family = get("dallebart", "prompt", "from_dallebart")
+    args = LoadArgs(checkpoint=str(dallebart), vq_checkpoint=str(vqgan), tokenizer=str(tokenizer))
+    sampling = family.settings({"condition_scale": condition_scale})
+    return family.bundle(family.load(args), sampling)

@@ -1,6 +1,8 @@
-"""Sampling a token dataset from a class-conditional VQGM, in shards that a restart skips.
+"""Sampling a token dataset from a VQGM, in shards that a restart skips.
 
-Entry i of the dataset is class `classes[i // per_class]`; shard s holds entries
+`generate_dataset` samples a class-conditional VQGM, `generate_prompt_dataset` a
+prompt-conditioned one (label = prompt index). Entry i of the dataset is class
+`classes[i // per_class]` (prompt `prompts[i // per_prompt]`); shard s holds entries
 [s·shard_size, (s+1)·shard_size) and draws its randomness from fold_in(seed, s) alone, so a
 restarted run writes the same bytes as an uninterrupted one and only the missing shards.
 """
@@ -21,7 +23,7 @@ import numpy as np
 from cortex_jax.io import shards
 from cortex_jax.io.images import save_grid
 from cortex_jax.method.selection import nearest_rows
-from cortex_jax.models.vqgm import ClassConditional
+from cortex_jax.models.vqgm import ClassConditional, PromptConditional
 
 
 def write_sampled(
@@ -108,10 +110,12 @@ def write_prompt_dataset(
     progress: Callable[[int], None] = lambda n: None,
     decode: Callable[[np.ndarray], Any] | None = None,
     png_per_prompt: int = 8,
+    meta: dict[str, Any] | None = None,
 ) -> shards.TokenDataset:
     """Token dataset of `per_prompt` images per prompt (label = prompt index), in the IEM format,
     from a `prompt_sampler`; resumable by shard like every generator here. With `decode` (token
-    grids → pixels in [-1, 1]) also OUT/samples.png: the first `png_per_prompt` images a prompt."""
+    grids → pixels in [-1, 1]) also OUT/samples.png: the first `png_per_prompt` images a prompt.
+    `meta`: more keys for meta.json (the model, its sampling), over the defaults."""
 
     labels_all = np.repeat(np.arange(len(prompts), dtype=np.int32), per_prompt)
 
@@ -126,13 +130,53 @@ def write_prompt_dataset(
             grids[idx] = g
         return grids
 
-    meta = {"class_names": list(prompts), "vqgm": "dallebart", "per_class": per_prompt}
-    ds = write_sampled(by_labels, labels_all, out, meta, seed, shard_size, progress)
+    info = {"class_names": list(prompts), "vqgm": "dallebart", "per_class": per_prompt}
+    info.update(meta or {})
+    ds = write_sampled(by_labels, labels_all, out, info, seed, shard_size, progress)
     if decode is not None:
         k = min(png_per_prompt, per_prompt)
         names = [p[:14] for p in prompts]
         save_samples(ds, decode, Path(out) / "samples.png", range(len(prompts)), names, k)
     return ds
+
+
+def generate_prompt_dataset(
+    model: PromptConditional,
+    prompts: Sequence[str],
+    per_prompt: int,
+    out: str | os.PathLike,
+    seed: int = 0,
+    sample_config: Any = None,
+    shard_size: int = 256,
+    progress: Callable[[int], None] = lambda n: None,
+    dtype: Literal["float32", "bfloat16"] = "float32",
+) -> shards.TokenDataset:
+    """`per_prompt` token grids of each prompt of a prompt-conditioned VQGM into `out`, drawn
+    as `write_prompt_dataset` draws them, with the family's settings `sample_config` (required)
+    and the transformer's compute type `dtype`. meta.json names the prompts (`prompts`, and as
+    `class_names`), the model, its grid, codebook size and sampling."""
+    if per_prompt <= 0:
+        raise ValueError(f"per_prompt={per_prompt}; expected a positive number of images a prompt")
+    if sample_config is None or not dataclasses.is_dataclass(sample_config):
+        raise ValueError(f"sample_config={sample_config!r}; expected the family's SampleConfig")
+    sampling = dataclasses.asdict(sample_config)  # type: ignore[arg-type]
+    if dtype != "float32":
+        sampling["dtype"] = dtype
+    meta = {
+        "vqgm": model.name,
+        "prompts": list(prompts),
+        "grid_size": model.grid_size,
+        "codebook_size": model.vqgan.config.n_embed,
+        "sampling": sampling,
+    }
+    compute = jnp.dtype(dtype)
+
+    def sample(prompt: str, n: int, seed: int) -> np.ndarray:
+        return np.asarray(model.sample_prompt(prompt, n, seed, sample_config, compute))
+
+    return write_prompt_dataset(
+        sample, prompts, per_prompt, out, seed, shard_size, progress, meta=meta
+    )
 
 
 def save_samples(

@@ -98,7 +98,7 @@ random_vqgm = families.random_cin  # the cin stand-in, kept under its old name
 
 def family(config: ConfigDict) -> families.Family:
     """The recipe's VQGM family: `config.family` (default 'imagenet', taming's cin)."""
-    return families.get(config.get("family", "imagenet"))
+    return families.get(config.get("family", "imagenet"), "class", "the recipe's config.family")
 
 
 def load_vqgm(config: ConfigDict) -> ClassConditional:

@@ -14,7 +14,8 @@
 - `load_llamagen(gpt_checkpoint, vq_checkpoint)`, `load_llamagen_tokenizer`: LlamaGen's c2i GPT
   and VQ tokenizer `.pt` files (`{"model": …}` or bare state dicts), read without torch, the
   architecture from the shapes plus an optional preset / ModelArgs config.
-- `load_dallebart(source)` and `load_bart_tokenizer(folder)`: DalleBart and its text tokenizer.
+- `load_dallebart(source)` and `load_bart_tokenizer(folder)`: DalleBart and its text tokenizer;
+  `load_dallebart_vqgm(source, tokenizer, vqgan)` both with the VQGAN, as one model.
 - `load_classifier(source)`: a torchvision ResNet `.pth` or our classifier folder.
 - `load_iem(source, arch)`: an IEM folder written by train.iem, or the CORTEX authors' trained
   Net1 / Net3 / Net4 `.pth` state dict (converted; their architecture read off the shapes).
@@ -67,7 +68,7 @@ from cortex_jax.io.folders import (
 )
 from cortex_jax.io.torch_pickle import read_state_dict
 from cortex_jax.models.classifier import ResNetConfig, init_variables, probabilities_fn
-from cortex_jax.models.dalle import DalleBartConfig
+from cortex_jax.models.dalle import DalleBartConfig, DalleBartVQGM
 from cortex_jax.models.iem import ARCHITECTURES, IEMConfig
 from cortex_jax.models.iem import init_variables as init_iem_variables
 from cortex_jax.models.llamagen import (
@@ -489,6 +490,20 @@ def load_bart_tokenizer(folder: str | os.PathLike) -> Any:
     from transformers import BartTokenizerFast
 
     return BartTokenizerFast.from_pretrained(str(folder))
+
+
+def load_dallebart_vqgm(
+    dallebart: str | os.PathLike,
+    tokenizer: str | os.PathLike,
+    vqgan: str | os.PathLike = "imagenet_f16_16384",
+) -> DalleBartVQGM:
+    """DalleBart (folder or repo id, `load_dallebart`), its BART tokenizer files
+    (`load_bart_tokenizer`) and the VQGAN whose codes it draws (any `load_vqgan` source) as one
+    `DalleBartVQGM`, read in that order."""
+    cfg, params = load_dallebart(dallebart)
+    tok = load_bart_tokenizer(tokenizer)
+    vq = load_vqgan(vqgan)
+    return DalleBartVQGM("dallebart", cfg, params, lambda t: tok(t)["input_ids"], vq)
 
 
 def _check_classifier(config: ResNetConfig, variables, source) -> None:

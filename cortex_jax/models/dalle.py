@@ -20,7 +20,11 @@ top-k / top-p / temperature, and **ids ≥ the VQGAN codebook size are masked** 
 samples them). Text ids come from transformers' BartTokenizerFast
 (`io.sources.load_bart_tokenizer(folder)`, the files of the dalle-mini repo); dalle-mini's text
 normalisation needs extra downloads and is not applied here: pass already normalised prompts
-(lower case, plain ASCII) for the released models."""
+(lower case, plain ASCII) for the released models.
+
+`DalleBartVQGM` holds the model, its text tokenizer and its VQGAN as one
+`vqgm.PromptConditional`, sampled with `SampleConfig` (the `dallebart` family of
+`cortex_jax.experiments.families`; `io.sources.load_dallebart_vqgm` reads one)."""
 
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from jax.typing import ArrayLike
 
 from cortex_jax.core.sharding import split_over_local_devices
 from cortex_jax.models.cin import filter_logits
+from cortex_jax.models.vqgan import VQTokenizer
 
 Array = jax.Array
 
@@ -447,11 +452,15 @@ def prompt_sampler(
     condition_scale: float = 10.0,
     top_k: int | None = 50,
     batch: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    dtype: Any = jnp.float32,
 ) -> Callable[[str, int, int], np.ndarray]:
     """A `bias.Sampler` over text prompts: (prompt, n, seed) → token grids (n, m, m).
 
     tokenize(prompt) → list of BART ids with <s> … </s>; they are padded with 1 to
-    max_text_length, and the empty prompt [0, 2] is the unconditional input.
+    max_text_length, and the empty prompt [0, 2] is the unconditional input. The n images are
+    drawn `batch` at a time, batch b from PRNGKey(seed · 100003 + b · batch).
     """
     m = math.isqrt(cfg.image_length)
     if m * m != cfg.image_length:
@@ -481,9 +490,99 @@ def prompt_sampler(
                 condition_scale,
                 rows[2],
                 rows[3],
+                temperature=temperature,
                 top_k=top_k,
+                top_p=top_p,
+                dtype=dtype,
             )
             out.append(np.asarray(toks).reshape(k, m, m))
         return np.concatenate(out)
 
     return sample
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """DalleBart's sampler settings (dalle-mini's generation defaults; `prompt_sampler`'s).
+
+    Attributes:
+      condition_scale: super-conditioning scale (1: none).
+      top_k: keep the k most likely image tokens (None: all).
+      temperature: logit temperature (0: greedy).
+      top_p: nucleus mass.
+      batch: images a generate call draws; with the seed it fixes each image's randomness.
+    """
+
+    condition_scale: float = 10.0
+    top_k: int | None = 50
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch: int = 64
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DalleBartVQGM:
+    """DalleBart with its text tokenizer and VQGAN: a `vqgm.PromptConditional` (and `Encodes`).
+
+    Attributes:
+      name: short name for reports and meta.json ("dallebart").
+      config, params: the DalleBart (`DalleBartConfig`, its parameter tree).
+      tokenize: prompt → BART ids with <s> … </s> (BartTokenizerFast's input_ids).
+      vqgan: the tokenizer whose codes DalleBart draws (ids ≥ its codebook size are masked).
+    """
+
+    name: str
+    config: DalleBartConfig
+    params: dict
+    tokenize: Callable[[str], Sequence[int]]
+    vqgan: VQTokenizer
+
+    @property
+    def grid_size(self) -> int:
+        """m, the side of the grids DalleBart samples (image_length = m²)."""
+        return math.isqrt(self.config.image_length)
+
+    @property
+    def codebook(self) -> Array:
+        """(K, d) codebook rows of the VQGAN."""
+        return self.vqgan.codebook
+
+    def sampler(
+        self, sample_config: SampleConfig = SampleConfig(), dtype: Any = None
+    ) -> Callable[[str, int, int], np.ndarray]:
+        """(prompt, n, seed) → (n, m, m) grids with these settings (`prompt_sampler`)."""
+        c = sample_config
+        return prompt_sampler(
+            self.config,
+            self.params,
+            self.tokenize,
+            self.vqgan.config.n_embed,
+            condition_scale=c.condition_scale,
+            top_k=c.top_k,
+            batch=c.batch,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            dtype=jnp.float32 if dtype is None else dtype,
+        )
+
+    def sample_prompt(
+        self,
+        prompt: str,
+        n: int,
+        seed: int,
+        sample_config: SampleConfig = SampleConfig(),
+        dtype: Any = None,
+    ) -> np.ndarray:
+        """n token grids (n, m, m) of `prompt` from the integer `seed`; `dtype` is the
+        transformer's compute type (None: float32)."""
+        return self.sampler(sample_config, dtype)(prompt, n, seed)
+
+    def encode(self, pixels: Any) -> np.ndarray:
+        """Pixels (B, H, W, 3) in [−1, 1] → the VQGAN's token grids (B, m', m')."""
+        ids = np.asarray(self.vqgan.encode(pixels))
+        m = self.vqgan.grid_size
+        return ids.reshape(len(ids), m, m)
+
+    def decode(self, tokens: Any) -> Array:
+        """(B, m, m) tokens → pixels (B, H, W, 3) clipped to [−1, 1]."""
+        return jnp.clip(self.vqgan.decode_code(tokens), -1.0, 1.0)

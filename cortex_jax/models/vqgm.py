@@ -1,9 +1,12 @@
-"""A class-conditional VQ generative model: class → sampled tokens → decoded image.
+"""The written interfaces of VQ generative models: class or prompt → sampled tokens → image.
 
-`ClassConditional` is the written interface every class-conditional family here satisfies
-(taming's cin prior and the toy world below, `maskgit.MaskGITVQGM`, `llamagen.LlamaGenVQGM`);
-`Encodes` and `ResamplesRegion` are the optional abilities some of them add. The registry that
-names them (`cortex_jax.experiments.families`) and `generate_dataset` take this type only.
+`ClassConditional` is the interface every class-conditional family here satisfies (taming's cin
+prior and the toy world below, `maskgit.MaskGITVQGM`, `llamagen.LlamaGenVQGM`); `Encodes` and
+`ResamplesRegion` are the optional abilities some of them add. `PromptConditional` is the
+text-to-image kind (`dalle.DalleBartVQGM`): the same tokenizer, grid and codebook, sampled
+from a prompt instead of a class id. The registry that names them
+(`cortex_jax.experiments.families`, one `conditioning` per family) and `generate_dataset` /
+`generate_prompt_dataset` take these types only.
 
 `ClassConditionalVQGM` bundles a VQGAN, a cin-style GPT prior and the class names, and is what
 `train.generate` samples from, for the toy world and for ImageNet alike. Concept names resolve
@@ -94,6 +97,43 @@ class ResamplesRegion(Protocol):
     LlamaGen: re-sample in raster order with the kept tokens teacher-forced)."""
 
     def resample_region(self, tokens: Any, mask: Any, class_ids: Any, key: Any) -> Any: ...
+
+
+@runtime_checkable
+class PromptConditional(Protocol):
+    """What a prompt-conditioned (text-to-image) VQGM offers every entry point.
+
+    Attributes (read-only):
+      name: a short name for reports and meta.json ("dallebart").
+      vqgan: its tokenizer, a `VQTokenizer` (the codebook, the decoder, the encoder).
+      grid_size: m, the side of the token grids it samples.
+      codebook: (K, d) token embeddings; E for CORTEX is codebook[grids].
+
+    Methods:
+      sample_prompt(prompt, n, seed, sample_config, dtype): n grids (n, m, m) of one text
+        prompt, drawn from the integer `seed`; `sample_config` is the family's own settings
+        dataclass (its default when omitted), `dtype` the transformer's compute type.
+      decode(grids): pixels (B, H, W, 3) clipped to [−1, 1].
+    Optional: `encode(pixels) -> grids` (`Encodes`).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def vqgan(self) -> VQTokenizer: ...
+
+    @property
+    def grid_size(self) -> int: ...
+
+    @property
+    def codebook(self) -> Any: ...
+
+    def sample_prompt(
+        self, prompt: str, n: int, seed: int, sample_config: Any = ..., dtype: Any = ...
+    ) -> Any: ...
+
+    def decode(self, tokens: Any) -> Any: ...
 
 
 class VQGMBase:

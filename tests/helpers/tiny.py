@@ -39,3 +39,15 @@ def model_config(arch: str = "ce") -> iem.IEMConfig:
 def train_config(**kw) -> training.TrainConfig:
     base = dict(batch_size=16, epochs=2, learning_rate=3e-3, checkpoint_every=3, eval_every=5)
     return training.TrainConfig(**{**base, **kw})
+
+
+def bart_tokenizer(folder: Path) -> Path:
+    """A BART tokenizer folder: byte-level BPE over the characters of plain lower-case prompts,
+    ids < 40 (the tiny DalleBart's text vocabulary is 100)."""
+    from transformers import BartTokenizerFast
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "Ġ": 4}  # Ġ: GPT-2's byte for a space
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab[ch] = len(vocab)
+    BartTokenizerFast(vocab=vocab, merges=[]).save_pretrained(folder)
+    return folder
