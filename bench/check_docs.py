@@ -16,12 +16,13 @@ run this before editing the page, and after any change that could move a number.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from cortex_jax.io.reports import SampleLevelReport
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "results.md"
@@ -67,9 +68,11 @@ def docs_numbers(text: str) -> dict[str, tuple[float, float]]:
     return out
 
 
-def run_numbers(report: dict) -> dict[str, float]:
-    """The same quantities from report.json, in the docs' units (points, %)."""
-    s, g, c = report["summary"], report["ground_truth_precision"], report["image_level_curve"]
+def run_numbers(report: SampleLevelReport) -> dict[str, float]:
+    """The same quantities from the run's report, in the docs' units (points, %)."""
+    s, g, c = report.summary, report.ground_truth_precision, report.image_level_curve
+    if g is None:
+        raise SystemExit("error: the report has no ground-truth precision; run explain.sample")
     out = {
         "cortex_accuracy_change": 100 * s["cortex_accuracy_change"],
         "cortex_tokens_masked": s["cortex_tokens_masked"],
@@ -79,7 +82,7 @@ def run_numbers(report: dict) -> dict[str, float]:
         **{k: 100 * g[k] for k in ("image_cortex", "image_random")},
     }
     for key in ("tis", "random"):
-        for n, v in zip(c["n"], c[key], strict=True):
+        for n, v in zip(c.n, getattr(c, key), strict=True):
             out[f"curve_{key}_n{n}"] = v
     return out
 
@@ -99,7 +102,7 @@ def main() -> int:
         cmd = [sys.executable, "-m", "explain.sample", "--all", "--out", str(folder)]
         print("running:", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, cwd=REPO, check=True)
-    got = run_numbers(json.loads((folder / "report.json").read_text()))
+    got = run_numbers(SampleLevelReport.read(folder))
     bad = 0
     print(f"{'quantity':28} {'docs':>8} {'run':>9} {'±':>6}  verdict")
     for key, (value, half_unit) in docs.items():
