@@ -209,6 +209,10 @@ class SampleLevelReport:
     classifier: str | None = None
     arrays: EvalArrays | None = None
 
+    def __post_init__(self):  # settings as JSON holds them (tuples as lists), so reads compare
+        for name in ("config", "fingerprint"):
+            object.__setattr__(self, name, json.loads(json.dumps(getattr(self, name))))
+
     def to_json(self) -> dict[str, Any]:
         """report.json's content, in its key order (optional keys only when set)."""
         out: dict[str, Any] = {
@@ -225,7 +229,7 @@ class SampleLevelReport:
         if self.classifier is not None:
             out["classifier"] = self.classifier
         out["concept_names"] = {str(c): n for c, n in self.concept_names.items()}
-        out["fingerprint"] = json.loads(json.dumps(self.fingerprint))
+        out["fingerprint"] = dict(self.fingerprint)
         return out
 
     @classmethod
@@ -313,7 +317,7 @@ class SampleLevelReport:
         report = cls.from_json(obj, str(path))
         if expect is not None:
             want = json.loads(json.dumps(expect))
-            if report.to_json()["fingerprint"] != want:
+            if report.fingerprint != want:
                 raise ReportError(
                     f"{path} was made with other settings "
                     f"({shards.differences(dict(report.fingerprint), want)}); rerun it with these"
