@@ -102,7 +102,10 @@ def main() -> int:
         cmd = [sys.executable, "-m", "explain.sample", "--all", "--out", str(folder)]
         print("running:", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, cwd=REPO, check=True)
-    got = run_numbers(SampleLevelReport.read(folder))
+    try:
+        got = run_numbers(SampleLevelReport.read(folder))
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
     bad = 0
     print(f"{'quantity':28} {'docs':>8} {'run':>9} {'±':>6}  verdict")
     for key, (value, half_unit) in docs.items():
