@@ -87,6 +87,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             curve_ns=tuple(range(5, 55, 5)),
             concepts_per_chunk=50,
             seed=0,
+            shown_concepts=10,  # top_tokens.png (Figure 3): this many concepts' test images,
+            shown_per_concept=8,  # this many each
         )
     )
 

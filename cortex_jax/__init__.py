@@ -20,6 +20,7 @@ The experiments, on a `Models` bundle (they write their reports and figures):
     models = cx.toy_models("ce")                    # or cx.models_of(your_vqgm, names, ...),
                                                     # cx.models_from_files(vqgan, iem, classifier)
     cx.sample_study(models, [0, 1], cx.StudyConfig(), "runs/sample")          # Table 2, Fig. 3–4
+    cx.SampleLevelReport.read("runs/sample").summary        # what it wrote, read back, typed
     cx.edit(models, target, cx.start_from_concept(models, src, 4, 0), cx.EditConfig(), "runs/e")
     cx.table5(models, [(0, 1), (1, 0)], cx.Table5Config(), "runs/table5")      # Table 5
     cx.audit(models, "red-circle", "blue-circle", "circle", cx.AuditConfig(), "runs/audit")
@@ -56,6 +57,7 @@ from cortex_jax.experiments.sample_level import run as sample_level
 from cortex_jax.experiments.sample_level import study as sample_study
 from cortex_jax.experiments.training import TrainConfig
 from cortex_jax.io.folders import save_vqgan
+from cortex_jax.io.reports import SampleLevelReport
 from cortex_jax.io.sources import (
     load_cin_vqgm,
     load_classifier,
@@ -89,6 +91,7 @@ __all__ = [
     "LoadedIEM",
     "Models",
     "SampleLevelConfig",
+    "SampleLevelReport",
     "SelectionConfig",
     "StudyConfig",
     "Table5Config",

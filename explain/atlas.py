@@ -26,6 +26,7 @@ from cortex_jax.core import errors
 from cortex_jax.experiments import families
 from cortex_jax.figures import atlas
 from cortex_jax.io import folders
+from cortex_jax.io.reports import SampleLevelReport
 from cortex_jax.io.sources import load_vqgan
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -70,7 +71,7 @@ def main(argv):
             sample, edit, table5, bias = w / f"sample_{_CONFIG.value.arch}", None, w / "table5", []
             vqgan, out = str(_CONFIG.value.vqgan), str(w / "atlas")
             compare = compare if _COMPARE.present else None  # not the toy world's default
-        if not (sample / "report.json").is_file():
+        if not SampleLevelReport.exists(sample):
             raise FileNotFoundError(
                 f"no explain.sample report in {sample}; run `python -m explain.sample --all "
                 f"--out {sample}` first (or pass --sample DIR)"
@@ -82,6 +83,7 @@ def main(argv):
             print(f"note: --compare {compare} has no compare.json; the atlas has no methods page")
             compare = None
         folders.check_output(out, "explain.atlas")
+        SampleLevelReport.read(sample)  # a report this version cannot read: one line, no work
         if family is not None:
             args = families.LoadArgs(_CHECKPOINT.value, _VQ_CHECKPOINT.value, _GPT_CONFIG.value)
             decode = family.load(args).vqgan.decode_pixels

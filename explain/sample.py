@@ -3,11 +3,13 @@
 Defaults to the toy world with its shipped IEM and pixel judge. Writes OUT/report.json (token
 sets, masking effects, image-level curve, ground-truth precision), OUT/token_sets.csv,
 OUT/top_tokens.png (test images with their top-n TIS tokens boxed in red, as the paper's
-Figure 3) and OUT/image_level_curve.png (the paper's Figure 4).
+Figure 3), OUT/image_level_curve.png (the paper's Figure 4) and OUT/arrays.npz (the test split's
+tokens and TIS, what explain.atlas draws): `cortex_jax.io.reports.SampleLevelReport` reads them.
 
 `--config configs/imagenet.py:iem=ce` runs the ImageNet recipe's step instead: TIS over the
 generated training split (resumable, sharded over devices and processes), T_concept, and masking
-of the test split scored by the ResNet (Table 2); it writes WORKDIR/sample_ce/report.json.
+of the test split scored by the ResNet (Table 2); it writes the same files to WORKDIR/sample_ce
+(top_tokens.png shows config.sample.shown_concepts classes).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from cortex_jax import toy
 from cortex_jax.core import errors, sharding
 from cortex_jax.experiments import recipe, sample_level
 from cortex_jax.io import folders
+from cortex_jax.io.reports import SampleLevelReport
 from cortex_jax.method import attribution
 
 COMMAND = "explain.sample"
@@ -101,7 +104,7 @@ def _flag_configs() -> sample_level.StudyConfig:
     return sample_level.StudyConfig(method, _PER_CONCEPT.value, _TEST.value)
 
 
-def run(out: Path) -> dict:
+def run(out: Path) -> SampleLevelReport:
     asked = _asked()
     cfg = _flag_configs()
     folders.check_output(out, COMMAND)
@@ -116,6 +119,8 @@ def run(out: Path) -> dict:
         raise ValueError(f"--n {_N.value}; expected 1..{m * m} (the {m}x{m} token grid)")
     if _K.value > len(models.codebook):
         raise ValueError(f"--k {_K.value}; expected 1..{len(models.codebook)} (the codebook size)")
+    iem_source = Path(ckpt) if ckpt is not None else toy.WEIGHTS_DIR / f"iem_{arch or 'ce'}"
+    identity = {"iem": models.predict_name, "sha256": folders.sha256_of(iem_source)}
     folders.claim_output(out, COMMAND)
     truth = toy.ground_truth(models, concepts, _TRUTH.value, _SEED.value + 2)
     with tqdm(total=3, desc="explain.sample") as bar:
@@ -124,7 +129,7 @@ def run(out: Path) -> dict:
             bar.set_description(stage)
             bar.update(1)
 
-        report = sample_level.study(models, concepts, cfg, out, truth, progress)
+        report = sample_level.study(models, concepts, cfg, out, truth, progress, identity)
     folders.finish_output(out, COMMAND)
     return report
 
@@ -134,7 +139,7 @@ def run_recipe(config) -> None:
     with recipe.StageBars(unit="it") as progress:
         report = recipe.sample_level_step(config, progress)
     if report is not None:
-        s = report["summary"]
+        s = report.summary
         print(
             f"{config.arch.upper()}: masking T_concept changes classifier accuracy by "
             f"{s['cortex_accuracy_change']:+.1%} ({s['cortex_tokens_masked']:.1f} tokens), the "
@@ -152,15 +157,15 @@ def main(argv):
                 raise ValueError("--method with --config; the recipe's method is config.sample")
             return run_recipe(_CONFIG.value)
         report = run(Path(_OUT.value))
-    s = report["summary"]
+    s = report.summary
     print(
         "concept-level masking, judge accuracy change: "
         f"CORTEX {s['cortex_accuracy_change']:+.1%} ({s['cortex_tokens_masked']:.1f} tokens), "
         f"frequency {s['frequency_accuracy_change']:+.1%} ({s['frequency_tokens_masked']:.1f} "
         "tokens)"
     )
-    if "ground_truth_precision" in report:
-        g = report["ground_truth_precision"]
+    if report.ground_truth_precision is not None:
+        g = report.ground_truth_precision
         print(
             f"ground-truth precision of T_concept: CORTEX {g['concept_cortex']:.1%}, frequency "
             f"{g['concept_frequency']:.1%}, random {g['concept_random']:.1%}"

@@ -46,7 +46,8 @@ def test_explain_sample_writes_report_and_figures(tmp_path):
     assert len(row["cortex"]) == 10 and len(row["frequency"]) == 10
     prec = report["ground_truth_precision"]
     assert prec["concept_cortex"] > prec["concept_frequency"]  # frequency ids are background
-    for f in ("token_sets.csv", "top_tokens.png", "image_level_curve.png"):
+    assert {p.name for p in tmp_path.iterdir() if p.name[0] != "."} == set(cli.SAMPLE_FILES)
+    for f in cli.SAMPLE_FILES:
         assert (tmp_path / f).stat().st_size > 0
     assert Image.open(tmp_path / "top_tokens.png").size[0] > 100
 

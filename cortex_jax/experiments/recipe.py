@@ -5,7 +5,8 @@ Layout under `config.workdir`:
     models/vqgan/              the VQGAN (vqgan-jax format), written once by `generate`
     tokens/{train,val,test}/   uint16 token shards; tokens/test/png/ decoded test images
     iem_{ce,re,te}/            train.iem: metrics.jsonl, checkpoints/, iem/ (the best model)
-    sample_{arch}/             `sample_level`: tis/ (float32 per shard), report.json, arrays.npz
+    sample_{arch}/             `sample_level`: tis/ (float32 per shard), report.json,
+                               token_sets.csv, top_tokens.png, image_level_curve.*, arrays.npz
     table5/                    `codebook_level.table5`: table5.json, table5.md
     tables.md, tables.json     `tables`: the paper's Tables 1, 2 and 5 side by side
 
@@ -40,6 +41,7 @@ from cortex_jax.experiments.bundle import Models, from_files
 from cortex_jax.experiments.generate import generate_dataset
 from cortex_jax.io import folders, shards
 from cortex_jax.io.images import to_uint8
+from cortex_jax.io.reports import SampleLevelReport
 from cortex_jax.method import selection
 from cortex_jax.models.vqgm import ClassConditional
 
@@ -119,20 +121,6 @@ def load_vqgm(config: ConfigDict) -> ClassConditional:
     return fam.load(args)
 
 
-def _sha256_of(path: Path) -> str:
-    """sha256 of a file's bytes, or of a folder's files (relative names and bytes, in name
-    order)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            digest.update(str(f.relative_to(path)).encode())
-        with f.open("rb") as fh:
-            while chunk := fh.read(1 << 24):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def vqgm_identity(config: ConfigDict) -> dict[str, Any]:
     """What identifies the generator in the token datasets' meta.json (their fingerprint): the
     family, and for random weights the settings that shape them, otherwise the sha256 of each
@@ -150,7 +138,7 @@ def vqgm_identity(config: ConfigDict) -> dict[str, Any]:
         value = config.get(key)
         if value:
             path = Path(value)
-            out[key] = {"sha256": _sha256_of(path)} if path.exists() else str(value)
+            out[key] = {"sha256": folders.sha256_of(path)} if path.exists() else str(value)
     if config.get("gpt_config"):
         out["gpt_config"] = config.gpt_config
     return out
@@ -282,48 +270,20 @@ def models(config: ConfigDict, classifier: str, batch: int, arch: str | None = N
     return dataclasses.replace(bundle, predict_name=arch or config.arch, name="imagenet")
 
 
-def _merge_chunks(chunks: list[tuple[dict, int]]) -> dict:
-    """sample_level.run reports over disjoint concept chunks → one report (the image-level
-    curve weighted by test images, the summary re-averaged over concepts)."""
-    first = chunks[0][0]
-    concepts = {}
-    for rep, _ in chunks:
-        concepts.update(rep["concepts"])
-    total = sum(n for _, n in chunks)
-    curve = {"n": first["image_level_curve"]["n"]}
-    for key in ("tis", "random"):
-        curve[key] = [
-            sum(r["image_level_curve"][key][j] * n for r, n in chunks) / total
-            for j in range(len(curve["n"]))
-        ]
-        # the standard error of a weighted mean of independent chunk means
-        curve[f"{key}_se"] = [
-            float(
-                np.sqrt(sum((r["image_level_curve"][f"{key}_se"][j] * n) ** 2 for r, n in chunks))
-                / total
-            )
-            for j in range(len(curve["n"]))
-        ]
-    return {
-        "config": first["config"],
-        "concepts": concepts,
-        "summary": sample_level.summarize(concepts),
-        "image_level_curve": curve,
-        "test_images": total,
-    }
-
-
 def sample_level_step(
     config: ConfigDict, progress: Callable[[str, int, int], None] = lambda s, n, t: None
-) -> dict | None:
+) -> SampleLevelReport | None:
     """Step 3 (Table 2): TIS over the training split (resumable float32 shards), T_concept,
-    then concept- and image-level masking of the test split scored by the classifier."""
+    then concept- and image-level masking of the test split scored by the classifier, in
+    chunks of config.sample.concepts_per_chunk concepts; written by `sample_level.save` as the
+    toy study's are (top_tokens.png shows config.sample.shown_concepts concepts)."""
     check_paths(config, remote_ok=False, step="explain.sample")
     s = config.sample
     out = Path(config.workdir) / f"sample_{config.arch}"
     bundle = models(config, config.classifier, s.batch)
     train = shards.TokenDataset.open(config.data.train)
     cfg = from_section(sample_level.SampleLevelConfig, s)
+    identity = iem_identity(config)
     sample_level.score_dataset(
         bundle.require("predict")[0],
         bundle.codebook,
@@ -331,7 +291,7 @@ def sample_level_step(
         out / "tis",
         cfg,
         lambda n: progress("TIS (train split)", n, len(train)),
-        model=iem_identity(config),
+        model=identity,
     )
     _sync("tis")
     if jax.process_index() != 0:
@@ -340,39 +300,34 @@ def sample_level_step(
     ex_tis = np.concatenate(
         [np.load(out / "tis" / f"tis-{i:05d}.npy") for i in range(len(train.tokens))]
     ).astype(np.float32)
-    te_tok, te_lab, _ = shards.TokenDataset.open(config.data.test).arrays()
+    test = shards.TokenDataset.open(config.data.test)
+    te_tok, te_lab, _ = test.arrays()
     concepts = [c for c in class_ids(config.generate.classes) if (te_lab == c).any()]
-    chunks, parts = [], []
+    data = {
+        "train": sample_level.dataset_identity(train),
+        "test": sample_level.dataset_identity(test),
+    }
+    chunks = []
     for j in range(0, len(concepts), s.concepts_per_chunk):
         chunk = concepts[j : j + s.concepts_per_chunk]
         progress("masking evaluation (test split)", j, len(concepts))
         sel = np.isin(te_lab, chunk)
         ex = np.isin(ex_lab, chunk)  # T_concept of a class reads only that class's images
-        rep = sample_level.run(
-            bundle,
-            chunk,
-            (ex_tok[ex], ex_lab[ex]),
-            (te_tok[sel], te_lab[sel]),
-            cfg,
-            explain_tis=ex_tis[ex],
-            test_ids=len(ex_lab) + np.flatnonzero(sel),
+        chunks.append(
+            sample_level.run(
+                bundle,
+                chunk,
+                (ex_tok[ex], ex_lab[ex]),
+                (te_tok[sel], te_lab[sel]),
+                cfg,
+                explain_tis=ex_tis[ex],
+                test_ids=len(ex_lab) + np.flatnonzero(sel),
+                model=identity,
+                data=data,
+            )
         )
-        parts.append(rep.pop("arrays"))
-        chunks.append((rep, int(sel.sum())))
-    report = _merge_chunks(chunks)
-    report.update(
-        iem=config.arch,
-        classifier=str(config.classifier),
-        concept_names={int(c): bundle.class_names[c] for c in concepts},
-    )
-    sample_level.save_test_arrays(
-        out,
-        {
-            k: np.concatenate([p[k] for p in parts])
-            for k in ("test_tokens", "test_labels", "test_tis")
-        },
-    )
-    shards.atomic_write_json(out / "report.json", report)
+    report = dataclasses.replace(sample_level.merge(chunks), classifier=str(config.classifier))
+    sample_level.save(report, out, bundle, s.shown_per_concept, s.shown_concepts)
     return report
 
 
@@ -437,8 +392,9 @@ def tables(config: ConfigDict, archs: Sequence[str] = ("ce", "re", "te")) -> tup
     t1 = {a: _best_validation(w / f"iem_{a}") for a in archs}
     t2 = {}
     for a in archs:
-        p = w / f"sample_{a}" / "report.json"
-        t2[a] = json.loads(p.read_text())["summary"] if p.exists() else None
+        folder = w / f"sample_{a}"
+        exists = SampleLevelReport.exists(folder)
+        t2[a] = dict(SampleLevelReport.read(folder).summary) if exists else None
     p5 = w / "table5" / "table5.json"
     t5 = json.loads(p5.read_text()) if p5.exists() else None
     md = [

@@ -2,8 +2,8 @@
 
 It composes the algorithms (`tis`, `evaluate`) over callables, so it serves the toy world and
 ImageNet alike: `decode` (token grids → pixels), `predict` (E → IEM logits), `classifier`
-(pixels → probabilities of an independent model). Returns plain dicts and arrays; the CLI
-writes them.
+(pixels → probabilities of an independent model). Returns a `reports.SampleLevelReport`;
+`save` writes it with its figures, for the toy study and the ImageNet recipe alike.
 
 Protocol: T_concept is computed on an explanation split and evaluated on a disjoint test split
 (the authors use the training images for the former). Concept level masks, in each test image of
@@ -15,10 +15,8 @@ masks) it also scores the precision of T_image and T_concept against the truth.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +30,8 @@ from jax.typing import ArrayLike
 
 from cortex_jax.experiments.bundle import Models, Sample
 from cortex_jax.figures import plots
-from cortex_jax.io import shards
+from cortex_jax.io import reports, shards
+from cortex_jax.io.reports import ConceptResult, EvalArrays, ImageLevelCurve, SampleLevelReport
 from cortex_jax.method import attribution, evaluate, tis
 
 Array = jax.Array
@@ -138,13 +137,51 @@ def scores_for(
     )
 
 
-def summarize(per_concept: dict) -> dict[str, float]:
+def summarize(per_concept: Mapping[int, ConceptResult]) -> dict[str, float]:
     """Concept-level masking effects averaged over concepts: {cortex,frequency}_{accuracy_change,
     probability_change, tokens_masked}."""
     return {
-        f"{name}_{key}": float(np.mean([r[f"masking_{name}"][key] for r in per_concept.values()]))
+        f"{name}_{key}": float(
+            np.mean([getattr(r, f"masking_{name}")[key] for r in per_concept.values()])
+        )
         for name in ("cortex", "frequency")
         for key in ("accuracy_change", "probability_change", "tokens_masked")
+    }
+
+
+def method_spec(cfg: SampleLevelConfig) -> dict[str, Any]:
+    """The attribution method behind the scores with its options and seed (what changes a
+    score; not n, k, curve_ns or batch)."""
+    method: dict[str, Any] = (
+        {"method": "smoothgrad", "n_samples": cfg.n_samples, "alpha": cfg.alpha}
+        | {"objective": cfg.objective}
+        if cfg.attribution is None
+        else dict(cfg.attribution)
+    )
+    return {**method, "seed": cfg.seed}
+
+
+def codebook_sha256(codebook: ArrayLike) -> str:
+    return hashlib.sha256(np.asarray(codebook, np.float32).tobytes()).hexdigest()
+
+
+def report_fingerprint(
+    codebook: ArrayLike,
+    cfg: SampleLevelConfig,
+    model: Mapping[str, Any],
+    data: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a sample-level report depends on: the report format (`reports.FORMAT`), the method
+    with its options and seed, the sets' sizes (n, k, curve_ns), `model` (what identifies the
+    IEM), the codebook's hash and `data` (what the images came from). `reports.SampleLevelReport
+    .read(folder, expect=…)` refuses a report whose fingerprint is not this."""
+    return {
+        "format": reports.FORMAT,
+        "method": method_spec(cfg),
+        "sets": {"n": cfg.n, "k": cfg.k, "curve_ns": list(cfg.curve_ns)},
+        "iem": dict(model),
+        "codebook_sha256": codebook_sha256(codebook),
+        "data": None if data is None else dict(data),
     }
 
 
@@ -158,14 +195,18 @@ def run(
     progress: Callable[[str], None] = lambda stage: None,
     explain_tis: np.ndarray | None = None,
     test_ids: np.ndarray | None = None,
-) -> dict:
+    model: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> SampleLevelReport:
     """Runs the experiment for `concepts` (IEM class ids) with the bundle's `predict` (the IEM),
     `classifier` (scores the masked images) and `decode`. Sets are (tokens (N, m, m), labels)
     and for the truth set also masks (N, m, m). `explain_tis` (N, m, m): TIS of the explanation
     split computed beforehand (e.g. by `score_dataset`), skipping that pass. `test_ids` (N_test,):
     global ids of the test images, which key their SmoothGrad noise and random baseline
     positions (default: len(explain split) + 0..N_test−1), so a test split evaluated in concept
-    chunks gives each image the draws it gets in one pass."""
+    chunks gives each image the draws it gets in one pass. `model` (what identifies the IEM;
+    default its `predict_name`) and `data` (what the images came from) go into the report's
+    fingerprint. The report carries the test split's tokens, labels and TIS (`arrays`)."""
     predict, classifier = models.require(
         "predict", "classifier", what="the sample-level experiment"
     )
@@ -189,36 +230,31 @@ def run(
         test_ids = len(ex_tok) + np.arange(len(te_tok))
     test_ids = np.asarray(test_ids)
     te_px = np.asarray(models.decode(te_tok))
-    per_concept = {}
+    per_concept: dict[int, ConceptResult] = {}
     for c in concepts:
         sel = te_lab == c
         if not sel.any():
             continue
-        row = {
-            "cortex": t_concept[c].tolist(),
-            "cortex_counts": np.asarray(t_counts[c]).tolist(),
-            "frequency": freq[c].tolist(),
-            "frequency_counts": np.asarray(freq_counts[c]).tolist(),
-        }
-        for name, ids in (("cortex", t_concept[c]), ("frequency", freq[c])):
-            mask = evaluate.token_id_mask(te_tok[sel], ids)
-            row[f"masking_{name}"] = evaluate.masking_effect(
-                classifier, te_px[sel], te_lab[sel], mask
+        masking = {
+            name: evaluate.masking_effect(
+                classifier, te_px[sel], te_lab[sel], evaluate.token_id_mask(te_tok[sel], ids)
             )
-        per_concept[int(c)] = row
+            for name, ids in (("cortex", t_concept[c]), ("frequency", freq[c]))
+        }
+        per_concept[int(c)] = ConceptResult(
+            cortex=tuple(t_concept[c].tolist()),
+            cortex_counts=tuple(np.asarray(t_counts[c]).tolist()),
+            frequency=tuple(freq[c].tolist()),
+            frequency_counts=tuple(np.asarray(freq_counts[c]).tolist()),
+            masking_cortex=masking["cortex"],
+            masking_frequency=masking["frequency"],
+        )
     te_tis = scores_for(predict, codebook, te_tok, te_lab, cfg, ids=test_ids)
     order = np.argsort(-te_tis.reshape(len(te_tok), -1), axis=1, kind="stable")
     ns = [n for n in cfg.curve_ns if n <= m * m]
     curve = evaluate.image_level_curve(classifier, te_px, te_lab, order, m, ns, image_ids=test_ids)
 
-    summary = summarize(per_concept)
-    report = {
-        "config": config_dict(cfg),
-        "concepts": per_concept,
-        "summary": summary,
-        "image_level_curve": curve,
-    }
-
+    precision = None
     if truth_set is not None:
         progress("ground-truth precision on encoded images")
         gt_tok, gt_lab, gt_mask = truth_set
@@ -244,32 +280,79 @@ def run(
             for name, ids in sets.items():
                 per[name].append(evaluate.occurrence_precision(gt_tok[sel], gt_mask[sel], ids))
             if int(c) in per_concept:  # per concept too, for the atlas
-                per_concept[int(c)]["ground_truth_precision"] = {k: v[-1] for k, v in per.items()}
+                per_concept[int(c)] = dataclasses.replace(
+                    per_concept[int(c)],
+                    ground_truth_precision={k: v[-1] for k, v in per.items()},
+                )
         for name, vals in per.items():
             prec[f"concept_{name}"] = float(np.nanmean(vals))
         prec["object_share_of_positions"] = float(gt_mask.mean())
-        report["ground_truth_precision"] = prec
-    report["arrays"] = {
-        "test_tis": te_tis,
-        "test_pixels": te_px,
-        "test_labels": te_lab,
-        "test_tokens": te_tok,
-    }
-    return report
-
-
-def save_test_arrays(folder: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
-    """FOLDER/arrays.npz: the test split's token grids, labels and float32 TIS (N, m, m), in the
-    order of report.json's evaluation (what explain.atlas draws its concept pages from; pixels
-    are decoded from the tokens when needed)."""
-    buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        test_tokens=np.asarray(arrays["test_tokens"], np.uint16),
-        test_labels=np.asarray(arrays["test_labels"], np.int32),
-        test_tis=np.asarray(arrays["test_tis"], np.float32),
+        precision = prec
+    names = models.class_names
+    return SampleLevelReport(
+        config=config_dict(cfg),
+        concepts=per_concept,
+        summary=summarize(per_concept),
+        image_level_curve=ImageLevelCurve.of(curve),
+        iem=models.predict_name,
+        concept_names={int(c): names[c] for c in concepts},
+        fingerprint=report_fingerprint(
+            codebook, cfg, model if model is not None else {"iem": models.predict_name}, data
+        ),
+        ground_truth_precision=precision,
+        arrays=EvalArrays(te_tok, te_lab, te_tis),
     )
-    shards.atomic_write_bytes(Path(folder) / "arrays.npz", buf.getvalue())
+
+
+def merge(parts: Sequence[SampleLevelReport]) -> SampleLevelReport:
+    """Reports of `run` over disjoint concept chunks of one test split → one report: the rows
+    and names joined, the summary re-averaged over concepts, the image-level curve weighted by
+    test images (standard errors those of a weighted mean of independent chunk means), the
+    arrays concatenated and `test_images` their total."""
+    if not parts or any(p.arrays is None for p in parts):
+        raise ValueError("merge needs reports of run with their arrays")
+    if any(p.ground_truth_precision is not None for p in parts):
+        raise ValueError("merge does not combine ground-truth precision; run the truth split whole")
+    first = parts[0]
+    for p in parts[1:]:
+        if p.fingerprint != first.fingerprint:
+            raise ValueError(
+                "merge: the chunks were made with other settings "
+                f"({shards.differences(dict(first.fingerprint), dict(p.fingerprint))})"
+            )
+    sizes = [len(p.arrays.labels) for p in parts if p.arrays is not None]
+    total = sum(sizes)
+    concepts: dict[int, ConceptResult] = {}
+    names: dict[int, str] = {}
+    for p in parts:
+        concepts.update(p.concepts)
+        names.update(p.concept_names)
+    ns = first.image_level_curve.n
+    curve: dict[str, tuple] = {"n": ns}
+    for key in ("tis", "random"):
+        vals = [getattr(p.image_level_curve, key) for p in parts]
+        ses = [getattr(p.image_level_curve, f"{key}_se") for p in parts]
+        curve[key] = tuple(
+            sum(v[j] * n for v, n in zip(vals, sizes, strict=True)) / total for j in range(len(ns))
+        )
+        curve[f"{key}_se"] = tuple(
+            float(np.sqrt(sum((se[j] * n) ** 2 for se, n in zip(ses, sizes, strict=True))) / total)
+            for j in range(len(ns))
+        )
+    arrays = [p.arrays for p in parts if p.arrays is not None]
+    return dataclasses.replace(
+        first,
+        concepts=concepts,
+        summary=summarize(concepts),
+        image_level_curve=ImageLevelCurve.of(curve),
+        concept_names=names,
+        test_images=total,
+        arrays=EvalArrays(
+            np.concatenate([a.tokens for a in arrays]),
+            np.concatenate([a.labels for a in arrays]),
+            np.concatenate([a.tis for a in arrays]),
+        ),
+    )
 
 
 TIS_FORMAT = 1  # the layout of OUT/tis-NNNNN.npy; a change that alters stored scores bumps it
@@ -284,24 +367,23 @@ def tis_fingerprint(
     """What stored per-image scores depend on: the method and its options (not n, k, curve_ns or
     batch, which do not change a score), the codebook and the dataset (hashes), `model` (what
     identifies the predictor) and TIS_FORMAT."""
-    method: dict[str, Any] = (
-        {"method": "smoothgrad", "n_samples": cfg.n_samples, "alpha": cfg.alpha}
-        | {"objective": cfg.objective}
-        if cfg.attribution is None
-        else dict(cfg.attribution)
-    )
+    return {
+        "format": TIS_FORMAT,
+        "method": method_spec(cfg),
+        "codebook_sha256": codebook_sha256(codebook),
+        "dataset": dataset_identity(dataset),
+        "model": dict(model) if model is not None else None,
+    }
+
+
+def dataset_identity(dataset: shards.TokenDataset) -> dict[str, Any]:
+    """A token dataset for fingerprints: its size and the hashes of its shard sizes and meta."""
     meta = json.dumps(dataset.meta, sort_keys=True).encode()
     sizes = [len(x) for x in dataset.labels]
     return {
-        "format": TIS_FORMAT,
-        "method": {**method, "seed": cfg.seed},
-        "codebook_sha256": hashlib.sha256(np.asarray(codebook, np.float32).tobytes()).hexdigest(),
-        "dataset": {
-            "images": int(sum(sizes)),
-            "shard_sizes_sha256": hashlib.sha256(json.dumps(sizes).encode()).hexdigest(),
-            "meta_sha256": hashlib.sha256(meta).hexdigest(),
-        },
-        "model": dict(model) if model is not None else None,
+        "images": int(sum(sizes)),
+        "shard_sizes_sha256": hashlib.sha256(json.dumps(sizes).encode()).hexdigest(),
+        "meta_sha256": hashlib.sha256(meta).hexdigest(),
     }
 
 
@@ -388,56 +470,71 @@ def study(
     out: str | os.PathLike,
     truth_set: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     progress: Callable[[str], None] = lambda stage: None,
-) -> dict:
-    """The sample-level study of `concepts` on images the bundle's generator makes: `run`, then
-    OUT/report.json (token sets, masking effects, image-level curve, ground-truth precision when
-    `truth_set` (tokens, labels, masks) is given), OUT/token_sets.csv, OUT/top_tokens.png (test
-    images with their top-n TIS positions boxed, the paper's Figure 3), OUT/image_level_curve.*
-    (Figure 4) and OUT/arrays.npz (what explain.atlas draws). Returns the report."""
+    model: Mapping[str, Any] | None = None,
+) -> SampleLevelReport:
+    """The sample-level study of `concepts` on images the bundle's generator makes: `run` (with
+    ground-truth precision when `truth_set` (tokens, labels, masks) is given), then `save` to
+    OUT. `model`: what identifies the IEM in the report's fingerprint (default its name).
+    Returns the report."""
     sample, _, _ = models.require("sample", "predict", "classifier", what="the sample-level study")
-    out = Path(out)
-    names = models.class_names
     m = cfg.method
     m.check_sizes(models.grid_size, len(models.codebook))
     explain_set = _generated(sample, concepts, cfg.per_concept, m.seed)
     test_set = _generated(sample, concepts, cfg.test_per_concept, m.seed + 1)
-    report = run(models, concepts, explain_set, test_set, m, truth_set, progress)
-    arrays = report.pop("arrays")
-    report["iem"] = models.predict_name
-    report["concept_names"] = {c: names[c] for c in concepts}
+    data = {
+        "generator": models.name,
+        "per_concept": cfg.per_concept,
+        "test_per_concept": cfg.test_per_concept,
+        "truth_images": 0 if truth_set is None else len(truth_set[0]),
+    }
+    report = run(
+        models, concepts, explain_set, test_set, m, truth_set, progress, model=model, data=data
+    )
+    save(report, out, models, cfg.shown_per_concept)
+    return report
+
+
+def save(
+    report: SampleLevelReport,
+    out: str | os.PathLike,
+    models: Models,
+    shown_per_concept: int = 8,
+    shown_concepts: int | None = None,
+) -> None:
+    """Every file of a sample-level report, the toy study's and the ImageNet recipe's alike:
+    OUT/top_tokens.png (test images with their top-n TIS positions boxed, the paper's Figure 3:
+    `shown_per_concept` images of each of the first `shown_concepts` concepts, all by default),
+    OUT/image_level_curve.* (Figure 4), then `report.write`: arrays.npz, token_sets.csv and
+    report.json. Only the shown images are decoded (the bundle's `decode`)."""
+    if report.arrays is None:
+        raise ValueError("save needs the report's arrays (the test split run evaluated)")
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    with (out / "token_sets.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["concept", "method", "rank", "token_id", "count"])
-        for c, row in report["concepts"].items():
-            for method in ("cortex", "frequency"):
-                for r, (t, n) in enumerate(zip(row[method], row[f"{method}_counts"], strict=True)):
-                    w.writerow([names[int(c)], method, r + 1, t, n])
-    labels, px, scores = arrays["test_labels"], arrays["test_pixels"], arrays["test_tis"]
-    shown, per = shown_images(labels, concepts, cfg.shown_per_concept)
-    top = np.argsort(-scores[shown].reshape(len(shown), -1), axis=1)[:, : m.n]
-    boxes = evaluate.positions_mask(top, scores.shape[1])
+    names, n = report.concept_names, int(report.config["n"])
+    concepts = list(report.concepts)[:shown_concepts]
+    labels, scores = report.arrays.labels, report.arrays.tis
+    shown, per = shown_images(labels, concepts, shown_per_concept)
+    px = np.asarray(models.decode(np.asarray(report.arrays.tokens[shown], np.int32)))
+    top = np.argsort(-scores[shown].reshape(len(shown), -1), axis=1)[:, :n]
     grid = plots.image_grid_figure(
-        px[shown],
+        px,
         per,
         [names[c] for c in concepts],
-        f"Test images per concept: top-{m.n} TIS positions ({models.predict_name.upper()} IEM)",
-        boxes=boxes,
-        box_label=f"top-{m.n} TIS positions of the image's own concept (T_image)",
+        f"Test images per concept: top-{n} TIS positions ({models.predict_name.upper()} IEM)",
+        boxes=evaluate.positions_mask(top, scores.shape[1]),
+        box_label=f"top-{n} TIS positions of the image's own concept (T_image)",
         scale=max(1, 128 // px.shape[1]),
     )
     plots.save_png(grid, out / "top_tokens.png")
-    curve = report["image_level_curve"]
+    curve = report.image_level_curve
     plots.masking_curve(
         out / "image_level_curve",
-        curve["n"],
+        list(curve.n),
         {
-            "top-n TIS positions": (curve["tis"], curve["tis_se"]),
-            "n random positions": (curve["random"], curve["random_se"]),
+            "top-n TIS positions": (list(curve.tis), list(curve.tis_se)),
+            "n random positions": (list(curve.random), list(curve.random_se)),
         },
         f"Image level: {models.predict_name.upper()} IEM, {models.classifier_name}",
         ylabel=f"{models.classifier_name} probability of the concept",
     )
-    save_test_arrays(out, arrays)
-    return report
+    report.write(out)

@@ -40,6 +40,7 @@ from PIL import Image
 from cortex_jax.figures import plots
 from cortex_jax.io import folders
 from cortex_jax.io.images import grid_image, to_uint8
+from cortex_jax.io.reports import EvalArrays, SampleLevelReport
 
 Decode = Callable[[np.ndarray], np.ndarray]  # token grids (B, m, m) → pixels in [−1, 1]
 THUMBNAIL = 128  # pixels a side, at most, of the images on concept pages
@@ -176,18 +177,16 @@ def _figure_html(
 
 def _concept_pages(
     out: Path,
-    report: dict,
-    arrays: dict,
+    report: SampleLevelReport,
+    arrays: EvalArrays,
     decode: Decode,
     n_show: int,
     n_patches: int,
     n_portraits: int,
 ) -> dict[int, str]:
     """Writes concepts/<slug>.html for every concept; returns {concept id: relative link}."""
-    names = {int(k): v for k, v in report["concept_names"].items()}
-    concepts = {int(k): v for k, v in report["concepts"].items()}
-    toks, labels = arrays["test_tokens"].astype(np.int64), arrays["test_labels"]
-    tis = arrays["test_tis"]
+    names, concepts = report.concept_names, report.concepts
+    toks, labels, tis = arrays.tokens.astype(np.int64), arrays.labels, arrays.tis
     shown = np.concatenate([np.flatnonzero(labels == c)[:n_show] for c in concepts]).astype(int)
     dec = np.concatenate(
         [to_uint8(decode(toks[shown[i : i + 64]])) for i in range(0, len(shown), 64)]
@@ -198,10 +197,10 @@ def _concept_pages(
     f = px.shape[1] // m
     scale = max(1, 96 // px.shape[1])  # small images are enlarged …
     thumb = max(m, min(px.shape[1], THUMBNAIL) // m * m)  # … large ones shown as thumbnails
-    n = int(report["config"]["n"])
+    n = int(report.config["n"])
     holders: dict[int, list[int]] = {}  # token id → concepts whose T_concept holds it
     for c, row in concepts.items():
-        for t in row["cortex"]:
+        for t in row.cortex:
             holders.setdefault(int(t), []).append(c)
     present = np.zeros((b, int(toks.max()) + 1), bool)  # image i holds token id t
     np.put_along_axis(present, toks.reshape(b, -1).astype(np.int64), True, axis=1)
@@ -240,7 +239,7 @@ def _concept_pages(
             )
         cards = []
         in_concept = labels == c
-        for rank, (t, count) in enumerate(zip(row["cortex"], row["cortex_counts"], strict=True)):
+        for rank, (t, count) in enumerate(zip(row.cortex, row.cortex_counts, strict=True)):
             t = int(t)
             where = np.argwhere(toks[shown] == t)  # (image, row, col) among the decoded images
             where[:, 0] = shown[where[:, 0]]
@@ -281,8 +280,8 @@ def _concept_pages(
                 f'<div class="small">also in T_concept of: {", ".join(others) or "none"}</div>'
                 "</div>"
             )
-        mc, mf = row["masking_cortex"], row["masking_frequency"]
-        gt = row.get("ground_truth_precision", {})
+        mc, mf = row.masking_cortex, row.masking_frequency
+        gt = row.ground_truth_precision or {}
         numbers = _table(
             [
                 "tokens masked",
@@ -334,23 +333,20 @@ def _resize(pixels_u8: np.ndarray, side: int) -> np.ndarray:
 
 
 def _sample_section(
-    out: Path, sample_dir: Path, decode: Decode, n_show: int, n_patches: int, n_portraits: int
+    out: Path,
+    report: SampleLevelReport,
+    decode: Decode,
+    n_show: int,
+    n_patches: int,
+    n_portraits: int,
 ) -> tuple[str, int]:
-    report = json.loads((sample_dir / "report.json").read_text())
-    arrays_file = sample_dir / "arrays.npz"
-    if not arrays_file.is_file():
-        raise FileNotFoundError(
-            f"{arrays_file} is missing; rerun explain.sample (it writes the test images and TIS "
-            "the concept pages are drawn from)"
-        )
-    with np.load(arrays_file) as z:
-        arrays = {k: z[k] for k in z.files}
-    links = _concept_pages(out, report, arrays, decode, n_show, n_patches, n_portraits)
-    names = {int(k): v for k, v in report["concept_names"].items()}
+    assert report.arrays is not None  # read with its arrays
+    links = _concept_pages(out, report, report.arrays, decode, n_show, n_patches, n_portraits)
+    names = report.concept_names
     rows = []
-    for c, row in sorted((int(k), v) for k, v in report["concepts"].items()):
-        mc, mf = row["masking_cortex"], row["masking_frequency"]
-        gt = row.get("ground_truth_precision", {})
+    for c, row in sorted(report.concepts.items()):
+        mc, mf = row.masking_cortex, row.masking_frequency
+        gt = row.ground_truth_precision or {}
         name = html.escape(names[c])
         rows.append(
             [
@@ -381,7 +377,7 @@ def _sample_section(
         lambda mt: f'<tr data-name="{mt.group(1).lower()}">' + mt.group(0)[4:],
         table,
     )
-    s = report["summary"]
+    s = report.summary
     summary = _table(
         [
             "token set (Table 2 shape)",
@@ -404,14 +400,13 @@ def _sample_section(
             ],
         ],
     )
-    c = report["image_level_curve"]
-    zeros = [0.0] * len(c["n"])  # reports written before standard errors were kept
+    lc = report.image_level_curve
     curve = plots.masking_curve(
         out / "figures" / "image_level_curve",
-        c["n"],
+        list(lc.n),
         {
-            "top-n TIS positions": (c["tis"], c.get("tis_se", zeros)),
-            "n random positions": (c["random"], c.get("random_se", zeros)),
+            "top-n TIS positions": (list(lc.tis), list(lc.tis_se)),
+            "n random positions": (list(lc.random), list(lc.random_se)),
         },
         "Image level (Figure 4)",
         ylabel="classifier probability of the concept",
@@ -602,12 +597,11 @@ def build_atlas(
     images, and portraits (`n_patches` patches and the id decoded alone) for its first
     `n_portraits` tokens; the rest of T_concept is listed without images. With `compare_dir`
     (explain.compare's folder) the site gets the methods page (`methods_page`)."""
+    report = SampleLevelReport.read(sample_dir, arrays=True)  # a bad report: before any change
     out = folders.claim_output(out, "explain.atlas", rebuild=True)  # only its own files go
     (out / "style.css").write_text(_CSS)
     (out / "atlas.js").write_text(_JS)
-    sample_body, n_concepts = _sample_section(
-        out, Path(sample_dir), decode, n_show, n_patches, n_portraits
-    )
+    sample_body, n_concepts = _sample_section(out, report, decode, n_show, n_patches, n_portraits)
     body = (
         f'<h1>{html.escape(title)}</h1><p class="small">Built from {html.escape(str(sample_dir))}'
         "; every number names the command that wrote it in docs/results.md.</p>"

@@ -4,5 +4,6 @@ sources (every `load_*`: VQGAN, cin VQGM, MaskGIT, DalleBart, the ResNet classif
 folders, the hub and foreign checkpoints), folders (our folder format, IEM and GPT folders, the
 hub cache), convert (taming / torchvision state dicts → our parameter trees), torch_pickle
 (torch checkpoints read without torch or code execution), shards (token datasets, atomic
-writes), images (reading and writing images). Imports: core and models.
+writes), images (reading and writing images), events (TensorBoard event files), reports (the
+sample-level report, typed: `SampleLevelReport`). Imports: core and models.
 """

@@ -417,6 +417,20 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(f".{path.name}.cortex-jax.json")
 
 
+def sha256_of(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (relative names and bytes, in name
+    order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            digest.update(str(f.relative_to(path)).encode())
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -21,6 +21,17 @@ SMALL_SAMPLE = (
     "4",
 )
 
+# what a sample-level run writes, the toy study's and the ImageNet recipe's alike
+SAMPLE_FILES = (
+    "report.json",
+    "token_sets.csv",
+    "arrays.npz",
+    "top_tokens.png",
+    "image_level_curve.png",
+    "image_level_curve.svg",
+    "image_level_curve.csv",
+)
+
 
 def run(
     *args: str, cwd: Path = REPO, env: dict | None = None, check: bool = False
