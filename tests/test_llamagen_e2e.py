@@ -1,7 +1,8 @@
 """LlamaGen end to end through the public API on shared/fixtures/llamagen_tiny (LlamaGen's own
 tiny weights): the registry loads it, token datasets are generated for three classes, an IEM
 trains on them, then the sample level, Table 5 with LlamaGen's own re-sampling of the region as
-an editing row (as MaskGIT's re-mask is), and a bias audit between two classes run on it."""
+an editing row (as MaskGIT's re-mask is), a bias audit between two classes, the attribution
+comparison and the atlas of all of it run on it."""
 
 import json
 
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 import cortex_jax as cx
-from cortex_jax.experiments import families
+from cortex_jax.experiments import compare, families
 from cortex_jax.experiments.generate import generate_dataset
+from cortex_jax.figures import atlas
 
 
 @pytest.mark.slow
@@ -73,3 +75,29 @@ def test_llamagen_end_to_end_on_the_fixture(fixtures, tmp_path):
     assert audit["true_share_a"] == 0.5 and len(audit["per_n"]) == 1
     saved = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert saved["per_n"][0]["n"] == 3
+
+    # The attribution comparison: LlamaGen has no infill, so the generator removal is refused
+    # as not applicable (named), the baseline-token curves and the classifier's patch run.
+    vt, vl, _ = val.arrays()
+    cmp_cfg = compare.CompareConfig(
+        methods=("gradient", "random", "frequency"), steps=4, permutation_epochs=0, n_boot=20
+    )
+    result = compare.run(models, cmp_cfg, tmp_path / "compare", (vt[::4], vl[::4], None))
+    grad = result["methods"]["gradient"]
+    assert np.isfinite(grad["deletion_auc_iem_baseline"]["value"])
+    assert "deletion_auc_iem_generator" not in grad
+    assert any("generator" in why for why in result["settings"]["not_applicable"].values())
+
+    site = atlas.build_atlas(
+        tmp_path / "atlas",
+        tmp_path / "sample",
+        model.decode,
+        table5_dir=tmp_path / "t5",
+        bias_dirs=[tmp_path / "audit"],
+        compare_dir=tmp_path / "compare",
+        n_show=2,
+        n_portraits=2,
+    )
+    assert site["concepts"] == 3 and (tmp_path / "atlas" / "methods.html").is_file()
+    index = (tmp_path / "atlas" / "index.html").read_text()
+    assert "methods.html" in index and "llamagen_resample" in index
