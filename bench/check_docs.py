@@ -608,7 +608,11 @@ def main(argv_: Sequence[str] | None = None) -> int:
             subprocess.run(cmd, cwd=REPO, check=True)
             folders[name] = folder
         print(f"\n## {section}")
-        bad += compare(checks, SECTION[section][1](folders, checks))
+        try:
+            outputs = SECTION[section][1](folders, checks)
+        except (OSError, KeyError, ValueError) as e:  # a folder not made by the command
+            raise SystemExit(f"error: {section}: cannot read the outputs ({e!r})") from None
+        bad += compare(checks, outputs)
         total += len(checks)
     print(f"{total - bad} of {total} numbers as the docs state")
     return 1 if bad else 0

@@ -385,8 +385,6 @@ def test_explain_bias_verdict_covers_the_mixture_of_an_overlapping_pair(tmp_path
         assert max(r["leak"].values()) > 0.5  # heavy overlap, as intended
         lo, hi = r["verdict"]["ci"]
         assert lo <= share <= hi, (r["n"], r["verdict"])
-        if share == 0.5:
-            assert r["verdict"]["lean"] == "none"
 
 
 @pytest.mark.slow

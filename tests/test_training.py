@@ -154,6 +154,22 @@ def test_sigterm_stops_at_the_next_step_with_the_state_saved(datasets, tmp_path)
     assert resumed == [5]
 
 
+def test_stop_requests_leave_an_ignored_signal_ignored():
+    # A job started in the background ignores SIGINT: training must not start obeying it.
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with errors.stop_requests() as requested:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert requested() == "SIGTERM"
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        with errors.stop_requests(enabled=False) as requested:
+            assert requested() is None and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def test_best_checkpoint_has_lowest_validation_loss(datasets, tmp_path):
     train, val = datasets
     cfg = tiny.train_config(epochs=3)

@@ -46,15 +46,16 @@ class Interrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def stop_requests() -> Iterator[Callable[[], str | None]]:
+def stop_requests(enabled: bool = True) -> Iterator[Callable[[], str | None]]:
     """Inside the block, Ctrl-C (SIGINT) and SIGTERM (what a preempted cloud VM gets) only ask
     a loop to stop: the yielded function returns the signal's name once one arrived, else None,
     and the loop saves its state and ends at its next step boundary, so a signal never lands
-    inside a checkpoint write. A second signal interrupts at once (KeyboardInterrupt). Outside
-    the main thread, or in a multi-process run (every process must stop at the same step, which
-    one process's signal cannot promise), the handlers stay as they were."""
+    inside a checkpoint write. A second signal interrupts at once (KeyboardInterrupt). A signal
+    the process ignores (SIG_IGN, e.g. SIGINT of a job started in the background) stays ignored.
+    Outside the main thread, or when not `enabled` (a multi-process run: every process must stop
+    at the same step, which one process's signal cannot promise), nothing changes."""
     received: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
+    if not enabled or threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
 
@@ -63,12 +64,14 @@ def stop_requests() -> Iterator[Callable[[], str | None]]:
             raise KeyboardInterrupt
         received.append(signal.Signals(signum).name)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
+    old = {s: signal.signal(s, handler) for s in signals}
     try:
         yield lambda: received[0] if received else None
     finally:
         for s, h in old.items():
-            signal.signal(s, h)
+            if h is not None:  # None: a handler set from C, which Python cannot put back
+                signal.signal(s, h)
 
 
 @contextlib.contextmanager

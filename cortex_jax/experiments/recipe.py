@@ -279,6 +279,7 @@ def sample_level_step(
     toy study's are (top_tokens.png shows config.sample.shown_concepts concepts)."""
     check_paths(config, remote_ok=False, step="explain.sample")
     s = config.sample
+    sample_level.check_shown(s.shown_per_concept, s.shown_concepts)  # before hours of TIS
     out = Path(config.workdir) / f"sample_{config.arch}"
     bundle = models(config, config.classifier, s.batch)
     train = shards.TokenDataset.open(config.data.train)

@@ -504,12 +504,15 @@ def save(
     """Every file of a sample-level report, the toy study's and the ImageNet recipe's alike:
     OUT/top_tokens.png (test images with their top-n TIS positions boxed, the paper's Figure 3:
     `shown_per_concept` images of each of the first `shown_concepts` concepts, all by default),
-    OUT/image_level_curve.* (Figure 4), then `report.write`: arrays.npz, token_sets.csv and
-    report.json. Only the shown images are decoded (the bundle's `decode`)."""
+    OUT/image_level_curve.* (Figure 4), after `report.write` (arrays.npz, token_sets.csv and
+    report.json: the numbers are on disk before a figure can fail). Only the shown images are
+    decoded (the bundle's `decode`)."""
     if report.arrays is None:
         raise ValueError("save needs the report's arrays (the test split run evaluated)")
+    check_shown(shown_per_concept, shown_concepts)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    report.write(out)
     names, n = report.concept_names, int(report.config["n"])
     concepts = list(report.concepts)[:shown_concepts]
     labels, scores = report.arrays.labels, report.arrays.tis
@@ -537,4 +540,10 @@ def save(
         f"Image level: {models.predict_name.upper()} IEM, {models.classifier_name}",
         ylabel=f"{models.classifier_name} probability of the concept",
     )
-    report.write(out)
+
+
+def check_shown(shown_per_concept: int, shown_concepts: int | None) -> None:
+    """The figure sizes `save` takes: one-line ValueError unless each is ≥ 1 (None: all)."""
+    for name, v in (("shown_per_concept", shown_per_concept), ("shown_concepts", shown_concepts)):
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name}={v!r}; expected a whole number ≥ 1 (images in the figure)")

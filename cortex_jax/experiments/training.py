@@ -12,7 +12,6 @@ pure functions of (seed, step), so a resumed run equals an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -354,7 +353,9 @@ def train_and_evaluate(
     workdir/run.json and checked, and a mismatch is a one-line error; `fresh` starts over. A
     non-finite loss stops the run with the step named, before that state is checkpointed.
     `stop_after` ends the run early at that step (for tests). A resume calls `on_resume(step)`;
-    Ctrl-C saves the state of the last finished step and raises `errors.Interrupted` naming it."""
+    Ctrl-C or SIGTERM (a preempted VM) stops the run at the next step boundary, so within one
+    training step plus that step's evaluation and checkpoint write, saves the state of the last
+    finished step and raises `errors.Interrupted` naming it; a second signal stops at once."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     _check_data(model_config, codebook, train_ds, val_ds)
@@ -384,9 +385,8 @@ def train_and_evaluate(
     end = min(total, stop_after) if stop_after is not None else total
     current: dict[str, Any] = {"state": state, "losses": []}  # what Ctrl-C finds
     log = events.ScalarLog(workdir / events.FOLDER, start) if pi == 0 else None
-    stopping = errors.stop_requests() if jax.process_count() == 1 else contextlib.nullcontext()
     try:
-        with stopping as requested:
+        with errors.stop_requests(enabled=jax.process_count() == 1) as requested:
             state, best_metrics = _loop(
                 trainer,
                 current,
@@ -401,8 +401,10 @@ def train_and_evaluate(
                 eval_every,
                 progress,
                 log,
-                requested or (lambda: None),
+                requested,
             )
+            if (signal := requested()) is not None:  # arrived during the last step
+                raise _Stopped(signal)
     except KeyboardInterrupt as e:
         step = _save_on_interrupt(latest, current["state"], current["losses"])
         best.wait_until_finished()
