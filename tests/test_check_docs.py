@@ -126,9 +126,11 @@ def test_the_pages_own_values_pass_and_each_moved_one_fails_alone(name):
 
 def test_printed_rows_and_missing_values():
     checks = _checks("codebook")
+    tols = {c.key.split()[-1]: round(c.tol, 6) for c in checks if c.key.startswith("table5 ")}
+    assert tols["delta_iem_target"] == 0.0205 and tols["judge_target_top1"] == 0.05  # the page's ±
     outputs = _outputs(checks)
     row = outputs["table5"]["table"]["token_selection_from_image/final"]
-    row["delta_judge_target"] += 0.01  # docs +0.379, tolerance 0.0005
+    row["delta_judge_target"] += 0.03  # docs +0.378, tolerance 0.02 (the stated spread) + 0.0005
     del outputs["edit"]["images"][0]["f_target"]["final"]
     lines: list[str] = []
     assert cd.compare(checks, outputs, out=lines.append) == 2
