@@ -53,6 +53,15 @@ def write_sampled(
     return shards.TokenDataset.open(out)
 
 
+def _sampling(sample_config: Any, dtype: str) -> dict[str, Any]:
+    """meta.json's "sampling": the family's settings dataclass (refused in one line when it is
+    none), and the compute dtype unless float32 (older datasets have no key: float32)."""
+    if sample_config is None or not dataclasses.is_dataclass(sample_config):
+        raise ValueError(f"sample_config={sample_config!r}; expected the family's SampleConfig")
+    sampling = dataclasses.asdict(sample_config)  # type: ignore[arg-type]
+    return sampling if dtype == "float32" else {**sampling, "dtype": dtype}
+
+
 def generate_dataset(
     vqgm: ClassConditional,
     class_ids: Sequence[int],
@@ -76,8 +85,6 @@ def generate_dataset(
     """
     if per_class <= 0:
         raise ValueError(f"per_class={per_class}; expected a positive number of images per class")
-    if sample_config is None or not dataclasses.is_dataclass(sample_config):
-        raise ValueError(f"sample_config={sample_config!r}; expected the family's SampleConfig")
     labels_all = np.repeat(np.asarray(class_ids, np.int32), per_class)
     meta: dict[str, Any] = {
         "class_names": list(vqgm.class_names),
@@ -86,12 +93,10 @@ def generate_dataset(
         "codebook_size": vqgm.vqgan.config.n_embed,
         "per_class": per_class,
         "classes": [int(c) for c in class_ids],
-        "sampling": dataclasses.asdict(sample_config),  # type: ignore[arg-type]
+        "sampling": _sampling(sample_config, dtype),
     }
     if model is not None:
         meta["model"] = model
-    if dtype != "float32":  # older datasets have no key: float32
-        meta["sampling"] = {**meta["sampling"], "dtype": dtype}
     compute = jnp.dtype(dtype)
 
     def sample(labels: np.ndarray, rng: jax.Array) -> np.ndarray:
@@ -157,17 +162,12 @@ def generate_prompt_dataset(
     `class_names`), the model, its grid, codebook size and sampling."""
     if per_prompt <= 0:
         raise ValueError(f"per_prompt={per_prompt}; expected a positive number of images a prompt")
-    if sample_config is None or not dataclasses.is_dataclass(sample_config):
-        raise ValueError(f"sample_config={sample_config!r}; expected the family's SampleConfig")
-    sampling = dataclasses.asdict(sample_config)  # type: ignore[arg-type]
-    if dtype != "float32":
-        sampling["dtype"] = dtype
     meta = {
         "vqgm": model.name,
         "prompts": list(prompts),
         "grid_size": model.grid_size,
         "codebook_size": model.vqgan.config.n_embed,
-        "sampling": sampling,
+        "sampling": _sampling(sample_config, dtype),
     }
     compute = jnp.dtype(dtype)
 
