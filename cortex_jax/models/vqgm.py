@@ -39,8 +39,26 @@ def resolve_name(name: str, names: Sequence[str], what: str = "concept") -> int:
     raise ValueError(f"unknown {what} {name!r}{hint}")
 
 
+class _TokenGenerator(Protocol):
+    """What both kinds of VQGM offer (read-only name, tokenizer, grid side, codebook; decode)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def vqgan(self) -> VQTokenizer: ...
+
+    @property
+    def grid_size(self) -> int: ...
+
+    @property
+    def codebook(self) -> Any: ...
+
+    def decode(self, tokens: Any) -> Any: ...
+
+
 @runtime_checkable
-class ClassConditional(Protocol):
+class ClassConditional(_TokenGenerator, Protocol):
     """What a class-conditional VQGM offers every entry point (shapes: grids (B, m, m) int).
 
     Attributes (read-only):
@@ -59,27 +77,13 @@ class ClassConditional(Protocol):
     """
 
     @property
-    def name(self) -> str: ...
-
-    @property
     def class_names(self) -> tuple[str, ...]: ...
-
-    @property
-    def vqgan(self) -> VQTokenizer: ...
-
-    @property
-    def grid_size(self) -> int: ...
-
-    @property
-    def codebook(self) -> Any: ...
 
     def class_id(self, name: str) -> int: ...
 
     def sample_tokens(
         self, class_ids: Any, rng: Any, sample_config: Any = ..., dtype: Any = ...
     ) -> Any: ...
-
-    def decode(self, tokens: Any) -> Any: ...
 
 
 @runtime_checkable
@@ -100,7 +104,7 @@ class ResamplesRegion(Protocol):
 
 
 @runtime_checkable
-class PromptConditional(Protocol):
+class PromptConditional(_TokenGenerator, Protocol):
     """What a prompt-conditioned (text-to-image) VQGM offers every entry point.
 
     Attributes (read-only):
@@ -117,23 +121,9 @@ class PromptConditional(Protocol):
     Optional: `encode(pixels) -> grids` (`Encodes`).
     """
 
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def vqgan(self) -> VQTokenizer: ...
-
-    @property
-    def grid_size(self) -> int: ...
-
-    @property
-    def codebook(self) -> Any: ...
-
     def sample_prompt(
         self, prompt: str, n: int, seed: int, sample_config: Any = ..., dtype: Any = ...
     ) -> Any: ...
-
-    def decode(self, tokens: Any) -> Any: ...
 
 
 class VQGMBase:
