@@ -255,3 +255,16 @@ def test_train_generate_writes_a_prompt_dataset(family_args, tmp_path, entry_poi
     for i, prompt in enumerate(prompts):
         want = model.sample_prompt(prompt, 4, base + i)
         np.testing.assert_array_equal(tokens[labels == i], want)
+
+
+def test_a_vqgan_of_another_codebook_is_refused(family_args):
+    import dataclasses
+
+    from cortex_jax.io import sources
+
+    cfg, _ = sources.load_dallebart(family_args.checkpoint)
+    vq = sources.load_vqgan(family_args.vq_checkpoint).config
+    sources.check_dallebart_vqgan(cfg, vq, "d with v")  # the pair it was made with
+    for n in (32, 128):
+        with pytest.raises(ValueError, match=rf"^d with v: .*image_vocab_size=64 .* n_embed={n};"):
+            sources.check_dallebart_vqgan(cfg, dataclasses.replace(vq, n_embed=n), "d with v")

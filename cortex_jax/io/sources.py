@@ -503,7 +503,21 @@ def load_dallebart_vqgm(
     cfg, params = load_dallebart(dallebart)
     tok = load_bart_tokenizer(tokenizer)
     vq = load_vqgan(vqgan)
+    check_dallebart_vqgan(cfg, vq.config, f"{dallebart} with {vqgan}")
     return DalleBartVQGM("dallebart", cfg, params, lambda t: tok(t)["input_ids"], vq)
+
+
+def check_dallebart_vqgan(cfg: DalleBartConfig, vq: VQGANConfig, what: str) -> None:
+    """One line if DalleBart `cfg` cannot draw the codes of the VQGAN with config `vq`: its image
+    vocabulary must be the VQGAN's codebook (a smaller one never draws the last rows, a larger one
+    draws ids the sampler masks out). The grid is not checked: the VQGAN is convolutional and
+    decodes DalleBart's √image_length grid at any nominal resolution (the tiny fixtures pair a
+    4×4 DalleBart with a VQGAN of nominal grid 16)."""
+    if cfg.image_vocab_size != vq.n_embed:
+        raise ValueError(
+            f"{what}: DalleBart's image_vocab_size={cfg.image_vocab_size} is not the VQGAN's "
+            f"codebook size n_embed={vq.n_embed}; give the VQGAN it was trained with"
+        )
 
 
 def _check_classifier(config: ResNetConfig, variables, source) -> None:
