@@ -7,7 +7,9 @@ measured matmul peak. `--methods gradient,integrated_gradients,occlusion,...` ad
 method, timed through the public `cx.token_attribution` at the same sizes, its FLOPs XLA's count
 of the same method jitted whole (`attribution.attribution_fn`): integrated gradients with
 `--ig_steps` path points (`--chunk` per pass), occlusion with m² occluded forward passes per
-image (`--occlusion_chunk` positions per pass; 0: all). Column N: model passes per image
+image (`--occlusion_chunk` positions per pass; 0: all), the single-pass methods (gradient,
+grad_x_input, random) on `--single_batch` images a call (default batch × chunk: the rows SmoothGrad
+runs a pass, so that every method is timed at the same pass size). Column N: model passes per image
 (SmoothGrad's noisy copies, IG's path points, occlusion's m² + 1 forward passes). No ratio
 against the authors' PyTorch loop is printed: one measured on another day is no comparison on a
 shared, noisy machine; run both in one session to compare.
@@ -52,6 +54,7 @@ def bench_arch(
     size: Sizes = Sizes(),
     ig_steps: int = 32,
     occlusion_chunk: int = 0,
+    single_batch: int = 0,
 ) -> list[dict]:
     m, d, classes = size.grid, size.dim, size.classes
     cfg = size.iem_config(arch)
@@ -80,25 +83,27 @@ def bench_arch(
             "% of matmul peak": 100 * flops / sec / peak,
         }
     ]
-    ids = jnp.arange(batch)
     for method in methods:
         if method == "smoothgrad":
             continue  # the row above
         o = method_options(method, chunk, ig_steps, occlusion_chunk)
+        b = (single_batch or batch * chunk) if _passes(method, o, m) in (0, 1) else batch
+        x = jax.random.normal(jax.random.PRNGKey(1), (b, m, m, d))
+        yb, ids = jnp.arange(b) % classes, jnp.arange(b)
         flops = flops_of(
-            jax.jit(attribution.attribution_fn(predict, rng, method, d, **o)), e, y, ids
+            jax.jit(attribution.attribution_fn(predict, rng, method, d, **o)), x, yb, ids
         )
-        call = lambda: cx.token_attribution(predict, e, y, rng, method, **o).positions  # noqa: B023
+        call = lambda: cx.token_attribution(predict, x, yb, rng, method, **o).positions  # noqa: B023
         sec = time_fn(call, warmup=1, repeats=3)
         rows.append(
             {
                 "arch": arch,
                 "method": method,
-                "batch": batch,
+                "batch": b,
                 "N": _passes(method, o, m),
                 "chunk": next((v for k, v in o.items() if k.endswith("_per_chunk")), None),
-                "images/s": batch / sec,
-                "GFLOP/image": flops / batch / 1e9,
+                "images/s": b / sec,
+                "GFLOP/image": flops / b / 1e9,
                 "TFLOP/s": flops / sec / 1e12,
                 "% of matmul peak": 100 * flops / sec / peak,
             }
@@ -115,6 +120,12 @@ def main():
     ap.add_argument("--methods", default="", help="other attribution methods to time, by name")
     ap.add_argument("--ig_steps", type=int, default=32, help="integrated gradients' path points")
     ap.add_argument("--occlusion_chunk", type=int, default=0, help="positions per pass; 0: all")
+    ap.add_argument(
+        "--single_batch",
+        type=int,
+        default=0,
+        help="images a call of the single-pass methods; 0: batch × chunk",
+    )
     ap.add_argument("--json", default="bench/results/tis.json")
     add_smoke_flag(ap)
     args = ap.parse_args()
@@ -135,6 +146,7 @@ def main():
             size,
             args.ig_steps,
             args.occlusion_chunk,
+            args.single_batch,
         )  # fmt: skip
     ]
     for r in rows:
