@@ -3,13 +3,15 @@ with SIGKILL in the middle of generation, of IEM training and of TIS, or sent SI
 training; rerunning both ends with the outputs of an uninterrupted one-process run, byte for
 byte, and with every shard written exactly once.
 
-One chain of runs of tests/helpers/multiprocess.py (mode pipeline: generation → training → TIS,
-each resuming what an earlier run left), in one folder, as a pod's hosts rerun one command:
+One chain of runs of tests/helpers/multiprocess.py (mode pipeline) in one folder, as a pod's
+hosts rerun the recipe's commands; each step skips or resumes what an earlier run left:
 
-  run 1  process 0 (the coordinator) dies between writing shard 2's labels and renaming them
-  run 2  generation finishes; process 1 dies as training step 8 starts
+  run 1  generation: process 0 (the coordinator) dies between writing shard 2's labels and
+         renaming them
+  run 2  generation finishes; training: process 1 dies as step 8 starts
   run 3  training resumes; process 1 gets SIGTERM as step 12 starts: both stop at one step
-  run 4  training finishes; process 1 dies between writing its second TIS file and renaming it
+  run 4  training finishes; TIS: process 0 dies between writing its second score file and
+         renaming it
   run 5  TIS finishes
 
 The references: training in one process with two CPU devices (the same mesh: its numbers are
@@ -32,21 +34,22 @@ import jax
 import numpy as np
 import pytest
 
+from cortex_jax.core import errors, sharding
+from cortex_jax.experiments import sample_level, training
+from cortex_jax.experiments.generate import write_sampled
 from tests.helpers import multiprocess, tiny
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO / "tests/helpers/multiprocess.py")
 HEARTBEAT_S = 10
 BOUND_S = HEARTBEAT_S + 30  # after the victim's death (margin for a loaded 2-core machine)
 RUN_TIMEOUT_S = 400
-CHAIN = [
-    "0:KILL:shard-00002.labels.npy",
-    "1:KILL:step=8",
-    "1:TERM:step=12",
-    "1:KILL:tis-00003.npy",
-    "",
+CHAIN = [  # (steps, CORTEX_TEST_SIGNAL) of each run
+    ("gen", "0:KILL:shard-00002.labels.npy"),
+    ("gen,train", "1:KILL:step=8"),
+    ("train", "1:TERM:step=12"),
+    ("train,tis", "0:KILL:tis-00002.npy"),
+    ("tis", ""),
 ]
 
 
@@ -63,13 +66,14 @@ def _inputs(folder: Path) -> None:
     tiny.make_dataset(folder / "tisdata", d["n"], d["seed"], d["shard_size"])
 
 
-def _run_pair(folder: Path, run: int, signal_spec: str) -> dict:
+def _run_pair(folder: Path, run: int, steps: str, signal_spec: str) -> dict:
     """Both processes of one run; returns their exit statuses, exit times (s after the start)
     and logs. A process still running RUN_TIMEOUT_S after the start, or BOUND_S after the
     other one died, is killed and marked hung."""
     env = {
         **os.environ,
         "CORTEX_TEST_RUN": str(run),
+        "CORTEX_TEST_STEPS": steps,
         "CORTEX_TEST_SIGNAL": signal_spec,
         "CORTEX_TEST_HEARTBEAT": str(HEARTBEAT_S),
     }
@@ -122,7 +126,9 @@ def chain(tmp_path_factory):
             stdout=log,
             stderr=log,
         )
-    runs = [_run_pair(pair, i + 1, spec) for i, spec in enumerate(CHAIN)]
+    runs = [_run_pair(pair, i + 1, *run) for i, run in enumerate(CHAIN)]
+    keys = ("rc", "ended", "hung", "latest")  # for a look after a failure
+    (root / "chain.json").write_text(json.dumps([{k: r[k] for k in keys} for r in runs]))
     assert reference.wait(timeout=RUN_TIMEOUT_S) == 0, (root / "reference-training.log").read_text()
     assert jax.process_count() == 1 and jax.local_device_count() == 1  # as each process has
     multiprocess.step_generate(ref / "gen")
@@ -166,6 +172,7 @@ def _writes(chain: dict, folder: str) -> list[tuple[int, int, str]]:
     ]
 
 
+@pytest.mark.slow
 def test_generation_killed_mid_write_resumes_to_the_same_shards_each_written_once(chain):
     runs = chain["runs"]
     _killed(runs[0], victim=0)  # the coordinator: the survivor is ended at once
@@ -188,6 +195,7 @@ def test_generation_killed_mid_write_resumes_to_the_same_shards_each_written_onc
         assert n == "meta.json" or int(n[6:11]) % 2 == p, (r, p, n)
 
 
+@pytest.mark.slow
 def test_training_killed_resumes_to_the_uninterrupted_weights(chain):
     runs = chain["runs"]
     _killed(runs[1], victim=1)  # process 0 fails at its next collective, or jax ends it
@@ -207,6 +215,7 @@ def test_training_killed_resumes_to_the_uninterrupted_weights(chain):
     assert [w[2] for w in _writes(chain, "work")] == ["run.json"]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_both_processes_at_one_saved_step(chain):
     run = chain["runs"][2]
     assert run["rc"] == [130, 130], _tail(run)  # a CLI's exit status after a stop
@@ -217,13 +226,86 @@ def test_sigterm_stops_both_processes_at_one_saved_step(chain):
     assert run["ended"][1] - run["ended"][0] < BOUND_S  # both stopped, neither waited out
 
 
+@pytest.mark.slow
 def test_tis_killed_mid_write_resumes_to_the_same_scores_each_written_once(chain):
     runs = chain["runs"]
-    _killed(runs[3], victim=1)
+    _killed(runs[3], victim=0)
     _finished(runs[4])
     names = _same_files(chain["pair"] / "tis", chain["ref"] / "tis")
     assert names == ["fingerprint.json"] + [f"tis-{s:05d}.npy" for s in range(8)]
     writes = _writes(chain, "tis")
     assert sorted(n for _, _, n in writes) == names  # each score file written exactly once
-    assert [(r, p) for r, p, n in writes if n == "tis-00003.npy"] == [(5, 1)]
+    assert [(r, p) for r, p, n in writes if n == "tis-00000.npy"] == [(4, 0)]
+    assert [(r, p) for r, p, n in writes if n == "tis-00002.npy"] == [(5, 0)]
     assert all(int(n[4:9]) % 2 == p for _, p, n in writes if n.startswith("tis-"))
+
+
+# The stops a SIGTERM causes in a multi-process run, each process's side: the agreement itself
+# (JAX's preemption service) is the chain's run 3; here `preemption_agreed` is made to say yes.
+
+
+def _agree_at(monkeypatch, at: int) -> list[int]:
+    asked: list[int] = []
+
+    def agreed(step: int) -> bool:
+        asked.append(step)
+        return step == at
+
+    monkeypatch.setattr(sharding, "preemption_agreed", agreed)
+    return asked
+
+
+def _sample(labels, rng):
+    return np.asarray(jax.random.randint(rng, (len(labels), 2, 2), 0, 9))
+
+
+def test_generation_stops_before_the_agreed_shard_and_resumes_to_the_same_bytes(
+    tmp_path, monkeypatch
+):
+    labels, meta = np.arange(9, dtype=np.int32) % 3, {"class_names": ["a", "b", "c"]}
+    asked = _agree_at(monkeypatch, 3)
+    with pytest.raises(errors.Interrupted, match="^stopped by SIGTERM before shard 3; the finish"):
+        write_sampled(_sample, labels, tmp_path / "d", meta, shard_size=2)
+    assert asked == [0, 1, 2, 3]
+    assert sorted(p.name for p in (tmp_path / "d").glob("*.labels.npy")) == [
+        f"shard-{s:05d}.labels.npy" for s in range(3)
+    ]
+    monkeypatch.undo()
+    write_sampled(_sample, labels, tmp_path / "d", meta, shard_size=2)
+    write_sampled(_sample, labels, tmp_path / "whole", meta, shard_size=2)
+    for f in sorted((tmp_path / "whole").iterdir()):
+        assert (tmp_path / "d" / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+@pytest.mark.slow
+def test_tis_stops_before_the_agreed_shard_and_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    d = multiprocess.TIS_DATA
+    ds = tiny.make_dataset(tmp_path / "d", 4 * d["shard_size"], 0, d["shard_size"])
+    predict, codebook, cfg, _ = multiprocess.tis_settings()  # the chain's: compiled already
+    _agree_at(monkeypatch, 2)
+    with pytest.raises(errors.Interrupted, match="^stopped by SIGTERM before shard 2; the finish"):
+        sample_level.score_dataset(predict, codebook, ds, tmp_path / "tis", cfg)
+    assert sorted(p.name for p in (tmp_path / "tis").glob("tis-*")) == [
+        "tis-00000.npy",
+        "tis-00001.npy",
+    ]
+    monkeypatch.undo()
+    again = sample_level.score_dataset(predict, codebook, ds, tmp_path / "tis", cfg)
+    assert [Path(p).name for p in again] == ["tis-00002.npy", "tis-00003.npy"]
+    sample_level.score_dataset(predict, codebook, ds, tmp_path / "whole", cfg)
+    for f in sorted((tmp_path / "whole").iterdir()):
+        assert (tmp_path / "tis" / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+@pytest.mark.slow
+def test_training_saves_the_agreed_step_and_stops_there(tmp_path, monkeypatch):
+    train = tiny.make_dataset(tmp_path / "train", 80, 0)
+    val = tiny.make_dataset(tmp_path / "val", 16, 1)
+    args = (tiny.model_config(), tiny.train_config(), train, val, tiny.codebook(), tmp_path / "w")
+    _agree_at(monkeypatch, 4)  # between the checkpoints of steps 3 and 6
+    with pytest.raises(errors.Interrupted, match="^stopped by SIGTERM; state saved at step 4,"):
+        training.train_and_evaluate(*args)
+    monkeypatch.undo()
+    resumed: list[int] = []
+    state, _ = training.train_and_evaluate(*args, on_resume=resumed.append, stop_after=5)
+    assert resumed == [4] and int(state.step) == 5

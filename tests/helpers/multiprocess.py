@@ -77,6 +77,7 @@ def _hooks(folder: Path, pid: int) -> None:
     def logged_write(path, payload, exclusive=False):
         path = Path(os.fspath(path))
         if mine and sig == "KILL" and path.name == point:
+            _say(f"SIGKILL before renaming {path.name}")
             prefix = shards._temp_prefix(path)  # the writer's own temporary name
             fd, _ = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
             os.write(fd, payload)
@@ -84,12 +85,14 @@ def _hooks(folder: Path, pid: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         write(path, payload, exclusive)
         if mine and signum is not None and sig != "KILL" and path.name == point:
+            _say(f"SIG{sig} after writing {path.name}")
             os.kill(os.getpid(), signum)
         with open(folder / "writes.log", "a") as f:
             f.write(f"{run} {pid} {path.relative_to(folder)}\n")
 
     def hooked_batch(self, step):
         if mine and point == f"step={step}":
+            _say(f"SIG{sig} as step {step} starts")
             os.kill(os.getpid(), signum)
         return batch(self, step)
 
@@ -140,23 +143,35 @@ def step_train(folder: Path) -> None:
         _save_tree(best.params, folder / "out" / "best.npz")
 
 
-def step_tis(folder: Path) -> None:
-    """TIS of FOLDER/tisdata into FOLDER/tis (`sample_level.score_dataset`, the recipe's stored
-    per-shard scores) with the tiny CE at its initial weights, one shape for every batch."""
-    from cortex_jax.experiments import sample_level
-    from cortex_jax.models import iem
+def _linear(e, w):
+    return e.reshape(e.shape[0], -1) @ w
 
-    cfg = tiny.model_config()
-    init = jax.jit(lambda rng: iem.init_variables(cfg, rng, tiny.GRID, tiny.D))
-    variables = training.to_numpy_tree(init(jax.random.PRNGKey(0)))
-    sample_level.score_dataset(
-        iem.predictor(cfg, variables),
-        tiny.codebook(),
-        shards.TokenDataset.open(folder / "tisdata"),
-        folder / "tis",
-        sample_level.SampleLevelConfig(n_samples=4, batch=TIS_DATA["shard_size"]),
-        model={"iem": "tiny ce, init seed 0"},
-    )
+
+def tis_settings():
+    """(predict, codebook, config, model) of the TIS step: a fixed linear map of E (an IEM's
+    gradients cost seconds to compile, in every run of process 1, whose compilations JAX does
+    not cache; what is tested here is which files are written when, not the IEM), one batch a
+    shard."""
+    import functools
+
+    import jax.numpy as jnp
+
+    from cortex_jax.experiments import sample_level
+
+    w = np.random.default_rng(1).standard_normal((tiny.GRID**2 * tiny.D, tiny.N_CLASSES))
+    predict = functools.partial(_linear, w=jnp.asarray(w, jnp.float32))
+    cfg = sample_level.SampleLevelConfig(n_samples=4, batch=TIS_DATA["shard_size"])
+    return predict, tiny.codebook(), cfg, {"predict": "linear, weights seed 1"}
+
+
+def step_tis(folder: Path) -> None:
+    """TIS of FOLDER/tisdata into FOLDER/tis: `sample_level.score_dataset`, the recipe's stored
+    per-shard scores, with `tis_settings`."""
+    from cortex_jax.experiments import sample_level
+
+    predict, codebook, cfg, model = tis_settings()
+    dataset = shards.TokenDataset.open(folder / "tisdata")
+    sample_level.score_dataset(predict, codebook, dataset, folder / "tis", cfg, model=model)
 
 
 def pipeline(folder: Path, steps: str) -> None:
