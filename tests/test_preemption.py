@@ -247,9 +247,9 @@ def test_tis_killed_mid_write_resumes_to_the_same_scores_each_written_once(chain
 def _agree_at(monkeypatch, at: int) -> list[int]:
     asked: list[int] = []
 
-    def agreed(step: int) -> bool:
-        asked.append(step)
-        return step == at
+    def agreed(step: int | None = None) -> bool:  # the shard loops count their calls
+        asked.append(len(asked) if step is None else step)
+        return asked[-1] == at
 
     monkeypatch.setattr(sharding, "preemption_agreed", agreed)
     return asked

@@ -21,6 +21,7 @@ notice).
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
@@ -46,16 +47,27 @@ def maybe_initialize_distributed() -> bool:
     return False
 
 
-def preemption_agreed(step: int) -> bool:
+_calls = itertools.count()  # preemption_agreed() calls without a step, in this process
+
+
+def preemption_agreed(step: int | None = None) -> bool:
     """True at the step every process agreed to stop at after any of them got SIGTERM: one more
     than the furthest step any process had passed here when the notice came (JAX's
-    `multihost_utils.reached_preemption_sync_point`). Call it with each step of a loop that
-    every process runs from the same first step; False in a single process (there SIGTERM is
-    `errors.stop_requests`'s) and when JAX's preemption service is off."""
+    `multihost_utils.reached_preemption_sync_point`). False in a single process (there SIGTERM
+    is `errors.stop_requests`'s) and when JAX's preemption service is off.
+
+    `step`: the step of a loop that every process runs in step from the same first step
+    (training). None: this process's own count of its calls without one, for loops that every
+    process runs through the same calls in the same order but not in step, such as the shard
+    loops of generation and TIS (each process visits every shard index, skipping the others'
+    shards): the count goes on from one loop to the next, so processes in different loops (one
+    split ahead) still meet at one call."""
     if jax.process_count() == 1:
         return False
     from jax.experimental import multihost_utils
 
+    if step is None:
+        step = next(_calls)
     try:
         return bool(multihost_utils.reached_preemption_sync_point(step))
     except RuntimeError:  # jax_enable_preemption_service is off

@@ -42,14 +42,14 @@ def write_sampled(
     returned dataset holds the shards finished so far (the others' may still be running), and a
     SIGTERM to any process stops them all with `errors.Interrupted` before one shard index
     (`sharding.preemption_agreed`): the one past the furthest any process had reached, so each
-    finishes the shard it is writing (one behind the others first catches up)."""
+    finishes the shard in hand (one behind the others first catches up)."""
     if len(labels_all) == 0:  # refuse before writing: a stub meta.json would block the folder
         raise ValueError("no images to generate (an empty class selection)")
     shards.write_meta(out, {**meta, "seed": seed, "shard_size": shard_size, "source": "generated"})
     base = jax.random.PRNGKey(seed)
     for s, start in enumerate(range(0, len(labels_all), shard_size)):
         labels = labels_all[start : start + shard_size]
-        if sharding.preemption_agreed(s):
+        if sharding.preemption_agreed():
             raise errors.Interrupted(
                 f"stopped by SIGTERM before shard {s}; the finished shards are kept, rerun the "
                 "same command to resume"

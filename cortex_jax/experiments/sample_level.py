@@ -422,7 +422,7 @@ def score_dataset(
     offsets = np.cumsum([0] + [len(x) for x in dataset.labels])
     written, done = [], 0
     for s, (toks, labels) in enumerate(zip(dataset.tokens, dataset.labels, strict=True)):
-        if sharding.preemption_agreed(s):
+        if sharding.preemption_agreed():
             raise errors.Interrupted(
                 f"stopped by SIGTERM before shard {s}; the finished score files are kept, rerun "
                 "the same command to resume"
