@@ -53,7 +53,8 @@ def stop_requests(enabled: bool = True) -> Iterator[Callable[[], str | None]]:
     inside a checkpoint write. A second signal interrupts at once (KeyboardInterrupt). A signal
     the process ignores (SIG_IGN, e.g. SIGINT of a job started in the background) stays ignored.
     Outside the main thread, or when not `enabled` (a multi-process run: every process must stop
-    at the same step, which one process's signal cannot promise), nothing changes."""
+    at the same step, which one process's signal cannot promise; there JAX's preemption service
+    holds SIGTERM, see `sharding.preemption_agreed`), nothing changes."""
     received: list[str] = []
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield lambda: None

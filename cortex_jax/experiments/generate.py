@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cortex_jax.core import errors, sharding
 from cortex_jax.io import shards
 from cortex_jax.io.images import save_grid
 from cortex_jax.method.selection import nearest_rows
@@ -38,13 +39,21 @@ def write_sampled(
     """The shard loop shared by every generator: `sample(labels, rng) -> (n, m, m)` token grids
     for shard s with rng = fold_in(seed, s). Shard s belongs to process s mod P, which writes it
     atomically; finished shards are skipped, so a restart resumes. With several processes the
-    returned dataset holds the shards finished so far (the others' may still be running)."""
+    returned dataset holds the shards finished so far (the others' may still be running), and a
+    SIGTERM to any process stops them all with `errors.Interrupted` before one shard index
+    (`sharding.preemption_agreed`): the one past the furthest any process had reached, so each
+    finishes the shard in hand (one behind the others first catches up)."""
     if len(labels_all) == 0:  # refuse before writing: a stub meta.json would block the folder
         raise ValueError("no images to generate (an empty class selection)")
     shards.write_meta(out, {**meta, "seed": seed, "shard_size": shard_size, "source": "generated"})
     base = jax.random.PRNGKey(seed)
     for s, start in enumerate(range(0, len(labels_all), shard_size)):
         labels = labels_all[start : start + shard_size]
+        if sharding.preemption_agreed():
+            raise errors.Interrupted(
+                f"stopped by SIGTERM before shard {s}; the finished shards are kept, rerun the "
+                "same command to resume"
+            )
         mine = s % jax.process_count() == jax.process_index()  # each process its own shards
         if mine and not shards.shard_done(out, s):
             tokens = np.asarray(sample(labels, jax.random.fold_in(base, s)))

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from cortex_jax.core import errors, sharding
 from cortex_jax.experiments.bundle import Models, Sample
 from cortex_jax.figures import plots
 from cortex_jax.io import reports, shards
@@ -410,7 +411,10 @@ def score_dataset(
 
     Dataset shards are split over processes (shard s → process s mod P); a process splits each
     batch over its local devices; noise is keyed by global image index, so the result does not
-    depend on the number of devices. Finished shards are skipped on restart.
+    depend on the number of devices. Finished shards are skipped on restart. With several
+    processes a SIGTERM to any of them stops them all with `errors.Interrupted` before one shard
+    index (`sharding.preemption_agreed`): the one past the furthest any process had reached, so
+    each finishes the shard it is scoring (one behind the others first catches up).
     """
     out_dir = Path(out)
     shards.claim_fingerprint(out_dir, tis_fingerprint(codebook, dataset, cfg, model), "scores")
@@ -418,6 +422,11 @@ def score_dataset(
     offsets = np.cumsum([0] + [len(x) for x in dataset.labels])
     written, done = [], 0
     for s, (toks, labels) in enumerate(zip(dataset.tokens, dataset.labels, strict=True)):
+        if sharding.preemption_agreed():
+            raise errors.Interrupted(
+                f"stopped by SIGTERM before shard {s}; the finished score files are kept, rerun "
+                "the same command to resume"
+            )
         path = out_dir / f"tis-{s:05d}.npy"
         if s % jax.process_count() != jax.process_index() or path.exists():
             done += len(labels)

@@ -200,15 +200,26 @@ class Trainer:
         return {"val_loss": tot.pop("loss_sum") / n, **{f"val_{k}": v / n for k, v in tot.items()}}
 
 
+def _barriers(name: str) -> ocp.options.MultiprocessingOptions:
+    # Each manager its own barrier names: with several processes, two managers finishing saves
+    # at once otherwise meet at one barrier ("… is already ongoing") and the run fails.
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+
+
 def _managers(workdir: Path, every: int):
     latest = ocp.CheckpointManager(
         (workdir / "checkpoints" / "latest").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=every),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=2, save_interval_steps=every, multiprocessing_options=_barriers("latest")
+        ),
     )
     best = ocp.CheckpointManager(
         (workdir / "checkpoints" / "best").absolute(),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda m: m["val_loss"], best_mode="min"
+            max_to_keep=1,
+            best_fn=lambda m: m["val_loss"],
+            best_mode="min",
+            multiprocessing_options=_barriers("best"),
         ),
     )
     return latest, best
@@ -355,7 +366,15 @@ def train_and_evaluate(
     `stop_after` ends the run early at that step (for tests). A resume calls `on_resume(step)`;
     Ctrl-C or SIGTERM (a preempted VM) stops the run at the next step boundary, so within one
     training step plus that step's evaluation and checkpoint write, saves the state of the last
-    finished step and raises `errors.Interrupted` naming it; a second signal stops at once."""
+    finished step and raises `errors.Interrupted` naming it; a second signal stops at once.
+
+    With several processes (jax.distributed) a SIGTERM to any of them stops all of them at one
+    step (`sharding.preemption_agreed`): one past the furthest step any process had finished when
+    the notice came; every process saves the state there (one checkpoint) and raises
+    `errors.Interrupted`. The bound: one step past the furthest process once the notice has
+    spread through jax.distributed's coordination service (well under a second; SIGTERM as step
+    12 started stopped the tests' tiny CPU run at 16), then that step's evaluation and checkpoint
+    write. Ctrl-C is not taken there (the process ends; `sharding` says what the others do)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     _check_data(model_config, codebook, train_ds, val_ds)
@@ -473,7 +492,9 @@ def _loop(
     """Steps start..end from current['state']: train, evaluate, checkpoint, log (metrics.jsonl,
     and TensorBoard events on process 0), keeping
     `current` up to date for an interrupt. A stop `requested` (a signal's name) raises
-    `_Stopped` at the next step boundary, after the pending checkpoint writes finished. Returns
+    `_Stopped` at the next step boundary, after the pending checkpoint writes finished; so does
+    the step all processes agreed on after a SIGTERM (`sharding.preemption_agreed`), once its
+    state is saved. Returns
     the state and the best validation metrics seen in this call."""
     cfg, pi, state = trainer.cfg, jax.process_index(), current["state"]
     best_metrics: dict[str, float] = {}
@@ -489,16 +510,17 @@ def _loop(
         losses.append((step + 1, m["loss"]))
         seen += cfg.batch_size
         done = step + 1
+        stop = sharding.preemption_agreed(done)  # the step every process stops at on SIGTERM
         record: dict[str, float] = {}
         evaluate = done % eval_every == 0 or done == total
-        if evaluate or done == end or done % 10 == 0 or latest.should_save(done):
+        if evaluate or stop or done == end or done % 10 == 0 or latest.should_save(done):
             _first_non_finite(losses)  # before anything of this state is saved or logged
         if evaluate:
             record = trainer.evaluate(state, val_reader)
             best.save(done, args=ocp.args.StandardSave(state), metrics=record)
             if not best_metrics or record["val_loss"] < best_metrics["val_loss"]:
                 best_metrics = {"step": done, **record}
-        latest.save(done, args=ocp.args.StandardSave(state), force=done == end)
+        latest.save(done, args=ocp.args.StandardSave(state), force=done == end or stop)
         if record or done % 10 == 0 or done == end:
             m = {k: float(v) for k, v in m.items()}
             m["images_per_s"] = seen / (time.time() - t0)
@@ -509,6 +531,9 @@ def _loop(
                 if log is not None:
                     log.write(done, line)
             progress(done, total, line)
+        if stop and done < end:  # every process saved this step's state above (one checkpoint)
+            latest.wait_until_finished()
+            raise _Stopped("SIGTERM")
     return state, best_metrics
 
 

@@ -12,7 +12,7 @@ from cortex_jax.models import iem
 N_CLASSES, GRID, K, D = 4, 4, 32, 8
 
 
-def make_dataset(folder: Path, n: int, seed: int) -> shards.TokenDataset:
+def make_dataset(folder: Path, n: int, seed: int, shard_size: int = 40) -> shards.TokenDataset:
     """Class c puts token 8c+j (j random in 0..7) in the top row: learnable, not trivial."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, N_CLASSES, n).astype(np.int32)
@@ -21,8 +21,9 @@ def make_dataset(folder: Path, n: int, seed: int) -> shards.TokenDataset:
     names = [f"c{i}" for i in range(N_CLASSES)]
     meta = {"class_names": names, "vqgm": "tiny", "grid_size": GRID, "codebook_size": K}
     shards.write_meta(folder, {**meta, "source": "synthetic"})
-    for s, start in enumerate(range(0, n, 40)):
-        shards.write_shard(folder, s, tokens[start : start + 40], labels[start : start + 40])
+    for s, start in enumerate(range(0, n, shard_size)):
+        end = start + shard_size
+        shards.write_shard(folder, s, tokens[start:end], labels[start:end])
     return shards.TokenDataset.open(folder)
 
 
