@@ -37,7 +37,7 @@ from tqdm import tqdm
 from cortex_jax.core import imagenet, paths
 from cortex_jax.core.configs import from_section
 from cortex_jax.experiments import codebook_level, families, sample_level
-from cortex_jax.experiments.bundle import Models, from_files
+from cortex_jax.experiments.bundle import Models, batched, from_files
 from cortex_jax.experiments.generate import generate_dataset
 from cortex_jax.io import folders, shards
 from cortex_jax.io.images import to_uint8
@@ -258,15 +258,24 @@ def iem_identity(config: ConfigDict, arch: str | None = None) -> dict[str, str]:
 
 def models(config: ConfigDict, classifier: str, batch: int, arch: str | None = None) -> Models:
     """The recipe's bundle for one step: the VQGAN at config.vqgan (decoding `batch` grids at a
-    time), the IEM train.iem wrote for `arch`, and the pixel classifier `classifier` (batched)."""
+    time), the IEM train.iem wrote for `arch`, and the pixel classifier `classifier` (batched;
+    "family": the family's own, e.g. the toy world's judge)."""
+    own = classifier == "family"
     bundle = from_files(
         config.vqgan,
         iem_folder(config, arch),
-        classifier,
+        None if own else classifier,
         config.classifier_size,
         decode_batch=batch,
         classifier_batch=batch,
     )
+    if own:
+        fam = family(config)
+        if fam.classifier is None:
+            raise ValueError(f"classifier 'family': the {fam.name} family has no classifier")
+        bundle = dataclasses.replace(
+            bundle, classifier=batched(fam.classifier(), batch), classifier_name=f"{fam.name} judge"
+        )
     return dataclasses.replace(bundle, predict_name=arch or config.arch, name="imagenet")
 
 
