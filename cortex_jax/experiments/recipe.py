@@ -32,9 +32,9 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 from PIL import Image
-from tqdm import tqdm
 
 from cortex_jax.core import imagenet, paths
+from cortex_jax.core import progress as progress_lib
 from cortex_jax.core.configs import from_section
 from cortex_jax.experiments import codebook_level, families, sample_level
 from cortex_jax.experiments.bundle import Models, batched, from_files
@@ -49,30 +49,32 @@ SPLITS = ("train", "val", "test")
 
 
 class StageBars:
-    """The `progress(stage, done, total)` callback the steps take, as one tqdm bar per stage
-    (throughput and ETA included; shown on process 0 only). Use as a context manager."""
+    """The `progress(stage, done, total)` callback the steps take, as one `core.progress.Progress`
+    per stage: a tqdm bar on a terminal, throughput and ETA lines in a log (a stage is timed
+    from its first call; steps call progress(stage, 0, total) when a stage starts). Process 0
+    only. Use as a context manager."""
 
     def __init__(self, prefix: str = "", unit: str = "img"):
         self.prefix, self.unit = prefix, unit
-        self.bar: tqdm | None = None
+        self.bar: progress_lib.Progress | None = None
         self.stage: str | None = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != self.stage:
+        if stage != self.stage or self.bar is None:
             self.close()
             self.stage = stage
-            self.bar = tqdm(
-                total=total,
-                desc=f"{self.prefix}{stage}",
-                unit=self.unit,
-                disable=jax.process_index() != 0,
+            self.bar = progress_lib.Progress(
+                f"{self.prefix}{stage}",
+                total,
+                self.unit,
+                enabled=jax.process_index() == 0,
             )
-        if self.bar is not None:
-            self.bar.update(done - self.bar.n)
+        self.bar.update_to(done, total)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
     def __enter__(self):
         return self
@@ -197,6 +199,7 @@ def generate(
     for i, split in enumerate(SPLITS):
         per = int(g[split])
         total = per * len(ids)
+        progress(split, 0, total)
         ds = generate_dataset(
             vqgm,
             ids,
