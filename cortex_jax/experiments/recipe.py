@@ -5,8 +5,9 @@ Layout under `config.workdir`:
     models/vqgan/              the VQGAN (vqgan-jax format), written once by `generate`
     tokens/{train,val,test}/   uint16 token shards; tokens/test/png/ decoded test images
     iem_{ce,re,te}/            train.iem: metrics.jsonl, checkpoints/, iem/ (the best model)
-    sample_{arch}/             `sample_level`: tis/ (float32 per shard), report.json,
-                               token_sets.csv, top_tokens.png, image_level_curve.*, arrays.npz
+    sample_{arch}/             `sample_level`: tis/ and test_tis/ (float32 per shard),
+                               report.json, token_sets.csv, top_tokens.png,
+                               image_level_curve.*, arrays.npz
     table5/                    `codebook_level.table5`: table5.json, table5.md
     tables.md, tables.json     `tables`: the paper's Tables 1, 2 and 5 side by side
 
@@ -36,7 +37,7 @@ from PIL import Image
 from cortex_jax.core import imagenet, paths
 from cortex_jax.core import progress as progress_lib
 from cortex_jax.core.configs import from_section
-from cortex_jax.experiments import codebook_level, families, sample_level
+from cortex_jax.experiments import codebook_level, families, sample_level, sample_stream
 from cortex_jax.experiments.bundle import Models, batched, from_files
 from cortex_jax.experiments.generate import generate_dataset
 from cortex_jax.io import folders, shards
@@ -285,61 +286,61 @@ def models(config: ConfigDict, classifier: str, batch: int, arch: str | None = N
 def sample_level_step(
     config: ConfigDict, progress: Callable[[str, int, int], None] = lambda s, n, t: None
 ) -> SampleLevelReport | None:
-    """Step 3 (Table 2): TIS over the training split (resumable float32 shards), T_concept,
-    then concept- and image-level masking of the test split scored by the classifier, in
-    chunks of config.sample.concepts_per_chunk concepts; written by `sample_level.save` as the
-    toy study's are (top_tokens.png shows config.sample.shown_concepts concepts)."""
+    """Step 3 (Table 2): TIS over the training and test splits (resumable float32 shards in
+    sample_{arch}/tis and test_tis; the test images' noise keyed after the training images'),
+    T_concept, then concept- and image-level masking of the test split scored by the classifier;
+    written by `sample_level.save` as the toy study's are (top_tokens.png shows
+    config.sample.shown_concepts concepts). After the TIS passes everything streams shard by
+    shard (`sample_stream`): memory stays flat however many images; arrays.npz keeps the first
+    config.sample.arrays_per_concept test images of each concept (all when unset)."""
     check_paths(config, remote_ok=False, step="explain.sample")
     s = config.sample
     sample_level.check_shown(s.shown_per_concept, s.shown_concepts)  # before hours of TIS
     out = Path(config.workdir) / f"sample_{config.arch}"
     bundle = models(config, config.classifier, s.batch)
     train = shards.TokenDataset.open(config.data.train)
+    test = shards.TokenDataset.open(config.data.test)
     cfg = from_section(sample_level.SampleLevelConfig, s)
+    cfg.check_sizes(bundle.grid_size, len(bundle.codebook))  # before hours of TIS
     identity = iem_identity(config)
-    sample_level.score_dataset(
-        bundle.require("predict")[0],
-        bundle.codebook,
-        train,
-        out / "tis",
-        cfg,
-        lambda n: progress("TIS (train split)", n, len(train)),
-        model=identity,
-    )
+    for name, split, folder, offset in (
+        ("train", train, out / "tis", 0),
+        ("test", test, out / "test_tis", len(train)),
+    ):
+        progress(f"TIS ({name} split)", 0, len(split))
+        sample_level.score_dataset(
+            bundle.require("predict")[0],
+            bundle.codebook,
+            split,
+            folder,
+            cfg,
+            functools.partial(_split_progress, progress, f"TIS ({name} split)", len(split)),
+            model=identity,
+            id_offset=offset,
+        )
     _sync("tis")
     if jax.process_index() != 0:
         return None
-    ex_tok, ex_lab, _ = train.arrays()
-    ex_tis = np.concatenate(
-        [np.load(out / "tis" / f"tis-{i:05d}.npy") for i in range(len(train.tokens))]
-    ).astype(np.float32)
-    test = shards.TokenDataset.open(config.data.test)
-    te_tok, te_lab, _ = test.arrays()
-    concepts = [c for c in class_ids(config.generate.classes) if (te_lab == c).any()]
+    present = set().union(*(np.unique(lab).tolist() for lab in test.labels))
+    concepts = [c for c in class_ids(config.generate.classes) if c in present]
     data = {
         "train": sample_level.dataset_identity(train),
         "test": sample_level.dataset_identity(test),
     }
-    chunks = []
-    for j in range(0, len(concepts), s.concepts_per_chunk):
-        chunk = concepts[j : j + s.concepts_per_chunk]
-        progress("masking evaluation (test split)", j, len(concepts))
-        sel = np.isin(te_lab, chunk)
-        ex = np.isin(ex_lab, chunk)  # T_concept of a class reads only that class's images
-        chunks.append(
-            sample_level.run(
-                bundle,
-                chunk,
-                (ex_tok[ex], ex_lab[ex]),
-                (te_tok[sel], te_lab[sel]),
-                cfg,
-                explain_tis=ex_tis[ex],
-                test_ids=len(ex_lab) + np.flatnonzero(sel),
-                model=identity,
-                data=data,
-            )
-        )
-    report = dataclasses.replace(sample_level.merge(chunks), classifier=str(config.classifier))
+    report = sample_stream.report(
+        bundle,
+        train,
+        out / "tis",
+        test,
+        out / "test_tis",
+        concepts,
+        cfg,
+        identity,
+        data,
+        s.get("arrays_per_concept"),
+        progress,
+    )
+    report = dataclasses.replace(report, classifier=str(config.classifier))
     sample_level.save(report, out, bundle, s.shown_per_concept, s.shown_concepts)
     return report
 
