@@ -49,7 +49,7 @@ def test_progress_in_a_log_gives_throughput_eta_and_the_stages_total(monkeypatch
         "TIS (train split)",
         "40",
         "img",
-        "40.0",
+        "40.000",
     )
 
 
