@@ -85,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             alpha=0.2,
             batch=256,
             curve_ns=tuple(range(5, 55, 5)),
-            concepts_per_chunk=50,
+            arrays_per_concept=50,  # test images a concept kept in arrays.npz (all 50 here)
             seed=0,
             shown_concepts=10,  # top_tokens.png (Figure 3): this many concepts' test images,
             shown_per_concept=8,  # this many each
@@ -130,7 +130,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.generate.update(train=12, val=4, test=4, top_k=20, shard_size=32)
         c.model.update(_RUNLOCAL_IEM[arch])
         c.train.update(batch_size=16, epochs=2, decay_every=1, dtype="float32")
-        c.sample.update(n=5, k=10, n_samples=4, batch=64, curve_ns=(1, 5, 10), concepts_per_chunk=4)
+        c.sample.update(n=5, k=10, n_samples=4, batch=64, curve_ns=(1, 5, 10))
         c.codebook.update(
             pairs=((10, 20), (11, 19)),
             images_per_pair=2,

@@ -136,7 +136,7 @@ def run(out: Path) -> SampleLevelReport:
 
 def run_recipe(config) -> None:
     sharding.maybe_initialize_distributed()
-    with recipe.StageBars(unit="it") as progress:
+    with recipe.StageBars(unit="img") as progress:
         report = recipe.sample_level_step(config, progress)
     if report is not None:
         s = report.summary

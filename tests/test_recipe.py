@@ -142,7 +142,7 @@ def test_runlocal_dry_run_on_8_devices_writes_every_artefact(tmp_path):
     assert rep["image_level_curve"]["n"] == [1, 5, 10]
     assert rep["concept_names"]["11"] == "goldfinch"
     # the same files as the toy study's (one writer), the Figure 3 grid of shown_concepts classes
-    assert {p.name for p in (w / "sample_ce").iterdir()} == {"tis", *cli.SAMPLE_FILES}
+    assert {p.name for p in (w / "sample_ce").iterdir()} == {"tis", "test_tis", *cli.SAMPLE_FILES}
     assert Image.open(w / "sample_ce" / "top_tokens.png").size[0] > 100
     assert "goldfinch,cortex,1," in (w / "sample_ce" / "token_sets.csv").read_text()
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from cortex_jax import toy
 from cortex_jax.core import errors, sharding
+from cortex_jax.core.progress import Progress
 from cortex_jax.experiments import training
 from cortex_jax.experiments.generate import generate_dataset
 from cortex_jax.io import folders, shards, sources
@@ -71,15 +72,16 @@ def run(config, workdir: Path) -> dict:
     tcfg = training.TrainConfig(**config.train)
     if jax.process_index() == 0:
         folders.claim_output(workdir, COMMAND, "--workdir")
-    # A context manager, so the bar is closed before an error's one line is printed.
-    with tqdm(desc=f"train {config.arch}", unit="step", disable=jax.process_index() != 0) as bar:
+    # A context manager, so the bar is closed before an error's one line is printed. A tqdm bar
+    # on a terminal; in a log, a line a minute with steps/s and ETA (core.progress).
+    with Progress(f"train {config.arch}", unit="step", enabled=jax.process_index() == 0) as bar:
 
         def progress(step, total, m):
-            bar.total = total
-            bar.update(step - bar.n)
-            bar.set_postfix(
-                loss=f"{m['loss']:.3f}", img_s=f"{m['images_per_s']:.0f}", refresh=False
-            )
+            bar.update_to(step, total, loss=f"{m['loss']:.3f}", img_s=f"{m['images_per_s']:.0f}")
+
+        def resumed(step):
+            tqdm.write(f"resumed from step {step}")
+            bar.base = bar.done = step  # the rate and ETA count this run's steps only
 
         _, best = training.fit_iem(
             model_config,
@@ -91,7 +93,7 @@ def run(config, workdir: Path) -> dict:
             progress,
             fresh=_FRESH.value,
             vqgan=config.vqgan,
-            on_resume=lambda step: tqdm.write(f"resumed from step {step}"),
+            on_resume=resumed,
         )
     if jax.process_index() == 0:
         folders.finish_output(workdir, COMMAND)

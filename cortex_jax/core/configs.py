@@ -1,7 +1,7 @@
 """Frozen dataclass configs from ml_collections sections, without copying fields one by one.
 
 `from_section(SampleLevelConfig, config.sample)` takes the section's keys that are fields of the
-dataclass (other keys are for other consumers, e.g. `concepts_per_chunk`), turns lists into
+dataclass (other keys are for other consumers, e.g. `shown_concepts`), turns lists into
 tuples where the field is a tuple, and lets `overrides` replace or add fields. The dataclass's
 own checks then run as for any other construction.
 """

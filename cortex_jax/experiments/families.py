@@ -142,6 +142,8 @@ class Family:
       edit_note: what that row is, for table5.md; `{family}` and the sampler settings' fields
         (`{num_iter}`, …) are filled in.
       conditioning: "class" (sampled from class ids) or "prompt" (from text prompts).
+      classifier: () → the family's own pixel classifier (pixels → probabilities), which a
+        recipe config names as `classifier = "family"` (the toy world's judge), if it has one.
     """
 
     name: str
@@ -154,6 +156,7 @@ class Family:
     edit_row: str | None = None
     edit_note: str = "{family}'s own re-sampling of the region"
     conditioning: Conditioning = "class"
+    classifier: Callable[[], Callable[[np.ndarray], Any]] | None = None
 
     def describe_edit(self, sampling: Any) -> str:
         """table5.md's note on the `edit_row` row, with `sampling` filled in."""

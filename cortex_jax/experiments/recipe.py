@@ -5,8 +5,9 @@ Layout under `config.workdir`:
     models/vqgan/              the VQGAN (vqgan-jax format), written once by `generate`
     tokens/{train,val,test}/   uint16 token shards; tokens/test/png/ decoded test images
     iem_{ce,re,te}/            train.iem: metrics.jsonl, checkpoints/, iem/ (the best model)
-    sample_{arch}/             `sample_level`: tis/ (float32 per shard), report.json,
-                               token_sets.csv, top_tokens.png, image_level_curve.*, arrays.npz
+    sample_{arch}/             `sample_level`: tis/ and test_tis/ (float32 per shard),
+                               report.json, token_sets.csv, top_tokens.png,
+                               image_level_curve.*, arrays.npz
     table5/                    `codebook_level.table5`: table5.json, table5.md
     tables.md, tables.json     `tables`: the paper's Tables 1, 2 and 5 side by side
 
@@ -32,12 +33,12 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 from PIL import Image
-from tqdm import tqdm
 
 from cortex_jax.core import imagenet, paths
+from cortex_jax.core import progress as progress_lib
 from cortex_jax.core.configs import from_section
-from cortex_jax.experiments import codebook_level, families, sample_level
-from cortex_jax.experiments.bundle import Models, from_files
+from cortex_jax.experiments import codebook_level, families, sample_level, sample_stream
+from cortex_jax.experiments.bundle import Models, batched, from_files
 from cortex_jax.experiments.generate import generate_dataset
 from cortex_jax.io import folders, shards
 from cortex_jax.io.images import to_uint8
@@ -49,30 +50,32 @@ SPLITS = ("train", "val", "test")
 
 
 class StageBars:
-    """The `progress(stage, done, total)` callback the steps take, as one tqdm bar per stage
-    (throughput and ETA included; shown on process 0 only). Use as a context manager."""
+    """The `progress(stage, done, total)` callback the steps take, as one `core.progress.Progress`
+    per stage: a tqdm bar on a terminal, throughput and ETA lines in a log (a stage is timed
+    from its first call; steps call progress(stage, 0, total) when a stage starts). Process 0
+    only. Use as a context manager."""
 
     def __init__(self, prefix: str = "", unit: str = "img"):
         self.prefix, self.unit = prefix, unit
-        self.bar: tqdm | None = None
+        self.bar: progress_lib.Progress | None = None
         self.stage: str | None = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != self.stage:
+        if stage != self.stage or self.bar is None:
             self.close()
             self.stage = stage
-            self.bar = tqdm(
-                total=total,
-                desc=f"{self.prefix}{stage}",
-                unit=self.unit,
-                disable=jax.process_index() != 0,
+            self.bar = progress_lib.Progress(
+                f"{self.prefix}{stage}",
+                total,
+                self.unit,
+                enabled=jax.process_index() == 0,
             )
-        if self.bar is not None:
-            self.bar.update(done - self.bar.n)
+        self.bar.update_to(done, total)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
     def __enter__(self):
         return self
@@ -197,6 +200,7 @@ def generate(
     for i, split in enumerate(SPLITS):
         per = int(g[split])
         total = per * len(ids)
+        progress(split, 0, total)
         ds = generate_dataset(
             vqgm,
             ids,
@@ -258,76 +262,85 @@ def iem_identity(config: ConfigDict, arch: str | None = None) -> dict[str, str]:
 
 def models(config: ConfigDict, classifier: str, batch: int, arch: str | None = None) -> Models:
     """The recipe's bundle for one step: the VQGAN at config.vqgan (decoding `batch` grids at a
-    time), the IEM train.iem wrote for `arch`, and the pixel classifier `classifier` (batched)."""
+    time), the IEM train.iem wrote for `arch`, and the pixel classifier `classifier` (batched;
+    "family": the family's own, e.g. the toy world's judge)."""
+    own = classifier == "family"
     bundle = from_files(
         config.vqgan,
         iem_folder(config, arch),
-        classifier,
+        None if own else classifier,
         config.classifier_size,
         decode_batch=batch,
         classifier_batch=batch,
     )
+    if own:
+        fam = family(config)
+        if fam.classifier is None:
+            raise ValueError(f"classifier 'family': the {fam.name} family has no classifier")
+        bundle = dataclasses.replace(
+            bundle, classifier=batched(fam.classifier(), batch), classifier_name=f"{fam.name} judge"
+        )
     return dataclasses.replace(bundle, predict_name=arch or config.arch, name="imagenet")
 
 
 def sample_level_step(
     config: ConfigDict, progress: Callable[[str, int, int], None] = lambda s, n, t: None
 ) -> SampleLevelReport | None:
-    """Step 3 (Table 2): TIS over the training split (resumable float32 shards), T_concept,
-    then concept- and image-level masking of the test split scored by the classifier, in
-    chunks of config.sample.concepts_per_chunk concepts; written by `sample_level.save` as the
-    toy study's are (top_tokens.png shows config.sample.shown_concepts concepts)."""
+    """Step 3 (Table 2): TIS over the training and test splits (resumable float32 shards in
+    sample_{arch}/tis and test_tis; the test images' noise keyed after the training images'),
+    T_concept, then concept- and image-level masking of the test split scored by the classifier;
+    written by `sample_level.save` as the toy study's are (top_tokens.png shows
+    config.sample.shown_concepts concepts). After the TIS passes everything streams shard by
+    shard (`sample_stream`): memory stays flat however many images; arrays.npz keeps the first
+    config.sample.arrays_per_concept test images of each concept (all when unset)."""
     check_paths(config, remote_ok=False, step="explain.sample")
     s = config.sample
     sample_level.check_shown(s.shown_per_concept, s.shown_concepts)  # before hours of TIS
     out = Path(config.workdir) / f"sample_{config.arch}"
     bundle = models(config, config.classifier, s.batch)
     train = shards.TokenDataset.open(config.data.train)
+    test = shards.TokenDataset.open(config.data.test)
     cfg = from_section(sample_level.SampleLevelConfig, s)
+    cfg.check_sizes(bundle.grid_size, len(bundle.codebook))  # before hours of TIS
     identity = iem_identity(config)
-    sample_level.score_dataset(
-        bundle.require("predict")[0],
-        bundle.codebook,
-        train,
-        out / "tis",
-        cfg,
-        lambda n: progress("TIS (train split)", n, len(train)),
-        model=identity,
-    )
+    for name, split, folder, offset in (
+        ("train", train, out / "tis", 0),
+        ("test", test, out / "test_tis", len(train)),
+    ):
+        progress(f"TIS ({name} split)", 0, len(split))
+        sample_level.score_dataset(
+            bundle.require("predict")[0],
+            bundle.codebook,
+            split,
+            folder,
+            cfg,
+            functools.partial(_split_progress, progress, f"TIS ({name} split)", len(split)),
+            model=identity,
+            id_offset=offset,
+        )
     _sync("tis")
     if jax.process_index() != 0:
         return None
-    ex_tok, ex_lab, _ = train.arrays()
-    ex_tis = np.concatenate(
-        [np.load(out / "tis" / f"tis-{i:05d}.npy") for i in range(len(train.tokens))]
-    ).astype(np.float32)
-    test = shards.TokenDataset.open(config.data.test)
-    te_tok, te_lab, _ = test.arrays()
-    concepts = [c for c in class_ids(config.generate.classes) if (te_lab == c).any()]
+    present = set().union(*(np.unique(lab).tolist() for lab in test.labels))
+    concepts = [c for c in class_ids(config.generate.classes) if c in present]
     data = {
         "train": sample_level.dataset_identity(train),
         "test": sample_level.dataset_identity(test),
     }
-    chunks = []
-    for j in range(0, len(concepts), s.concepts_per_chunk):
-        chunk = concepts[j : j + s.concepts_per_chunk]
-        progress("masking evaluation (test split)", j, len(concepts))
-        sel = np.isin(te_lab, chunk)
-        ex = np.isin(ex_lab, chunk)  # T_concept of a class reads only that class's images
-        chunks.append(
-            sample_level.run(
-                bundle,
-                chunk,
-                (ex_tok[ex], ex_lab[ex]),
-                (te_tok[sel], te_lab[sel]),
-                cfg,
-                explain_tis=ex_tis[ex],
-                test_ids=len(ex_lab) + np.flatnonzero(sel),
-                model=identity,
-                data=data,
-            )
-        )
-    report = dataclasses.replace(sample_level.merge(chunks), classifier=str(config.classifier))
+    report = sample_stream.report(
+        bundle,
+        train,
+        out / "tis",
+        test,
+        out / "test_tis",
+        concepts,
+        cfg,
+        identity,
+        data,
+        s.get("arrays_per_concept"),
+        progress,
+    )
+    report = dataclasses.replace(report, classifier=str(config.classifier))
     sample_level.save(report, out, bundle, s.shown_per_concept, s.shown_concepts)
     return report
 

@@ -364,17 +364,20 @@ def tis_fingerprint(
     dataset: shards.TokenDataset,
     cfg: SampleLevelConfig,
     model: Mapping[str, Any] | None = None,
+    id_offset: int = 0,
 ) -> dict[str, Any]:
     """What stored per-image scores depend on: the method and its options (not n, k, curve_ns or
     batch, which do not change a score), the codebook and the dataset (hashes), `model` (what
-    identifies the predictor) and TIS_FORMAT."""
-    return {
+    identifies the predictor), TIS_FORMAT, and `id_offset` (the first image's noise key) when
+    it is not 0."""
+    out = {
         "format": TIS_FORMAT,
         "method": method_spec(cfg),
         "codebook_sha256": codebook_sha256(codebook),
         "dataset": dataset_identity(dataset),
         "model": dict(model) if model is not None else None,
     }
+    return out | ({"id_offset": id_offset} if id_offset else {})
 
 
 def dataset_identity(dataset: shards.TokenDataset) -> dict[str, Any]:
@@ -396,6 +399,7 @@ def score_dataset(
     cfg: SampleLevelConfig = SampleLevelConfig(),
     progress: Callable[[int], None] = lambda n: None,
     model: Mapping[str, Any] | None = None,
+    id_offset: int = 0,
 ) -> list[str]:
     """TIS for every image of a token dataset, one float32 file per dataset shard.
 
@@ -411,13 +415,15 @@ def score_dataset(
 
     Dataset shards are split over processes (shard s → process s mod P); a process splits each
     batch over its local devices; noise is keyed by global image index, so the result does not
-    depend on the number of devices. Finished shards are skipped on restart. With several
-    processes a SIGTERM to any of them stops them all with `errors.Interrupted` before one shard
-    index (`sharding.preemption_agreed`): the one past the furthest any process had reached, so
-    each finishes the shard it is scoring (one behind the others first catches up).
+    depend on the number of devices. Finished shards are skipped on restart. Image i's noise is
+    keyed by `id_offset` + i (a test split scored after a training split: its length). With
+    several processes a SIGTERM to any of them stops them all with `errors.Interrupted` before one
+    shard index (`sharding.preemption_agreed`): the one past the furthest any process had
+    reached, so each finishes the shard it is scoring (one behind the others first catches up).
     """
     out_dir = Path(out)
-    shards.claim_fingerprint(out_dir, tis_fingerprint(codebook, dataset, cfg, model), "scores")
+    fingerprint = tis_fingerprint(codebook, dataset, cfg, model, id_offset)
+    shards.claim_fingerprint(out_dir, fingerprint, "scores")
     shards.clean_stale_temps(out_dir)  # a kill between write and rename leaves one behind
     offsets = np.cumsum([0] + [len(x) for x in dataset.labels])
     written, done = [], 0
@@ -432,7 +438,7 @@ def score_dataset(
             done += len(labels)
             progress(done)
             continue
-        ids = offsets[s] + np.arange(len(labels))
+        ids = id_offset + offsets[s] + np.arange(len(labels))
         scores = scores_for(predict, codebook, np.asarray(toks), np.asarray(labels), cfg, ids)
         shards.atomic_save_npy(path, scores)
         written.append(str(path))

@@ -186,24 +186,25 @@ def _concept_pages(
 ) -> dict[int, str]:
     """Writes concepts/<slug>.html for every concept; returns {concept id: relative link}."""
     names, concepts = report.concept_names, report.concepts
-    toks, labels, tis = arrays.tokens.astype(np.int64), arrays.labels, arrays.tis
+    toks, labels, tis = arrays.tokens, arrays.labels, arrays.tis
     shown = np.concatenate([np.flatnonzero(labels == c)[:n_show] for c in concepts]).astype(int)
     dec = np.concatenate(
-        [to_uint8(decode(toks[shown[i : i + 64]])) for i in range(0, len(shown), 64)]
+        [
+            to_uint8(decode(toks[shown[i : i + 64]].astype(np.int64)))
+            for i in range(0, len(shown), 64)
+        ]
     )
-    px = np.zeros((len(toks), *dec.shape[1:]), np.uint8)  # only the shown images are decoded
-    px[shown] = dec
+    px = dict(zip(shown.tolist(), dec, strict=True))  # only the shown images are decoded
     b, m = toks.shape[0], toks.shape[1]
-    f = px.shape[1] // m
-    scale = max(1, 96 // px.shape[1])  # small images are enlarged …
-    thumb = max(m, min(px.shape[1], THUMBNAIL) // m * m)  # … large ones shown as thumbnails
+    f = dec.shape[1] // m
+    scale = max(1, 96 // dec.shape[1])  # small images are enlarged …
+    thumb = max(m, min(dec.shape[1], THUMBNAIL) // m * m)  # … large ones shown as thumbnails
     n = int(report.config["n"])
     holders: dict[int, list[int]] = {}  # token id → concepts whose T_concept holds it
     for c, row in concepts.items():
         for t in row.cortex:
             holders.setdefault(int(t), []).append(c)
-    present = np.zeros((b, int(toks.max()) + 1), bool)  # image i holds token id t
-    np.put_along_axis(present, toks.reshape(b, -1).astype(np.int64), True, axis=1)
+    holding = _ImagesHolding(toks, labels)
     links = {c: f"concepts/{_slug(names[c])}.html" for c in concepts}
     plots.save_png(  # the heat maps' colour scale, shown beside them on every concept page
         plots.colour_scale_figure(
@@ -211,7 +212,8 @@ def _concept_pages(
         ),
         out / "img" / "tis_scale.png",
     )
-    order = np.argsort(-tis.reshape(b, -1), axis=1, kind="stable")[:, :n]
+    top = np.argsort(-tis[shown].reshape(len(shown), -1), axis=1, kind="stable")[:, :n]
+    order = dict(zip(shown.tolist(), top, strict=True))  # the shown images' top-n positions
     decoded: dict[int, str] = {}
     for c, row in concepts.items():
         slug = _slug(names[c])
@@ -219,8 +221,8 @@ def _concept_pages(
         shots = []
         for i in np.flatnonzero(labels == c)[:n_show]:
             boxes = np.zeros(m * m, bool)
-            boxes[order[i]] = True
-            small = _resize(px[i], thumb)
+            boxes[order[int(i)]] = True
+            small = _resize(px[int(i)], thumb)
             framed = np.asarray(
                 grid_image(
                     small[None].astype(np.float32) / 127.5 - 1,
@@ -238,7 +240,7 @@ def _concept_pages(
                 f'test image {i}" loading="lazy"></span>'
             )
         cards = []
-        in_concept = labels == c
+        in_concept = int((labels == c).sum())
         for rank, (t, count) in enumerate(zip(row.cortex, row.cortex_counts, strict=True)):
             t = int(t)
             where = np.argwhere(toks[shown] == t)  # (image, row, col) among the decoded images
@@ -248,7 +250,7 @@ def _concept_pages(
                 strength = tis[where[:, 0], where[:, 1], where[:, 2]]
                 for j, (i, r, cc) in enumerate(where[np.argsort(-strength)][:n_patches]):
                     r0, c0 = max(0, (r - 1) * f), max(0, (cc - 1) * f)
-                    crop = px[i, r0 : (r + 2) * f, c0 : (cc + 2) * f]
+                    crop = px[int(i)][r0 : (r + 2) * f, c0 : (cc + 2) * f]
                     _png(img_dir / f"token{t}_patch{j}.png", crop, max(1, 48 // crop.shape[0]))
                     patches.append(
                         f'<img src="../img/{slug}/token{t}_patch{j}.png" alt="a patch '
@@ -265,8 +267,8 @@ def _concept_pages(
                 if t in decoded
                 else ""
             )
-            share_c = float(present[in_concept, t].mean()) if t < present.shape[1] else 0.0
-            share_all = float(present[:, t].mean()) if t < present.shape[1] else 0.0
+            share_c = holding.count(t, c) / in_concept
+            share_all = holding.count(t) / b
             others = [
                 f'<a href="{_slug(names[o])}.html">{html.escape(names[o])}</a>'
                 for o in holders.get(t, [])
@@ -324,6 +326,39 @@ def _concept_pages(
         (out / links[c]).parent.mkdir(parents=True, exist_ok=True)
         (out / links[c]).write_text(_page(names[c], body, depth=1))
     return links
+
+
+class _ImagesHolding:
+    """How many images (of the report's test images, or of one concept's) hold token id t, from
+    sorted (concept, id) codes counted in row chunks: memory a few bytes per distinct pair, not
+    an (images, K) table."""
+
+    def __init__(self, tokens: np.ndarray, labels: np.ndarray, chunk: int = 4096):
+        b = len(tokens)
+        self.k = int(tokens.max()) + 1 if b else 1
+        codes, counts = [], []
+        for i in range(0, b, chunk):
+            ids = np.sort(tokens[i : i + chunk].reshape(min(chunk, b - i), -1).astype(np.int64), 1)
+            first = np.ones(ids.shape, bool)  # each id once per image
+            first[:, 1:] = ids[:, 1:] != ids[:, :-1]
+            lab = np.broadcast_to(np.asarray(labels[i : i + chunk], np.int64)[:, None], ids.shape)
+            u, n = np.unique(lab[first] * self.k + ids[first], return_counts=True)
+            codes.append(u)
+            counts.append(n)
+        all_codes = np.concatenate(codes) if codes else np.zeros(0, np.int64)
+        self.codes, where = np.unique(all_codes, return_inverse=True)
+        self.counts = np.bincount(where, np.concatenate(counts) if counts else None).astype(int)
+        self.per_id = np.bincount(self.codes % self.k, self.counts, self.k).astype(int)
+
+    def count(self, t: int, concept: int | None = None) -> int:
+        """Images holding id `t` (of `concept` only, when given)."""
+        if not 0 <= t < self.k:
+            return 0
+        if concept is None:
+            return int(self.per_id[t])
+        code = concept * self.k + t
+        i = int(np.searchsorted(self.codes, code))
+        return int(self.counts[i]) if i < len(self.codes) and self.codes[i] == code else 0
 
 
 def _resize(pixels_u8: np.ndarray, side: int) -> np.ndarray:

@@ -369,7 +369,7 @@ def token_counts(
     return counts.at[lab.ravel(), ids.ravel()].add(weight.ravel().astype(jnp.int32))
 
 
-def top_tokens(counts: Array, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def top_tokens(counts: ArrayLike, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Top-k token ids per concept from `token_counts` (ties broken by lower id), with counts.
 
     Returns two lists with one array per concept: its ids in descending count, and their counts.

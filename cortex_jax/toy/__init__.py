@@ -252,5 +252,6 @@ FAMILY = families.register(
         bundle=_toy_bundle,
         concepts=len(world.CONCEPTS),
         encoded=write_encoded_dataset,
+        classifier=load_toy_judge,
     )
 )
