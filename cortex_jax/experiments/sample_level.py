@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import jax
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from cortex_jax.core import paths
 from cortex_jax.experiments.bundle import Models, Sample
 from cortex_jax.figures import plots
 from cortex_jax.io import reports, shards
@@ -412,7 +412,7 @@ def score_dataset(
     batch over its local devices; noise is keyed by global image index, so the result does not
     depend on the number of devices. Finished shards are skipped on restart.
     """
-    out_dir = Path(out)
+    out_dir = paths.of(out)
     shards.claim_fingerprint(out_dir, tis_fingerprint(codebook, dataset, cfg, model), "scores")
     shards.clean_stale_temps(out_dir)  # a kill between write and rename leaves one behind
     offsets = np.cumsum([0] + [len(x) for x in dataset.labels])
@@ -510,9 +510,8 @@ def save(
     if report.arrays is None:
         raise ValueError("save needs the report's arrays (the test split run evaluated)")
     check_shown(shown_per_concept, shown_concepts)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    report.write(out)
+    root = paths.of(out)
+    report.write(root)
     names, n = report.concept_names, int(report.config["n"])
     concepts = list(report.concepts)[:shown_concepts]
     labels, scores = report.arrays.labels, report.arrays.tis
@@ -528,10 +527,10 @@ def save(
         box_label=f"top-{n} TIS positions of the image's own concept (T_image)",
         scale=max(1, 128 // px.shape[1]),
     )
-    plots.save_png(grid, out / "top_tokens.png")
+    plots.save_png(grid, root / "top_tokens.png")
     curve = report.image_level_curve
     plots.masking_curve(
-        out / "image_level_curve",
+        root / "image_level_curve",
         list(curve.n),
         {
             "top-n TIS positions": (list(curve.tis), list(curve.tis_se)),
