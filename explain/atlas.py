@@ -16,14 +16,13 @@ recipe: `--config configs/imagenet.py:iem=ce` reads WORKDIR/sample_ce and WORKDI
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from absl import app, flags, logging
+from etils import epath
 from ml_collections import config_flags
 
 from cortex_jax import toy  # noqa: F401  (registers the toy family)
-from cortex_jax.core import errors
-from cortex_jax.experiments import families
+from cortex_jax.core import errors, paths
+from cortex_jax.experiments import families, recipe
 from cortex_jax.figures import atlas
 from cortex_jax.io import folders
 from cortex_jax.io.reports import SampleLevelReport
@@ -49,6 +48,38 @@ _OUT = flags.DEFINE_string(
 )
 
 
+def _methods(compare: epath.Path | None) -> epath.Path | None:
+    if compare and not (compare / "compare.json").is_file():
+        print(f"note: --compare {compare} has no compare.json; the atlas has no methods page")
+        return None
+    return compare
+
+
+def _toy(family, compare: epath.Path | None) -> dict:
+    """The atlas of the folders the flags name (the toy world's commands' defaults)."""
+    sample, out = paths.of(_SAMPLE.value, "--sample"), paths.of(_OUT.value, "--out")
+    edit = paths.of(_EDIT.value, "--edit") if _EDIT.value else None
+    table5 = paths.of(_TABLE5.value, "--table5") if _TABLE5.value else None
+    bias = [paths.of(b, "--bias") for b in _BIAS.value.split(",") if b.strip()]
+    if not SampleLevelReport.exists(sample):
+        raise FileNotFoundError(
+            f"no explain.sample report in {sample}; run `python -m explain.sample --all "
+            f"--out {sample}` first (or pass --sample DIR)"
+        )
+    for flag, d in (("--edit", edit), ("--table5", table5), *(("--bias", b) for b in bias)):
+        if d is not None and not d.is_dir():
+            print(f"note: {flag} {d} not found; the atlas leaves that section out")
+    compare = _methods(compare)
+    folders.check_output(out, "explain.atlas", remote_ok=True)
+    SampleLevelReport.read(sample)  # a report this version cannot read: one line, no work
+    if family is not None:
+        args = families.LoadArgs(_CHECKPOINT.value, _VQ_CHECKPOINT.value, _GPT_CONFIG.value)
+        decode = family.load(args).vqgan.decode_pixels
+    else:
+        decode = load_vqgan(_VQGAN.value).decode_pixels
+    return atlas.build_atlas(out, sample, decode, edit, table5, bias, compare)
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -57,39 +88,15 @@ def main(argv):
         family = families.get(_MODEL.value, "class", use) if _MODEL.value else None  # before work
         if family is not None and (flags.FLAGS["vqgan"].present or _CONFIG.value is not None):
             raise ValueError(f"--model {_MODEL.value} and --vqgan/--config both name the decoder")
-        sample, edit, table5, vqgan, out = (
-            Path(_SAMPLE.value),
-            _EDIT.value,
-            _TABLE5.value,
-            _VQGAN.value,
-            _OUT.value,
-        )
-        compare = Path(_COMPARE.value) if _COMPARE.value else None
-        bias = [Path(b) for b in _BIAS.value.split(",") if b.strip()]
+        compare = paths.of(_COMPARE.value, "--compare") if _COMPARE.value else None
         if _CONFIG.value is not None:  # the ImageNet recipe's layout (experiments/recipe.py)
-            w = Path(_CONFIG.value.workdir)
-            sample, edit, table5, bias = w / f"sample_{_CONFIG.value.arch}", None, w / "table5", []
-            vqgan, out = str(_CONFIG.value.vqgan), str(w / "atlas")
             compare = compare if _COMPARE.present else None  # not the toy world's default
-        if not SampleLevelReport.exists(sample):
-            raise FileNotFoundError(
-                f"no explain.sample report in {sample}; run `python -m explain.sample --all "
-                f"--out {sample}` first (or pass --sample DIR)"
-            )
-        for flag, d in (("--edit", edit), ("--table5", table5), *(("--bias", b) for b in bias)):
-            if d and not Path(d).is_dir():
-                print(f"note: {flag} {d} not found; the atlas leaves that section out")
-        if compare and not (compare / "compare.json").is_file():
-            print(f"note: --compare {compare} has no compare.json; the atlas has no methods page")
-            compare = None
-        folders.check_output(out, "explain.atlas")
-        SampleLevelReport.read(sample)  # a report this version cannot read: one line, no work
-        if family is not None:
-            args = families.LoadArgs(_CHECKPOINT.value, _VQ_CHECKPOINT.value, _GPT_CONFIG.value)
-            decode = family.load(args).vqgan.decode_pixels
+            table5 = paths.of(_CONFIG.value.workdir) / "table5"
+            if not table5.is_dir():
+                print(f"note: --table5 {table5} not found; the atlas leaves that section out")
+            info = recipe.atlas(_CONFIG.value, _methods(compare))
         else:
-            decode = load_vqgan(vqgan).decode_pixels
-        info = atlas.build_atlas(out, sample, decode, edit, table5, bias, compare)
+            info = _toy(family, compare)
     print(f"wrote {info['index']} ({info['concepts']} concepts, {info['bytes'] / 1e6:.1f} MB)")
 
 

@@ -26,7 +26,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cortex_jax import toy
-from cortex_jax.core import errors, sharding
+from cortex_jax.core import errors, paths, sharding
 from cortex_jax.experiments import codebook_level, recipe
 
 _LR_DEFAULT = codebook_level.Request().learning_rate
@@ -89,7 +89,7 @@ def main(argv):
                     f"{row}: ΔP_orig {v['delta_judge_orig']:+.3f}, ΔP_target "
                     f"{v['delta_judge_target']:+.3f}"
                 )
-            out = Path(_CONFIG.value.workdir) / "table5"
+            out = paths.of(_CONFIG.value.workdir) / "table5"
         else:
             req = _request()
             codebook_level.check_request(req, out, COMMAND)

@@ -2,14 +2,17 @@
 (tests/helpers/gcs.py; skips without the `test` extra's gcp-storage-emulator and gcsfs)."""
 
 import contextlib
+import json
 import os
+import struct
 
+import jax
 import numpy as np
 import pytest
 from etils import epath
 
 from cortex_jax.core import errors, paths
-from cortex_jax.io import shards
+from cortex_jax.io import folders, shards
 from tests.helpers import gcs
 
 
@@ -48,9 +51,12 @@ def test_unsupported_urls_are_refused_in_one_line(tmp_path):
     c.workdir = "s3://b/run"  # refused before any model is built or file written
     with pytest.raises(ValueError, match=r"^--config.workdir s3://b/run: s3:// is not supported"):
         recipe.generate(c)
-    c.workdir = "gs://b/run"  # a step that writes local folders only so far
-    with pytest.raises(ValueError, match=r"^--config.workdir gs://b/run: explain.sample reads"):
-        recipe.sample_level_step(c)
+    for step in (recipe.sample_level_step, recipe.codebook_level_step, recipe.tables, recipe.atlas):
+        with pytest.raises(ValueError, match=r"^--config.workdir s3://b/run: s3:// is not"):
+            step(c)
+    # a command whose writer takes local folders only still says so in one line
+    with pytest.raises(ValueError, match=r"^--out gs://b/x: explain.bias writes local folders"):
+        folders.check_output("gs://b/x", "explain.bias")
     assert not list(tmp_path.iterdir())  # nothing written anywhere local
 
 
@@ -134,29 +140,196 @@ def test_an_interrupted_upload_leaves_no_object_and_the_old_one_whole(bucket, mo
     np.testing.assert_array_equal(got, payload)  # the old version, whole
 
 
+def test_an_output_folder_on_a_bucket_is_owned_as_a_local_one(bucket):
+    """The manifest of what a command wrote (folders.claim_output / finish_output) on gs://: an
+    interrupted run's objects are its own (dated by the store's clock), a foreign object or
+    another command's folder is refused in one line, a rebuild deletes only its own objects."""
+    root = f"{bucket}/atlas"
+    assert folders.claim_output(root, "explain.atlas", remote_ok=True) == epath.Path(root)
+    shards.atomic_write_bytes(f"{root}/img/a.png", b"a")  # then the run is killed
+    folders.check_output(root, "explain.atlas", remote_ok=True)  # a rerun may go on
+    folders.finish_output(root, "explain.atlas")
+    owner = json.loads(epath.Path(root, folders.OWNER_NAME).read_text())
+    assert owner == {"command": "explain.atlas", "files": ["img/a.png"], "complete": True}
+    with pytest.raises(ValueError, match=r"holds the output of explain.atlas; choose another"):
+        folders.check_output(root, "explain.bias", remote_ok=True)
+    shards.atomic_write_bytes(f"{root}/notes.txt", b"mine")  # someone's file
+    with pytest.raises(ValueError, match=r"holds notes.txt, which explain.atlas did not write"):
+        folders.claim_output(root, "explain.atlas", rebuild=True, remote_ok=True)
+    epath.Path(root, "notes.txt").unlink()
+    folders.claim_output(root, "explain.atlas", rebuild=True, remote_ok=True)
+    assert shards.list_files(root) == [folders.OWNER_NAME]  # its own object went, and only it
+
+
+def test_training_logs_on_a_bucket(bucket):
+    """metrics.jsonl and the TensorBoard event file on gs://: lines reach the object when flushed
+    (as at each checkpoint), a resumed run drops the lines past its checkpoint, events go whole."""
+    from cortex_jax.io import events
+
+    path = f"{bucket}/iem/metrics.jsonl"
+    with events.MetricsFile(path) as metrics:
+        for step in (1, 2, 3):
+            metrics.append({"step": step, "loss": 1.0 / step})
+        assert not epath.Path(path).exists()  # not yet uploaded …
+        metrics.flush()
+        assert len(epath.Path(path).read_text().splitlines()) == 3  # … and now whole
+    events.MetricsFile(path, start_step=2).close()  # resumed from the checkpoint of step 2
+    assert [json.loads(x)["step"] for x in epath.Path(path).read_text().splitlines()] == [1, 2]
+    with events.ScalarLog(f"{bucket}/iem/tensorboard") as log:
+        log.write(1, {"step": 1, "loss": 0.5})
+    (name,) = shards.list_files(f"{bucket}/iem/tensorboard")
+    assert _scalars(epath.Path(bucket, "iem/tensorboard", name).read_bytes()) == [(1, "loss", 0.5)]
+
+
+def _scalars(event_file: bytes) -> list[tuple[int, str, float]]:
+    """(step, tag, value) of every scalar in a TensorBoard event file (TFRecord framing: length,
+    its CRC, the Event proto, its CRC)."""
+    from tensorboardX.proto import event_pb2
+
+    out, at = [], 0
+    while at < len(event_file):
+        (n,) = struct.unpack("<Q", event_file[at : at + 8])
+        event = event_pb2.Event.FromString(event_file[at + 12 : at + 12 + n])
+        out += [(event.step, v.tag, v.simple_value) for v in event.summary.value]
+        at += 12 + n + 4
+    return out
+
+
+def _restored(checkpoints) -> dict:
+    """Each orbax checkpoint step under `checkpoints` (latest/N, best/N) restored as numpy."""
+    import orbax.checkpoint as ocp
+
+    out = {}
+    for kind in ("latest", "best"):
+        with ocp.CheckpointManager(epath.Path(checkpoints) / kind) as manager:
+            for step in manager.all_steps():
+                tree = manager.restore(step, args=ocp.args.StandardRestore())
+                out[f"{kind}/{step}"] = jax.tree.map(np.asarray, tree)
+    return out
+
+
+def _numpy_init(init):
+    """`init` (config, …) → parameters, as the same shapes filled from numpy's generator: unit
+    scales and variances, zero biases and means, kernels N(0, 1/fan_in)."""
+
+    def made(*args, **kwargs):
+        rng = np.random.default_rng(0)
+
+        def fill(path, s):
+            name = getattr(path[-1], "key", "")
+            if name in ("scale", "var"):
+                return np.ones(s.shape, s.dtype)
+            if name in ("bias", "mean") or len(s.shape) < 2:
+                return np.zeros(s.shape, s.dtype)
+            return (rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(s.dtype)
+
+        shapes = jax.eval_shape(lambda: init(*args, **kwargs))
+        return jax.tree.map(jax.numpy.asarray, jax.tree_util.tree_map_with_path(fill, shapes))
+
+    return made
+
+
+# Files of the two runs that hold what only one run can know (compared by content instead):
+# orbax's checkpoints (random data-file names, commit timestamps: compared restored), the
+# TensorBoard event file (its name holds the start time and host, each record its wall time:
+# compared as scalars), metrics.jsonl (`images_per_s` is measured: compared without it) and
+# train.iem's manifest (it lists those files).
+DIFFER = ("iem_ce/checkpoints/", "iem_ce/tensorboard/", "iem_ce/metrics.jsonl")
+MANIFEST = "iem_ce/" + folders.OWNER_NAME
+
+
 @pytest.mark.slow
-def test_recipe_generate_to_a_bucket_equals_a_local_run(bucket, tmp_path, monkeypatch):
-    """train.generate's recipe step (configs/imagenet.py:runlocal, 1 class, 3 images) with a
-    gs:// workdir writes the same files, byte for byte, as with a local one."""
+def test_recipe_in_a_bucket_writes_what_a_local_run_writes(
+    bucket, tmp_path, monkeypatch, entry_point
+):
+    """configs/imagenet.py:runlocal end to end, each step as its command runs it (train.generate,
+    train.iem, explain.sample, explain.codebook, explain.report, explain.atlas) with
+    --config.workdir=gs://… writes the same files, byte for byte, as with a local workdir (2
+    classes, one image per class and split, one training step): every file but those DIFFER
+    names, and those hold the same content."""
     from configs import imagenet as imagenet_config
     from cortex_jax.experiments import recipe
+    from cortex_jax.models import cin, classifier, vqgan
 
+    train_iem = entry_point("train.iem")
     monkeypatch.setenv("CORTEX_JAX_CACHE", str(tmp_path / "cache"))
-    # One random VQGM for both runs (the same seeded weights either way): the second run reuses
-    # the first one's compiled sampler and decoder instead of building them again.
-    load, made = recipe.load_vqgm, []
-    monkeypatch.setattr(
-        recipe, "load_vqgm", lambda c: made[0] if made else made.append(load(c)) or made[0]
-    )
-    runs = {}
-    for name, workdir in (("local", str(tmp_path / "run")), ("gs", f"{bucket}/run")):
+    # The random-weight stand-ins (no files to read) get numpy's random numbers (jax's
+    # initialisers compile per parameter shape: a minute on 2 cores), made once for both runs.
+    load_vqgm, made = recipe.load_vqgm, []
+
+    def vqgm(c):
+        if not made:
+            with monkeypatch.context() as m:
+                m.setattr(vqgan, "init_params", _numpy_init(vqgan.init_params))
+                m.setattr(cin, "init_params", _numpy_init(cin.init_params))
+                made.append(load_vqgm(c))
+        return made[0]
+
+    monkeypatch.setattr(recipe, "load_vqgm", vqgm)
+    # the pixel classifiers: a small ResNet's folder, on the bucket for both runs (its name is in
+    # report.json and the figures' titles, so it is one name for both)
+    net = classifier.ResNetConfig("basic", (1, 1), width=4, image_size=32)
+    weights = _numpy_init(classifier.init_variables)(net)
+    folders.save_classifier(f"{bucket}/models/classifier", net, weights)
+
+    def config(workdir):
         c = imagenet_config.get_config("runlocal")
         c.workdir = workdir
-        c.generate.update(classes="10", train=1, val=1, test=1)
-        runs[name] = recipe.generate(c)
-    assert runs["local"] == runs["gs"] == {"train": 1, "val": 1, "test": 1, "test_png": 1}
+        c.random_vqgan.update(ch_mult=(1, 2), attn_resolutions=(), resolution=16, n_embed=32)
+        c.random_gpt.update(n_embd=16)  # a 8×8 grid of 32 codes from 16×16 images
+        c.classifier = c.edit_classifier = f"{bucket}/models/classifier"
+        c.classifier_size = 32
+        c.generate.update(classes="10,11", train=1, val=1, test=1)
+        c.train.update(batch_size=2, epochs=1)
+        c.codebook.update(images_per_pair=1, steps=2, log_every=2)
+        return c
+
+    for workdir in (str(tmp_path / "run"), f"{bucket}/run"):
+        c = config(workdir)
+        recipe.generate(c)  # each step as its command (train.generate, …) calls it
+        train_iem.run(c, c.iem_workdir)
+        recipe.sample_level_step(c)
+        recipe.codebook_level_step(c)
+        recipe.tables(c)
+        recipe.atlas(c)
     local, remote = _files(tmp_path / "run"), _files(f"{bucket}/run")
-    assert sorted(remote) == sorted(local) and "tokens/test/png/0000000.png" in remote
-    assert "models/vqgan/flax_model.msgpack" in remote
-    for name in local:
+    same = lambda files: sorted(n for n in files if not n.startswith(DIFFER) and n != MANIFEST)
+    assert same(remote) == same(local)
+    for name in ("iem_ce/iem/flax_model.msgpack", "sample_ce/tis/tis-00000.npy",
+                 "sample_ce/top_tokens.png", "table5/table5.json", "tables.md",
+                 "atlas/index.html", "atlas/concepts/goldfinch.html"):  # fmt: skip
+        assert name in remote
+    for name in same(local):
         assert remote[name] == local[name], name
+    # the files that differ hold the same content
+    assert _restored(f"{bucket}/run/iem_ce/checkpoints").keys() == {"latest/1", "best/1"}
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        _restored(tmp_path / "run/iem_ce/checkpoints"),
+        _restored(f"{bucket}/run/iem_ce/checkpoints"),
+    )
+    (ev_local,), (ev_remote,) = ([n for n in f if "tfevents" in n] for f in (local, remote))
+    scalars = [
+        [x for x in _scalars(f[n]) if x[1] != "images_per_s"]
+        for f, n in ((local, ev_local), (remote, ev_remote))
+    ]
+    assert scalars[0] == scalars[1] and any(tag == "val_top1" for _, tag, _ in scalars[1])
+    metrics = [
+        [{k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in f[n].splitlines()]
+        for f, n in ((local, "iem_ce/metrics.jsonl"), (remote, "iem_ce/metrics.jsonl"))
+    ]
+    assert metrics[0] == metrics[1] and "val_loss" in metrics[1][-1]
+    owners = [json.loads(f[MANIFEST]) for f in (local, remote)]
+    for owner in owners:
+        owner["files"] = [n for n in owner["files"] if not ("iem_ce/" + n).startswith(DIFFER)]
+    assert owners[0] == owners[1] and "iem/flax_model.msgpack" in owners[1]["files"]
+    # the IEM names its VQGAN as the folder beside it, wherever the workdir is
+    assert json.loads(remote["iem_ce/iem/config.json"])["vqgan"] == "../../models/vqgan"
+    # a rerun on the bucket resumes: training from its last checkpoint (nothing left to do), the
+    # atlas rebuilt over its own files; the same bytes again
+    c = config(f"{bucket}/run")
+    train_iem.run(c, c.iem_workdir)
+    recipe.atlas(c)
+    again = _files(f"{bucket}/run")
+    assert same(again) == same(remote)
+    assert all(again[n] == remote[n] for n in same(remote))

@@ -4,12 +4,13 @@ Runs unchanged on one CPU, one GPU, 8 devices or a multi-host pod (jax.distribut
 the environment declares several processes). Resumes from WORKDIR/checkpoints/latest after a
 kill; writes WORKDIR/metrics.jsonl and, at the end, the best-validation-loss model to WORKDIR/iem.
 For the toy variant the generated token datasets are sampled first if missing. The ImageNet
-recipe: `--config configs/imagenet.py:iem=ce` (WORKDIR = the recipe's workdir/iem_ce).
+recipe: `--config configs/imagenet.py:iem=ce` (WORKDIR = the recipe's workdir/iem_ce). WORKDIR
+may be a gs:// URL: checkpoints, metrics, TensorBoard events and the IEM are written to the bucket.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import jax
 from absl import app, flags, logging
@@ -17,7 +18,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from cortex_jax import toy
-from cortex_jax.core import errors, sharding
+from cortex_jax.core import errors, paths, sharding
 from cortex_jax.core.progress import Progress
 from cortex_jax.experiments import training
 from cortex_jax.experiments.generate import generate_dataset
@@ -53,17 +54,25 @@ def _dataset(folder: str, per_class: int, seed: int, config) -> shards.TokenData
     return shards.TokenDataset.open(folder)
 
 
-def _check_workdir(workdir: Path) -> None:
+def _check_workdir(workdir: str | os.PathLike) -> None:
     """Refuses a --workdir holding files train.iem did not write, before any work. A workdir of an
     earlier version (run.json but no manifest) is adopted: its files are this command's."""
-    if (workdir / training.RUN_NAME).is_file() and not (workdir / folders.OWNER_NAME).exists():
+    root = paths.of(workdir, "--workdir")
+    if (root / training.RUN_NAME).is_file() and not (root / folders.OWNER_NAME).exists():
         if jax.process_index() == 0:
-            folders.finish_output(workdir, COMMAND)
-    folders.check_output(workdir, COMMAND, "--workdir")
+            folders.finish_output(root, COMMAND)
+    folders.check_output(root, COMMAND, "--workdir", remote_ok=True)
 
 
-def run(config, workdir: Path) -> dict:
+def _vqgan_name(vqgan: str, iem_folder) -> str:
+    """How the IEM folder names its VQGAN: a folder by its path relative to the IEM folder (the
+    same name in a local workdir and on a bucket, and after the workdir moves), else as given."""
+    return paths.relative(vqgan, iem_folder) if paths.of(vqgan).is_dir() else vqgan
+
+
+def run(config, workdir: str | os.PathLike, fresh: bool = False) -> dict:
     sharding.maybe_initialize_distributed()
+    workdir = paths.of(workdir, "--workdir")
     _check_workdir(workdir)
     train_ds = _dataset(config.data.train, config.data.get("train_per_class", 0), 0, config)
     val_ds = _dataset(config.data.val, config.data.get("val_per_class", 0), 1, config)
@@ -71,7 +80,7 @@ def run(config, workdir: Path) -> dict:
     model_config = iem.IEMConfig(config.arch, config.n_classes, **config.model)
     tcfg = training.TrainConfig(**config.train)
     if jax.process_index() == 0:
-        folders.claim_output(workdir, COMMAND, "--workdir")
+        folders.claim_output(workdir, COMMAND, "--workdir", remote_ok=True)
     # A context manager, so the bar is closed before an error's one line is printed. A tqdm bar
     # on a terminal; in a log, a line a minute with steps/s and ETA (core.progress).
     with Progress(f"train {config.arch}", unit="step", enabled=jax.process_index() == 0) as bar:
@@ -91,8 +100,8 @@ def run(config, workdir: Path) -> dict:
             vq.codebook,
             workdir,
             progress,
-            fresh=_FRESH.value,
-            vqgan=config.vqgan,
+            fresh=fresh,
+            vqgan=_vqgan_name(config.vqgan, workdir / "iem"),
             on_resume=resumed,
         )
     if jax.process_index() == 0:
@@ -104,11 +113,12 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax/XLA INFO lines off the terminal
     config = _CONFIG.value
-    workdir = Path(
-        _WORKDIR.value or config.get("iem_workdir") or f"runs/iem_{config.arch}_{config.variant}"
+    workdir = paths.of(
+        _WORKDIR.value or config.get("iem_workdir") or f"runs/iem_{config.arch}_{config.variant}",
+        "--workdir",
     )
     with errors.one_line_errors():
-        best = run(config, workdir)
+        best = run(config, workdir, _FRESH.value)
     if best:
         print(
             f"best validation (step {best['step']}): loss {best['val_loss']:.4f}, "

@@ -5,13 +5,17 @@ line and before any work, a URL whose scheme we do not support (s3://, http://, 
 whose `//` a POSIX path join has already collapsed (`gs:/bucket`, what `pathlib.Path("gs://b")`
 makes; a run given one used to write a local folder named `gs:`). epath reaches `gs://` through
 gcsfs (or TensorFlow's gfile when TensorFlow is installed); `gcsfs` honours STORAGE_EMULATOR_HOST.
+`relative(target, start)` is how a file names another one beside it (the same name locally and on
+a bucket).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import posixpath
 import re
+from pathlib import Path
 
 from etils import epath
 
@@ -51,3 +55,17 @@ def of(p: str | os.PathLike, what: str = "path") -> epath.Path:
 
 def _has_tensorflow() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
+
+
+def relative(target: str | os.PathLike, start: str | os.PathLike) -> str:
+    """`target` as seen from the folder `start`, for a file that names another one: a relative
+    POSIX path when both are local, or both on the same bucket, so that the name is the same
+    wherever the tree lives (a local run, a bucket, a copy); `target` in full otherwise."""
+    t, s = os.fspath(target), os.fspath(start)
+    if is_remote(t) or is_remote(s):
+        t_bucket, _, t_key = t.partition("://")[2].partition("/")
+        s_bucket, _, s_key = s.partition("://")[2].partition("/")
+        if scheme(t) != scheme(s) or t_bucket != s_bucket:
+            return t
+        return posixpath.relpath("/" + t_key, "/" + s_key)
+    return Path(os.path.relpath(os.path.abspath(t), os.path.abspath(s))).as_posix()

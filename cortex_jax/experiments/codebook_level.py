@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from cortex_jax.core import paths
 from cortex_jax.experiments import families
 from cortex_jax.experiments.bundle import Models
 from cortex_jax.figures import plots
@@ -461,7 +462,7 @@ def table5(
     """The Table 5 experiment for directed (source, target) class pairs (`pair_bases`, then
     `pair_study`): writes OUT/table5.json (with `extra` merged in) and OUT/table5.md, and
     returns the result. Image ids are global (0..B−1 in pair order), so `cfg.batch` does not
-    change the result."""
+    change the result. OUT may be a gs:// URL."""
     base, src, tgt = pair_bases(models, pairs, cfg.images_per_pair, cfg.seed, dataset)
     mask = selection.region_mask(base.shape[1], cfg.region)
     result = pair_study(
@@ -477,10 +478,9 @@ def table5(
         batch=cfg.batch,
     )
     result |= dict(extra or {})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "table5.json", result)
-    atomic_write_bytes(out / "table5.md", table5_markdown(result, notes).encode())
+    root = paths.of(out)
+    atomic_write_json(root / "table5.json", result)
+    atomic_write_bytes(root / "table5.md", table5_markdown(result, notes).encode())
     return result
 
 

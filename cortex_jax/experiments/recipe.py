@@ -10,6 +10,12 @@ Layout under `config.workdir`:
                                image_level_curve.*, arrays.npz
     table5/                    `codebook_level.table5`: table5.json, table5.md
     tables.md, tables.json     `tables`: the paper's Tables 1, 2 and 5 side by side
+    atlas/                     `atlas`: the token atlas of sample_{arch} and table5
+
+The workdir (and every path the config derives from it) may be a local folder or a gs:// URL
+(`core.paths`): every step reads and writes through epath, each file written whole, the IEM's
+orbax checkpoints straight to the bucket; the outputs are the same bytes either way (files name
+the files beside them by relative paths). Another URL scheme is refused in one line.
 
 Every step resumes: finished shards (tokens, PNGs, TIS) are skipped, IEM training restarts from
 its latest checkpoint, and report files appear whole or not at all. With several processes
@@ -26,11 +32,11 @@ import io
 import json
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from ml_collections import ConfigDict
 from PIL import Image
 
@@ -40,7 +46,8 @@ from cortex_jax.core.configs import from_section
 from cortex_jax.experiments import codebook_level, families, sample_level, sample_stream
 from cortex_jax.experiments.bundle import Models, batched, from_files
 from cortex_jax.experiments.generate import generate_dataset
-from cortex_jax.io import folders, shards
+from cortex_jax.figures import atlas as atlas_site
+from cortex_jax.io import folders, shards, sources
 from cortex_jax.io.images import to_uint8
 from cortex_jax.io.reports import SampleLevelReport
 from cortex_jax.method import selection
@@ -128,7 +135,7 @@ def vqgm_identity(config: ConfigDict) -> dict[str, Any]:
     """What identifies the generator in the token datasets' meta.json (their fingerprint): the
     family, and for random weights the settings that shape them, otherwise the sha256 of each
     checkpoint file or folder the config names (another checkpoint at the same path is another
-    model; a name that is no local file, e.g. a hub repo id, stands for itself)."""
+    model; a name that is no file, local or gs://, e.g. a hub repo id, stands for itself)."""
     out: dict[str, Any] = {"family": family(config).name}
     if config.get("n_head"):  # heads change what the weights compute, not their shapes
         out["n_head"] = config.n_head
@@ -140,7 +147,7 @@ def vqgm_identity(config: ConfigDict) -> dict[str, Any]:
     for key in ("checkpoint", "vq_checkpoint"):
         value = config.get(key)
         if value:
-            path = Path(value)
+            path = paths.of(value, f"--config.{key}")
             out[key] = {"sha256": folders.sha256_of(path)} if path.exists() else str(value)
     if config.get("gpt_config"):
         out["gpt_config"] = config.gpt_config
@@ -188,7 +195,7 @@ def generate(
     config: ConfigDict, progress: Callable[[str, int, int], None] = lambda s, n, t: None
 ) -> dict:
     """Step 1: the VQGAN to models/vqgan, then the train/val/test token splits (and test PNGs)."""
-    check_paths(config, remote_ok=True)
+    check_paths(config)
     g = config.generate
     vqgm = load_vqgm(config)
     if jax.process_index() == 0 and not (paths.of(config.vqgan) / folders.CONFIG_NAME).exists():
@@ -223,25 +230,19 @@ def generate(
     return out
 
 
-def check_paths(config: ConfigDict, remote_ok: bool, step: str = "this step") -> None:
+def check_paths(config: ConfigDict) -> None:
     """Refuses, in one line before any work, a path of the config (workdir, vqgan, data.*) that
-    is a URL of a scheme we do not read, or a gs:// URL where `step` writes local files only."""
+    is a URL of a scheme we do not read (every step takes local paths and gs:// URLs)."""
     named = {"workdir": config.workdir, "vqgan": config.vqgan}
     named.update({f"data.{k}": v for k, v in config.data.items() if isinstance(v, str)})
     for name, value in named.items():
-        if paths.is_remote(value):
-            paths.of(value, f"--config.{name}")
-            if not remote_ok:
-                raise ValueError(
-                    f"--config.{name} {value}: {step} reads and writes local folders only so far "
-                    "(train.generate takes gs://); give a local workdir"
-                )
+        paths.of(value, f"--config.{name}")
 
 
-def iem_folder(config: ConfigDict, arch: str | None = None) -> Path:
+def iem_folder(config: ConfigDict, arch: str | None = None) -> epath.Path:
     """WORKDIR/iem_{arch}/iem, the IEM train.iem wrote, or one line saying how to make it."""
     arch = arch or config.arch
-    folder = Path(config.workdir) / f"iem_{arch}" / "iem"
+    folder = paths.of(config.workdir) / f"iem_{arch}" / "iem"
     if not folder.exists():
         raise FileNotFoundError(
             f"IEM not found: {folder}; train it first: python -m train.iem --config "
@@ -293,10 +294,10 @@ def sample_level_step(
     config.sample.shown_concepts concepts). After the TIS passes everything streams shard by
     shard (`sample_stream`): memory stays flat however many images; arrays.npz keeps the first
     config.sample.arrays_per_concept test images of each concept (all when unset)."""
-    check_paths(config, remote_ok=False, step="explain.sample")
+    check_paths(config)
     s = config.sample
     sample_level.check_shown(s.shown_per_concept, s.shown_concepts)  # before hours of TIS
-    out = Path(config.workdir) / f"sample_{config.arch}"
+    out = paths.of(config.workdir) / f"sample_{config.arch}"
     bundle = models(config, config.classifier, s.batch)
     train = shards.TokenDataset.open(config.data.train)
     test = shards.TokenDataset.open(config.data.test)
@@ -348,7 +349,7 @@ def sample_level_step(
 def codebook_level_step(config: ConfigDict) -> dict | None:
     """Step 4 (Table 5): token selection vs embedding optimisation on test images of each
     source class toward its target, scored by the IEM and by config.edit_classifier."""
-    check_paths(config, remote_ok=False, step="explain.codebook")
+    check_paths(config)
     c = config.codebook
     if jax.process_index() != 0:
         return None
@@ -369,7 +370,7 @@ def codebook_level_step(config: ConfigDict) -> dict | None:
         bundle,
         pairs,
         cfg,
-        Path(config.workdir) / "table5",
+        paths.of(config.workdir) / "table5",
         dataset=(te_tok, te_lab),
         editors=editors,
         notes=notes,
@@ -389,20 +390,23 @@ PAPER: dict[str, dict[str, Any]] = {  # shared/REFERENCE.md
 }
 
 
-def _best_validation(workdir: Path) -> dict | None:
+def _best_validation(workdir: epath.Path) -> dict | None:
     path = workdir / "metrics.jsonl"
     if not path.exists():
         return None
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     rows = [r for r in rows if "val_loss" in r]
-    return min(rows, key=lambda r: r["val_loss"]) if rows else None
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: r["val_loss"])
+    return {k: v for k, v in best.items() if k != "images_per_s"}  # a measurement, no result
 
 
 def tables(config: ConfigDict, archs: Sequence[str] = ("ce", "re", "te")) -> tuple[dict, str]:
     """Step 5: the paper's Tables 1, 2 and 5 from the artefacts present (missing steps show as
     'not run'); returns (dict, markdown) and writes WORKDIR/tables.{json,md}."""
-    check_paths(config, remote_ok=False, step="explain.report")
-    w = Path(config.workdir)
+    check_paths(config)
+    w = paths.of(config.workdir)
     t1 = {a: _best_validation(w / f"iem_{a}") for a in archs}
     t2 = {}
     for a in archs:
@@ -412,7 +416,7 @@ def tables(config: ConfigDict, archs: Sequence[str] = ("ce", "re", "te")) -> tup
     p5 = w / "table5" / "table5.json"
     t5 = json.loads(p5.read_text()) if p5.exists() else None
     md = [
-        f"# CORTEX on `{config.variant}` ({w})",
+        f"# CORTEX on `{config.variant}`",  # not its workdir: the same bytes wherever it is
         "",
         "## Table 1: IEM validation accuracy",
         "",
@@ -482,6 +486,24 @@ def tables(config: ConfigDict, archs: Sequence[str] = ("ce", "re", "te")) -> tup
         shards.atomic_write_json(w / "tables.json", result)
         shards.atomic_write_bytes(w / "tables.md", text.encode())
     return result, text
+
+
+def atlas(config: ConfigDict, compare: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Step 6: the token atlas of WORKDIR/sample_{arch} (and WORKDIR/table5 when present, and
+    explain.compare's folder `compare` when given) in WORKDIR/atlas, its test images and tokens
+    decoded with the VQGAN at config.vqgan (`figures.atlas.build_atlas`). Returns its summary."""
+    check_paths(config)
+    w = paths.of(config.workdir)
+    sample, table5, out = w / f"sample_{config.arch}", w / "table5", w / "atlas"
+    if not SampleLevelReport.exists(sample):
+        raise FileNotFoundError(
+            f"no explain.sample report in {sample}; run `python -m explain.sample --config "
+            f"configs/imagenet.py:iem={config.arch}` first"
+        )
+    folders.check_output(out, "explain.atlas", remote_ok=True)
+    SampleLevelReport.read(sample)  # a report this version cannot read: one line, no work
+    decode = sources.load_vqgan(config.vqgan).decode_pixels
+    return atlas_site.build_atlas(out, sample, decode, None, table5, [], compare)
 
 
 def n_images(config: ConfigDict) -> dict[str, int]:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import jax
@@ -28,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from cortex_jax.core import errors, sharding
+from cortex_jax.core import errors, paths, sharding
 from cortex_jax.experiments.bundle import Models, Sample
 from cortex_jax.figures import plots
 from cortex_jax.io import reports, shards
@@ -421,7 +420,7 @@ def score_dataset(
     shard index (`sharding.preemption_agreed`): the one past the furthest any process had
     reached, so each finishes the shard it is scoring (one behind the others first catches up).
     """
-    out_dir = Path(out)
+    out_dir = paths.of(out)
     fingerprint = tis_fingerprint(codebook, dataset, cfg, model, id_offset)
     shards.claim_fingerprint(out_dir, fingerprint, "scores")
     shards.clean_stale_temps(out_dir)  # a kill between write and rename leaves one behind
@@ -525,9 +524,8 @@ def save(
     if report.arrays is None:
         raise ValueError("save needs the report's arrays (the test split run evaluated)")
     check_shown(shown_per_concept, shown_concepts)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    report.write(out)
+    root = paths.of(out)
+    report.write(root)
     names, n = report.concept_names, int(report.config["n"])
     concepts = list(report.concepts)[:shown_concepts]
     labels, scores = report.arrays.labels, report.arrays.tis
@@ -543,10 +541,10 @@ def save(
         box_label=f"top-{n} TIS positions of the image's own concept (T_image)",
         scale=max(1, 128 // px.shape[1]),
     )
-    plots.save_png(grid, out / "top_tokens.png")
+    plots.save_png(grid, root / "top_tokens.png")
     curve = report.image_level_curve
     plots.masking_curve(
-        out / "image_level_curve",
+        root / "image_level_curve",
         list(curve.n),
         {
             "top-n TIS positions": (list(curve.tis), list(curve.tis_se)),

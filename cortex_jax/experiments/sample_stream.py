@@ -24,12 +24,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
+from cortex_jax.core import paths
 from cortex_jax.experiments import sample_level
 from cortex_jax.experiments.bundle import Models
 from cortex_jax.io import shards
@@ -49,11 +50,11 @@ class ConceptSets:
     frequency_counts: list[np.ndarray]
 
 
-def _tis_shard(tis_dir: Path, s: int, n: int) -> np.ndarray:
+def _tis_shard(tis_dir: epath.Path, s: int, n: int) -> np.ndarray:
     path = tis_dir / f"tis-{s:05d}.npy"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; run the TIS pass (score_dataset) first")
-    scores = np.load(path, mmap_mode="r")
+    scores = shards.load_npy(path, mmap=True)  # a bucket's: through its checked local copy
     if len(scores) != n:
         raise ValueError(f"{path} holds {len(scores)} scores for the {n} images of its shard")
     return scores
@@ -72,7 +73,7 @@ def concept_sets(
     dataset whose TIS `score_dataset` stored in `tis_dir`, from counts summed shard by shard:
     the counts are sums over images, so the sets are those of the whole split at once.
     `progress(images done)` after each shard."""
-    tis_dir = Path(tis_dir)
+    tis_dir = paths.of(tis_dir)
     t_image = np.zeros((n_classes, codebook_size), np.int64)
     occurrences = np.zeros((n_classes, codebook_size), np.int64)
     done = 0
@@ -162,7 +163,7 @@ def masking_evaluation(
     of test images evaluated). `progress(images done)` after each batch."""
     predict, classifier = models.require("predict", "classifier", what="the masking evaluation")
     del predict  # required so the report names an IEM; the stored TIS stand for it
-    tis_dir = Path(tis_dir)
+    tis_dir = paths.of(tis_dir)
     k_size = len(models.codebook)
     n_classes = int(max(concepts)) + 1
     index = np.full(n_classes, -1, np.int64)

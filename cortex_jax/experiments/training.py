@@ -7,7 +7,9 @@ and gives the same numbers (BatchNorm statistics are over the global batch eithe
 
 Checkpoints (orbax): `checkpoints/latest` every `checkpoint_every` steps, asynchronously, for
 resuming after a kill; `checkpoints/best`, the lowest validation loss. Batches and dropout are
-pure functions of (seed, step), so a resumed run equals an uninterrupted one.
+pure functions of (seed, step), so a resumed run equals an uninterrupted one. The workdir may be
+a gs:// URL: orbax writes its checkpoints to the bucket directly, and metrics.jsonl and the
+TensorBoard events go there whole (`io.events`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import flax.struct
@@ -29,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from etils import epath
 
-from cortex_jax.core import errors, sharding
+from cortex_jax.core import errors, paths, sharding
 from cortex_jax.io import events, folders, shards
 from cortex_jax.models import iem
 
@@ -206,15 +207,17 @@ def _barriers(name: str) -> ocp.options.MultiprocessingOptions:
     return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
 
 
-def _managers(workdir: Path, every: int):
+def _managers(workdir: epath.Path, every: int):
+    root = workdir / "checkpoints"
+    root = root if paths.is_remote(root) else root.absolute()  # orbax wants absolute paths
     latest = ocp.CheckpointManager(
-        (workdir / "checkpoints" / "latest").absolute(),
+        root / "latest",
         options=ocp.CheckpointManagerOptions(
             max_to_keep=2, save_interval_steps=every, multiprocessing_options=_barriers("latest")
         ),
     )
     best = ocp.CheckpointManager(
-        (workdir / "checkpoints" / "best").absolute(),
+        root / "best",
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1,
             best_fn=lambda m: m["val_loss"],
@@ -223,13 +226,6 @@ def _managers(workdir: Path, every: int):
         ),
     )
     return latest, best
-
-
-def _truncate_jsonl(path: Path, step: int) -> None:
-    """Drops metric lines past `step` (written after the checkpoint a resume starts from)."""
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
 
 
 RUN_NAME = "run.json"
@@ -285,14 +281,14 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _claim_workdir(workdir: Path, fingerprint: dict, fresh: bool) -> None:
+def _claim_workdir(workdir: epath.Path, fingerprint: dict, fresh: bool) -> None:
     """Records the run's fingerprint beside its checkpoints, or checks that a resumed run is the
     same run; `fresh` deletes an earlier run's checkpoints and metrics first."""
     run_file = workdir / RUN_NAME
     if jax.process_index() == 0:
         if fresh:
-            shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
-            shutil.rmtree(workdir / events.FOLDER, ignore_errors=True)
+            (workdir / "checkpoints").rmtree(missing_ok=True)
+            (workdir / events.FOLDER).rmtree(missing_ok=True)
             for name in ("metrics.jsonl", RUN_NAME):
                 (workdir / name).unlink(missing_ok=True)
         if run_file.exists():
@@ -318,9 +314,9 @@ def _claim_workdir(workdir: Path, fingerprint: dict, fresh: bool) -> None:
         multihost_utils.sync_global_devices("claim_workdir")
 
 
-def best_validation(workdir: str | Path) -> dict[str, float]:
+def best_validation(workdir: str | os.PathLike) -> dict[str, float]:
     """The lowest-validation-loss row of workdir/metrics.jsonl ({} before the first evaluation)."""
-    path = Path(workdir) / "metrics.jsonl"
+    path = paths.of(workdir) / "metrics.jsonl"
     rows = (
         [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
     )
@@ -351,7 +347,7 @@ def train_and_evaluate(
     train_ds: shards.TokenDataset,
     val_ds: shards.TokenDataset,
     codebook: Any,
-    workdir: str | Path,
+    workdir: str | os.PathLike,
     progress: Callable[[int, int, dict[str, float]], None] = lambda step, total, m: None,
     stop_after: int | None = None,
     fresh: bool = False,
@@ -375,10 +371,11 @@ def train_and_evaluate(
     spread through jax.distributed's coordination service (well under a second; SIGTERM as step
     12 started stopped the tests' tiny CPU run at 16), then that step's evaluation and checkpoint
     write. Ctrl-C is not taken there (the process ends; `sharding` says what the others do)."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    root = paths.of(workdir, "workdir")
+    if not paths.is_remote(root):
+        root.mkdir(parents=True, exist_ok=True)
     _check_data(model_config, codebook, train_ds, val_ds)
-    _claim_workdir(workdir, run_fingerprint(model_config, cfg, train_ds, val_ds, codebook), fresh)
+    _claim_workdir(root, run_fingerprint(model_config, cfg, train_ds, val_ds, codebook), fresh)
     pi, pc = jax.process_index(), jax.process_count()
     train_reader = shards.BatchReader(train_ds, cfg.batch_size, cfg.seed, True, pi, pc)
     val_batch = min(cfg.batch_size, (len(val_ds) // pc) * pc)
@@ -389,8 +386,7 @@ def train_and_evaluate(
     trainer = Trainer(model_config, cfg, codebook, grid, spe)
     every = cfg.checkpoint_every or spe
     eval_every = cfg.eval_every or spe
-    latest, best = _managers(workdir, every)
-    metrics_file = workdir / "metrics.jsonl"
+    latest, best = _managers(root, every)
 
     if latest.latest_step() is not None:  # resume: restore into the state's shapes, no init
         restore = ocp.args.StandardRestore(trainer.abstract_state)
@@ -399,11 +395,10 @@ def train_and_evaluate(
     else:
         state = trainer.init_state()
     start = int(state.step)
-    if pi == 0:
-        _truncate_jsonl(metrics_file, start)
+    metrics = events.MetricsFile(root / "metrics.jsonl", start) if pi == 0 else None
     end = min(total, stop_after) if stop_after is not None else total
     current: dict[str, Any] = {"state": state, "losses": []}  # what Ctrl-C finds
-    log = events.ScalarLog(workdir / events.FOLDER, start) if pi == 0 else None
+    log = events.ScalarLog(root / events.FOLDER, start) if pi == 0 else None
     try:
         with errors.stop_requests(enabled=jax.process_count() == 1) as requested:
             state, best_metrics = _loop(
@@ -413,7 +408,7 @@ def train_and_evaluate(
                 val_reader,
                 latest,
                 best,
-                metrics_file,
+                metrics,
                 start,
                 end,
                 total,
@@ -436,6 +431,8 @@ def train_and_evaluate(
     finally:
         if log is not None:
             log.close()
+        if metrics is not None:
+            metrics.close()
     latest.wait_until_finished()
     best.wait_until_finished()
     if pi == 0:  # the whole run's best, also after a resume or on a finished run
@@ -480,7 +477,7 @@ def _loop(
     val_reader: shards.BatchReader,
     latest: ocp.CheckpointManager,
     best: ocp.CheckpointManager,
-    metrics_file: Path,
+    metrics: events.MetricsFile | None,
     start: int,
     end: int,
     total: int,
@@ -496,7 +493,7 @@ def _loop(
     the step all processes agreed on after a SIGTERM (`sharding.preemption_agreed`), once its
     state is saved. Returns
     the state and the best validation metrics seen in this call."""
-    cfg, pi, state = trainer.cfg, jax.process_index(), current["state"]
+    cfg, state = trainer.cfg, current["state"]
     best_metrics: dict[str, float] = {}
     losses: list[tuple[int, Array]] = current["losses"]  # since the last finiteness check
     t0, seen = time.time(), 0
@@ -520,17 +517,18 @@ def _loop(
             best.save(done, args=ocp.args.StandardSave(state), metrics=record)
             if not best_metrics or record["val_loss"] < best_metrics["val_loss"]:
                 best_metrics = {"step": done, **record}
-        latest.save(done, args=ocp.args.StandardSave(state), force=done == end or stop)
+        saved = latest.save(done, args=ocp.args.StandardSave(state), force=done == end or stop)
         if record or done % 10 == 0 or done == end:
             m = {k: float(v) for k, v in m.items()}
             m["images_per_s"] = seen / (time.time() - t0)
             line = {"step": done, **m, **record}
-            if pi == 0:
-                with metrics_file.open("a") as f:
-                    f.write(json.dumps(line) + "\n")
-                if log is not None:
-                    log.write(done, line)
+            if metrics is not None:
+                metrics.append(line)
+            if log is not None:
+                log.write(done, line)
             progress(done, total, line)
+        if saved and metrics is not None:
+            metrics.flush()  # a resume from this checkpoint finds every line up to it
         if stop and done < end:  # every process saved this step's state above (one checkpoint)
             latest.wait_until_finished()
             raise _Stopped("SIGTERM")
@@ -539,10 +537,12 @@ def _loop(
 
 def restore_best(trainer: Trainer, workdir: str | os.PathLike) -> TrainState:
     """The lowest-validation-loss state saved under workdir/checkpoints/best."""
-    _, best = _managers(Path(workdir), 1)
+    _, best = _managers(paths.of(workdir), 1)
     step = best.best_step()
     if step is None:
-        raise FileNotFoundError(f"no best checkpoint under {Path(workdir) / 'checkpoints/best'}")
+        raise FileNotFoundError(
+            f"no best checkpoint under {paths.of(workdir) / 'checkpoints/best'}"
+        )
     return best.restore(step, args=ocp.args.StandardRestore(trainer.abstract_state))
 
 
@@ -566,7 +566,6 @@ def fit_iem(
     `predict(E) -> logits` with its validation metrics. With `vqgan` (the name of the VQGAN the
     IEM reads), process 0 also writes WORKDIR/iem, the folder `read_iem_folder` and
     `--iem-checkpoint` take, with the training set's first n_classes class names."""
-    workdir = Path(workdir)
     _, best = train_and_evaluate(
         model_config,
         cfg,
@@ -584,6 +583,6 @@ def fit_iem(
     if vqgan is not None and jax.process_index() == 0:
         names = train_ds.class_names[: model_config.n_classes]
         folders.write_iem_folder(
-            workdir / "iem", model_config, to_numpy_tree(variables), names, vqgan
+            paths.of(workdir) / "iem", model_config, to_numpy_tree(variables), names, vqgan
         )
     return iem.predictor(model_config, variables), best

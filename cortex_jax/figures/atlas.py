@@ -21,24 +21,27 @@ no network and no CDN: plain HTML, one CSS file, one small script, PNG thumbnail
   and its deletion/insertion curves.
 
 Concept pages are separate files and images load lazily, so 1000 concepts stay browsable; the
-site's size is about 30 KB a concept plus the plots.
+site's size is about 30 KB a concept plus the plots. Every folder it reads or writes may be a
+gs:// URL (`core.paths`); each file is written whole (`shards.atomic_write_bytes`).
 """
 
 from __future__ import annotations
 
 import html
+import io
 import json
+import os
 import re
-import shutil
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
+from cortex_jax.core import paths
 from cortex_jax.figures import plots
-from cortex_jax.io import folders
+from cortex_jax.io import folders, shards
 from cortex_jax.io.images import grid_image, to_uint8
 from cortex_jax.io.reports import EvalArrays, SampleLevelReport
 
@@ -116,12 +119,20 @@ def _page(title: str, body: str, depth: int = 0) -> str:
     )
 
 
-def _png(path: Path, pixels_u8: np.ndarray, scale: int = 1) -> None:
+def _write(path: epath.Path, payload: bytes | str) -> None:
+    """`payload` (text as UTF-8) at `path`, whole or not at all, its folder made if local."""
+    if not paths.is_remote(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    shards.atomic_write_bytes(path, payload.encode() if isinstance(payload, str) else payload)
+
+
+def _png(path: epath.Path, pixels_u8: np.ndarray, scale: int = 1) -> None:
     img = Image.fromarray(pixels_u8)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, optimize=True)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    _write(path, buf.getvalue())
 
 
 HEAT_CMAP = "inferno"
@@ -152,14 +163,17 @@ def _share(x: float | None) -> str:
     return "—" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
 
 
-def _copy_figure(src_stem: Path, dst: Path) -> str | None:
+def _copy(src: epath.Path, dst: epath.Path) -> None:
+    _write(dst, src.read_bytes())
+
+
+def _copy_figure(src_stem: epath.Path, dst: epath.Path) -> str | None:
     """Copies SRC.png/.svg/.csv into dst's folder; returns the PNG's name, None if absent."""
     if not src_stem.with_suffix(".png").is_file():
         return None
-    dst.parent.mkdir(parents=True, exist_ok=True)
     for ext in (".png", ".svg", ".csv"):
         if src_stem.with_suffix(ext).is_file():
-            shutil.copy(src_stem.with_suffix(ext), dst.with_suffix(ext))
+            _copy(src_stem.with_suffix(ext), dst.with_suffix(ext))
     return dst.with_suffix(".png").name
 
 
@@ -176,7 +190,7 @@ def _figure_html(
 
 
 def _concept_pages(
-    out: Path,
+    out: epath.Path,
     report: SampleLevelReport,
     arrays: EvalArrays,
     decode: Decode,
@@ -323,8 +337,7 @@ def _concept_pages(
             f'<div class="grid" id="shots">{"".join(shots)}</div>'
             f'<h2>T_concept tokens</h2><div class="grid" id="tokens">{"".join(cards)}</div>'
         )
-        (out / links[c]).parent.mkdir(parents=True, exist_ok=True)
-        (out / links[c]).write_text(_page(names[c], body, depth=1))
+        _write(out / links[c], _page(names[c], body, depth=1))
     return links
 
 
@@ -368,7 +381,7 @@ def _resize(pixels_u8: np.ndarray, side: int) -> np.ndarray:
 
 
 def _sample_section(
-    out: Path,
+    out: epath.Path,
     report: SampleLevelReport,
     decode: Decode,
     n_show: int,
@@ -464,15 +477,16 @@ def _sample_section(
     return body, len(links)
 
 
-def _codebook_section(out: Path, edit_dir: Path | None, table5_dir: Path | None) -> str:
+def _codebook_section(
+    out: epath.Path, edit_dir: epath.Path | None, table5_dir: epath.Path | None
+) -> str:
     parts = []
     if edit_dir is not None and (edit_dir / "tokens.json").is_file():
         info = json.loads((edit_dir / "tokens.json").read_text())
-        (out / "codebook").mkdir(parents=True, exist_ok=True)
         files = []
         for name in ("progression.png", "progression.gif"):
             if (edit_dir / name).is_file():
-                shutil.copy(edit_dir / name, out / "codebook" / name)
+                _copy(edit_dir / name, out / "codebook" / name)
                 alt = f"edit toward {html.escape(info['target'])} ({name[-3:]})"
                 files.append(f'<img src="codebook/{name}" alt="{alt}" loading="lazy">')
         im = info["images"][0]
@@ -516,7 +530,7 @@ def _codebook_section(out: Path, edit_dir: Path | None, table5_dir: Path | None)
     return "<h2>Codebook level</h2>" + "".join(parts) if parts else ""
 
 
-def _bias_section(out: Path, bias_dirs: Sequence[Path]) -> str:
+def _bias_section(out: epath.Path, bias_dirs: Sequence[epath.Path]) -> str:
     parts = []
     for d in bias_dirs:
         rep_file = d / "report.json"
@@ -541,8 +555,7 @@ def _bias_section(out: Path, bias_dirs: Sequence[Path]) -> str:
             if name:
                 figs.append(_figure_html(f"bias/{name}", f"per-image counts, n = {x['n']}"))
         if (d / "neutral_tokens.png").is_file():
-            (out / "bias").mkdir(parents=True, exist_ok=True)
-            shutil.copy(d / "neutral_tokens.png", out / "bias" / f"{slug}_neutral.png")
+            _copy(d / "neutral_tokens.png", out / "bias" / f"{slug}_neutral.png")
             figs.append(
                 f'<figure><img src="bias/{slug}_neutral.png" alt="neutral images with '
                 'the over-represented concept\'s tokens boxed" loading="lazy">'
@@ -571,14 +584,14 @@ def _cell(v: dict[str, Any] | None) -> str:
     return f"{v['value']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def methods_page(out: str | Path, compare_dir: str | Path) -> str:
+def methods_page(out: str | os.PathLike, compare_dir: str | os.PathLike) -> str:
     """Writes OUT/methods.html (and OUT/methods/, the curves) from explain.compare's folder:
     its compare.json as a metrics × methods table and every curves/*.png with its SVG and CSV.
     Returns the index's section linking it; "" when the folder holds no compare.json."""
-    out, compare_dir = Path(out), Path(compare_dir)
-    if not (compare_dir / "compare.json").is_file():
+    root, src = paths.of(out), paths.of(compare_dir)
+    if not (src / "compare.json").is_file():
         return ""
-    result = json.loads((compare_dir / "compare.json").read_text())
+    result = json.loads((src / "compare.json").read_text())
     methods: dict[str, dict[str, Any]] = result["methods"]
     metrics: list[str] = []
     for row in methods.values():
@@ -592,20 +605,21 @@ def methods_page(out: str | Path, compare_dir: str | Path) -> str:
     known = ("images", "grid_size", "iem", "classifier", "vqgm", "steps", "n_boot", "ci")
     settings = ", ".join(f"{k}: {html.escape(str(s[k]))}" for k in known if k in s)
     figs = []
-    for png in sorted((compare_dir / "curves").glob("*.png")):
-        name = _copy_figure(png.with_suffix(""), out / "methods" / png.stem)
+    for png in sorted((src / "curves").glob("*.png")):
+        name = _copy_figure(png.with_suffix(""), root / "methods" / png.stem)
         if name:
             caption = f"{png.stem.replace('_', ' ')}: mean curve per method"
             exts = [e for e in (".svg", ".csv") if png.with_suffix(e).is_file()]
             figs.append(_figure_html(f"methods/{name}", caption, exts=exts))
     body = (
         '<p><a href="index.html">← atlas</a></p><h1>Attribution methods compared</h1>'
-        f'<p class="small">From {html.escape(str(compare_dir))} (explain.compare); {settings}.'
+        f'<p class="small">From {html.escape(paths.relative(src, root))} (explain.compare); '
+        f"{settings}."
         " Deletion AUC and randomisation / label-permutation agreement: lower is better; "
         "insertion AUC, gt_*, pointing_game: higher is better. Each cell: value [95 % "
         "interval].</p>" + table + '<h2>Curves</h2><div class="grid">' + "".join(figs) + "</div>"
     )
-    (out / "methods.html").write_text(_page("Attribution methods compared", body))
+    _write(root / "methods.html", _page("Attribution methods compared", body))
     return (
         f'<h2>Attribution methods</h2><p><a href="methods.html">{len(methods)} methods '
         f"against {len(metrics)} metrics</a>: faithfulness curves, sanity checks, ground "
@@ -614,13 +628,13 @@ def methods_page(out: str | Path, compare_dir: str | Path) -> str:
 
 
 def build_atlas(
-    out: str | Path,
-    sample_dir: str | Path,
+    out: str | os.PathLike,
+    sample_dir: str | os.PathLike,
     decode: Decode,
-    edit_dir: str | Path | None = None,
-    table5_dir: str | Path | None = None,
-    bias_dirs: Sequence[str | Path] = (),
-    compare_dir: str | Path | None = None,
+    edit_dir: str | os.PathLike | None = None,
+    table5_dir: str | os.PathLike | None = None,
+    bias_dirs: Sequence[str | os.PathLike] = (),
+    compare_dir: str | os.PathLike | None = None,
     title: str = "CORTEX token atlas",
     n_show: int = 8,
     n_patches: int = 4,
@@ -633,21 +647,25 @@ def build_atlas(
     `n_portraits` tokens; the rest of T_concept is listed without images. With `compare_dir`
     (explain.compare's folder) the site gets the methods page (`methods_page`)."""
     report = SampleLevelReport.read(sample_dir, arrays=True)  # a bad report: before any change
-    out = folders.claim_output(out, "explain.atlas", rebuild=True)  # only its own files go
-    (out / "style.css").write_text(_CSS)
-    (out / "atlas.js").write_text(_JS)
-    sample_body, n_concepts = _sample_section(out, report, decode, n_show, n_patches, n_portraits)
+    # only its own files go; a gs:// `out` is written there directly
+    root = folders.claim_output(out, "explain.atlas", rebuild=True, remote_ok=True)
+    _write(root / "style.css", _CSS)
+    _write(root / "atlas.js", _JS)
+    sample_body, n_concepts = _sample_section(root, report, decode, n_show, n_patches, n_portraits)
+    source = html.escape(paths.relative(sample_dir, root))  # the same name wherever the tree is
     body = (
-        f'<h1>{html.escape(title)}</h1><p class="small">Built from {html.escape(str(sample_dir))}'
+        f'<h1>{html.escape(title)}</h1><p class="small">Built from {source}'
         "; every number names the command that wrote it in docs/results.md.</p>"
         + sample_body
         + _codebook_section(
-            out, Path(edit_dir) if edit_dir else None, Path(table5_dir) if table5_dir else None
+            root,
+            paths.of(edit_dir) if edit_dir else None,
+            paths.of(table5_dir) if table5_dir else None,
         )
-        + _bias_section(out, [Path(d) for d in bias_dirs])
-        + (methods_page(out, compare_dir) if compare_dir else "")
+        + _bias_section(root, [paths.of(d) for d in bias_dirs])
+        + (methods_page(root, compare_dir) if compare_dir else "")
     )
-    (out / "index.html").write_text(_page(title, body))
-    folders.finish_output(out, "explain.atlas")
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return {"index": str(out / "index.html"), "concepts": n_concepts, "bytes": size}
+    _write(root / "index.html", _page(title, body))
+    folders.finish_output(root, "explain.atlas")
+    size = sum(shards.file_sizes(root).values())
+    return {"index": os.fspath(root / "index.html"), "concepts": n_concepts, "bytes": size}

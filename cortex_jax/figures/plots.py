@@ -6,43 +6,63 @@ and returns the PNG's path; the SVG carries no date and fixed ids, so the same f
 same bytes. Figures of images (`frames_figure`, `image_grid_figure`, `colour_scale_figure`) are
 built as matplotlib Figures, so their titles, labels and outlines can be read back, and written
 as one PNG by `save_png` (their data are the images and the run's JSON). The image grids
-themselves are composed in `io.images` (PIL).
+themselves are composed in `io.images` (PIL). A PATH may be a gs:// URL (`core.paths`): each file
+is drawn into memory and written whole (`shards.atomic_write_bytes`), locally as on a bucket.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from etils import epath  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from cortex_jax.core import paths  # noqa: E402
+from cortex_jax.io import shards  # noqa: E402
 from cortex_jax.io.images import grid_image, to_uint8  # noqa: E402
 
 Z95 = 1.959963984540054
 
 
-def _save(fig, path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write(path: epath.Path, payload: bytes) -> None:
+    if not paths.is_remote(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    shards.atomic_write_bytes(path, payload)
+
+
+def _figure_bytes(fig, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _save(
+    fig, path: epath.Path, header: Sequence[str], rows: Sequence[Sequence[object]]
+) -> epath.Path:
     fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=120)
+    png = _figure_bytes(fig, "png", dpi=120)
     with plt.rc_context({"svg.hashsalt": "cortex-jax"}):  # the same figure, the same bytes
-        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
+        svg = _figure_bytes(fig, "svg", metadata={"Date": None})
     plt.close(fig)
-    with path.with_suffix(".csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(header)
+    w.writerows(rows)
+    _write(path.with_suffix(".png"), png)
+    _write(path.with_suffix(".svg"), svg)
+    _write(path.with_suffix(".csv"), text.getvalue().encode())
     return path.with_suffix(".png")
 
 
@@ -53,7 +73,7 @@ def masking_curve(
     title: str,
     ylabel: str = "probability of the concept (classifier)",
     xlabel: str = "token positions masked per image, n",
-) -> Path:
+) -> epath.Path:
     """Mean ± 95 % band (1.96 standard errors over images) per series: {name: (means, ses)}."""
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     header, cols = ["n"], [list(ns)]
@@ -66,12 +86,12 @@ def masking_curve(
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend(title="shaded: 95 % CI", fontsize=8, title_fontsize=8)
-    return _save(fig, Path(path).with_suffix(""), header, list(zip(*cols, strict=True)))
+    return _save(fig, paths.of(path).with_suffix(""), header, list(zip(*cols, strict=True)))
 
 
 def count_histograms(
     path: str | os.PathLike, samples: Mapping[str, np.ndarray], title: str, xlabel: str
-) -> Path:
+) -> epath.Path:
     """Per-image integer counts of each sample as side-by-side bars (share of images), one bar per
     integer count, with each sample's mean ± the half-width of its 95 % interval (1.96 standard
     errors of the mean, SE = SD / √images) in the legend."""
@@ -92,21 +112,21 @@ def count_histograms(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts are whole tokens
     ax.legend(title="mean ± 95 % CI (1.96 SE, not SD)", fontsize=8, title_fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, Path(path).with_suffix(""), header, list(zip(*cols, strict=True)))
+    return _save(fig, paths.of(path).with_suffix(""), header, list(zip(*cols, strict=True)))
 
 
 REGION_COLOUR = "#00e5ff"  # cyan: visible on the toy world's primaries and on ImageNet photos
 BOX_COLOUR = "red"  # io.images.grid_image's token boxes
 
 
-def save_png(fig: Figure, path: str | os.PathLike) -> Path:
+def save_png(fig: Figure, path: str | os.PathLike) -> epath.Path:
     """Writes a figure of images as one PNG at exactly the given path (matplotlib would add
     ".png" to a name without a suffix, a file the caller never checked) and closes it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
+    target = paths.of(path)
+    payload = _figure_bytes(fig, "png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return path
+    _write(target, payload)
+    return target
 
 
 def _outline(ax, region: np.ndarray, patch: float) -> None:

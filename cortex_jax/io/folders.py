@@ -31,11 +31,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import serialization
 
 from cortex_jax.core import paths
 from cortex_jax.core.errors import writable_folder
 from cortex_jax.core.trees import flatten_paths, unflatten_paths
+from cortex_jax.io import shards
 from cortex_jax.io.shards import atomic_write_bytes, atomic_write_json, clean_stale_temps
 from cortex_jax.models.cin import GPTConfig
 from cortex_jax.models.cin import init_params as gpt_init_params
@@ -124,16 +126,18 @@ def read_vqgan_folder(folder: str | os.PathLike, dtype: Any = jnp.float32) -> VQ
             tcfg = llamagen.TokenizerConfig(**fields)
         except TypeError as e:
             raise ValueError(
-                f"{Path(folder) / CONFIG_NAME} is not a LlamaGen config: {e}"
+                f"{paths.of(folder) / CONFIG_NAME} is not a LlamaGen config: {e}"
             ) from None
         shapes = llamagen.tokenizer_param_shapes(tcfg)
-        check_params(params, shapes, source=str(Path(folder) / WEIGHTS_NAME))
+        check_params(params, shapes, source=str(paths.of(folder) / WEIGHTS_NAME))
         return llamagen.LlamaGenTokenizer(tcfg, _as_float32_tree(params))
     try:
         config = VQGANConfig.from_dict(raw)
     except TypeError as e:
-        raise ValueError(f"{Path(folder) / CONFIG_NAME} is not a vqgan-jax config: {e}") from None
-    check_params(params, config, source=str(Path(folder) / WEIGHTS_NAME))
+        raise ValueError(
+            f"{paths.of(folder) / CONFIG_NAME} is not a vqgan-jax config: {e}"
+        ) from None
+    check_params(params, config, source=str(paths.of(folder) / WEIGHTS_NAME))
     return VQGAN(config, _as_float32_tree(params), dtype)
 
 
@@ -163,9 +167,9 @@ def read_gpt_folder(folder: str | os.PathLike) -> tuple[GPTConfig, dict]:
     try:
         config = GPTConfig(**raw)
     except TypeError as e:
-        raise ValueError(f"{Path(folder) / CONFIG_NAME} is not a GPT config: {e}") from None
+        raise ValueError(f"{paths.of(folder) / CONFIG_NAME} is not a GPT config: {e}") from None
     expected = jax.eval_shape(lambda: gpt_init_params(config, jax.random.PRNGKey(0)))
-    check_params(params, expected, source=str(Path(folder) / WEIGHTS_NAME))
+    check_params(params, expected, source=str(paths.of(folder) / WEIGHTS_NAME))
     return config, _as_float32_tree(params)
 
 
@@ -187,7 +191,7 @@ def read_iem_folder(folder: str | os.PathLike) -> tuple[IEMConfig, dict, dict[st
     try:
         config = IEMConfig(**raw["iem"])
     except (KeyError, TypeError) as e:
-        raise ValueError(f"{Path(folder) / CONFIG_NAME} is not an IEM config: {e}") from None
+        raise ValueError(f"{paths.of(folder) / CONFIG_NAME} is not an IEM config: {e}") from None
     return config, _as_float32_tree(variables), raw
 
 
@@ -301,7 +305,7 @@ def save_classifier(
 OWNER_NAME = ".cortex-jax-owner.json"
 
 
-def _read_owner(folder: Path) -> dict[str, Any] | None:
+def _read_owner(folder: epath.Path) -> dict[str, Any] | None:
     path = folder / OWNER_NAME
     if not path.is_file():
         return None
@@ -317,99 +321,114 @@ def _read_owner(folder: Path) -> dict[str, Any] | None:
 _DESKTOP_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # a file browser's, never deleted
 
 
-def _present(folder: Path) -> list[str]:
+def _present(folder: epath.Path) -> list[str]:
     """Every file under `folder` (relative, sorted); the manifest, our temp files and the files a
     desktop's file browser leaves aside."""
-    return sorted(
-        str(p.relative_to(folder))
-        for p in folder.rglob("*")
-        if (p.is_file() or p.is_symlink())
-        and p.name != OWNER_NAME
-        and p.name not in _DESKTOP_FILES
-        and not (p.name.startswith(".") and p.name.endswith(".tmp") and "~" in p.name)
-    )
+    out = []
+    for name in shards.list_files(folder):
+        base = name.rsplit("/", 1)[-1]
+        temp = base.startswith(".") and base.endswith(".tmp") and "~" in base
+        if base != OWNER_NAME and base not in _DESKTOP_FILES and not temp:
+            out.append(name)
+    return out
 
 
-def _owned(folder: Path, owner: dict[str, Any], present: list[str]) -> set[str]:
+def _owned(folder: epath.Path, owner: dict[str, Any], present: list[str]) -> set[str]:
     """The files of `present` that the manifest's command wrote: those it lists, and, after a run
-    that was interrupted before `finish_output`, those written since that run claimed the folder."""
+    that was interrupted before `finish_output`, those written since that run claimed the folder
+    (on a bucket, by the store's clock: since the manifest object was written)."""
     owned = set(owner["files"]) & set(present)
     if not owner.get("complete", True):
         since = float(owner.get("started", 0.0))
-        owned |= {f for f in present if (folder / f).lstat().st_mtime >= since}
+        if paths.is_remote(folder):
+            since = shards.modified(folder / OWNER_NAME)
+        owned |= {f for f in present if shards.modified(folder / f) >= since}
     return owned
 
 
 def _local_only(path: str | os.PathLike, command: str, flag: str) -> None:
-    # The manifest needs a file system's listing and mtimes: a URL is refused before any work
+    # The commands whose writers still take local paths only: a URL is refused before any work
     # (it used to become a local folder named `gs:`).
     if paths.is_remote(path):
+        paths.of(path, flag)  # another scheme than gs:// is refused as such
         raise ValueError(
             f"{flag} {os.fspath(path)}: {command} writes local folders only; give a local path"
         )
 
 
-def check_output(path: str | os.PathLike, command: str, flag: str = "--out") -> Path:
+def check_output(
+    path: str | os.PathLike, command: str, flag: str = "--out", remote_ok: bool = False
+) -> epath.Path:
     """Raises a one-line ValueError unless `path` is absent, an empty folder, or a folder holding
-    only files that `command` wrote there. Creates and writes nothing: call it before any work."""
-    _local_only(path, command, flag)
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{flag} {path} is a file; expected a folder to write into")
-    if not path.exists():
-        return path
-    present = _present(path)
-    owner = _read_owner(path)
+    only files that `command` wrote there. Creates and writes nothing: call it before any work.
+    `remote_ok`: `path` may be a gs:// URL (the command writes there through epath); otherwise a
+    URL is refused in one line."""
+    if not remote_ok:
+        _local_only(path, command, flag)
+    root = paths.of(path, flag)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{flag} {root} is a file; expected a folder to write into")
+    if not root.exists():
+        return root
+    present = _present(root)
+    owner = _read_owner(root)
     if owner is None:
         if present:
             raise ValueError(
-                f"{flag} {path} already holds files {command} did not write ({present[0]}"
+                f"{flag} {root} already holds files {command} did not write ({present[0]}"
                 + (f" and {len(present) - 1} more" if len(present) > 1 else "")
                 + "); it never deletes or overwrites them: choose a new or empty folder"
             )
-        return path
+        return root
     if owner.get("command") != command:
         raise ValueError(
-            f"{flag} {path} holds the output of {owner.get('command')}; choose another folder "
+            f"{flag} {root} holds the output of {owner.get('command')}; choose another folder "
             f"for {command}"
         )
-    foreign = sorted(set(present) - _owned(path, owner, present))
+    foreign = sorted(set(present) - _owned(root, owner, present))
     if foreign:
         raise ValueError(
-            f"{flag} {path} holds {foreign[0]}, which {command} did not write; move it away or "
+            f"{flag} {root} holds {foreign[0]}, which {command} did not write; move it away or "
             "choose another folder"
         )
-    return path
+    return root
 
 
 def claim_output(
-    path: str | os.PathLike, command: str, flag: str = "--out", rebuild: bool = False
-) -> Path:
+    path: str | os.PathLike,
+    command: str,
+    flag: str = "--out",
+    rebuild: bool = False,
+    remote_ok: bool = False,
+) -> epath.Path:
     """Checks `path` (`check_output`), creates it and marks it as `command`'s, with a run in
-    progress. `rebuild`: first delete the files `command` wrote there earlier (and only those)."""
-    path = check_output(path, command, flag)
-    writable_folder(path, flag)
-    owner = _read_owner(path)
-    present = _present(path)
-    owned = _owned(path, owner, present) if owner else set()
+    progress. `rebuild`: first delete the files `command` wrote there earlier (and only those).
+    `remote_ok`: as for `check_output`."""
+    root = check_output(path, command, flag, remote_ok)
+    remote = paths.is_remote(root)
+    if not remote:  # a bucket has no folders to create; its writes are checked as they happen
+        writable_folder(root, flag)
+    owner = _read_owner(root)
+    present = _present(root)
+    owned = _owned(root, owner, present) if owner else set()
     if rebuild:
         for name in sorted(owned):
-            (path / name).unlink(missing_ok=True)
-            d = (path / name).parent
-            while d != path and d.is_dir() and not any(d.iterdir()):  # folders it emptied
-                d.rmdir()
+            (root / name).unlink(missing_ok=True)
+            d = (root / name).parent
+            while not remote and d != root and d.is_dir() and not any(d.iterdir()):
+                d.rmdir()  # folders it emptied
                 d = d.parent
         owned = set()
     mark = {"command": command, "files": sorted(owned), "complete": False, "started": time.time()}
-    atomic_write_json(path / OWNER_NAME, mark)
-    return path
+    atomic_write_json(root / OWNER_NAME, mark)
+    return root
 
 
 def finish_output(path: str | os.PathLike, command: str) -> None:
     """Records every file now under `path` as written by `command` (call it when the run ends)."""
-    path = Path(path)
+    root = paths.of(path)
     atomic_write_json(
-        path / OWNER_NAME, {"command": command, "files": _present(path), "complete": True}
+        root / OWNER_NAME, {"command": command, "files": _present(root), "complete": True}
     )
 
 
@@ -417,14 +436,19 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(f".{path.name}.cortex-jax.json")
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes, or of a folder's files (relative names and bytes, in name
-    order)."""
+    order); local or gs://."""
+    root = paths.of(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            digest.update(str(f.relative_to(path)).encode())
+    if root.is_dir():
+        names = [n for n in shards.list_files(root) if (root / n).is_file()]
+        files = [(n, root / n) for n in sorted(names, key=lambda n: n.split("/"))]
+    else:
+        files = [("", root)]
+    for name, f in files:
+        if name:
+            digest.update(name.encode())
         with f.open("rb") as fh:
             while chunk := fh.read(1 << 24):
                 digest.update(chunk)

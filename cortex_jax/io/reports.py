@@ -12,9 +12,10 @@ A folder holding one (explain.sample's --out, the ImageNet recipe's WORKDIR/samp
                    (N, m, m), in report.json's order (what explain.atlas draws)
 
 The figures beside them (top_tokens.png, image_level_curve.*) are drawn by
-`experiments.sample_level.save`. Reading is strict: a missing or unknown key, or another format
-version, is one line naming it; `read(folder, expect=fingerprint)` also refuses a report made
-with other settings, naming the fields that differ.
+`experiments.sample_level.save`. The folder may be a gs:// URL (`core.paths`); each file is
+written whole (`shards.atomic_write_bytes`). Reading is strict: a missing or unknown key, or
+another format version, is one line naming it; `read(folder, expect=fingerprint)` also
+refuses a report made with other settings, naming the fields that differ.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import io
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cortex_jax.core import paths
 from cortex_jax.io import shards
 
 FORMAT = 1  # the layout of a sample-level report; a change to what readers find bumps it
@@ -169,8 +170,8 @@ class EvalArrays:
         return buf.getvalue()
 
     @classmethod
-    def from_npz(cls, path: Path) -> EvalArrays:
-        with np.load(path) as z:
+    def from_npz(cls, path: str | os.PathLike) -> EvalArrays:
+        with np.load(io.BytesIO(paths.of(path).read_bytes()), allow_pickle=False) as z:
             _keys(dict.fromkeys(z.files), str(path), ("test_tokens", "test_labels", "test_tis"))
             return cls(z["test_tokens"], z["test_labels"], z["test_tis"])
 
@@ -285,8 +286,9 @@ class SampleLevelReport:
     def write(self, folder: str | os.PathLike) -> None:
         """FOLDER/arrays.npz (when `arrays` is set), token_sets.csv, then report.json, each
         written atomically (report.json last: a folder with it holds the whole report)."""
-        root = Path(folder)
-        root.mkdir(parents=True, exist_ok=True)
+        root = paths.of(folder)
+        if not paths.is_remote(root):
+            root.mkdir(parents=True, exist_ok=True)
         if self.arrays is not None:
             shards.atomic_write_bytes(root / ARRAYS_NAME, self.arrays.to_npz())
         shards.atomic_write_bytes(root / TOKEN_SETS_NAME, self.token_sets_csv().encode())
@@ -295,7 +297,7 @@ class SampleLevelReport:
     @staticmethod
     def exists(folder: str | os.PathLike) -> bool:
         """Whether FOLDER holds a report (report.json), without reading it."""
-        return (Path(folder) / REPORT_NAME).is_file()
+        return (paths.of(folder) / REPORT_NAME).is_file()
 
     @classmethod
     def read(
@@ -307,7 +309,7 @@ class SampleLevelReport:
         """The report in FOLDER; `arrays`: with arrays.npz (one line if it is missing).
         `expect`: a fingerprint the report must have (e.g. `sample_level.report_fingerprint` of
         the settings asked now); another is refused in one line naming the fields that differ."""
-        path = Path(folder) / REPORT_NAME
+        path = paths.of(folder) / REPORT_NAME
         if not path.is_file():
             raise FileNotFoundError(f"no sample-level report in {folder} ({REPORT_NAME} missing)")
         try:
@@ -323,7 +325,7 @@ class SampleLevelReport:
                     f"({shards.differences(dict(report.fingerprint), want)}); rerun it with these"
                 )
         if arrays:
-            npz = Path(folder) / ARRAYS_NAME
+            npz = paths.of(folder) / ARRAYS_NAME
             if not npz.is_file():
                 raise FileNotFoundError(
                     f"{npz} is missing; rerun explain.sample (it writes the test images and TIS "

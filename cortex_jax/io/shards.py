@@ -101,6 +101,49 @@ def local_copy(url: str | os.PathLike) -> Path:
     return local
 
 
+def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    """np.load of a .npy file, local or gs:// (through its `local_copy`); memory-mapped when
+    `mmap`. No pickles."""
+    local = local_copy(path) if paths.is_remote(path) else Path(path)
+    return np.load(local, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def file_sizes(root: str | os.PathLike) -> dict[str, int]:
+    """Every file under `root` (a local folder or a gs:// prefix) by its relative name with '/'
+    separators (hidden ones included, in name order) → its size in bytes; {} when there is
+    none. On a bucket this is one listing, not a request per object."""
+    if paths.is_remote(root):
+        url = os.fspath(paths.of(root)).rstrip("/")
+        fs = _remote_fs(url)
+        fs.invalidate_cache(url)  # another process (host) may have written since we listed
+        base = url.split("://", 1)[1] + "/"
+        found = fs.find(url, detail=True)
+        return {k[len(base) :]: int(found[k]["size"]) for k in sorted(found) if k.startswith(base)}
+    folder = Path(root)
+    if not folder.is_dir():
+        return {}
+    files = sorted(
+        (p.relative_to(folder).as_posix(), p)
+        for p in folder.rglob("*")
+        if p.is_file() or p.is_symlink()
+    )
+    return {k: (p.stat() if p.is_file() else p.lstat()).st_size for k, p in files}
+
+
+def list_files(root: str | os.PathLike) -> list[str]:
+    """The relative names of `file_sizes(root)`, sorted."""
+    return list(file_sizes(root))
+
+
+def modified(path: str | os.PathLike) -> float:
+    """When `path` was last written, in seconds since the epoch (a symlink's own time; an
+    object's time as the store records it)."""
+    if paths.is_remote(path):
+        info = _remote_fs(path).info(os.fspath(paths.of(path)))
+        return float(info["mtime"].timestamp())
+    return Path(path).lstat().st_mtime
+
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _HOST = socket.gethostname().replace("~", "-")
@@ -249,7 +292,9 @@ def claim_fingerprint(folder: str | os.PathLike, fingerprint: dict[str, Any], wh
     target = root / FINGERPRINT_NAME
     want = json.loads(json.dumps(fingerprint))
     if not target.exists():
-        others = [p for p in root.iterdir() if p.name != FINGERPRINT_NAME and not _temp(p.name)]
+        others = [
+            n for n in list_files(root) if n != FINGERPRINT_NAME and not _temp(n.rsplit("/", 1)[-1])
+        ]
         if others and not target.exists():  # (another process may have just claimed it)
             raise ValueError(
                 f"{root} holds {what} files but no {FINGERPRINT_NAME} saying what made them; "

@@ -20,6 +20,9 @@
 - `load_iem(source, arch)`: an IEM folder written by train.iem, or the CORTEX authors' trained
   Net1 / Net3 / Net4 `.pth` state dict (converted; their architecture read off the shapes).
 
+A folder of ours (config.json + flax_model.msgpack: a VQGAN, an IEM, a classifier) may be a gs://
+URL (`core.paths`); another file on a bucket is refused in one line (`_remote_folder`).
+
 Caveat: torch's legacy (pre-1.6, non-zip) serialization is not read; re-save such a file with a
 current torch.
 """
@@ -38,9 +41,10 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import serialization
 
-from cortex_jax.core import imagenet
+from cortex_jax.core import imagenet, paths
 from cortex_jax.io import folders, torch_pickle
 from cortex_jax.io.convert import (
     authors_iem_arch,
@@ -115,6 +119,18 @@ def _taming_vqgan(
 _TAMING_SUFFIXES = (".ckpt", ".pt", ".pth", ".npz")
 
 
+def _remote_folder(source: str, what: str) -> epath.Path:
+    """A gs:// `source` as the folder of ours it must be (other formats are read from local
+    files), or a one-line error."""
+    root = paths.of(source, what)
+    if not (root / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(
+            f"{what} {source}: on a bucket only a folder with {CONFIG_NAME} + {WEIGHTS_NAME} is "
+            "read; copy other checkpoint files to a local path"
+        )
+    return root
+
+
 def load_vqgan(
     source: str | os.PathLike,
     *,
@@ -152,6 +168,8 @@ def load_vqgan(
                 f"with config={name!r}"
             )
         name = PRESET_REPOS[name]
+    if paths.is_remote(name):
+        return read_vqgan_folder(_remote_folder(name, "VQGAN source"), dtype)
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / WEIGHTS_NAME).is_file() and list(path.glob("tokenizer_*checkpoint")):
@@ -546,7 +564,10 @@ def load_classifier(
         variables = init_variables(config)
         return config, variables, probabilities_fn(config, variables)
     path = Path(s)
-    if path.is_dir():
+    if paths.is_remote(s):
+        cfg_dict, variables = folders.read_model_folder(_remote_folder(s, "classifier"))
+        config = ResNetConfig.from_dict(cfg_dict)
+    elif path.is_dir():
         cfg_dict, variables = folders.read_model_folder(path, "classifier")
         config = ResNetConfig.from_dict(cfg_dict)
     elif path.is_file():
@@ -580,8 +601,9 @@ def load_iem(
     `class_names` (ImageNet's for 1000 classes, else class0, class1, …) and the `vqgan` it reads."""
     if arch is not None and arch not in ARCHITECTURES:
         raise ValueError(f"unknown IEM architecture {arch!r}; expected one of ce, re, te")
-    path = Path(source)
-    if path.is_dir():
+    remote = paths.is_remote(source)
+    path = _remote_folder(os.fspath(source), "IEM") if remote else Path(source)
+    if remote or path.is_dir():
         config, variables, meta = folders.read_iem_folder(path)
         if arch is not None and config.arch != arch:
             raise ValueError(f"{path} holds a {config.arch.upper()} IEM, not {arch.upper()}")
