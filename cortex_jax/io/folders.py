@@ -13,6 +13,9 @@ Output folders: every command that takes `--out` (or `--workdir`) writes into it
 `claim_output` / `finish_output`, which keep a manifest (OWNER_NAME) of the files that command
 wrote there. A folder holding a file the command did not write, or another command's output, is
 refused in one line before any work; a command only ever deletes or overwrites its own files.
+A command whose writers go through epath (train.iem's workdir, the atlas) passes `remote_ok` and
+may be given a gs:// folder: the manifest then lists the objects under that prefix and dates them
+by the store's clock; the others refuse a URL in one line.
 A single output file (explain.edit's PNG) carries a hidden sidecar with its owner and checksum.
 """
 
