@@ -212,7 +212,11 @@ def test_training_killed_resumes_to_the_uninterrupted_weights(chain):
         return [{k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in lines]
 
     assert rows(pair) == rows(ref)  # every logged step once, with the same numbers
-    assert [w[2] for w in _writes(chain, "work")] == ["run.json"]
+    writes = _writes(chain, "work")
+    assert [w for w in writes if w[2] == "run.json"] == [writes[0]]  # claimed once, first
+    # metrics.jsonl is appended in place; a resume rewrites it once, cut back to its checkpoint
+    cuts = [(r, p) for r, p, name in writes if name == "metrics.jsonl"]
+    assert len(cuts) == len(set(cuts)) and {w[2] for w in writes} <= {"run.json", "metrics.jsonl"}
 
 
 @pytest.mark.slow
