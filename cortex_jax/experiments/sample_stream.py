@@ -119,19 +119,16 @@ class _Sums:
     def masking(self, j: int) -> dict[str, dict[str, float]]:
         n = self.images[j]
         acc_b, p_b = self.correct_before[j] / n, self.p_before[j] / n
-        out = {}
-        for s in ("cortex", "frequency"):
-            acc_a, p_a = self.correct_after[s][j] / n, self.p_after[s][j] / n
-            out[s] = {
-                "accuracy_before": float(acc_b),
-                "accuracy_after": float(acc_a),
-                "accuracy_change": float(acc_a - acc_b),
-                "probability_before": float(p_b),
-                "probability_after": float(p_a),
-                "probability_change": float(p_a - p_b),
-                "tokens_masked": float(self.masked[s][j] / n),
-            }
-        return out
+        return {
+            s: evaluate.masking_summary(
+                acc_b,
+                self.correct_after[s][j] / n,
+                p_b,
+                self.p_after[s][j] / n,
+                self.masked[s][j] / n,
+            )
+            for s in ("cortex", "frequency")
+        }
 
     def image_level_curve(self, ns: Sequence[int]) -> dict[str, Any]:
         n = self.curve_images

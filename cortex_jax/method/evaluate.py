@@ -24,6 +24,7 @@ mask) and of T_concept (share of its tokens' occurrences in test images that fal
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import SupportsFloat
 
 import numpy as np
 
@@ -80,9 +81,25 @@ def masking_effect(
     rows = np.arange(len(labels))
     before = np.asarray(classifier(pixels))
     after = np.asarray(classifier(black_out(pixels, mask)))
-    acc_b = float(np.mean(before.argmax(-1) == labels))
-    acc_a = float(np.mean(after.argmax(-1) == labels))
-    p_b, p_a = float(before[rows, labels].mean()), float(after[rows, labels].mean())
+    return masking_summary(
+        np.mean(before.argmax(-1) == labels),
+        np.mean(after.argmax(-1) == labels),
+        before[rows, labels].mean(),
+        after[rows, labels].mean(),
+        mask.reshape(len(labels), -1).sum(1).mean(),
+    )
+
+
+def masking_summary(
+    acc_b: SupportsFloat,
+    acc_a: SupportsFloat,
+    p_b: SupportsFloat,
+    p_a: SupportsFloat,
+    tokens_masked: SupportsFloat,
+) -> dict[str, float]:
+    """`masking_effect`'s record from its five means (accuracy and true-class probability before
+    and after masking, tokens masked an image), also when they were summed batch by batch."""
+    acc_b, acc_a, p_b, p_a = float(acc_b), float(acc_a), float(p_b), float(p_a)
     return {
         "accuracy_before": acc_b,
         "accuracy_after": acc_a,
@@ -90,7 +107,7 @@ def masking_effect(
         "probability_before": p_b,
         "probability_after": p_a,
         "probability_change": p_a - p_b,
-        "tokens_masked": float(mask.reshape(len(labels), -1).sum(1).mean()),
+        "tokens_masked": float(tokens_masked),
     }
 
 
