@@ -1,7 +1,11 @@
 """The public API (`import cortex_jax as cx`) and the documented example of explaining a VQGM
 built outside the project (docs/own_vqgm.py), whose planted signal the method must find."""
 
+import ast
+import importlib
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +16,30 @@ import cortex_jax as cx
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_every_public_name_is_there():
+def test_every_public_name_is_there_and_is_what_the_type_checkers_read():
+    """cortex_jax imports its public names on first use; its TYPE_CHECKING block (what mypy and
+    readers see) must name the very same objects."""
+    tree = ast.parse((REPO / "cortex_jax" / "__init__.py").read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If))  # `if TYPE_CHECKING:`
+    seen = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom), ast.dump(node)
+        for a in node.names:
+            module = importlib.import_module(node.module)
+            seen[a.asname or a.name] = getattr(module, a.name)
+    assert sorted(seen) == cx.__all__
     for name in cx.__all__:
-        assert getattr(cx, name) is not None, name
+        assert getattr(cx, name) is seen[name], name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        cx.nope  # noqa: B018
+
+
+def test_importing_the_package_imports_no_jax():
+    """`python -m explain.…` and `import cortex_jax.core.…` pay for JAX, SciPy and matplotlib
+    only where a command uses them (a second or more per command, dozens in the suite)."""
+    code = "import sys, cortex_jax; print(sorted({'jax', 'scipy', 'matplotlib'} & {*sys.modules}))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])
 
 
 def test_a_bundle_names_what_an_experiment_lacks():
