@@ -2,8 +2,15 @@
 
 import _thread
 import os
+import signal
 import sys
 import threading
+
+# A SIGINT arrived since the entry point started (read by cortex_jax.core.errors.one_line_errors):
+# a library that swallows a KeyboardInterrupt (a bare `except:` around an optional import) or
+# turns it into another error mid-trace (JAX) cannot make the command run on, or fail, as if it
+# had not been interrupted.
+interrupted = False
 
 
 def quiet_interrupts_at_startup() -> None:
@@ -34,9 +41,16 @@ def quiet_interrupts_at_startup() -> None:
         else:
             hook(type(info.exc_value), info.exc_value, info.exc_traceback)
 
+    def on_sigint(signum, frame):
+        global interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
     default_unraisable = sys.unraisablehook
     sys.excepthook = hook
     sys.unraisablehook = unraisable
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not SIG_IGN (background)
+        signal.signal(signal.SIGINT, on_sigint)
 
 
 if sys.argv[:1] == ["-m"]:  # `python -m explain.…` (argv[0] is "-m" while it is located)

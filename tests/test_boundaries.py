@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -269,6 +270,33 @@ def test_one_line_errors_and_writable_folder(tmp_path):
     assert str(e.value) == f"error: No such file or directory: {tmp_path / 'nope.txt'}"
     with pytest.raises(KeyError), errors.one_line_errors():  # a bug keeps its traceback
         {}["x"]
+
+
+def test_a_ctrl_c_a_library_swallowed_or_changed_still_ends_the_command(monkeypatch, capsys):
+    def interrupted_while_tracing():  # what JAX did to a Ctrl-C mid-trace, under load
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise NotImplementedError("Convolutions with non-static strides") from None
+
+    with pytest.raises(SystemExit) as e, errors.one_line_errors():
+        try:
+            interrupted_while_tracing()  # `from None` hides the cause, not the context
+        except NotImplementedError as bug:
+            assert bug.__suppress_context__
+            raise
+    assert e.value.code == errors.INTERRUPTED_STATUS
+    assert capsys.readouterr().err.strip().startswith("interrupted; the files written so far")
+    with pytest.raises(NotImplementedError), errors.one_line_errors():  # no Ctrl-C: a bug
+        raise NotImplementedError("a bug")
+
+    # a Ctrl-C the entry point's handler saw (explain/__init__.py) but a library swallowed
+    monkeypatch.setitem(sys.modules, "explain", types.SimpleNamespace(interrupted=True))
+    ran = []
+    with pytest.raises(SystemExit) as e, errors.one_line_errors():
+        ran.append(1)  # the command's work: it must not start
+    assert e.value.code == errors.INTERRUPTED_STATUS and not ran
+    assert capsys.readouterr().err.strip() == "interrupted while starting; nothing was written"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from PIL import Image
 
@@ -75,28 +76,52 @@ def stop_requests(enabled: bool = True) -> Iterator[Callable[[], str | None]]:
                 signal.signal(s, h)
 
 
+def _interrupted(e: BaseException | None = None) -> bool:
+    """A Ctrl-C is behind `e` (in its cause/context chain), or the entry point's SIGINT handler
+    saw one (explain/__init__.py): a library may have swallowed it (a bare `except:` around an
+    optional import) or turned it into another error (JAX, interrupted while tracing)."""
+    while e is not None:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__
+    return bool(getattr(sys.modules.get("explain"), "interrupted", False))
+
+
+def _exit_interrupted(e: BaseException | None, started: bool = True) -> NoReturn:
+    text = describe(e) if isinstance(e, Interrupted) else ""
+    if not started:
+        text = "interrupted while starting; nothing was written"
+    sys.stderr.write(
+        "\n"
+        + (
+            text
+            or "interrupted; the files written so far are kept, and the same command can be rerun"
+        )
+        + "\n"
+    )
+    sys.exit(INTERRUPTED_STATUS)
+
+
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
     """Turns a user error inside the block into `error: …` and exit status 1, and Ctrl-C into
-    one `interrupted; …` line and exit status 130."""
+    one `interrupted; …` line and exit status 130 (also when a library swallowed it or turned it
+    into another error: see `_interrupted`). A Ctrl-C that arrived while the command was
+    starting, and was swallowed then, ends it here before any work."""
     global working
+    if _interrupted():
+        _exit_interrupted(None, started=False)
     working = True  # read by the entry points' interrupt hook (explain/__init__.py)
     try:
         yield
-    except USER_ERRORS as e:
-        sys.exit(f"error: {describe(e)}")
     except KeyboardInterrupt as e:
-        text = describe(e) if isinstance(e, Interrupted) else ""
-        sys.stderr.write(
-            "\n"
-            + (
-                text
-                or "interrupted; the files written so far are kept, and the same command "
-                "can be rerun"
-            )
-            + "\n"
-        )
-        sys.exit(INTERRUPTED_STATUS)
+        _exit_interrupted(e)
+    except Exception as e:
+        if _interrupted(e):
+            _exit_interrupted(e)
+        if isinstance(e, USER_ERRORS):
+            sys.exit(f"error: {describe(e)}")
+        raise
 
 
 def writable_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
