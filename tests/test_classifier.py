@@ -5,9 +5,11 @@ with torchvision's structure and parameter names (the names and layouts are what
 converts); their state dicts are saved with torch.save and read back without torch.
 """
 
+import jax
 import numpy as np
 import pytest
 
+from cortex_jax.core import trees
 from cortex_jax.io import folders, sources
 from cortex_jax.models import classifier
 
@@ -122,6 +124,30 @@ def test_preprocess_resizes_and_normalises_like_torchvision():
     assert cfg.layers == (2, 2, 2, 2) and cfg.n_classes == 5 and cfg.width == 8
     out = probs(np.random.default_rng(1).uniform(-1, 1, (2, 48, 48, 3)).astype(np.float32))
     assert out.shape == (2, 5) and np.allclose(out.sum(1), 1, atol=1e-5)
+
+
+def test_random_stand_in_weights_follow_the_layout_and_the_seed():
+    """`random:` classifiers and the runlocal VQGMs take numpy-filled weights in the model's
+    layout (trees.random_like): unit norm scales and variances, zero biases and means,
+    kernels N(0, 1/fan_in); the same seed, the same weights."""
+    shapes = jax.eval_shape(classifier.init_variables, classifier.ResNetConfig.named("resnet18"))
+    v, again = trees.random_like(shapes, 3), trees.random_like(shapes, 3)
+    flat = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(v)}
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), v) == jax.tree.map(
+        lambda s: (s.shape, s.dtype), shapes
+    )
+    for path, x in flat.items():
+        if path.endswith("['scale']") or path.endswith("['var']"):
+            assert (x == 1).all(), path
+        elif path.endswith("['bias']") or path.endswith("['mean']"):
+            assert (x == 0).all(), path
+    conv = flat["['params']['conv1']['kernel']"]  # 7×7×3 fan-in
+    assert abs(conv.std() * np.sqrt(7 * 7 * 3) - 1) < 0.05
+    jax.tree.map(np.testing.assert_array_equal, v, again)
+    assert not np.array_equal(trees.random_like(shapes, 4)["params"]["conv1"]["kernel"], conv)
+    assert trees.random_like({"n_norm": {"w": jax.ShapeDtypeStruct((3,), np.float32)}})["n_norm"][
+        "w"
+    ].tolist() == [1, 1, 1]  # a vector under a norm (LlamaGen's RMSNorm weights)
 
 
 def test_folder_round_trip_and_clear_errors(tmp_path):

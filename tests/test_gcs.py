@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from etils import epath
 
-from cortex_jax.core import errors, paths
+from cortex_jax.core import errors, paths, trees
 from cortex_jax.io import folders, shards
 from tests.helpers import gcs
 
@@ -208,27 +208,6 @@ def _restored(checkpoints) -> dict:
     return out
 
 
-def _numpy_init(init):
-    """`init` (config, …) → parameters, as the same shapes filled from numpy's generator: unit
-    scales and variances, zero biases and means, kernels N(0, 1/fan_in)."""
-
-    def made(*args, **kwargs):
-        rng = np.random.default_rng(0)
-
-        def fill(path, s):
-            name = getattr(path[-1], "key", "")
-            if name in ("scale", "var"):
-                return np.ones(s.shape, s.dtype)
-            if name in ("bias", "mean") or len(s.shape) < 2:
-                return np.zeros(s.shape, s.dtype)
-            return (rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(s.dtype)
-
-        shapes = jax.eval_shape(lambda: init(*args, **kwargs))
-        return jax.tree.map(jax.numpy.asarray, jax.tree_util.tree_map_with_path(fill, shapes))
-
-    return made
-
-
 # Files of the two runs that hold what only one run can know (compared by content instead):
 # orbax's checkpoints (random data-file names, commit timestamps: compared restored), the
 # TensorBoard event file (its name holds the start time and host, each record its wall time:
@@ -249,27 +228,14 @@ def test_recipe_in_a_bucket_writes_what_a_local_run_writes(
     names, and those hold the same content."""
     from configs import imagenet as imagenet_config
     from cortex_jax.experiments import recipe
-    from cortex_jax.models import cin, classifier, vqgan
+    from cortex_jax.models import classifier
 
     train_iem = entry_point("train.iem")
     monkeypatch.setenv("CORTEX_JAX_CACHE", str(tmp_path / "cache"))
-    # The random-weight stand-ins (no files to read) get numpy's random numbers (jax's
-    # initialisers compile per parameter shape: a minute on 2 cores), made once for both runs.
-    load_vqgm, made = recipe.load_vqgm, []
-
-    def vqgm(c):
-        if not made:
-            with monkeypatch.context() as m:
-                m.setattr(vqgan, "init_params", _numpy_init(vqgan.init_params))
-                m.setattr(cin, "init_params", _numpy_init(cin.init_params))
-                made.append(load_vqgm(c))
-        return made[0]
-
-    monkeypatch.setattr(recipe, "load_vqgm", vqgm)
     # the pixel classifiers: a small ResNet's folder, on the bucket for both runs (its name is in
     # report.json and the figures' titles, so it is one name for both)
     net = classifier.ResNetConfig("basic", (1, 1), width=4, image_size=32)
-    weights = _numpy_init(classifier.init_variables)(net)
+    weights = trees.random_like(jax.eval_shape(classifier.init_variables, net))
     folders.save_classifier(f"{bucket}/models/classifier", net, weights)
 
     def config(workdir):

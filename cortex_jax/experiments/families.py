@@ -29,7 +29,7 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-from cortex_jax.core import imagenet
+from cortex_jax.core import imagenet, trees
 from cortex_jax.experiments.bundle import Models, as_grids
 from cortex_jax.io import sources
 from cortex_jax.models import cin, dalle, llamagen, maskgit
@@ -353,15 +353,16 @@ def _load_cin(args: LoadArgs) -> ClassConditional:
 
 
 def random_cin(config: Any, seed: int = 0) -> ClassConditional:
-    """A VQGAN + cin transformer with random weights, shaped by config.random_vqgan/random_gpt:
-    the runlocal stand-in for taming's checkpoint (ImageNet's 1000 class names, class tokens at
-    ids 0..999 of the shared vocabulary, as in taming)."""
+    """A VQGAN + cin transformer with random weights (`trees.random_like`), shaped by
+    config.random_vqgan/random_gpt: the runlocal stand-in for taming's checkpoint (ImageNet's
+    1000 class names, class tokens at ids 0..999 of the shared vocabulary, as in taming)."""
     from cortex_jax.models.vqgan import VQGAN, VQGANConfig
     from cortex_jax.models.vqgan import init_params as vqgan_init_params
     from cortex_jax.models.vqgm import ClassConditionalVQGM
 
     vcfg = VQGANConfig.from_dict(dict(config.random_vqgan))
-    vq = VQGAN(vcfg, vqgan_init_params(vcfg, jax.random.PRNGKey(seed)))
+    key = jax.random.PRNGKey(seed)  # only shapes are taken from the initialisers
+    vq = VQGAN(vcfg, trees.random_like(jax.eval_shape(vqgan_init_params, vcfg, key), seed))
     class_names = tuple(c.name for c in imagenet.classes())
     m = vcfg.grid_size
     gcfg = cin.GPTConfig(
@@ -372,7 +373,7 @@ def random_cin(config: Any, seed: int = 0) -> ClassConditional:
         n_classes=len(class_names),
         **dict(config.random_gpt),
     )
-    gparams = cin.init_params(gcfg, jax.random.PRNGKey(seed + 1))
+    gparams = trees.random_like(jax.eval_shape(cin.init_params, gcfg, key), seed + 1)
     return ClassConditionalVQGM("imagenet-random", vq, gcfg, gparams, class_names)
 
 
@@ -396,11 +397,16 @@ def _load_llamagen(args: LoadArgs) -> ClassConditional:
 
 
 def random_llamagen(config: Any, seed: int = 0) -> ClassConditional:
-    """A LlamaGen tokenizer + GPT with random weights, shaped by config.random_tokenizer (a
-    `llamagen.TokenizerConfig`'s fields) and config.random_gpt (`llamagen.GPTConfig`'s), with
-    ImageNet's 1000 class names: the `:runlocal` stand-in for the released files."""
+    """A LlamaGen tokenizer + GPT with random weights (`trees.random_like`), shaped by
+    config.random_tokenizer (a `llamagen.TokenizerConfig`'s fields) and config.random_gpt
+    (`llamagen.GPTConfig`'s), with ImageNet's 1000 class names: the `:runlocal` stand-in for
+    the released files."""
     tcfg = llamagen.TokenizerConfig(**dict(config.random_tokenizer))
-    tok = llamagen.init_tokenizer(tcfg, jax.random.PRNGKey(seed))
+    key = jax.random.PRNGKey(seed)  # only shapes are taken from the initialisers
+    f = tcfg.downsample_factor
+    module, pixels = llamagen.TokenizerModule(tcfg), np.zeros((1, f, f, 3), np.float32)
+    tok_shapes = jax.eval_shape(lambda: module.init(key, pixels)["params"])
+    tok = llamagen.LlamaGenTokenizer(tcfg, trees.random_like(tok_shapes, seed))
     class_names = tuple(c.name for c in imagenet.classes())
     m = tok.grid_size
     gcfg = llamagen.GPTConfig(
@@ -409,7 +415,7 @@ def random_llamagen(config: Any, seed: int = 0) -> ClassConditional:
         block_size=m * m,
         num_classes=len(class_names),
     )
-    params = llamagen.init_gpt_params(gcfg, jax.random.PRNGKey(seed + 1))
+    params = trees.random_like(llamagen.gpt_param_shapes(gcfg), seed + 1)
     return llamagen.LlamaGenVQGM("llamagen-random", tok, gcfg, params, class_names)
 
 

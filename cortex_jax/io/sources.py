@@ -44,7 +44,7 @@ import numpy as np
 from etils import epath
 from flax import serialization
 
-from cortex_jax.core import imagenet, paths
+from cortex_jax.core import imagenet, paths, trees
 from cortex_jax.io import folders, torch_pickle
 from cortex_jax.io.convert import (
     authors_iem_arch,
@@ -561,7 +561,7 @@ def load_classifier(
         if len(parts) > 2:
             kw["width"] = int(parts[2])
         config = ResNetConfig.named(parts[0], **kw)
-        variables = init_variables(config)
+        variables = trees.random_like(jax.eval_shape(lambda: init_variables(config)))
         return config, variables, probabilities_fn(config, variables)
     path = Path(s)
     if paths.is_remote(s):
