@@ -43,6 +43,45 @@ if "jax" in sys.modules:  # imported before this file (a plugin) read the enviro
         "jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"])
     )
 
+# The suite's longest files, with their rough seconds on the 2-core CI machine (a full run's
+# `--durations=0`, summed per file), so that pytest-xdist's `--dist loadfile` hands them out
+# first, longest first: in collection (alphabetical) order the two longest came last, and one
+# worker ran them alone for several minutes while the other sat idle. Order only: a file not
+# named here runs after them, and a stale number costs time, never a result.
+LONGEST_FILES = {
+    "test_explain_cli.py": 500,
+    "test_recipe.py": 300,
+    "test_boundaries.py": 250,
+    "test_training.py": 250,
+    "test_compare.py": 200,
+    "test_preemption.py": 200,
+    "test_toy_models.py": 200,
+    "test_llamagen_e2e.py": 180,
+    "test_outputs.py": 170,
+    "test_dalle.py": 170,
+    "test_maskgit.py": 150,
+    "test_bench_device.py": 150,
+    "test_llamagen.py": 150,
+    "test_iem_authors.py": 140,
+    "test_science.py": 140,
+    "test_iem.py": 140,
+    "test_scale.py": 130,
+    "test_conformance_iem.py": 120,
+    "test_gcs.py": 110,
+    "test_tis.py": 110,
+    "test_atlas.py": 110,
+    "test_selection.py": 100,
+    "test_bias.py": 100,
+    "test_cin.py": 100,
+}
+
+
+def pytest_collection_modifyitems(items):
+    """Longest files first (LONGEST_FILES), each file's tests in their own order."""
+    cost = lambda item: -LONGEST_FILES.get(item.path.name, 0)
+    items.sort(key=cost)  # stable: the rest keep the collection order
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CORTEX_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures"

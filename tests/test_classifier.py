@@ -130,7 +130,8 @@ def test_random_stand_in_weights_follow_the_layout_and_the_seed():
     """`random:` classifiers and the runlocal VQGMs take numpy-filled weights in the model's
     layout (trees.random_like): unit norm scales and variances, zero biases and means,
     kernels N(0, 1/fan_in); the same seed, the same weights."""
-    shapes = jax.eval_shape(classifier.init_variables, classifier.ResNetConfig.named("resnet18"))
+    net = classifier.ResNetConfig.named("resnet18")
+    shapes = jax.eval_shape(lambda: classifier.init_variables(net))
     v, again = trees.random_like(shapes, 3), trees.random_like(shapes, 3)
     flat = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(v)}
     assert jax.tree.map(lambda a: (a.shape, a.dtype), v) == jax.tree.map(

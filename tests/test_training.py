@@ -98,6 +98,19 @@ def test_kill_and_resume_equals_uninterrupted(datasets, tmp_path):
         np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-6)
 
 
+def test_event_files_are_written_without_importing_torch(tmp_path):
+    """tensorboardX imports torch when it can (the conformance extra installs it): 7 s of every
+    train.iem on 2 cores, for tensors we never pass. The events must still be TensorBoard's."""
+    code = (
+        "import sys; from cortex_jax.io import events\n"
+        f"with events.ScalarLog({str(tmp_path)!r}) as log: log.write(3, {{'loss': 0.5}})\n"
+        "print('torch' in sys.modules); import torch; print(torch.ones(1).item())"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.split() == ["False", "1.0"], r.stderr[-2000:]
+    assert _tensorboard_scalars(tmp_path) == {(3, "loss"): 0.5}
+
+
 def _tensorboard_scalars(folder: Path) -> dict[tuple[int, str], float]:
     """{(step, tag): value} as TensorBoard reads the event files: records framed as
     length (u64), its CRC, the Event, its CRC; a SessionLog START at step s drops what earlier

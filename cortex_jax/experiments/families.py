@@ -362,7 +362,7 @@ def random_cin(config: Any, seed: int = 0) -> ClassConditional:
 
     vcfg = VQGANConfig.from_dict(dict(config.random_vqgan))
     key = jax.random.PRNGKey(seed)  # only shapes are taken from the initialisers
-    vq = VQGAN(vcfg, trees.random_like(jax.eval_shape(vqgan_init_params, vcfg, key), seed))
+    vq = VQGAN(vcfg, trees.random_like(jax.eval_shape(lambda: vqgan_init_params(vcfg, key)), seed))
     class_names = tuple(c.name for c in imagenet.classes())
     m = vcfg.grid_size
     gcfg = cin.GPTConfig(
@@ -373,7 +373,7 @@ def random_cin(config: Any, seed: int = 0) -> ClassConditional:
         n_classes=len(class_names),
         **dict(config.random_gpt),
     )
-    gparams = trees.random_like(jax.eval_shape(cin.init_params, gcfg, key), seed + 1)
+    gparams = trees.random_like(jax.eval_shape(lambda: cin.init_params(gcfg, key)), seed + 1)
     return ClassConditionalVQGM("imagenet-random", vq, gcfg, gparams, class_names)
 
 

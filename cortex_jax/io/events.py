@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -57,14 +58,29 @@ class _StoreFiles:
         pass  # a bucket has no folders
 
 
+def _tensorboardx():
+    """tensorboardX's SummaryWriter and record_writer, imported on use (only training writes
+    events) and without PyTorch: tensorboardX's writer imports torch when it can, only to accept
+    torch tensors, which we never pass; with torch installed (the conformance extra) that import
+    cost every train.iem 7 s on 2 cores. A torch already imported is left as it is."""
+    block = "torch" not in sys.modules
+    if block:
+        sys.modules["torch"] = None  # `import torch` now raises ImportError
+    try:
+        from tensorboardX import SummaryWriter, record_writer
+    finally:
+        if block:
+            del sys.modules["torch"]
+    return SummaryWriter, record_writer
+
+
 class ScalarLog:
     """Scalars per step into `folder` (created; local or gs://); a run starting from `start_step`
     (its state after that step; 0 for a run killed before its first checkpoint, too) purges what
     earlier attempts logged for later steps. Use as a context manager, or `close()`."""
 
     def __init__(self, folder: str | os.PathLike, start_step: int = 0):
-        # imported on use: only training writes events
-        from tensorboardX import SummaryWriter, record_writer
+        SummaryWriter, record_writer = _tensorboardx()
 
         root = paths.of(folder)
         if paths.is_remote(root):

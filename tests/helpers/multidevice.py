@@ -43,14 +43,16 @@ def tis_check():
     from cortex_jax.method import tis
     from cortex_jax.models import iem
 
-    ds = tiny.make_dataset(Path(tempfile.mkdtemp()), 100, 0)
-    cfg = tiny.model_config("re")
+    # three shards (24, 24, 4): batches of 16 (2 per device), 8 (1 each) and 4 (padded to 8)
+    ds = tiny.make_dataset(Path(tempfile.mkdtemp()), 52, 0, shard_size=24)
+    cfg = tiny.model_config("ce")
     v = iem.init_variables(cfg, jax.random.PRNGKey(0), tiny.GRID, tiny.D)
     predict = iem.predictor(cfg, v)
     out = Path(tempfile.mkdtemp())
     scfg = sample_level.SampleLevelConfig(n_samples=4, batch=16)
     sample_level.score_dataset(predict, tiny.codebook(), ds, str(out), scfg)
     got = np.concatenate([np.load(out / f"tis-{s:05d}.npy") for s in range(3)])
+    assert len(got) == 52, got.shape
     tokens, labels, _ = ds.arrays()
     e = jax.device_put(tiny.codebook()[tokens.astype(np.int32)], jax.devices()[0])
     want = tis.token_importance(predict, e, labels, jax.random.PRNGKey(0), 4)
