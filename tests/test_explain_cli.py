@@ -409,14 +409,14 @@ def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures, command):
         "--pair",
         "a white doctor|a black doctor",
         "--per-concept",
-        "20",
+        "40",
         "--neutral-images",
         "16",
         "--n-samples",
         "2",
         "--epochs",
         "1",
-    ]  # small sizes whose report still has every part (4 held-out images of each prompt)
+    ]  # 40: 64 training images, the binary IEM's one batch
     command("explain.bias", *small, "--neutral", "a doctor", "--out", str(tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["concept_a"] == "a white doctor"
