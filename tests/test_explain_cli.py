@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,56 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 _run, _one_line_error = cli.run, cli.one_line_error
-# explain.bias at sizes a test can afford and the verdicts below still resolve
+
+
+@pytest.fixture
+def command(entry_point):
+    """`python -m NAME ARGV…` in this test's process: NAME's `main` after its flags are parsed, as
+    absl's app.run would (a user error is then SystemExit("error: …"), see `_refused`). A CLI
+    start (imports, toy models, compiles) is most of a small run and a CI minute a few times
+    over, so the runs whose process is not what is checked run here; each command keeps a real
+    `python -m` in this file (its one-line error, train.iem's Ctrl-C). Commands that define the
+    same flag names (--concept, --config) take turns: running another forgets the last one."""
+    from absl import flags
+
+    before = set(flags.FLAGS)  # absl's own, imported by entry_point
+    loaded: dict = {}
+
+    def run(name: str, *argv: str) -> None:
+        if name not in loaded:
+            flags.FLAGS.unparse_flags()
+            for flag in set(flags.FLAGS) - before:
+                delattr(flags.FLAGS, flag)
+            for other in loaded:
+                sys.modules.pop(other, None)
+            loaded.clear()
+            loaded[name] = entry_point(name)
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS([name, *argv])
+        loaded[name].main([])
+
+    return run
+
+
+def _refused(command, argv: tuple[str, ...], *needles: str) -> None:
+    """`command(*argv)` ended as a command's user error does in its own process: one `error: …`
+    line (SystemExit's message, which Python prints as the last stderr line) with every needle."""
+    with pytest.raises(SystemExit) as e:
+        command(*argv)
+    text = str(e.value)
+    assert text.startswith("error: ") and "\n" not in text, text
+    for n in needles:
+        assert n in text, text
+
+
+# explain.bias at sizes a test can afford and the verdicts below still resolve (at 150 images, with
+# seeds 0 and 1: the known bias's intervals stay above 0.7 and hold 0.8, the overlapping pair's
+# hold 0.2; 300 each took twice as long)
 BIAS_SIZES = (
     "--per-concept",
-    "300",
+    "150",
     "--neutral-images",
-    "300",
+    "150",
     "--n-samples",
     "8",
     "--epochs",
@@ -30,8 +75,8 @@ BIAS_SIZES = (
 )
 
 
-def test_explain_sample_writes_report_and_figures(tmp_path):
-    r = _run(
+def test_explain_sample_writes_report_and_figures(tmp_path, command):
+    command(
         "explain.sample",
         "--concept",
         "red-circle,blue-star",
@@ -39,7 +84,6 @@ def test_explain_sample_writes_report_and_figures(tmp_path):
         "--out",
         str(tmp_path),
     )
-    assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["concept_names"].values()) == {"red-circle", "blue-star"}
     row = report["concepts"]["0"]
@@ -53,23 +97,26 @@ def test_explain_sample_writes_report_and_figures(tmp_path):
 
 
 def test_explain_sample_errors():
-    _one_line_error(_run("explain.sample", "--concept", "red-circel"), "red-circle")
-    _one_line_error(_run("explain.sample", "--concept", "circle"), "neutral class")
+    # the one-line error of a real `python -m`; the other refusals run in-process below
     _one_line_error(_run("explain.sample"), "--concept")
 
 
-@pytest.mark.parametrize(
-    "args, needles",
-    [
-        (("explain.sample", "--concept", "red-circle", "--n", "100"), ("--n 100", "1..64")),
-        (("explain.sample", "--concept", "red-circle", "--k", "0"), ("--k 0",)),
-        (("explain.codebook", "--concept", "blue-star", "--lr", "-1"), ("--lr -1.0",)),
-        (("explain.codebook", "--concept", "blue-star", "--steps", "7"), ("steps=7",)),
-        (("explain.codebook", "--concept", "blue-star", "--region", "6:9,0:2"), ("outside",)),
-        (("explain.codebook", "--table5", "--region", "0:9,0:2"), ("outside",)),
+# Every refusal before any work or folder, in-process (a `python -m` each cost ~11 s of CI, mostly
+# its start); each command's own process ends in one line elsewhere in this file.
+FLAG_ERRORS = {
+    "explain.sample": [
+        (("--concept", "red-circel"), ("red-circle",)),  # close matches
+        (("--concept", "circle"), ("neutral class",)),
+        (("--concept", "red-circle", "--n", "100"), ("--n 100", "1..64")),
+        (("--concept", "red-circle", "--k", "0"), ("--k 0",)),
+    ],
+    "explain.codebook": [
+        (("--concept", "blue-star", "--lr", "-1"), ("--lr -1.0",)),
+        (("--concept", "blue-star", "--steps", "7"), ("steps=7",)),
+        (("--concept", "blue-star", "--region", "6:9,0:2"), ("outside the 8x8",)),
+        (("--table5", "--region", "0:9,0:2"), ("outside",)),
         (
             (
-                "explain.codebook",
                 "--concept",
                 "goldfinch",
                 "--vqgan",
@@ -79,18 +126,23 @@ def test_explain_sample_errors():
             ),
             ("--iem-checkpoint not found: no-such-iem",),
         ),
-        (("explain.codebook", "--concept", "blue-star", "--from-image", "no.png"), ("no.png",)),
-        (("explain.bias", "--mix", "1.5"), ("--mix 1.5",)),
-        (("explain.bias", "--vqgan", "imagenet_f16_16384"), ("--vqgan imagenet_f16_16384",)),
-        (("explain.bias", "--iem-checkpoint", "no-such-iem"), ("not found: no-such-iem",)),
-        (("explain.bias", "--iem", "ce", "--pair", "red-circle,circle"), ("no class 'circle'",)),
+        (("--concept", "blue-star", "--from-image", "missing.png"), ("missing.png",)),
     ],
-)
-def test_flags_are_checked_before_any_work_or_folder(tmp_path, args, needles):
+    "explain.bias": [
+        (("--mix", "1.5"), ("--mix 1.5",)),
+        (("--vqgan", "imagenet_f16_16384"), ("--vqgan imagenet_f16_16384",)),
+        (("--iem-checkpoint", "no-such-iem"), ("not found: no-such-iem",)),
+        (("--iem", "ce", "--pair", "red-circle,circle"), ("no class 'circle'",)),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(FLAG_ERRORS))
+def test_flags_are_checked_before_any_work_or_folder(tmp_path, command, name):
     out = tmp_path / "out"
-    r = _run(*args, "--out", str(out))
-    _one_line_error(r, *needles)
-    assert not out.exists()
+    for args, needles in FLAG_ERRORS[name]:
+        _refused(command, (name, *args, "--out", str(out)), *needles)
+        assert not out.exists(), args
 
 
 @pytest.mark.parametrize(
@@ -125,9 +177,9 @@ def test_codebook_editing_flags_are_never_silently_ignored(entry_point, argv, me
         codebook._request()
 
 
-def test_explain_codebook_and_edit(tmp_path):
+def test_explain_codebook_and_edit(tmp_path, command):
     out = tmp_path / "cb"
-    r = _run(
+    command(
         "explain.codebook",
         "--concept",
         "blue-star",
@@ -142,7 +194,6 @@ def test_explain_codebook_and_edit(tmp_path):
         "--out",
         str(out),
     )
-    assert r.returncode == 0, r.stderr[-3000:]
     info = json.loads((out / "tokens.json").read_text())
     assert info["target"] == "blue-star" and len(info["images"]) == 2
     assert len(info["images"][0]["tokens_final"]) == 16  # centre 4×4
@@ -151,7 +202,7 @@ def test_explain_codebook_and_edit(tmp_path):
     assert (out / "progression.png").exists() and (out / "table.md").exists()
     png = tmp_path / "in.png"
     Image.fromarray(to_uint8(world.render(["red-star"], seed=1).pixels)[0]).save(png)
-    r = _run(
+    r = _run(  # explain.edit's own process
         "explain.edit",
         "--image",
         str(png),
@@ -164,41 +215,29 @@ def test_explain_codebook_and_edit(tmp_path):
     assert Image.open(tmp_path / "edited.png").size[0] > 64
 
 
-def test_explain_codebook_errors(tmp_path):
+def test_explain_codebook_errors():
+    # a real `python -m`; the other refusals are in FLAG_ERRORS
     _one_line_error(
         _run("explain.codebook", "--concept", "goldfinch"), "ImageNet concept", "--vqgan"
     )
-    _one_line_error(
-        _run("explain.codebook", "--concept", "blue-star", "--region", "6:9,0:2"), "outside the 8x8"
-    )
-    _one_line_error(
-        _run(
-            "explain.codebook",
-            "--concept",
-            "blue-star",
-            "--from-image",
-            str(tmp_path / "missing.png"),
-        ),
-        "missing.png",
-    )
+
+
+# The toy IEM training at sizes that run in seconds (28 images, batch 4), one for both tests: the
+# Ctrl-C test's runs then find the smoke run's compiled steps in XLA's cache (tests/conftest.py)
+TINY_IEM = (
+    "--config",
+    f"{REPO}/configs/iem_ce.py:variant=toy",
+    "--config.data.train_per_class=2",
+    "--config.data.val_per_class=1",
+    "--config.train.batch_size=4",
+)
 
 
 @pytest.mark.slow
 def test_train_iem_toy_smoke(tmp_path):
-    r = _run(
-        "train.iem",
-        "--config",
-        "configs/iem_ce.py:variant=toy",
-        "--workdir",
-        str(tmp_path / "w"),
-        "--config.train.epochs=1",
-        f"--config.data.train={tmp_path / 'train'}",
-        f"--config.data.val={tmp_path / 'val'}",
-        "--config.data.train_per_class=10",
-        "--config.data.val_per_class=10",
-        "--config.train.batch_size=28",
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    data = (f"--config.data.train={tmp_path / 'train'}", f"--config.data.val={tmp_path / 'val'}")
+    w = ("--workdir", str(tmp_path / "w"))
+    _run("train.iem", *TINY_IEM, *data, "--config.train.epochs=1", *w, check=True)
     meta = json.loads((tmp_path / "w/iem/config.json").read_text())
     assert meta["iem"]["arch"] == "ce" and len(meta["class_names"]) == 14
     lines = (tmp_path / "w/metrics.jsonl").read_text().splitlines()
@@ -218,16 +257,12 @@ def test_train_iem_ctrl_c_saves_its_step_and_the_rerun_resumes_there(tmp_path):
         sys.executable,
         "-m",
         "train.iem",
-        "--config",
-        "configs/iem_ce.py:variant=toy",
+        *TINY_IEM,
         "--workdir",
         str(tmp_path / "w"),
         "--config.train.epochs=500",
         f"--config.data.train={tmp_path / 'train'}",
         f"--config.data.val={tmp_path / 'val'}",
-        "--config.data.train_per_class=2",
-        "--config.data.val_per_class=1",
-        "--config.train.batch_size=4",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
 
@@ -260,9 +295,9 @@ def test_train_iem_ctrl_c_saves_its_step_and_the_rerun_resumes_there(tmp_path):
     assert line.strip() == f"resumed from step {step}"
 
 
-def test_train_iem_refuses_a_stored_dataset_made_with_other_settings(tmp_path):
+def test_train_iem_refuses_a_stored_dataset_made_with_other_settings(tmp_path, command):
     data = tmp_path / "train"
-    _run("train.generate", "--classes", "concepts", "--per-class", "1", "--out", str(data))
+    command("train.generate", "--classes", "concepts", "--per-class", "1", "--out", str(data))
     before = (data / "meta.json").read_text()
     r = _run(
         "train.iem",
@@ -273,13 +308,13 @@ def test_train_iem_refuses_a_stored_dataset_made_with_other_settings(tmp_path):
         f"--config.data.train={data}",
         "--config.data.train_per_class=2",
         f"--config.data.val={tmp_path / 'val'}",
-    )
+    )  # train.iem's one-line error in its own process
     _one_line_error(r, str(data), "per_class: 1 there, 2 now")
     assert (data / "meta.json").read_text() == before
     assert not (tmp_path / "w").exists() and not (tmp_path / "val").exists()
 
 
-def test_explain_codebook_with_real_format_models(tmp_path, fixtures, entry_point):
+def test_explain_codebook_with_real_format_models(tmp_path, fixtures, command):
     """--vqgan FOLDER + --iem-checkpoint FOLDER of a 1000-class IEM: ImageNet names resolve."""
     import jax
 
@@ -294,7 +329,7 @@ def test_explain_codebook_with_real_format_models(tmp_path, fixtures, entry_poin
     png = tmp_path / "bird.png"
     Image.fromarray(to_uint8(world.render(["red-star"], seed=1).pixels)[0]).save(png)
     out = tmp_path / "out"
-    r = _run(
+    command(
         "explain.codebook",
         "--concept",
         "goldfinch",
@@ -311,39 +346,21 @@ def test_explain_codebook_with_real_format_models(tmp_path, fixtures, entry_poin
         "--out",
         str(out),
     )
-    assert r.returncode == 0, r.stderr[-3000:]
     info = json.loads((out / "tokens.json").read_text())
     assert info["target"] == "goldfinch" and len(info["images"][0]["tokens_final"]) == 16
-    from absl import flags  # the refusals in-process: a CLI start each is a CI minute
-
-    codebook = entry_point("explain.codebook")
     for concept, needles in (
         ("crane", ("ambiguous", "134", "517")),
         ("red-circle", ("toy-world concept",)),
     ):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["explain.codebook", "--concept", concept, "--vqgan", vq])
-        flags.FLAGS(
-            ["explain.codebook", "--iem-checkpoint", str(ckpt), "--out", str(tmp_path / "x")]
-        )
-        with pytest.raises(SystemExit) as e:
-            codebook.main([])
-        assert str(e.value).startswith("error: ") and "\n" not in str(e.value), e.value
-        assert all(n in str(e.value) for n in needles), e.value
+        models = ("--vqgan", vq, "--iem-checkpoint", str(ckpt))
+        x = ("--out", str(tmp_path / "x"))
+        _refused(command, ("explain.codebook", "--concept", concept, *models, *x), *needles)
     assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
-def test_explain_bias_finds_the_known_bias(tmp_path):
-    r = _run(
-        "explain.bias",
-        "--neutral",
-        "circle",
-        *BIAS_SIZES,
-        "--out",
-        str(tmp_path),
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_explain_bias_finds_the_known_bias(tmp_path, command):
+    command("explain.bias", "--neutral", "circle", *BIAS_SIZES, "--out", str(tmp_path))
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["true_share_a"] == 0.8
     assert 0.7 < report["judge_share_a"]["share_a"] < 0.9  # the generator's realised mixture
@@ -358,27 +375,19 @@ def test_explain_bias_finds_the_known_bias(tmp_path):
     assert md.index("## Verdict") < md.index("## The paper's statistic")
     for f in ("report.md", "counts_n5.png", "neutral_tokens.png"):
         assert (tmp_path / f).stat().st_size > 0
+    # explain.bias's one-line error in its own process
     _one_line_error(_run("explain.bias", "--neutral", "hexagon"), "no contrast pair", "circle")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("share", [0.2])
-def test_explain_bias_verdict_covers_the_mixture_of_an_overlapping_pair(tmp_path, share):
+def test_explain_bias_verdict_covers_the_mixture_of_an_overlapping_pair(tmp_path, share, command):
     # red-square and red-cross share colour and preferred background (water): their token sets
     # occur on each other's images, the case the verdict must stay unbiased in. One share here
     # (a CLI run costs a CI minute); tests/test_bias.py checks the interval's coverage and the
     # even mixture's false "lean" rate over hundreds of simulated audits of this kind.
-    r = _run(
-        "explain.bias",
-        "--pair",
-        "red-square,red-cross",
-        "--mix",
-        str(share),
-        *BIAS_SIZES,
-        "--out",
-        str(tmp_path),
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    pair = ("--pair", "red-square,red-cross", "--mix", str(share))
+    command("explain.bias", *pair, *BIAS_SIZES, "--out", str(tmp_path))
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["true_share_a"] == share
     for r in report["per_n"]:
@@ -388,7 +397,7 @@ def test_explain_bias_verdict_covers_the_mixture_of_an_overlapping_pair(tmp_path
 
 
 @pytest.mark.slow
-def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures):
+def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures, command):
     tok = tiny.bart_tokenizer(tmp_path / "tok")
     small = [
         "--dalle",
@@ -401,63 +410,44 @@ def test_explain_bias_on_tiny_dallebart(tmp_path, fixtures):
         "a white doctor|a black doctor",
         "--per-concept",
         "40",
+        "--neutral-images",
+        "16",
         "--n-samples",
         "2",
         "--epochs",
         "1",
-    ]
-    r = _run(
-        "explain.bias",
-        *small,
-        "--neutral",
-        "a doctor",
-        "--neutral-images",
-        "30",
-        "--out",
-        str(tmp_path / "out"),
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    ]  # 40: 64 training images, the binary IEM's one batch
+    command("explain.bias", *small, "--neutral", "a doctor", "--out", str(tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["concept_a"] == "a white doctor"
     assert [r["n"] for r in report["per_n"]] == [5, 10]
     assert (tmp_path / "out" / "neutral_tokens.png").exists()
     assert "judge_share_a" not in report  # no pixel judge outside the toy world
-    r = _run(
-        "explain.bias",
-        *small,
-        "--mix",
-        "0.25",
-        "--neutral-images",
-        "32",
-        "--out",
-        str(tmp_path / "mix"),
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    command("explain.bias", *small, "--mix", "0.25", "--out", str(tmp_path / "mix"))
     report = json.loads((tmp_path / "mix" / "report.json").read_text())
     assert report["neutral"] == "mix:0.25" and report["true_share_a"] == 0.25
     assert (
         "Designed share of `a white doctor` in `mix:0.25`: 0.25"
         in (tmp_path / "mix" / "report.md").read_text()
     )
-    _one_line_error(
-        _run("explain.bias", "--dalle", str(fixtures / "dallebart_tiny" / "scan")), "--tokenizer"
+    _refused(
+        command,
+        ("explain.bias", "--dalle", str(fixtures / "dallebart_tiny" / "scan")),
+        "--tokenizer",
     )
 
 
 @pytest.mark.slow
-def test_explain_commands_take_a_users_toy_iem(tmp_path):
+def test_explain_commands_take_a_users_toy_iem(tmp_path, command):
     """A toy IEM the user trained (a train.iem folder: here the shipped RE's, by path) runs in
     explain.sample and explain.codebook on the toy world and gives what the shipped one gives;
     an IEM of other classes is refused in one line."""
     ckpt = str(Path(__file__).resolve().parents[1] / "cortex_jax/toy/weights/iem_re")
-    sample = ("explain.sample", "--concept", "red-circle", *cli.SMALL_SAMPLE)
-    _run(*sample, "--iem", "re", "--out", str(tmp_path / "shipped"), check=True)
-    _run(*sample, "--iem-checkpoint", ckpt, "--out", str(tmp_path / "user"), check=True)
+    sample = ("--concept", "red-circle", *cli.SMALL_SAMPLE)
+    command("explain.sample", *sample, "--iem", "re", "--out", str(tmp_path / "shipped"))
+    command("explain.sample", *sample, "--iem-checkpoint", ckpt, "--out", str(tmp_path / "user"))
     shipped = json.loads((tmp_path / "shipped/report.json").read_text())["concepts"]
     assert json.loads((tmp_path / "user/report.json").read_text())["concepts"] == shipped
-    _run("explain.codebook", "--concept", "blue-star", "--from-concept", "red-star",
-         "--n-images", "1", "--steps", "2", "--log-every", "1", "--iem-checkpoint", ckpt,
-         "--out", str(tmp_path / "cb"), check=True)  # fmt: skip
     import jax
 
     from cortex_jax.models import iem
@@ -465,23 +455,27 @@ def test_explain_commands_take_a_users_toy_iem(tmp_path):
     cfg = iem.IEMConfig("ce", 3, width=8, depth=1, hidden=16)
     v = iem.init_variables(cfg, jax.random.PRNGKey(0), 8, 32)
     other = folders.write_iem_folder(tmp_path / "abc", cfg, v, ["a", "b", "c"], "toy")
-    _one_line_error(
-        _run(*sample, "--iem-checkpoint", str(other), "--out", str(tmp_path / "x")),
+    _refused(
+        command,
+        ("explain.sample", *sample, "--iem-checkpoint", str(other), "--out", str(tmp_path / "x")),
         "a toy-world IEM has the 14 concepts",
     )
+    command("explain.codebook", "--concept", "blue-star", "--from-concept", "red-star",
+            "--n-images", "1", "--steps", "2", "--log-every", "1", "--iem-checkpoint", ckpt,
+            "--out", str(tmp_path / "cb"))  # fmt: skip
+    assert json.loads((tmp_path / "cb/tokens.json").read_text())["target"] == "blue-star"
 
 
 @pytest.mark.slow  # 30–70 s: two concepts' images, SmoothGrad, the audit
-def test_explain_bias_audits_with_a_users_toy_iem(tmp_path):
+def test_explain_bias_audits_with_a_users_toy_iem(tmp_path, command):
     """--iem-checkpoint (a train.iem folder: here the shipped RE's, by path) replaces the binary
     IEM the audit would train: its red-circle and blue-circle logits tell the held-out images
     apart, and nothing is trained."""
     ckpt = str(REPO / "cortex_jax/toy/weights/iem_re")
     sizes = ("--per-concept", "20", "--neutral-images", "16", "--n-samples", "2")
-    r = _run(
+    command(
         "explain.bias", "--vqgan", "toy", "--iem-checkpoint", ckpt, *sizes, "--out", str(tmp_path)
     )
-    assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["iem"] == ckpt and report["iem_validation"]["trained"] is False
     assert report["iem_validation"]["val_top1"] >= 0.75  # 8 held-out images of two concepts
