@@ -135,7 +135,8 @@ def test_generate_iem_tis_and_selection_end_to_end(fx, tmp_path):
     from cortex_jax.models import iem
 
     gen = ["train.generate", "--model", "maskgit", "--checkpoint", str(fx), "--num-iter", "8"]
-    _run(*gen, "--per-class", "12", "--out", str(tmp_path / "train"))
+    # train and val alike 4 a class (40 grids, one batch shape for the sampler)
+    _run(*gen, "--per-class", "4", "--out", str(tmp_path / "train"))
     _run(*gen, "--per-class", "4", "--out", str(tmp_path / "val"), "--seed", "1")
     meta = json.loads((tmp_path / "train" / "meta.json").read_text())
     assert meta["vqgm"] == "maskgit" and meta["codebook_size"] == 64
@@ -181,9 +182,9 @@ def test_generate_iem_tis_and_selection_end_to_end(fx, tmp_path):
         "--n-images",
         "2",
         "--steps",
-        "10",
+        "4",
         "--log-every",
-        "5",
+        "2",
         "--maskgit",
         str(fx),
         "--maskgit-iter",
