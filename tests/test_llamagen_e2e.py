@@ -26,16 +26,15 @@ def test_llamagen_end_to_end_on_the_fixture(fixtures, tmp_path):
     model = fam.load(args)
     sc = fam.settings({"top_k": 16, "cfg_scale": 2.0})
     classes = [0, 3, 6]
-    # train and val one shard of 36 each: one compiled sampler for both
-    train = generate_dataset(model, classes, 12, tmp_path / "train", 0, sc, 36)
-    val = generate_dataset(model, classes, 12, tmp_path / "val", 1, sc, 36)
+    train = generate_dataset(model, classes, 24, tmp_path / "train", 0, sc, 36)
+    val = generate_dataset(model, classes, 8, tmp_path / "val", 1, sc, 36)
     tokens, labels, _ = train.arrays()
-    assert tokens.shape == (36, 8, 8) and sorted(set(labels.tolist())) == classes
+    assert tokens.shape == (72, 8, 8) and sorted(set(labels.tolist())) == classes
     assert train.meta["vqgm"] == "llamagen" and train.meta["sampling"]["cfg_scale"] == 2.0
 
     n = len(model.class_names)
     iem_cfg = cx.IEMConfig("ce", n, width=16, depth=1, hidden=32)
-    train_cfg = cx.TrainConfig(batch_size=12, epochs=1, decay_every=100)
+    train_cfg = cx.TrainConfig(batch_size=24, epochs=3, decay_every=100)
     predict, best = cx.train_iem(model, train, val, tmp_path / "iem", iem_cfg, train_cfg)
     assert np.isfinite(best["val_loss"])
 
@@ -70,7 +69,7 @@ def test_llamagen_end_to_end_on_the_fixture(fixtures, tmp_path):
 
     a, b = model.class_names[0], model.class_names[3]
     audit_cfg = cx.AuditConfig(
-        per_concept=12, neutral=12, ns=(3,), k=5, n_samples=2, n_boot=50, epochs=1, batch_size=8
+        per_concept=16, neutral=8, ns=(3,), k=5, n_samples=2, n_boot=50, epochs=2, batch_size=8
     )
     audit = cx.audit(models, a, b, "mix", audit_cfg, tmp_path / "audit", mix=0.5)
     assert audit["true_share_a"] == 0.5 and len(audit["per_n"]) == 1
@@ -83,7 +82,7 @@ def test_llamagen_end_to_end_on_the_fixture(fixtures, tmp_path):
     cmp_cfg = compare.CompareConfig(
         methods=("gradient", "random", "frequency"), steps=4, permutation_epochs=0, n_boot=20
     )
-    result = compare.run(models, cmp_cfg, tmp_path / "compare", (vt[::6], vl[::6], None))
+    result = compare.run(models, cmp_cfg, tmp_path / "compare", (vt[::4], vl[::4], None))
     grad = result["methods"]["gradient"]
     assert np.isfinite(grad["deletion_auc_iem_baseline"]["value"])
     assert "deletion_auc_iem_generator" not in grad
