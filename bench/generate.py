@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import add_smoke_flag, matmul_peak, report, sizes, time_fn
+from cortex_jax.core import trees
 from cortex_jax.models import cin
 
 
@@ -49,7 +50,8 @@ def main():
         image_vocab_size=size.codebook,
         n_classes=size.classes,
     )
-    params = cin.init_params(cfg, jax.random.PRNGKey(0))
+    # numpy-filled random weights: JAX's initialisers compile a program per parameter shape
+    params = trees.random_like(jax.eval_shape(lambda: cin.init_params(cfg, jax.random.PRNGKey(0))))
     params = jax.tree.map(lambda x: x.astype(dtype), params)
     n_params = sum(x.size for x in jax.tree.leaves(params))
     classes = jnp.arange(args.batch) % size.classes

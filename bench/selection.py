@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench.common import Sizes, add_smoke_flag, matmul_peak, report, sizes, time_fn
+from cortex_jax.core import trees
 from cortex_jax.method import selection
 from cortex_jax.models import iem
 
@@ -22,7 +23,8 @@ from cortex_jax.models import iem
 def bench(arch: str, batch: int, steps: int, peak: float, size: Sizes = Sizes()) -> dict:
     m, k = size.grid, size.codebook
     cfg = size.iem_config(arch)
-    v = iem.init_variables(cfg, jax.random.PRNGKey(0), m, size.dim)
+    init = lambda: iem.init_variables(cfg, jax.random.PRNGKey(0), m, size.dim)
+    v = trees.random_like(jax.eval_shape(init))  # numpy-filled: no initialiser compiles
     predict = iem.predictor(cfg, v)
     codebook = jax.random.normal(jax.random.PRNGKey(1), (k, size.dim))
     base = jnp.asarray(np.random.default_rng(0).integers(0, k, (batch, m, m)), jnp.int32)

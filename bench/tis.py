@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 import cortex_jax as cx
 from bench.common import Sizes, add_smoke_flag, flops_of, matmul_peak, report, sizes, time_fn
+from cortex_jax.core import trees
 from cortex_jax.method import attribution
 from cortex_jax.models import iem
 
@@ -58,7 +59,11 @@ def bench_arch(
 ) -> list[dict]:
     m, d, classes = size.grid, size.dim, size.classes
     cfg = size.iem_config(arch)
-    v = iem.init_variables(cfg, jax.random.PRNGKey(0), m, d)
+    # random weights (throughput does not depend on them), numpy-filled: JAX's initialisers
+    # compile a program per parameter shape, seconds per benchmark on a CPU
+    v = trees.random_like(
+        jax.eval_shape(lambda: iem.init_variables(cfg, jax.random.PRNGKey(0), m, d))
+    )
     predict = iem.predictor(cfg, v)
     e = jax.random.normal(jax.random.PRNGKey(1), (batch, m, m, d))
     y = jnp.arange(batch) % classes

@@ -128,10 +128,11 @@ def test_audit_runs_end_to_end_on_tiny_dallebart(fixtures, tmp_path):
     def tokenize(text):  # stand-in for BartTokenizerFast: one id per word, 4..99
         return [0] + [words.setdefault(w, 4 + len(words) % 96) for w in text.lower().split()] + [2]
 
-    sample = dalle.prompt_sampler(cfg, p, tokenize, n_image_codes=64, batch=32)
+    # every draw one batch of 16 (a, b and the neutral prompt): one compiled sampler
+    sample = dalle.prompt_sampler(cfg, p, tokenize, n_image_codes=64, batch=16)
     codebook = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
     acfg = bias.AuditConfig(
-        per_concept=40, neutral=30, n_samples=2, n_boot=50, epochs=1, batch_size=16
+        per_concept=16, neutral=16, n_samples=2, n_boot=50, epochs=1, batch_size=16
     )
     report = bias.run_audit(
         sample, codebook, "a white doctor", "a black doctor", "a doctor", tmp_path, acfg
@@ -142,7 +143,7 @@ def test_audit_runs_end_to_end_on_tiny_dallebart(fixtures, tmp_path):
         assert set(r["verdict"]) == {"share_a", "share_a_unclipped", "ci", "lean"}
         assert set(r["leak"]) == {"a_tokens_on_b", "b_tokens_on_a"}
         assert 1 <= len(r["tokens_a"]) <= 10  # fewer when fewer distinct ids occur
-    assert report["arrays"]["neutral_tokens"].shape == (30, 4, 4)
+    assert report["arrays"]["neutral_tokens"].shape == (16, 4, 4)
     assert (tmp_path / "iem" / "metrics.jsonl").exists()
 
 

@@ -51,6 +51,34 @@ def run(
     return r
 
 
+def in_process(module: str, *args: str) -> None:
+    """`python -m module args…` in this process: its flags parsed from `args`, its `main` run
+    (an error ends it in SystemExit("error: …"), as on the command line), then its flags and
+    the module removed again, as the entry_point fixture does, so the next call can import a
+    command that defines the same flag names. For a flow of several commands whose outputs are
+    the point, not their start-up: the jitted code of one is reused by the next."""
+    import importlib
+
+    import absl.app  # noqa: F401  (its own flags exist before the snapshot and stay)
+    from absl import flags
+
+    if module in sys.modules:
+        raise RuntimeError(f"{module} was imported elsewhere; its flags would clash")
+    before, argv = set(flags.FLAGS), sys.argv
+    try:
+        cmd = importlib.import_module(module)
+        # ml_collections' --config reads its --config.a.b overrides from sys.argv
+        sys.argv = [module, *args]
+        flags.FLAGS(sys.argv)
+        cmd.main([])
+    finally:
+        sys.argv = argv
+        flags.FLAGS.unparse_flags()
+        for flag in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, flag)
+        sys.modules.pop(module, None)
+
+
 def popen(*args: str, cwd: Path = REPO, **kwargs) -> subprocess.Popen:
     """`python -m args…` started in the background (text pipes for stdout and stderr), with
     SIGINT at its default, as from a terminal: pytest-xdist's workers ignore SIGINT, a
