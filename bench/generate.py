@@ -51,7 +51,7 @@ def main():
         n_classes=size.classes,
     )
     # numpy-filled random weights: JAX's initialisers compile a program per parameter shape
-    params = trees.random_like(jax.eval_shape(lambda: cin.init_params(cfg, jax.random.PRNGKey(0))))
+    params = trees.random_init(lambda: cin.init_params(cfg, jax.random.PRNGKey(0)))
     params = jax.tree.map(lambda x: x.astype(dtype), params)
     n_params = sum(x.size for x in jax.tree.leaves(params))
     classes = jnp.arange(args.batch) % size.classes

@@ -61,9 +61,7 @@ def bench_arch(
     cfg = size.iem_config(arch)
     # random weights (throughput does not depend on them), numpy-filled: JAX's initialisers
     # compile a program per parameter shape, seconds per benchmark on a CPU
-    v = trees.random_like(
-        jax.eval_shape(lambda: iem.init_variables(cfg, jax.random.PRNGKey(0), m, d))
-    )
+    v = trees.random_init(lambda: iem.init_variables(cfg, jax.random.PRNGKey(0), m, d))
     predict = iem.predictor(cfg, v)
     e = jax.random.normal(jax.random.PRNGKey(1), (batch, m, m, d))
     y = jnp.arange(batch) % classes

@@ -235,7 +235,7 @@ def test_recipe_in_a_bucket_writes_what_a_local_run_writes(
     # the pixel classifiers: a small ResNet's folder, on the bucket for both runs (its name is in
     # report.json and the figures' titles, so it is one name for both)
     net = classifier.ResNetConfig("basic", (1, 1), width=4, image_size=32)
-    weights = trees.random_like(jax.eval_shape(lambda: classifier.init_variables(net)))
+    weights = trees.random_init(lambda: classifier.init_variables(net))
     folders.save_classifier(f"{bucket}/models/classifier", net, weights)
 
     def config(workdir):

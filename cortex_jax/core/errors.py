@@ -87,18 +87,12 @@ def _interrupted(e: BaseException | None = None) -> bool:
     return bool(getattr(sys.modules.get("explain"), "interrupted", False))
 
 
-def _exit_interrupted(e: BaseException | None, started: bool = True) -> NoReturn:
-    text = describe(e) if isinstance(e, Interrupted) else ""
-    if not started:
-        text = "interrupted while starting; nothing was written"
-    sys.stderr.write(
-        "\n"
-        + (
-            text
-            or "interrupted; the files written so far are kept, and the same command can be rerun"
-        )
-        + "\n"
+def _exit_interrupted(text: str = "") -> NoReturn:
+    """One `interrupted; …` line on stderr (`text`, else the default below) and status 130."""
+    text = (
+        text or "interrupted; the files written so far are kept, and the same command can be rerun"
     )
+    sys.stderr.write(f"\n{text}\n")
     sys.exit(INTERRUPTED_STATUS)
 
 
@@ -110,15 +104,15 @@ def one_line_errors() -> Iterator[None]:
     starting, and was swallowed then, ends it here before any work."""
     global working
     if _interrupted():
-        _exit_interrupted(None, started=False)
+        _exit_interrupted("interrupted while starting; nothing was written")
     working = True  # read by the entry points' interrupt hook (explain/__init__.py)
     try:
         yield
     except KeyboardInterrupt as e:
-        _exit_interrupted(e)
+        _exit_interrupted(describe(e) if isinstance(e, Interrupted) else "")
     except Exception as e:
         if _interrupted(e):
-            _exit_interrupted(e)
+            _exit_interrupted()
         if isinstance(e, USER_ERRORS):
             sys.exit(f"error: {describe(e)}")
         raise

@@ -1,9 +1,9 @@
 """Parameter trees: as flat '/'-joined paths and back (`flatten_paths`, `unflatten_paths`), and
-stand-in random weights in a model's layout (`random_like`)."""
+stand-in random weights in a model's layout (`random_like`, `random_init`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -54,3 +54,9 @@ def random_like(shapes: Any, seed: int = 0) -> Any:
         return (rng.standard_normal(s.shape) / np.sqrt(fan_in)).astype(s.dtype)
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def random_init(init: Callable[[], Any], seed: int = 0) -> Any:
+    """`random_like` in the layout `init()` returns (a model's initialiser), which is traced for
+    its shapes (`jax.eval_shape`), never run or compiled."""
+    return random_like(jax.eval_shape(init), seed)

@@ -362,7 +362,7 @@ def random_cin(config: Any, seed: int = 0) -> ClassConditional:
 
     vcfg = VQGANConfig.from_dict(dict(config.random_vqgan))
     key = jax.random.PRNGKey(seed)  # only shapes are taken from the initialisers
-    vq = VQGAN(vcfg, trees.random_like(jax.eval_shape(lambda: vqgan_init_params(vcfg, key)), seed))
+    vq = VQGAN(vcfg, trees.random_init(lambda: vqgan_init_params(vcfg, key), seed))
     class_names = tuple(c.name for c in imagenet.classes())
     m = vcfg.grid_size
     gcfg = cin.GPTConfig(
@@ -373,7 +373,7 @@ def random_cin(config: Any, seed: int = 0) -> ClassConditional:
         n_classes=len(class_names),
         **dict(config.random_gpt),
     )
-    gparams = trees.random_like(jax.eval_shape(lambda: cin.init_params(gcfg, key)), seed + 1)
+    gparams = trees.random_init(lambda: cin.init_params(gcfg, key), seed + 1)
     return ClassConditionalVQGM("imagenet-random", vq, gcfg, gparams, class_names)
 
 
@@ -405,8 +405,8 @@ def random_llamagen(config: Any, seed: int = 0) -> ClassConditional:
     key = jax.random.PRNGKey(seed)  # only shapes are taken from the initialisers
     f = tcfg.downsample_factor
     module, pixels = llamagen.TokenizerModule(tcfg), np.zeros((1, f, f, 3), np.float32)
-    tok_shapes = jax.eval_shape(lambda: module.init(key, pixels)["params"])
-    tok = llamagen.LlamaGenTokenizer(tcfg, trees.random_like(tok_shapes, seed))
+    tok_params = trees.random_init(lambda: module.init(key, pixels)["params"], seed)
+    tok = llamagen.LlamaGenTokenizer(tcfg, tok_params)
     class_names = tuple(c.name for c in imagenet.classes())
     m = tok.grid_size
     gcfg = llamagen.GPTConfig(

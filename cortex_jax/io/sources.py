@@ -561,7 +561,7 @@ def load_classifier(
         if len(parts) > 2:
             kw["width"] = int(parts[2])
         config = ResNetConfig.named(parts[0], **kw)
-        variables = trees.random_like(jax.eval_shape(lambda: init_variables(config)))
+        variables = trees.random_init(lambda: init_variables(config))
         return config, variables, probabilities_fn(config, variables)
     path = Path(s)
     if paths.is_remote(s):
