@@ -44,7 +44,14 @@ def quiet_interrupts_at_startup() -> None:
     def on_sigint(signum, frame):
         global interrupted
         interrupted = True
-        raise KeyboardInterrupt
+        if getattr(sys.modules.get("cortex_jax.core.errors"), "working", False):
+            raise KeyboardInterrupt  # for errors.one_line_errors, which says what was saved
+        # Before the work nothing has been written, so end here. Raising instead would put a
+        # KeyboardInterrupt into whatever is importing: inside jaxlib's native start-up (MLIR
+        # registering its Python types) that aborted the interpreter with SIGABRT.
+        sys.stderr.write("\ninterrupted while starting; nothing was written\n")
+        sys.stderr.flush()
+        os._exit(130)
 
     default_unraisable = sys.unraisablehook
     sys.excepthook = hook

@@ -96,6 +96,16 @@ def popen(*args: str, cwd: Path = REPO, **kwargs) -> subprocess.Popen:
     )
 
 
+def wait_until_loading(p: subprocess.Popen, library: str, timeout: float = 120) -> None:
+    """Waits until the process `p` has mapped a shared object whose path holds `library` (Linux's
+    /proc/PID/maps): e.g. "jaxlib" while JAX imports, after the entry point's own start-up."""
+    deadline = time.time() + timeout
+    maps = Path(f"/proc/{p.pid}/maps")
+    while library not in maps.read_text():
+        assert p.poll() is None and time.time() < deadline, f"{library} never loaded"
+        time.sleep(0.01)
+
+
 def one_line_error(r: subprocess.CompletedProcess, *needles: str, status: int | None = None):
     """The run failed (with exit `status` when given) and its last stderr line is our one-line
     error, holding every needle."""
