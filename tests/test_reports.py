@@ -132,35 +132,25 @@ def test_a_report_this_version_cannot_read_is_refused_in_one_line(whole, tmp_pat
     _one_line(e, "arrays.npz is missing")
 
 
-def test_chunked_runs_merge_into_the_report_of_one_pass(whole, ex_tis):
-    """The recipe's path: T_concept and masking per chunk of concepts (the explanation split's
-    TIS computed once), test images keyed by their global ids, then `merge`: the same rows,
-    summary, curve means and arrays as one pass (scores keyed by image id)."""
+def test_runs_over_concept_chunks_give_the_rows_of_one_pass(whole, ex_tis):
+    """`run` per chunk of concepts, the explanation split's TIS computed once and passed in, the
+    test images keyed by their global ids: each chunk's concept rows and scores are the one
+    pass's (the noise is keyed by image id, not by position in the chunk)."""
     (ex_tok, ex_lab), (te_tok, te_lab) = EX, TE
-    parts = []
+    assert whole.arrays is not None
     for c in (0, 1):
         ex, te = ex_lab == c, te_lab == c
-        parts.append(
-            sample_level.run(
-                _models(),
-                [c],
-                (ex_tok[ex], ex_lab[ex]),
-                (te_tok[te], te_lab[te]),
-                CFG,
-                explain_tis=ex_tis[ex],
-                test_ids=len(ex_lab) + np.flatnonzero(te),
-                data={"toy": "grids"},
-            )
+        part = sample_level.run(
+            _models(),
+            [c],
+            (ex_tok[ex], ex_lab[ex]),
+            (te_tok[te], te_lab[te]),
+            CFG,
+            explain_tis=ex_tis[ex],
+            test_ids=len(ex_lab) + np.flatnonzero(te),
+            data={"toy": "grids"},
         )
-    merged = sample_level.merge(parts)
-    assert merged.concepts == whole.concepts and merged.concept_names == whole.concept_names
-    assert merged.summary == pytest.approx(whole.summary)
-    assert merged.image_level_curve.tis == pytest.approx(whole.image_level_curve.tis)
-    assert merged.image_level_curve.random == pytest.approx(whole.image_level_curve.random)
-    assert merged.test_images == 8 and merged.fingerprint == whole.fingerprint
-    assert merged.arrays is not None and whole.arrays is not None
-    np.testing.assert_array_equal(merged.arrays.tokens, whole.arrays.tokens)
-    np.testing.assert_array_equal(merged.arrays.tis, whole.arrays.tis)
-    changed = {**whole.fingerprint, "method": {**whole.fingerprint["method"], "seed": 1}}
-    with pytest.raises(ValueError, match="other settings.*method.seed: 0 there, 1 now"):
-        sample_level.merge([parts[0], dataclasses.replace(parts[1], fingerprint=changed)])
+        assert part.concepts == {c: whole.concepts[c]} and part.fingerprint == whole.fingerprint
+        assert part.arrays is not None
+        np.testing.assert_array_equal(part.arrays.tokens, whole.arrays.tokens[te])
+        np.testing.assert_array_equal(part.arrays.tis, whole.arrays.tis[te])

@@ -102,3 +102,9 @@ def test_the_rehearsal_runs_every_step_and_measures_each(tmp_path):
         assert rows[stage]["images"] == images and rows[stage]["wall_s"] > 0, stage
     assert rows["total"]["wall_s"] >= sum(rows[s]["wall_s"] for s in scale.STEPS) - 1e-6
     assert "explain.atlas" in r.stdout and (tmp_path / "w" / "atlas" / "index.html").is_file()
+    # the reports name the classifier config.classifier = "family" stands for
+    assert "(T_concept n=" in (tables := (tmp_path / "w" / "tables.md").read_text())
+    assert "classifier toy judge)" in tables and "classifier family" not in tables
+    assert json.loads((tmp_path / "w" / "sample_ce" / "report.json").read_text())["classifier"] == (
+        "toy judge"
+    )

@@ -261,6 +261,11 @@ def iem_identity(config: ConfigDict, arch: str | None = None) -> dict[str, str]:
     return {"iem": arch or config.arch, "sha256": digest.hexdigest()}
 
 
+def classifier_label(config: ConfigDict, classifier: str) -> str:
+    """How reports name the pixel classifier `classifier` ("family": the family's own)."""
+    return f"{family(config).name} judge" if classifier == "family" else str(classifier)
+
+
 def models(config: ConfigDict, classifier: str, batch: int, arch: str | None = None) -> Models:
     """The recipe's bundle for one step: the VQGAN at config.vqgan (decoding `batch` grids at a
     time), the IEM train.iem wrote for `arch`, and the pixel classifier `classifier` (batched;
@@ -279,7 +284,9 @@ def models(config: ConfigDict, classifier: str, batch: int, arch: str | None = N
         if fam.classifier is None:
             raise ValueError(f"classifier 'family': the {fam.name} family has no classifier")
         bundle = dataclasses.replace(
-            bundle, classifier=batched(fam.classifier(), batch), classifier_name=f"{fam.name} judge"
+            bundle,
+            classifier=batched(fam.classifier(), batch),
+            classifier_name=classifier_label(config, classifier),
         )
     return dataclasses.replace(bundle, predict_name=arch or config.arch, name="imagenet")
 
@@ -341,7 +348,7 @@ def sample_level_step(
         s.get("arrays_per_concept"),
         progress,
     )
-    report = dataclasses.replace(report, classifier=str(config.classifier))
+    report = dataclasses.replace(report, classifier=classifier_label(config, config.classifier))
     sample_level.save(report, out, bundle, s.shown_per_concept, s.shown_concepts)
     return report
 
@@ -430,7 +437,7 @@ def tables(config: ConfigDict, archs: Sequence[str] = ("ce", "re", "te")) -> tup
     md += [
         "",
         f"## Table 2: concept-level masking (T_concept n={config.sample.n}, "
-        f"k={config.sample.k}; classifier {config.classifier})",
+        f"k={config.sample.k}; classifier {classifier_label(config, config.classifier)})",
         "",
         "| tokens | tokens masked / image | accuracy change | probability change | paper "
         "tokens / ResNet50 accuracy change |",
@@ -460,7 +467,8 @@ def tables(config: ConfigDict, archs: Sequence[str] = ("ce", "re", "te")) -> tup
         )
     md += [
         "",
-        f"## Table 5: codebook-level editing (classifier {config.edit_classifier})",
+        "## Table 5: codebook-level editing "
+        f"(classifier {classifier_label(config, config.edit_classifier)})",
         "",
         "| method | ΔP_orig | ΔP_target | top-1 = target | paper ΔP_orig / ΔP_target |",
         "|---|---|---|---|---|",

@@ -304,57 +304,6 @@ def run(
     )
 
 
-def merge(parts: Sequence[SampleLevelReport]) -> SampleLevelReport:
-    """Reports of `run` over disjoint concept chunks of one test split → one report: the rows
-    and names joined, the summary re-averaged over concepts, the image-level curve weighted by
-    test images (standard errors those of a weighted mean of independent chunk means), the
-    arrays concatenated and `test_images` their total."""
-    if not parts or any(p.arrays is None for p in parts):
-        raise ValueError("merge needs reports of run with their arrays")
-    if any(p.ground_truth_precision is not None for p in parts):
-        raise ValueError("merge does not combine ground-truth precision; run the truth split whole")
-    first = parts[0]
-    for p in parts[1:]:
-        if p.fingerprint != first.fingerprint:
-            raise ValueError(
-                "merge: the chunks were made with other settings "
-                f"({shards.differences(dict(first.fingerprint), dict(p.fingerprint))})"
-            )
-    sizes = [len(p.arrays.labels) for p in parts if p.arrays is not None]
-    total = sum(sizes)
-    concepts: dict[int, ConceptResult] = {}
-    names: dict[int, str] = {}
-    for p in parts:
-        concepts.update(p.concepts)
-        names.update(p.concept_names)
-    ns = first.image_level_curve.n
-    curve: dict[str, tuple] = {"n": ns}
-    for key in ("tis", "random"):
-        vals = [getattr(p.image_level_curve, key) for p in parts]
-        ses = [getattr(p.image_level_curve, f"{key}_se") for p in parts]
-        curve[key] = tuple(
-            sum(v[j] * n for v, n in zip(vals, sizes, strict=True)) / total for j in range(len(ns))
-        )
-        curve[f"{key}_se"] = tuple(
-            float(np.sqrt(sum((se[j] * n) ** 2 for se, n in zip(ses, sizes, strict=True))) / total)
-            for j in range(len(ns))
-        )
-    arrays = [p.arrays for p in parts if p.arrays is not None]
-    return dataclasses.replace(
-        first,
-        concepts=concepts,
-        summary=summarize(concepts),
-        image_level_curve=ImageLevelCurve.of(curve),
-        concept_names=names,
-        test_images=total,
-        arrays=EvalArrays(
-            np.concatenate([a.tokens for a in arrays]),
-            np.concatenate([a.labels for a in arrays]),
-            np.concatenate([a.tis for a in arrays]),
-        ),
-    )
-
-
 TIS_FORMAT = 1  # the layout of OUT/tis-NNNNN.npy; a change that alters stored scores bumps it
 
 
