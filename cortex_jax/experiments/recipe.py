@@ -262,8 +262,10 @@ def iem_identity(config: ConfigDict, arch: str | None = None) -> dict[str, str]:
 
 
 def classifier_label(config: ConfigDict, classifier: str) -> str:
-    """How reports name the pixel classifier `classifier` ("family": the family's own)."""
-    return f"{family(config).name} judge" if classifier == "family" else str(classifier)
+    """How reports name the pixel classifier `classifier` ("family": the family's own; named from
+    the config alone: explain.report registers no families)."""
+    own = f"{config.get('family', 'imagenet')} judge"
+    return own if classifier == "family" else str(classifier)
 
 
 def models(config: ConfigDict, classifier: str, batch: int, arch: str | None = None) -> Models:
