@@ -170,15 +170,34 @@ def rehearse(
     epochs: int = 3,
     echo: bool = True,
     overrides: tuple[str, ...] = (),
+    state: Path | None = None,
+    resume: bool = False,
 ) -> dict:
     """Every step at size `n` into `workdir` (which must not hold anything yet); the rows.
-    `overrides`: KEY=VALUE config overrides every step gets (`--config.KEY=VALUE`)."""
-    if workdir.exists() and any(workdir.iterdir()):
-        raise SystemExit(f"error: --workdir {workdir} is not empty; a rehearsal starts from none")
+    `overrides`: KEY=VALUE config overrides every step gets (`--config.KEY=VALUE`). After each
+    step the rows so far go to `state` (JSON, `"complete": false`, written atomically): with
+    `resume` a rehearsal that stopped (a failed step, a killed run) continues in the same
+    workdir from the first step `state` does not hold, if it was made with the same settings."""
     for o in overrides:
         if "=" not in o or not o.split("=", 1)[0]:
             raise SystemExit(f"error: --set {o!r}; expected KEY=VALUE, e.g. sample.n_samples=2")
     arg = f"n={n},iem={iem},epochs={epochs}"
+    config = " ".join([f"configs/toy_scale.py:{arg}", *(f"--config.{o}" for o in overrides)])
+    rows: list[dict[str, Any]] = []
+    timelines: dict[str, list[tuple[float, float]]] = {}
+    if resume:
+        if state is None or not state.is_file():
+            raise SystemExit(f"error: --resume: no rehearsal recorded in {state}")
+        old = json.loads(state.read_text())
+        if old.get("complete", True) or old.get("config") != config:
+            raise SystemExit(
+                f"error: --resume: {state} holds a "
+                + ("finished rehearsal" if old.get("complete", True) else f"run of {old['config']}")
+                + f", not an unfinished one of {config}"
+            )
+        rows, timelines = old["rows"], old["anon_MB_over_s"]
+    elif workdir.exists() and any(workdir.iterdir()):
+        raise SystemExit(f"error: --workdir {workdir} is not empty; a rehearsal starts from none")
     cfg = toy_scale.get_config(arg)
     for o in overrides:  # the counts the steps will read (generate.*, train.*), for the rows
         key, value = o.split("=", 1)
@@ -188,12 +207,25 @@ def rehearse(
             section = section.get(p, {})
         if isinstance(section.get(leaf), int) and not isinstance(section.get(leaf), bool):
             section[leaf] = int(value)
+    counts = {s: int(cfg.generate[s]) * toy_scale.N_CONCEPTS for s in ("train", "val", "test")}
     path = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
-    rows: list[dict[str, Any]] = []
-    timelines: dict[str, list[tuple[float, float]]] = {}
     used = disk_bytes(workdir) if workdir.exists() else 0
+    done = {r["step"] for r in rows}
+
+    def result(complete: bool) -> dict:
+        return {
+            "n": n,
+            "counts": counts,
+            "config": config,
+            "complete": complete,
+            "rows": rows,
+            "anon_MB_over_s": timelines,
+        }
+
     for step in STEPS:
+        if step in done:
+            continue
         argv = [
             sys.executable,
             "-m",
@@ -233,6 +265,11 @@ def rehearse(
                         "peak_anon_MB": _peak(r["samples"], t - secs, t),
                     }
                 )
+        if state is not None:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            tmp = state.with_name(state.name + ".tmp")
+            tmp.write_text(json.dumps(result(False), indent=2) + "\n")
+            tmp.replace(state)
     total = {
         "step": "total",
         "images": None,
@@ -240,9 +277,7 @@ def rehearse(
         "disk_MB": used / 2**20,
     }
     rows.append(total)
-    counts = {s: int(cfg.generate[s]) * toy_scale.N_CONCEPTS for s in ("train", "val", "test")}
-    config = " ".join([f"configs/toy_scale.py:{arg}", *(f"--config.{o}" for o in overrides)])
-    return {"n": n, "counts": counts, "config": config, "rows": rows, "anon_MB_over_s": timelines}
+    return result(True)
 
 
 def extrapolate(a: dict, b: dict, to: int) -> list[dict[str, Any]]:
@@ -294,6 +329,11 @@ def main() -> None:
     ap.add_argument("--json", help="output JSON (default bench/results/scale_N.json)")
     ap.add_argument("--quiet", action="store_true", help="do not echo the steps' output")
     ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the unfinished rehearsal recorded in --json, in the same --workdir",
+    )
+    ap.add_argument(
         "--set",
         action="append",
         default=[],
@@ -314,8 +354,17 @@ def main() -> None:
         raise SystemExit(f"error: --n {args.n}; expected at least {toy_scale.N_CONCEPTS}")
     if args.workdir is None:
         raise SystemExit("error: give --workdir DIR (an empty or new folder)")
-    result = rehearse(args.n, args.workdir, args.iem, args.epochs, not args.quiet, tuple(args.set))
     out = args.json or str(RESULTS / f"scale_{args.n}.json")
+    result = rehearse(
+        args.n,
+        args.workdir,
+        args.iem,
+        args.epochs,
+        not args.quiet,
+        tuple(args.set),
+        Path(out),
+        args.resume,
+    )
     report(f"rehearsal n={args.n} ({result['config']})", result["rows"], COLUMNS, None)
     result = {"benchmark": "scale", "device": device_name(), "machine": machine(), **result}
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,21 @@ def test_a_rehearsal_starts_from_an_empty_workdir_and_takes_key_value_overrides(
     assert not (tmp_path / "new").exists()
 
 
+def test_a_rehearsal_resumes_only_an_unfinished_one_with_the_same_settings(tmp_path):
+    state, work = tmp_path / "scale.json", tmp_path / "w"
+    with pytest.raises(SystemExit, match="--resume: no rehearsal recorded in"):
+        scale.rehearse(200, work, state=state, resume=True)
+    mine = "configs/toy_scale.py:n=200,iem=ce,epochs=3"
+    for recorded, says in (
+        ({"complete": True, "config": mine}, "holds a finished rehearsal"),
+        ({"complete": False, "config": mine.replace("n=200", "n=300")}, "holds a run of .*n=300.*"),
+    ):
+        state.write_text(json.dumps({**recorded, "rows": [], "anon_MB_over_s": {}}))
+        with pytest.raises(SystemExit, match=f"--resume: .*{says}, not an unfinished one of"):
+            scale.rehearse(200, work, state=state, resume=True)
+    assert not work.exists()  # refused before any step ran
+
+
 @pytest.mark.slow
 def test_the_rehearsal_runs_every_step_and_measures_each(tmp_path):
     """n = 200 (196 / 56 / 14 images), one epoch, 2 noisy copies, shards of 14 images: one
@@ -83,7 +98,7 @@ def test_the_rehearsal_runs_every_step_and_measures_each(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["counts"] == {"train": 196, "val": 56, "test": 14}
+    assert result["complete"] and result["counts"] == {"train": 196, "val": 56, "test": 14}
     assert result["config"].endswith("--config.generate.shard_size=14")
     rows = {row["step"].strip(): row for row in result["rows"]}
     for step in scale.STEPS:
