@@ -20,6 +20,10 @@ that must stay flat with n) and the disk the step added, as a table and as JSON
 The stages of a step (generate's splits; explain.sample's TIS, T_concept and masking) are timed
 from its log lines (`core.progress`: a stage's totals when it ends) and get the anonymous peak
 sampled during them.
+Each finished step is recorded in the JSON at once (`"complete": false` until the last):
+`--resume` continues a rehearsal that stopped (a failed step, a killed run) in the same workdir
+from its first unrecorded step, if the settings are the same (each step also skips the work
+its outputs already hold).
 `--extrapolate A.json B.json` fits wall = a + b·n per step through two runs and prints the
 time at `--to` images (default 1,000,000).
 
