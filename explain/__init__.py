@@ -13,6 +13,14 @@ import threading
 interrupted = False
 
 
+def _end_while_starting() -> None:
+    """A Ctrl-C before the work: one line and a shell's status for SIGINT, as
+    errors.one_line_errors ends (and words it: the core layer cannot import the entry points)."""
+    sys.stderr.write("\ninterrupted while starting; nothing was written\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def quiet_interrupts_at_startup() -> None:
     """Ctrl-C before a command's work begins (while JAX imports, say) ends in one line, not a
     traceback. Each command's work is inside `errors.one_line_errors`, which says what was saved;
@@ -26,9 +34,7 @@ def quiet_interrupts_at_startup() -> None:
         if chain is None:
             default(kind, value, tb)
             return
-        sys.stderr.write("\ninterrupted while starting; nothing was written\n")
-        sys.stderr.flush()
-        os._exit(130)  # a shell's status for SIGINT, as errors.one_line_errors exits
+        _end_while_starting()
 
     def unraisable(info):
         # Ctrl-C inside a callback (a gc hook of JAX's) would be printed and dropped here, and
@@ -49,9 +55,7 @@ def quiet_interrupts_at_startup() -> None:
         # Before the work nothing has been written, so end here. Raising instead would put a
         # KeyboardInterrupt into whatever is importing: inside jaxlib's native start-up (MLIR
         # registering its Python types) that aborted the interpreter with SIGABRT.
-        sys.stderr.write("\ninterrupted while starting; nothing was written\n")
-        sys.stderr.flush()
-        os._exit(130)
+        _end_while_starting()
 
     default_unraisable = sys.unraisablehook
     sys.excepthook = hook

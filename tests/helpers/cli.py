@@ -73,10 +73,19 @@ def in_process(module: str, *args: str) -> None:
         cmd.main([])
     finally:
         sys.argv = argv
-        flags.FLAGS.unparse_flags()
-        for flag in set(flags.FLAGS) - before:
-            delattr(flags.FLAGS, flag)
-        sys.modules.pop(module, None)
+        forget(before, [module])
+
+
+def forget(before: set[str], modules: list[str]) -> None:
+    """Undoes imports of entry points: the absl flags not in `before` (the set of flag names
+    then) and the `modules` go, so the next import of a command may define the same names."""
+    from absl import flags
+
+    flags.FLAGS.unparse_flags()
+    for flag in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, flag)
+    for name in modules:
+        sys.modules.pop(name, None)
 
 
 def popen(*args: str, cwd: Path = REPO, **kwargs) -> subprocess.Popen:
