@@ -13,12 +13,20 @@ import threading
 interrupted = False
 
 
-def _end_while_starting() -> None:
-    """A Ctrl-C before the work: one line and a shell's status for SIGINT, as
-    errors.one_line_errors ends (and words it: the core layer cannot import the entry points)."""
-    sys.stderr.write("\ninterrupted while starting; nothing was written\n")
-    sys.stderr.flush()
+def _end(line: str) -> None:
+    """Ends the process with one line on stderr and a shell's status for SIGINT, as
+    errors.one_line_errors does (and words it: the core layer cannot import the entry points).
+    Written straight to the descriptor: called from the signal handler, sys.stderr may be
+    mid-write (a reentrant call raises) or its reader gone, and nothing may raise from here."""
+    try:
+        os.write(2, f"\n{line}\n".encode())
+    except OSError:
+        pass
     os._exit(130)
+
+
+def _end_while_starting() -> None:
+    _end("interrupted while starting; nothing was written")
 
 
 def quiet_interrupts_at_startup() -> None:
@@ -33,8 +41,13 @@ def quiet_interrupts_at_startup() -> None:
             chain = chain.__cause__ or chain.__context__
         if chain is None:
             default(kind, value, tb)
-            return
-        _end_while_starting()
+        elif getattr(sys.modules.get("cortex_jax.core.errors"), "working", False):
+            # after the work's `with errors.one_line_errors()` (printing what was written)
+            _end(
+                "interrupted; the files written so far are kept, and the same command can be rerun"
+            )
+        else:
+            _end_while_starting()
 
     def unraisable(info):
         # Ctrl-C inside a callback (a gc hook of JAX's) would be printed and dropped here, and

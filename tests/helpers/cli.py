@@ -111,7 +111,9 @@ def wait_until_loading(p: subprocess.Popen, library: str, timeout: float = 120) 
     deadline = time.time() + timeout
     maps = Path(f"/proc/{p.pid}/maps")
     while library not in maps.read_text():
-        assert p.poll() is None and time.time() < deadline, f"{library} never loaded"
+        if p.poll() is not None or time.time() > deadline:
+            p.kill()
+            raise AssertionError(f"{library} never loaded: {p.communicate()[1][-2000:]}")
         time.sleep(0.01)
 
 
