@@ -13,6 +13,22 @@ import threading
 interrupted = False
 
 
+def _end(line: str) -> None:
+    """Ends the process with one line on stderr and a shell's status for SIGINT, as
+    errors.one_line_errors does (and words it: the core layer cannot import the entry points).
+    Written straight to the descriptor: called from the signal handler, sys.stderr may be
+    mid-write (a reentrant call raises) or its reader gone, and nothing may raise from here."""
+    try:
+        os.write(2, f"\n{line}\n".encode())
+    except OSError:
+        pass
+    os._exit(130)
+
+
+def _end_while_starting() -> None:
+    _end("interrupted while starting; nothing was written")
+
+
 def quiet_interrupts_at_startup() -> None:
     """Ctrl-C before a command's work begins (while JAX imports, say) ends in one line, not a
     traceback. Each command's work is inside `errors.one_line_errors`, which says what was saved;
@@ -25,10 +41,13 @@ def quiet_interrupts_at_startup() -> None:
             chain = chain.__cause__ or chain.__context__
         if chain is None:
             default(kind, value, tb)
-            return
-        sys.stderr.write("\ninterrupted while starting; nothing was written\n")
-        sys.stderr.flush()
-        os._exit(130)  # a shell's status for SIGINT, as errors.one_line_errors exits
+        elif getattr(sys.modules.get("cortex_jax.core.errors"), "working", False):
+            # after the work's `with errors.one_line_errors()` (printing what was written)
+            _end(
+                "interrupted; the files written so far are kept, and the same command can be rerun"
+            )
+        else:
+            _end_while_starting()
 
     def unraisable(info):
         # Ctrl-C inside a callback (a gc hook of JAX's) would be printed and dropped here, and
@@ -49,9 +68,7 @@ def quiet_interrupts_at_startup() -> None:
         # Before the work nothing has been written, so end here. Raising instead would put a
         # KeyboardInterrupt into whatever is importing: inside jaxlib's native start-up (MLIR
         # registering its Python types) that aborted the interpreter with SIGABRT.
-        sys.stderr.write("\ninterrupted while starting; nothing was written\n")
-        sys.stderr.flush()
-        os._exit(130)
+        _end_while_starting()
 
     default_unraisable = sys.unraisablehook
     sys.excepthook = hook

@@ -118,8 +118,6 @@ def entry_point():
         return importlib.import_module(name)
 
     yield load
-    flags.FLAGS.unparse_flags()
-    for flag in set(flags.FLAGS) - before:
-        delattr(flags.FLAGS, flag)
-    for name in loaded:
-        sys.modules.pop(name, None)
+    from tests.helpers import cli
+
+    cli.forget(before, loaded)

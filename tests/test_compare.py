@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from cortex_jax.core import trees
 from cortex_jax.experiments import compare
 from tests.helpers import cli
 
@@ -88,24 +89,6 @@ class _NoInfill:
         return getattr(self.inner, name)
 
 
-def _random_like(init, seed: int = 0):
-    """Random weights of `init()`'s shapes without running (compiling) it: N(0, 0.1), BatchNorm
-    statistics at mean 0 and variance 1."""
-    import jax
-
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, s):
-        name = jax.tree_util.keystr(path)
-        if "'var'" in name:
-            return np.ones(s.shape, s.dtype)
-        if "'mean'" in name:
-            return np.zeros(s.shape, s.dtype)
-        return (0.1 * rng.standard_normal(s.shape)).astype(s.dtype)
-
-    return jax.tree_util.tree_map_with_path(leaf, jax.eval_shape(init))
-
-
 def _tiny_family_model(args):
     """3 classes, random weights, 16 px, 8×8 tokens, K = 16, d = 4; no infill."""
     import jax
@@ -123,8 +106,8 @@ def _tiny_family_model(args):
         vocab_size=19, block_size=64, n_layer=1, n_head=2, n_embd=16, image_vocab_size=16,
         class_offset=16, n_classes=3,
     )  # fmt: skip
-    vq = VQGAN(vcfg, _random_like(lambda: vqgan_init(vcfg, jax.random.PRNGKey(0))))
-    params = _random_like(lambda: cin.init_params(gcfg, jax.random.PRNGKey(1)), 1)
+    vq = VQGAN(vcfg, trees.random_init(lambda: vqgan_init(vcfg, jax.random.PRNGKey(0))))
+    params = trees.random_init(lambda: cin.init_params(gcfg, jax.random.PRNGKey(1)), 1)
     return _NoInfill(ClassConditionalVQGM("tiny-cmp", vq, gcfg, params, ("ant", "bee", "cat")))
 
 
@@ -147,7 +130,7 @@ def test_compare_runs_on_a_registered_family_without_ground_truth(tmp_path, entr
         tokens = rng.integers(0, 16, (9, 8, 8))
         shards.write_arrays(tmp_path / "ds", tokens, labels, ["ant", "bee", "cat"], 16, "tiny-cmp")
         icfg = iem.IEMConfig("ce", 3, width=8, depth=1, hidden=16)
-        variables = _random_like(lambda: iem.init_variables(icfg, jax.random.PRNGKey(0), 8, 4))
+        variables = trees.random_init(lambda: iem.init_variables(icfg, jax.random.PRNGKey(0), 8, 4))
         folders.write_iem_folder(tmp_path / "iem", icfg, variables, ["ant", "bee", "cat"], "x")
         cmd = entry_point("explain.compare")
         out = tmp_path / "cmp"

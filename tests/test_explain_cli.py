@@ -21,32 +21,13 @@ _run, _one_line_error = cli.run, cli.one_line_error
 
 
 @pytest.fixture
-def command(entry_point):
-    """`python -m NAME ARGV…` in this test's process: NAME's `main` after its flags are parsed, as
-    absl's app.run would (a user error is then SystemExit("error: …"), see `_refused`). A CLI
-    start (imports, toy models, compiles) is most of a small run and a CI minute a few times
-    over, so the runs whose process is not what is checked run here; each command keeps a real
-    `python -m` in this file (its one-line error, train.iem's Ctrl-C). Commands that define the
-    same flag names (--concept, --config) take turns: running another forgets the last one."""
-    from absl import flags
-
-    before = set(flags.FLAGS)  # absl's own, imported by entry_point
-    loaded: dict = {}
-
-    def run(name: str, *argv: str) -> None:
-        if name not in loaded:
-            flags.FLAGS.unparse_flags()
-            for flag in set(flags.FLAGS) - before:
-                delattr(flags.FLAGS, flag)
-            for other in loaded:
-                sys.modules.pop(other, None)
-            loaded.clear()
-            loaded[name] = entry_point(name)
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS([name, *argv])
-        loaded[name].main([])
-
-    return run
+def command():
+    """`python -m NAME ARGV…` in this test's process (`cli.in_process`: NAME's `main` after its
+    flags are parsed; a user error is then SystemExit("error: …"), see `_refused`). A CLI start
+    (imports, toy models, compiles) is most of a small run and a CI minute a few times over, so
+    the runs whose process is not what is checked run here; each command keeps a real
+    `python -m` in this file (its one-line error, train.iem's Ctrl-C)."""
+    return cli.in_process
 
 
 def _refused(command, argv: tuple[str, ...], *needles: str) -> None:
@@ -250,7 +231,6 @@ def test_train_iem_ctrl_c_saves_its_step_and_the_rerun_resumes_there(tmp_path):
     import os
     import re
     import signal
-    import sys
     import time
 
     args = [

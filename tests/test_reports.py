@@ -1,7 +1,7 @@
 """The sample-level report (`io.reports.SampleLevelReport`): what `sample_level.run` returns is
 what `save` writes and `read` gives back, arrays included; a file this version cannot read, or a
-report made with other settings, is refused in one line; the recipe's chunked runs merge into the
-report of one pass."""
+report made with other settings, is refused in one line; `run` over chunks of concepts gives the
+rows and scores of one pass."""
 
 import dataclasses
 import json
@@ -135,9 +135,12 @@ def test_a_report_this_version_cannot_read_is_refused_in_one_line(whole, tmp_pat
 def test_runs_over_concept_chunks_give_the_rows_of_one_pass(whole, ex_tis):
     """`run` per chunk of concepts, the explanation split's TIS computed once and passed in, the
     test images keyed by their global ids: each chunk's concept rows and scores are the one
-    pass's (the noise is keyed by image id, not by position in the chunk)."""
+    pass's (the noise is keyed by image id, not by position in the chunk), and the image-level
+    curves, weighted by the chunks' test images, average to the one pass's (its random-order
+    baseline is keyed by image id too)."""
     (ex_tok, ex_lab), (te_tok, te_lab) = EX, TE
     assert whole.arrays is not None
+    curves = {"tis": 0.0, "random": 0.0}
     for c in (0, 1):
         ex, te = ex_lab == c, te_lab == c
         part = sample_level.run(
@@ -152,5 +155,10 @@ def test_runs_over_concept_chunks_give_the_rows_of_one_pass(whole, ex_tis):
         )
         assert part.concepts == {c: whole.concepts[c]} and part.fingerprint == whole.fingerprint
         assert part.arrays is not None
-        np.testing.assert_array_equal(part.arrays.tokens, whole.arrays.tokens[te])
         np.testing.assert_array_equal(part.arrays.tis, whole.arrays.tis[te])
+        for key in curves:
+            curves[key] = curves[key] + np.asarray(getattr(part.image_level_curve, key)) * te.sum()
+    for key, total in curves.items():
+        np.testing.assert_allclose(
+            total / len(te_lab), getattr(whole.image_level_curve, key), rtol=1e-5, err_msg=key
+        )

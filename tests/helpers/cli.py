@@ -73,10 +73,19 @@ def in_process(module: str, *args: str) -> None:
         cmd.main([])
     finally:
         sys.argv = argv
-        flags.FLAGS.unparse_flags()
-        for flag in set(flags.FLAGS) - before:
-            delattr(flags.FLAGS, flag)
-        sys.modules.pop(module, None)
+        forget(before, [module])
+
+
+def forget(before: set[str], modules: list[str]) -> None:
+    """Undoes imports of entry points: the absl flags not in `before` (the set of flag names
+    then) and the `modules` go, so the next import of a command may define the same names."""
+    from absl import flags
+
+    flags.FLAGS.unparse_flags()
+    for flag in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, flag)
+    for name in modules:
+        sys.modules.pop(name, None)
 
 
 def popen(*args: str, cwd: Path = REPO, **kwargs) -> subprocess.Popen:
@@ -102,7 +111,9 @@ def wait_until_loading(p: subprocess.Popen, library: str, timeout: float = 120) 
     deadline = time.time() + timeout
     maps = Path(f"/proc/{p.pid}/maps")
     while library not in maps.read_text():
-        assert p.poll() is None and time.time() < deadline, f"{library} never loaded"
+        if p.poll() is not None or time.time() > deadline:
+            p.kill()
+            raise AssertionError(f"{library} never loaded: {p.communicate()[1][-2000:]}")
         time.sleep(0.01)
 
 
