@@ -122,7 +122,13 @@ def main():
     ap.add_argument("--chunk", type=int, default=10, help="noisy copies per image per pass")
     ap.add_argument("--methods", default="", help="other attribution methods to time, by name")
     ap.add_argument("--ig_steps", type=int, default=32, help="integrated gradients' path points")
-    ap.add_argument("--occlusion_chunk", type=int, default=0, help="positions per pass; 0: all")
+    ap.add_argument(
+        "--occlusion_chunk",
+        type=int,
+        default=8,
+        help="positions per pass (0: all); on the 2-core CPU 8 (32 forward rows a pass at batch 4) "
+        "reached 80 %% of the peak and all 256 only 63 %% (bench/RESULTS.md)",
+    )
     ap.add_argument(
         "--single_batch",
         type=int,
