@@ -57,6 +57,7 @@ from typing import Any
 
 from bench.common import RESULTS, device_name, report
 from configs import toy_scale
+from cortex_jax.io import shards
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("train.generate", "train.iem", "explain.sample", "explain.report", "explain.atlas")
@@ -270,10 +271,7 @@ def rehearse(
                     }
                 )
         if state is not None:
-            state.parent.mkdir(parents=True, exist_ok=True)
-            tmp = state.with_name(state.name + ".tmp")
-            tmp.write_text(json.dumps(result(False), indent=2) + "\n")
-            tmp.replace(state)
+            shards.atomic_write_json(state, result(False))
     total = {
         "step": "total",
         "images": None,
@@ -371,8 +369,7 @@ def main() -> None:
     )
     report(f"rehearsal n={args.n} ({result['config']})", result["rows"], COLUMNS, None)
     result = {"benchmark": "scale", "device": device_name(), "machine": machine(), **result}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    shards.atomic_write_json(out, result)
     print(f"wrote {out}")
 
 

@@ -25,8 +25,13 @@ def _end(line: str) -> None:
     os._exit(130)
 
 
+def _working() -> bool:
+    """The command's work has begun (cortex_jax.core.errors.one_line_errors was entered)."""
+    return getattr(sys.modules.get("cortex_jax.core.errors"), "working", False)
+
+
 def _end_while_starting() -> None:
-    _end("interrupted while starting; nothing was written")
+    _end("interrupted while starting; nothing was written")  # errors.STARTING, not yet importable
 
 
 def quiet_interrupts_at_startup() -> None:
@@ -41,11 +46,8 @@ def quiet_interrupts_at_startup() -> None:
             chain = chain.__cause__ or chain.__context__
         if chain is None:
             default(kind, value, tb)
-        elif getattr(sys.modules.get("cortex_jax.core.errors"), "working", False):
-            # after the work's `with errors.one_line_errors()` (printing what was written)
-            _end(
-                "interrupted; the files written so far are kept, and the same command can be rerun"
-            )
+        elif _working():  # after the work's `with errors.one_line_errors()` (printing results)
+            _end(sys.modules["cortex_jax.core.errors"].KEPT)
         else:
             _end_while_starting()
 
@@ -55,7 +57,7 @@ def quiet_interrupts_at_startup() -> None:
         # main thread again, after this hook returns, for errors.one_line_errors to save state.
         if not isinstance(info.exc_value, KeyboardInterrupt):
             default_unraisable(info)
-        elif getattr(sys.modules.get("cortex_jax.core.errors"), "working", False):
+        elif _working():
             threading.Timer(0.01, _thread.interrupt_main).start()
         else:
             hook(type(info.exc_value), info.exc_value, info.exc_traceback)
@@ -63,7 +65,7 @@ def quiet_interrupts_at_startup() -> None:
     def on_sigint(signum, frame):
         global interrupted
         interrupted = True
-        if getattr(sys.modules.get("cortex_jax.core.errors"), "working", False):
+        if _working():
             raise KeyboardInterrupt  # for errors.one_line_errors, which says what was saved
         # Before the work nothing has been written, so end here. Raising instead would put a
         # KeyboardInterrupt into whatever is importing: inside jaxlib's native start-up (MLIR

@@ -87,11 +87,15 @@ def _interrupted(e: BaseException | None = None) -> bool:
     return bool(getattr(sys.modules.get("explain"), "interrupted", False))
 
 
+# What a Ctrl-C ends a command with, during its work and before it (explain/__init__.py's hook,
+# standard library only, repeats STARTING: it runs before this module can be imported).
+KEPT = "interrupted; the files written so far are kept, and the same command can be rerun"
+STARTING = "interrupted while starting; nothing was written"
+
+
 def _exit_interrupted(text: str = "") -> NoReturn:
-    """One `interrupted; …` line on stderr (`text`, else the default below) and status 130."""
-    text = (
-        text or "interrupted; the files written so far are kept, and the same command can be rerun"
-    )
+    """One `interrupted; …` line on stderr (`text`, else KEPT) and status 130."""
+    text = text or KEPT
     sys.stderr.write(f"\n{text}\n")
     sys.exit(INTERRUPTED_STATUS)
 
@@ -104,7 +108,7 @@ def one_line_errors() -> Iterator[None]:
     starting, and was swallowed then, ends it here before any work."""
     global working
     if _interrupted():
-        _exit_interrupted("interrupted while starting; nothing was written")
+        _exit_interrupted(STARTING)
     working = True  # read by the entry points' interrupt hook (explain/__init__.py)
     try:
         yield
